@@ -1,0 +1,346 @@
+"""`fracture`: one command per pipeline step.
+
+Each command loads params, calls the step's `run_<step>` function (the same function the DVC stage and the
+Kubeflow component call) and maps errors to exit codes: 0 success, 1 a gate failed, 2 bad usage or input.
+Step modules are imported inside the commands so that `fracture --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fracture.errors import FractureError
+
+app = typer.Typer(
+    help="fracture-mlops: train, evaluate, explain and ship a wrist fracture classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+pipeline_app = typer.Typer(help="Kubeflow Pipelines: compile, run locally, submit.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+log = logging.getLogger("fracture")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to use.", dir_okay=False)]
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    """fracture-mlops command line."""
+    _setup_logging(verbose)
+
+
+def step(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn FractureError into a one-line message and the contract's exit code (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FractureError as err:
+            log.error("%s", err)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            log.error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _params(path: Path):  # noqa: ANN202 - Params, imported lazily
+    from fracture.config import load_params
+
+    return load_params(path)
+
+
+@app.command()
+@step
+def synth(
+    out: Annotated[Path, typer.Option(help="Output root; gets GRAZPEDWRI-DX/, MURA-v1.1/, hospital/.")],
+    n_per_source: Annotated[int | None, typer.Option(help="Images per source (default: params).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: params base.seed).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Write deterministic synthetic radiographs in the three real on-disk layouts."""
+    cfg = _params(params)
+    from fracture.synth import run_synth
+
+    run_synth(cfg, out, n_per_source=n_per_source, seed=seed)
+
+
+@app.command()
+@step
+def ingest(
+    out: Annotated[Path, typer.Option(help="Output dir for manifest.parquet, quarantine.csv, summary.json.")],
+    kaggle: Annotated[Path | None, typer.Option(help="GRAZPEDWRI-DX root (holds dataset.csv).")] = None,
+    mura: Annotated[Path | None, typer.Option(help="The MURA-v1.1 folder (holds the four CSVs).")] = None,
+    hospital: Annotated[Path | None, typer.Option(help="Hospital root (<part>/{positive,negative}/...).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Harmonise the three datasets into one manifest; quarantine what cannot be used, with a reason."""
+    cfg = _params(params)
+    from fracture.ingest import run_ingest
+
+    run_ingest(cfg, out, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital)
+
+
+@app.command()
+@step
+def validate(
+    manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
+    out: Annotated[Path, typer.Option(help="Output dir for validation.json and data_docs/.")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Great Expectations checks over the manifest; exit 1 when a blocking expectation fails."""
+    cfg = _params(params)
+    from fracture.validate import run_validate
+
+    run_validate(cfg, manifest, out)
+
+
+@app.command()
+@step
+def split(
+    manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
+    out: Annotated[Path, typer.Option(help="splits.parquet to write (summary beside it).")],
+    strategy: Annotated[str | None, typer.Option(help="cross_domain | kfold | loso (default: params).")] = None,
+    fold: Annotated[int | None, typer.Option(help="Fold index for kfold / source index for loso.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Patient-grouped, label-stratified splits with the cohort policy applied."""
+    cfg = _params(params)
+    from fracture.split import run_split
+
+    run_split(cfg, manifest, out, strategy=strategy, fold=fold)
+
+
+@app.command()
+@step
+def preprocess(
+    manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
+    out: Annotated[Path, typer.Option(help="Cache dir (memory-mappable uint8 array + index).")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Decode, window and resize every image into the training cache."""
+    cfg = _params(params)
+    from fracture.preprocess import run_preprocess
+
+    run_preprocess(cfg, manifest, out)
+
+
+@app.command()
+@step
+def train(
+    manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
+    splits: Annotated[Path, typer.Option(help="splits.parquet from split.")],
+    cache: Annotated[Path, typer.Option(help="Preprocess cache dir.")],
+    out: Annotated[Path, typer.Option(help="Model dir to write.")],
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Train the Swin fracture classifier (val-only model selection), tracked in MLflow."""
+    cfg = _params(params)
+    from fracture.train import run_train
+
+    run_train(cfg, manifest, splits, cache, out, resume=resume)
+
+
+@app.command()
+@step
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Model dir from train.")],
+    manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
+    splits: Annotated[Path, typer.Option(help="splits.parquet from split.")],
+    cache: Annotated[Path, typer.Option(help="Preprocess cache dir.")],
+    out: Annotated[Path, typer.Option(help="Eval dir to write.")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Metrics with CIs at operating points frozen on val, subgroups, calibration, and the gate."""
+    cfg = _params(params)
+    from fracture.evaluate import run_evaluate
+
+    run_evaluate(cfg, model, manifest, splits, cache, out)
+
+
+@app.command()
+@step
+def explain(
+    model: Annotated[Path, typer.Option(help="Model dir from train.")],
+    eval: Annotated[Path, typer.Option("--eval", help="Eval dir from evaluate.")],
+    cache: Annotated[Path, typer.Option(help="Preprocess cache dir.")],
+    out: Annotated[Path, typer.Option(help="Output dir for Grad-CAM overlays and index.json.")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Grad-CAM overlays for TP / FN / FP / TN examples chosen by a fixed rule."""
+    cfg = _params(params)
+    from fracture.explain import run_explain
+
+    run_explain(cfg, model, eval, cache, out)
+
+
+@app.command()
+@step
+def report(
+    out: Annotated[Path, typer.Option(help="report.html to write.")],
+    ingest_dir: Annotated[Path, typer.Option(help="Ingest output dir.")] = Path("data/interim"),
+    validation: Annotated[Path, typer.Option(help="Validate output dir.")] = Path("reports/validation"),
+    splits: Annotated[Path, typer.Option(help="splits.parquet.")] = Path("data/interim/splits.parquet"),
+    model: Annotated[Path, typer.Option(help="Model dir.")] = Path("models/demo"),
+    eval: Annotated[Path, typer.Option("--eval", help="Eval dir.")] = Path("reports/eval"),
+    explain_dir: Annotated[Path, typer.Option("--explain", help="Explain dir.")] = Path("reports/explain"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Render the self-contained HTML evaluation report and model card."""
+    cfg = _params(params)
+    from fracture.report import run_report
+
+    run_report(
+        cfg,
+        out,
+        ingest_dir=ingest_dir,
+        validation_dir=validation,
+        splits_path=splits,
+        model_dir=model,
+        eval_dir=eval,
+        explain_dir=explain_dir,
+    )
+
+
+@app.command()
+@step
+def register(
+    model: Annotated[Path, typer.Option(help="Model dir from train.")],
+    eval: Annotated[Path, typer.Option("--eval", help="Eval dir from evaluate.")],
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
+    report_path: Annotated[Path | None, typer.Option("--report", help="report.html to attach.")] = None,
+    force: Annotated[bool, typer.Option(help="Register although the gate failed (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why --force is justified (recorded).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Register the model in MLflow with its lineage and evidence; alias `challenger`."""
+    cfg = _params(params)
+    from fracture.registry import run_register
+
+    run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
+
+
+@app.command()
+@step
+def promote(
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
+    version: Annotated[int | None, typer.Option(help="Version to promote.")] = None,
+    alias: Annotated[str, typer.Option(help="Alias of the version to promote.")] = "challenger",
+    dry_run: Annotated[bool, typer.Option(help="Compare and print; change nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Promote although the gate failed (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded on the version).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Move `champion` to the candidate when it passes the gate against the current champion."""
+    cfg = _params(params)
+    from fracture.registry import run_promote
+
+    run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason)
+
+
+@app.command()
+@step
+def rollback(
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Restore the previous champion."""
+    cfg = _params(params)
+    from fracture.registry import run_rollback
+
+    run_rollback(cfg, name)
+
+
+@app.command()
+@step
+def predict(
+    img: Annotated[Path, typer.Option(help="Image (PNG 8/16-bit, JPEG, DICOM), a directory, or a CSV of paths.")],
+    weight: Annotated[str, typer.Option(help="Model dir, model.pt, or models:/NAME@ALIAS.")],
+    part: Annotated[str | None, typer.Option(help="Body part (recorded, validated).")] = None,
+    out: Annotated[Path, typer.Option(help="Output dir for JSON/CSV results and overlays.")] = Path("results"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Single-image or batch inference with the frozen threshold and a Grad-CAM overlay."""
+    cfg = _params(params)
+    from fracture.predict import run_predict
+
+    run_predict(cfg, img, weight, part=part, out_dir=out)
+
+
+@pipeline_app.command("compile")
+@step
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="Pipeline IR YAML to write.")] = Path("pipelines/training_pipeline.yaml"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Compile the Kubeflow pipeline to IR YAML."""
+    cfg = _params(params)
+    from fracture.pipeline import run_compile
+
+    run_compile(cfg, out)
+
+
+@pipeline_app.command("run-local")
+@step
+def pipeline_run_local(
+    out: Annotated[Path, typer.Option(help="Local pipeline root for outputs.")] = Path("data/kfp-local"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Run the whole DAG on the demo through kfp.local.SubprocessRunner."""
+    cfg = _params(params)
+    from fracture.pipeline import run_local
+
+    run_local(cfg, out, params_path=params)
+
+
+@pipeline_app.command("submit")
+@step
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint URL.")],
+    experiment: Annotated[str | None, typer.Option(help="KFP experiment name.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Submit the pipeline to a cluster (token and namespace from the environment); prints the run URL."""
+    cfg = _params(params)
+    from fracture.pipeline import run_submit
+
+    run_submit(cfg, host, experiment=experiment)
+
+
+@app.command("demo-summary", hidden=True)
+@step
+def demo_summary(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Print where the demo's outputs are (called by `make demo`)."""
+    cfg = _params(params)
+    from fracture.demo import print_summary
+
+    print_summary(cfg)
+
+
+if __name__ == "__main__":
+    app()

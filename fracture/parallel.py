@@ -1,0 +1,44 @@
+"""Parallel map over files with a progress bar (quiet when stderr is not a terminal, e.g. in CI logs)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+    """Wrap an iterable in a progress bar shown only on an interactive terminal."""
+    disable = not sys.stderr.isatty() or os.environ.get("FRACTURE_NO_PROGRESS") == "1"
+    return iter(tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=False))
+
+
+def resolve_workers(workers: int) -> int:
+    """0 means one per available core."""
+    if workers > 0:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parallel_map(
+    fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str = "", chunksize: int | None = None
+) -> Iterator[R]:
+    """Apply a picklable `fn` to every item, in order, over `workers` processes (1 = in this process).
+
+    Results are yielded as they complete in input order, so the caller can stream them to disk.
+    """
+    n = len(items)
+    workers = min(resolve_workers(workers), max(n, 1))
+    if workers <= 1 or n < 2:
+        yield from progress(map(fn, items), total=n, desc=desc)
+        return
+    chunksize = chunksize or max(1, min(256, n // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from progress(pool.map(fn, items, chunksize=chunksize), total=n, desc=desc)

@@ -1,0 +1,55 @@
+"""Column contracts of the artifacts that steps exchange (see DESIGN.md, Artifacts)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fracture.errors import InputError
+
+# name -> pandas dtype. Nullable dtypes where a source may not know the value.
+MANIFEST_COLUMNS: dict[str, str] = {
+    "image_id": "string",
+    "source": "string",
+    "path": "string",
+    "patient_id": "string",
+    "study_id": "string",
+    "label": "int8",
+    "label_source": "string",
+    "body_part": "string",
+    "age": "Float64",
+    "sex": "string",
+    "projection": "string",
+    "ao_code": "string",
+    "initial_exam": "boolean",
+    "cast": "boolean",
+    "metal": "boolean",
+    "diagnosis_uncertain": "boolean",
+    "osteopenia": "boolean",
+    "source_split": "string",
+    "group_id": "string",
+    "width": "int32",
+    "height": "int32",
+    "bit_depth": "int8",
+    "sha256": "string",
+}
+
+QUARANTINE_COLUMNS = ("source", "path", "reason")
+
+SPLIT_COLUMNS: dict[str, str] = {"image_id": "string", "split": "string", "fold": "Int8", "reason": "string"}
+SPLITS = ("train", "val", "test", "excluded")
+
+BODY_PARTS = ("wrist", "radius", "scaphoid", "styloid", "ulna", "distal_forearm")
+SEXES = ("M", "F", "O")
+
+
+def empty_manifest() -> pd.DataFrame:
+    """A zero-row manifest with the right dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in MANIFEST_COLUMNS.items()})
+
+
+def coerce_manifest(df: pd.DataFrame) -> pd.DataFrame:
+    """Order and type the manifest columns; raise naming the missing ones."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"manifest is missing columns: {', '.join(missing)}")
+    return df[list(MANIFEST_COLUMNS)].astype(MANIFEST_COLUMNS).reset_index(drop=True)

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from fracture.cli import app
+from fracture.config import load_params, parse_params
+from fracture.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repo_params_load_and_are_frozen():
+    params = load_params(REPO / "params.yaml")
+    assert params.register_.model_name == "fracture-swin"
+    with pytest.raises(ValidationError):
+        params.base.seed = 1  # type: ignore[misc]
+
+
+def test_unknown_key_is_named(demo_params_dict):
+    data = {**demo_params_dict, "train": {**demo_params_dict["train"], "epochz": 3}}
+    with pytest.raises(ConfigError, match=r"train\.epochz"):
+        parse_params(data, "p.yaml")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "path"),
+    [
+        ("train", "epochs", -1, r"train\.epochs"),
+        ("train", "lr", "fast", r"train\.lr"),
+        ("split", "strategy", "random", r"split\.strategy"),
+        ("base", "image_size", 0, r"base\.image_size"),
+    ],
+)
+def test_bad_values_are_named(demo_params_dict, section, key, value, path):
+    data = {**demo_params_dict, section: {**demo_params_dict[section], key: value}}
+    with pytest.raises(ConfigError, match=path):
+        parse_params(data, "p.yaml")
+
+
+def test_cli_exits_2_naming_the_key(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  epochs: -3\n")
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "o"), "--params", str(bad)])
+    assert result.exit_code == 2
+    assert "train.epochs" in result.output
+
+
+def test_missing_params_file_exits_2(tmp_path):
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--params", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "nope.yaml" in result.output
