@@ -203,9 +203,9 @@ def explain(
 @step
 def report(
     out: Annotated[Path, typer.Option(help="report.html to write.")],
-    ingest_dir: Annotated[Path, typer.Option(help="Ingest output dir.")] = Path("data/interim"),
+    ingest_dir: Annotated[Path, typer.Option(help="Ingest output dir.")] = Path("data/interim/ingest"),
     validation: Annotated[Path, typer.Option(help="Validate output dir.")] = Path("reports/validation"),
-    splits: Annotated[Path, typer.Option(help="splits.parquet.")] = Path("data/interim/splits.parquet"),
+    splits: Annotated[Path, typer.Option(help="splits.parquet.")] = Path("data/interim/split/splits.parquet"),
     model: Annotated[Path, typer.Option(help="Model dir.")] = Path("models/demo"),
     eval: Annotated[Path, typer.Option("--eval", help="Eval dir.")] = Path("reports/eval"),
     explain_dir: Annotated[Path, typer.Option("--explain", help="Explain dir.")] = Path("reports/explain"),
@@ -236,13 +236,18 @@ def register(
     report_path: Annotated[Path | None, typer.Option("--report", help="report.html to attach.")] = None,
     force: Annotated[bool, typer.Option(help="Register although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why --force is justified (recorded).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the registration record (JSON) here.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Register the model in MLflow with its lineage and evidence; alias `challenger`."""
     cfg = _params(params)
     from fracture.registry import run_register
 
-    run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
+    record = run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
+    if out is not None:
+        from fracture.io import write_json
+
+        write_json(out, record)
 
 
 @app.command()
@@ -329,7 +334,7 @@ def pipeline_submit(
     cfg = _params(params)
     from fracture.pipeline import run_submit
 
-    run_submit(cfg, host, experiment=experiment)
+    typer.echo(run_submit(cfg, host, experiment=experiment))
 
 
 @app.command("demo-summary", hidden=True)

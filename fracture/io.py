@@ -104,10 +104,15 @@ def read_manifest(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
 
 
 def resolve_image_path(roots: dict[str, str], source: str, rel_path: str) -> Path:
-    """Absolute path of a manifest row's image; refuses paths that escape the source root."""
+    """Absolute path of a manifest row's image; refuses paths that escape the source root.
+
+    Relative roots resolve against `FRACTURE_DATA_ROOT` when set (each Kubeflow task may mount the raw data
+    elsewhere), else against the working directory.
+    """
     if source not in roots:
         raise InputError(f"manifest has no root recorded for source {source!r}")
-    root = Path(roots[source]).resolve()
+    root = Path(os.environ.get("FRACTURE_DATA_ROOT", ".")) / roots[source]
+    root = root.resolve()
     full = (root / rel_path).resolve()
     if not full.is_relative_to(root):
         raise InputError(f"{rel_path}: path escapes the {source} root {root}")

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines components: one folder per step, each one import and one call into `fracture`."""

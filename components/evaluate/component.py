@@ -1,0 +1,30 @@
+"""evaluate: metrics with CIs at the operating point frozen on val, and the registration gate."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(
+    params_json: str,
+    data_revision: str,
+    model: Input[Model],
+    ingest_out: Input[Dataset],
+    splits: Input[Dataset],
+    cache: Input[Dataset],
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+) -> NamedTuple("EvaluateOutputs", [("gate_passed", bool)]):
+    """Eval dir; headline metrics, ROC and confusion matrix for the KFP UI; whether the gate passed."""
+    from fracture.kfp_steps import evaluate_step
+
+    return (
+        evaluate_step(
+            params_json, model.path, ingest_out.path, splits.path, cache.path, evaluation.path, metrics, classification
+        ),
+    )

@@ -1,0 +1,1 @@
+"""KFP component for the `explain` step."""

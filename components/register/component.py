@@ -1,0 +1,20 @@
+"""register: a new MLflow model version with lineage and evidence, alias `challenger`."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def register(
+    params_json: str,
+    model: Input[Model],
+    evaluation: Input[Dataset],
+    report_html: Input[HTML],
+    registration: Output[Artifact],
+):
+    """The registration record (name, version, run id)."""
+    from fracture.kfp_steps import register_step
+
+    register_step(params_json, model.path, evaluation.path, report_html.path, registration.path)

@@ -1,0 +1,32 @@
+"""report: the self-contained HTML evaluation report and model card."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def report(
+    params_json: str,
+    ingest_out: Input[Dataset],
+    validation: Input[Dataset],
+    splits: Input[Dataset],
+    model: Input[Model],
+    evaluation: Input[Dataset],
+    explanations: Input[Dataset],
+    report_html: Output[HTML],
+):
+    """report.html, shown by the KFP UI."""
+    from fracture.kfp_steps import report_step
+
+    report_step(
+        params_json,
+        ingest_out.path,
+        validation.path,
+        splits.path,
+        model.path,
+        evaluation.path,
+        explanations.path,
+        report_html.path,
+    )

@@ -1,0 +1,313 @@
+"""Grad-CAM for the timm Swin classifier (NHWC-aware) and the TP / FN / FP / TN overlay gallery.
+
+timm >= 0.9 Swin blocks keep tokens as NHWC `[B, H, W, C]`; pytorch-grad-cam wants `[B, C, H, W]`. We hook the
+last block's `norm1` (the final stage's tokens before attention), permute to channels-first, and take the
+gradient of the single fracture logit (`BinaryClassifierOutputTarget(1)`): the map shows where the model finds
+evidence *for* fracture, for every category, so an empty map on a true negative is an answer, not a failure.
+The stage-4 grid is 1/32 of the input side (2 x 2 cells at 64 px, 12 x 12 at 384 px): CAMs are coarse.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fracture.config import Params
+from fracture.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = ("TP", "FN", "FP", "TN")
+COLORMAP = "jet"
+
+SELECTION_RULE = (
+    "Examples come from the TEST split of predictions.parquet, classified with the frozen threshold from the model "
+    "config (positive when prob >= threshold). Per source, up to n examples per category: the most confident true "
+    "positives (highest prob among TP), the worst false negatives (lowest prob among FN), the worst false "
+    "positives (highest prob among FP) and the most confident true negatives (lowest prob among TN). Ties are "
+    "broken by image_id (ascending). The Grad-CAM target is the fracture logit in every category."
+)
+
+# category -> (label, predicted positive, sort probabilities descending)
+_RULE: dict[str, tuple[int, bool, bool]] = {
+    "TP": (1, True, True),
+    "FN": (1, False, False),
+    "FP": (0, True, True),
+    "TN": (0, False, False),
+}
+
+
+def select_examples(predictions: pd.DataFrame, threshold: float, n_per_category: int) -> pd.DataFrame:
+    """Pick the gallery examples by the fixed rule in `SELECTION_RULE`.
+
+    Args:
+        predictions: rows of predictions.parquet (needs image_id, split, source, prob, label).
+        threshold: the frozen operating point; a prediction is positive when prob >= threshold.
+        n_per_category: examples per (source, category).
+
+    Returns:
+        The chosen rows with an added `category` column, ordered by source, then TP, FN, FP, TN, then rank.
+    """
+    test = predictions[predictions["split"] == "test"].copy()
+    test["predicted"] = test["prob"].astype(float) >= threshold
+    chosen = []
+    for source in sorted(test["source"].astype(str).unique()):
+        rows = test[test["source"].astype(str) == source]
+        for category in CATEGORIES:
+            label, positive, descending = _RULE[category]
+            pool = rows[(rows["label"].astype(int) == label) & (rows["predicted"] == positive)]
+            pool = pool.assign(_neg=-pool["prob"].astype(float) if descending else pool["prob"].astype(float))
+            picked = pool.sort_values(["_neg", "image_id"], kind="mergesort").head(n_per_category)
+            chosen.append(picked.drop(columns="_neg").assign(category=category))
+    if not chosen:
+        return test.assign(category=pd.Series(dtype="string")).iloc[0:0]
+    return pd.concat(chosen, ignore_index=True).drop(columns="predicted")
+
+
+def swin_reshape_transform(tokens: torch.Tensor) -> torch.Tensor:
+    """Swin tokens to channels-first maps; the grid comes from the tensor, never a hard-coded 7 x 7.
+
+    Args:
+        tokens: `[B, H, W, C]` (timm >= 0.9, NHWC) or `[B, L, C]` with a square L (older timm).
+
+    Returns:
+        `[B, C, H, W]`.
+    """
+    if tokens.ndim == 4:
+        return tokens.permute(0, 3, 1, 2)
+    if tokens.ndim == 3:
+        b, length, c = tokens.shape
+        side = int(round(length**0.5))
+        if side * side != length:
+            raise ValueError(f"cannot fold {length} tokens into a square grid")
+        return tokens.reshape(b, side, side, c).permute(0, 3, 1, 2)
+    raise ValueError(f"unexpected Swin token shape {tuple(tokens.shape)}")
+
+
+def swin_target_layer(model: nn.Module) -> nn.Module:
+    """The Grad-CAM target: `norm1` of the last block of the last Swin stage."""
+    try:
+        return model.backbone.layers[-1].blocks[-1].norm1
+    except (AttributeError, IndexError, TypeError) as err:
+        raise InputError(f"model has no Swin backbone.layers[-1].blocks[-1].norm1 for Grad-CAM ({err})") from None
+
+
+class _LogitColumn(nn.Module):
+    """Present a single-logit model as `[B, 1]`, the shape BinaryClassifierOutputTarget indexes per sample."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).reshape(x.shape[0], 1)
+
+
+def _to_tensor(images_uint8: np.ndarray, mean: float, std: float, device: torch.device) -> torch.Tensor:
+    """uint8 `[N, S, S]` -> normalised float `[N, 1, S, S]` (the model's input contract)."""
+    x = torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device=device, dtype=torch.float32)
+    return ((x / 255.0 - mean) / std).unsqueeze(1)
+
+
+def gradcam(model: nn.Module, images_uint8: np.ndarray, mean: float, std: float, batch_size: int) -> np.ndarray:
+    """Grad-CAM of the fracture logit for a stack of images.
+
+    Args:
+        model: the classifier (`.backbone` a timm Swin, forward `[B, 1, S, S]` -> logits `[B]` or `[B, 1]`).
+        images_uint8: `[N, S, S]` uint8 images, as in the preprocess cache.
+        mean: input normalisation mean (on the 0..1 scale).
+        std: input normalisation std.
+        batch_size: images per forward/backward pass.
+
+    Returns:
+        float32 `[N, S, S]` in [0, 1], each map normalised by its own maximum (all zeros when no region raises
+        the fracture logit).
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    images_uint8 = np.asarray(images_uint8)
+    if images_uint8.ndim != 3:
+        raise ValueError(f"expected [N, S, S] images, got shape {images_uint8.shape}")
+    was_training = model.training
+    device = next(model.parameters()).device
+    cam = GradCAM(model=_LogitColumn(model), target_layers=[swin_target_layer(model)],
+                  reshape_transform=swin_reshape_transform)  # fmt: skip
+    maps = []
+    try:
+        with torch.enable_grad():
+            for start in range(0, len(images_uint8), batch_size):
+                x = _to_tensor(images_uint8[start : start + batch_size], mean, std, device).requires_grad_(True)
+                targets = [BinaryClassifierOutputTarget(1)] * x.shape[0]
+                maps.append(cam(input_tensor=x, targets=targets))
+    finally:
+        cam.activations_and_grads.release()
+        model.train(was_training)
+    if not maps:
+        return np.zeros((0, *images_uint8.shape[1:]), dtype=np.float32)
+    return np.clip(np.concatenate(maps).astype(np.float32), 0.0, 1.0)
+
+
+def cam_grid(model: nn.Module, image_size: int) -> tuple[int, int]:
+    """Height and width of the Grad-CAM grid (the target layer's token grid) for a square input."""
+    shape: list[tuple[int, ...]] = []
+    handle = swin_target_layer(model).register_forward_hook(lambda _m, _i, out: shape.append(tuple(out.shape)))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 1, image_size, image_size, device=next(model.parameters()).device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    grid = swin_reshape_transform(torch.empty(shape[-1], device="meta")).shape[-2:]
+    return int(grid[0]), int(grid[1])
+
+
+def coarseness_note(grid: tuple[int, int], image_size: int) -> str:
+    """The caption's caveat, with the cell size computed from the grid."""
+    cell = image_size / grid[0]
+    return (
+        f"Grad-CAMs are coarse: a {grid[0]} x {grid[1]} grid from the last Swin stage, so each cell covers about "
+        f"{cell:g} x {cell:g} px of the {image_size} px input. Maps are normalised per image (0..1); colours compare "
+        "regions within one image, not across images. They show where the model looks, not a diagnosis."
+    )
+
+
+def content_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box `(y0, y1, x0, x1)` inside the letterbox padding (all-zero edge rows and columns)."""
+    rows = np.flatnonzero(image.max(axis=1) > 0)
+    cols = np.flatnonzero(image.max(axis=0) > 0)
+    if rows.size == 0 or cols.size == 0:
+        return 0, image.shape[0], 0, image.shape[1]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def render_overlay(image: np.ndarray, cam: np.ndarray, title: str, note: str, alpha: float) -> bytes:
+    """PNG bytes: the radiograph and its Grad-CAM overlay side by side, fixed 0..1 colour scale with a colour bar.
+
+    The letterbox padding is cropped so that the panels keep the image's own aspect ratio.
+    """
+    import io
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y0, y1, x0, x1 = content_box(image)
+    img, heat = image[y0:y1, x0:x1], cam[y0:y1, x0:x1]
+    aspect = img.shape[1] / img.shape[0]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * 3.2 * min(max(aspect, 0.5), 2.0) + 1.2, 4.0), dpi=100)
+    for ax in axes:
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        ax.set_axis_off()
+    mappable = axes[1].imshow(heat, cmap=COLORMAP, vmin=0.0, vmax=1.0, alpha=alpha)
+    fig.colorbar(mappable, ax=axes[1], fraction=0.046, pad=0.04, label="Grad-CAM (0 = none, 1 = image max)")
+    axes[0].set_title("input", fontsize=9)
+    axes[1].set_title("Grad-CAM overlay", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.text(0.5, 0.01, "\n".join(textwrap.wrap(note, 110)), ha="center", va="bottom", fontsize=6.5)
+    fig.subplots_adjust(bottom=0.2)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _cache_rows(index: pd.DataFrame, image_ids: pd.Series, cache_dir: Path) -> np.ndarray:
+    """Rows of images.npy for the given image_ids; raise naming any id the cache lacks."""
+    row_of = dict(zip(index["image_id"].astype(str), index["row"].astype(np.int64), strict=True))
+    missing = [i for i in image_ids.astype(str) if i not in row_of]
+    if missing:
+        raise InputError(f"{cache_dir}: cache has no image for {len(missing)} example(s), e.g. {missing[0]}")
+    return np.array([row_of[i] for i in image_ids.astype(str)], dtype=np.int64)
+
+
+def _load_inputs(model_dir: Path, eval_dir: Path) -> tuple[nn.Module, dict, pd.DataFrame]:
+    """Model, its config and the eval predictions."""
+    from fracture.io import read_parquet
+    from fracture.model import load_model_dir
+
+    model, config = load_model_dir(model_dir)
+    predictions = read_parquet(eval_dir / "predictions.parquet")
+    needed = {"image_id", "split", "source", "prob", "label"}
+    if missing := needed - set(predictions.columns):
+        raise InputError(f"{eval_dir / 'predictions.parquet'}: missing columns {sorted(missing)}")
+    return model, config, predictions
+
+
+def _write_overlays(
+    examples: pd.DataFrame, images: np.ndarray, cams: np.ndarray, note: str, alpha: float, out_dir: Path
+) -> list[dict]:
+    """Render every example's overlay PNG; return the index entries."""
+    from fracture.io import atomic_write_bytes
+    from fracture.parallel import progress
+
+    index = []
+    rows = examples.reset_index(drop=True).itertuples(index=False)
+    for i, row in enumerate(progress(rows, total=len(examples), desc="overlays")):
+        name = f"{row.source}_{row.category}_{row.image_id}.png"
+        title = f"{row.category} ({row.source}) image {row.image_id}: p = {float(row.prob):.3f}, label {int(row.label)}"
+        atomic_write_bytes(out_dir / name, render_overlay(images[i], cams[i], title, note, alpha))
+        index.append(
+            {"image_id": str(row.image_id), "source": str(row.source), "category": str(row.category),
+             "prob": float(row.prob), "label": int(row.label), "file": name}  # fmt: skip
+        )
+    return index
+
+
+def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path, out_dir: Path) -> dict:
+    """Grad-CAM gallery for the test split: overlays, index.json, meta.json and the resolved params.
+
+    Args:
+        params: resolved params (uses `explain.*`).
+        model_dir: model dir from train.
+        eval_dir: eval dir from evaluate (predictions.parquet).
+        cache_dir: preprocess cache (the images the model saw).
+        out_dir: output dir.
+
+    Returns:
+        meta.json's content (threshold, rule, grid, cell size, counts per category).
+    """
+    from fracture.config import dump_params
+    from fracture.data import load_cache
+    from fracture.io import write_json
+
+    model, config, predictions = _load_inputs(model_dir, eval_dir)
+    threshold = float(config["threshold"])
+    examples = select_examples(predictions, threshold, params.explain.n_per_category)
+    images_all, index = load_cache(cache_dir)
+    images = np.asarray(images_all[_cache_rows(index, examples["image_id"], cache_dir)])  # [K, S, S] uint8
+    size = int(images_all.shape[1])
+    mean, std = float(config["mean"]), float(config["std"])
+    cams = gradcam(model, images, mean, std, params.explain.batch_size)
+    grid = cam_grid(model, size)
+    note = coarseness_note(grid, size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = _write_overlays(examples, images, cams, note, params.explain.alpha, out_dir)
+    write_json(out_dir / "index.json", entries)
+    meta = {
+        "threshold": threshold,
+        "threshold_method": config.get("threshold_method"),
+        "rule": SELECTION_RULE,
+        "n_per_category": params.explain.n_per_category,
+        "target": "fracture logit (BinaryClassifierOutputTarget(1))",
+        "target_layer": "backbone.layers[-1].blocks[-1].norm1",
+        "image_size": size,
+        "grid": list(grid),
+        "cell_px": size / grid[0],
+        "colormap": COLORMAP,
+        "note": note,
+        "counts": {c: int((examples["category"] == c).sum()) for c in CATEGORIES},
+    }
+    write_json(out_dir / "meta.json", meta)
+    dump_params(params, out_dir / "params.yaml")
+    log.info("explain: %d overlays in %s (grid %dx%d)", len(entries), out_dir, *grid)
+    return meta

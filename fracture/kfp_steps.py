@@ -1,0 +1,247 @@
+"""The Kubeflow shell's entry points: one function per pipeline step, called by `components/<step>/component.py`.
+
+Each function takes the resolved params as JSON (plus the knobs the pipeline lifts), and artifact paths, and
+calls the same `run_<step>` function as the CLI and the DVC stage. Raw images are addressed relative to a data
+root: ingest runs with the root as working directory, and later steps set `FRACTURE_DATA_ROOT`, so manifests
+stay valid when each task sees the data at a different mount path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fracture.config import Params, parse_params
+from fracture.errors import InputError
+from fracture.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+SOURCE_DIRS = {"kaggle": "GRAZPEDWRI-DX", "mura": "MURA-v1.1", "hospital": "hospital"}
+LOCATION_FILE = "location.json"
+
+
+def resolve_params(params_json: str, **knobs: Any) -> Params:
+    """Parse the pipeline's params JSON and apply lifted knobs given as `section__key=value` (None = keep)."""
+    data = json.loads(params_json)
+    for name, value in knobs.items():
+        if value is None:
+            continue
+        section, key = name.split("__", 1)
+        data.setdefault(section, {})[key] = value
+    return parse_params(data, "pipeline params_json")
+
+
+def _setup() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def fetch_raw_data(data_source: str, data_location: str, data_revision: str, raw_data_path: str) -> Path:
+    """Make the raw data available and return its root.
+
+    `dvc`: `dvc get <repo> data/raw --rev <revision>` into the artifact (the repo's DVC remote is on S3).
+    `volume`: the data stays on the mounted volume; the artifact records where it is.
+    """
+    out = Path(raw_data_path)
+    if data_source == "dvc":
+        cmd = ["dvc", "get", data_location, "data/raw", "--rev", data_revision, "-o", str(out), "--force"]
+        log.info("fetching raw data: dvc get %s data/raw --rev %s", data_location, data_revision)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InputError(f"dvc get from {data_location}@{data_revision} failed: {proc.stderr.strip()[-500:]}")
+        return out
+    if data_source == "volume":
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / LOCATION_FILE, {"root": str(Path(data_location).resolve()), "revision": data_revision})
+        return Path(data_location).resolve()
+    raise InputError(f"unknown data_source {data_source!r} (expected 'dvc' or 'volume')")
+
+
+def data_root(raw_data_path: str) -> Path:
+    """The raw data root behind a raw-data artifact (the artifact itself, or the volume it points to)."""
+    location = Path(raw_data_path) / LOCATION_FILE
+    return Path(read_json(location)["root"]) if location.exists() else Path(raw_data_path)
+
+
+def _use_data_root(raw_data_path: str) -> None:
+    os.environ["FRACTURE_DATA_ROOT"] = str(data_root(raw_data_path))
+
+
+def ingest_step(
+    params_json: str, data_source: str, data_location: str, data_revision: str, raw_data_path: str, out_path: str
+) -> None:
+    """Fetch raw data, then `fracture ingest` on every source directory found under the data root."""
+    from fracture.ingest import run_ingest
+
+    _setup()
+    root = fetch_raw_data(data_source, data_location, data_revision, raw_data_path)
+    dirs = {src: Path(name) for src, name in SOURCE_DIRS.items() if (root / name).is_dir()}
+    if not dirs:
+        raise InputError(f"{root}: none of {', '.join(SOURCE_DIRS.values())} found")
+    out = Path(out_path).resolve()
+    cwd = Path.cwd()
+    os.chdir(root)  # roots are recorded relative to the data root
+    try:
+        run_ingest(
+            resolve_params(params_json),
+            out,
+            kaggle_dir=dirs.get("kaggle"),
+            mura_dir=dirs.get("mura"),
+            hospital_dir=dirs.get("hospital"),
+        )
+    finally:
+        os.chdir(cwd)
+
+
+def validate_step(params_json: str, raw_data_path: str, ingest_path: str, out_path: str, html_path: str) -> None:
+    """`fracture validate`; the Data Docs index is also published as an HTML artifact."""
+    from fracture.validate import run_validate
+
+    _setup()
+    _use_data_root(raw_data_path)
+    try:
+        run_validate(resolve_params(params_json), Path(ingest_path) / "manifest.parquet", Path(out_path))
+    finally:
+        index = Path(out_path) / "data_docs" / "index.html"
+        if index.exists():
+            shutil.copyfile(index, html_path)
+
+
+def split_step(params_json: str, strategy: str, ingest_path: str, out_path: str) -> None:
+    """`fracture split` with the pipeline's split strategy."""
+    from fracture.split import run_split
+
+    _setup()
+    params = resolve_params(params_json, split__strategy=strategy)
+    run_split(params, Path(ingest_path) / "manifest.parquet", Path(out_path) / "splits.parquet")
+
+
+def preprocess_step(params_json: str, raw_data_path: str, ingest_path: str, out_path: str) -> None:
+    """`fracture preprocess`."""
+    from fracture.preprocess import run_preprocess
+
+    _setup()
+    _use_data_root(raw_data_path)
+    run_preprocess(resolve_params(params_json), Path(ingest_path) / "manifest.parquet", Path(out_path))
+
+
+def train_step(
+    params_json: str,
+    epochs: int,
+    learning_rate: float,
+    ingest_path: str,
+    split_path: str,
+    cache_path: str,
+    out_path: str,
+) -> None:
+    """`fracture train` with the pipeline's epochs and learning rate."""
+    from fracture.train import run_train
+
+    _setup()
+    params = resolve_params(params_json, train__epochs=epochs, train__lr=learning_rate)
+    run_train(
+        params,
+        Path(ingest_path) / "manifest.parquet",
+        Path(split_path) / "splits.parquet",
+        Path(cache_path),
+        Path(out_path),
+    )
+
+
+def evaluate_step(
+    params_json: str,
+    model_path: str,
+    ingest_path: str,
+    split_path: str,
+    cache_path: str,
+    out_path: str,
+    metrics: Any,
+    classification: Any,
+) -> bool:
+    """`fracture evaluate`; logs headline metrics and the test ROC / confusion matrix for the KFP UI.
+
+    Returns:
+        Whether the evaluation gate passed (the pipeline registers only then).
+    """
+    from fracture.evaluate import run_evaluate
+
+    _setup()
+    out = Path(out_path)
+    run_evaluate(
+        resolve_params(params_json),
+        Path(model_path),
+        Path(ingest_path) / "manifest.parquet",
+        Path(split_path) / "splits.parquet",
+        Path(cache_path),
+        out,
+    )
+    log_kfp_metrics(out, metrics, classification)
+    return bool(read_json(out / "gate.json")["passed"])
+
+
+def log_kfp_metrics(eval_dir: Path, metrics: Any, classification: Any) -> None:
+    """Headline scalars to a `Metrics` artifact; test ROC and confusion matrix to `ClassificationMetrics`."""
+    for key, value in read_json(eval_dir / "metrics.json").items():
+        if key.startswith("test.") and isinstance(value, int | float) and key.count(".") <= 2:
+            metrics.log_metric(key, float(value))
+    roc = pd.read_csv(eval_dir / "plots" / "roc.csv")
+    if "split" in roc.columns:
+        roc = roc[roc["split"] == "test"]
+    roc = roc.replace([float("inf"), float("-inf")], 1.0)
+    step = max(1, len(roc) // 200)  # the KFP UI needs a curve, not every threshold
+    roc = roc.iloc[::step]
+    classification.log_roc_curve(roc["fpr"].tolist(), roc["tpr"].tolist(), roc["threshold"].tolist())
+    confusion = pd.read_csv(eval_dir / "plots" / "confusion.csv")
+    categories = ["normal", "fracture"]
+    matrix = [[int(((confusion["actual"] == a) & (confusion["predicted"] == p)).sum()) for p in (0, 1)] for a in (0, 1)]
+    classification.log_confusion_matrix(categories, matrix)
+
+
+def explain_step(params_json: str, model_path: str, eval_path: str, cache_path: str, out_path: str) -> None:
+    """`fracture explain`."""
+    from fracture.explain import run_explain
+
+    _setup()
+    run_explain(resolve_params(params_json), Path(model_path), Path(eval_path), Path(cache_path), Path(out_path))
+
+
+def report_step(
+    params_json: str,
+    ingest_path: str,
+    validation_path: str,
+    split_path: str,
+    model_path: str,
+    eval_path: str,
+    explain_path: str,
+    html_path: str,
+) -> None:
+    """`fracture report` straight into the HTML artifact."""
+    from fracture.report import run_report
+
+    _setup()
+    run_report(
+        resolve_params(params_json),
+        Path(html_path),
+        ingest_dir=Path(ingest_path),
+        validation_dir=Path(validation_path),
+        splits_path=Path(split_path) / "splits.parquet",
+        model_dir=Path(model_path),
+        eval_dir=Path(eval_path),
+        explain_dir=Path(explain_path),
+    )
+
+
+def register_step(params_json: str, model_path: str, eval_path: str, report_path: str, out_path: str) -> None:
+    """`fracture register` (the pipeline calls it only when the gate passed); writes the registration record."""
+    from fracture.registry import run_register
+
+    _setup()
+    record = run_register(resolve_params(params_json), Path(model_path), Path(eval_path), report_path=Path(report_path))
+    write_json(Path(out_path), record)

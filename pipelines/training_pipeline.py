@@ -1,0 +1,136 @@
+"""The training DAG as one Kubeflow Pipelines v2 pipeline.
+
+ingest -> validate -> split -> preprocess -> train (GPU) -> evaluate -> explain -> report -> register (only
+when the evaluation gate passes). Pipeline parameters: the resolved params as JSON plus the knobs people
+change (split strategy, epochs, learning rate, data source/location/revision). Infrastructure settings (image,
+GPU, node selector, shared memory, secrets) come from params.yaml `pipeline:` at compile time.
+"""
+
+import json
+from collections.abc import Callable
+
+from kfp import dsl, kubernetes
+
+from components.evaluate.component import evaluate
+from components.explain.component import explain
+from components.ingest.component import ingest
+from components.preprocess.component import preprocess
+from components.register.component import register
+from components.report.component import report
+from components.split.component import split
+from components.train.component import train
+from components.validate.component import validate
+from fracture.config import Params
+
+PIPELINE_NAME = "fracture-training"
+# Kubernetes Secrets read as environment variables (templates in infra/base/secrets.example.yaml).
+MLFLOW_SECRET = "fracture-mlflow"
+S3_SECRET = "fracture-s3"
+MLFLOW_ENV = {"tracking_uri": "MLFLOW_TRACKING_URI", "tracking_token": "MLFLOW_TRACKING_TOKEN"}
+S3_ENV = {
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "endpoint_url": "MLFLOW_S3_ENDPOINT_URL",
+}
+
+
+def _with_secrets(task: dsl.PipelineTask, mlflow: bool = False) -> dsl.PipelineTask:
+    """S3 credentials (and MLflow's) as env vars; `optional` so on-prem volumes work without them."""
+    kubernetes.use_secret_as_env(task, S3_SECRET, secret_key_to_env=S3_ENV, optional=True)
+    if mlflow:
+        kubernetes.use_secret_as_env(task, MLFLOW_SECRET, secret_key_to_env=MLFLOW_ENV, optional=True)
+    return task
+
+
+def _on_gpu(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
+    """GPU, CPU/memory, node selector, toleration and a memory-backed /dev/shm for loader workers."""
+    cfg = params.pipeline
+    if cfg.gpu_limit > 0:
+        task.set_accelerator_type(cfg.gpu_type).set_accelerator_limit(cfg.gpu_limit)
+        kubernetes.add_toleration(task, key=cfg.gpu_type, operator="Exists", effect="NoSchedule")
+    task.set_cpu_limit(cfg.cpu_limit).set_memory_limit(cfg.memory_limit)
+    for key, value in cfg.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    kubernetes.empty_dir_mount(
+        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=cfg.shm_size
+    )
+    return task
+
+
+def build_pipeline(params: Params) -> Callable:
+    """The @dsl.pipeline function for these params (their values become the parameter defaults)."""
+    image = params.pipeline.image
+    params_default = json.dumps(params.to_dict(), sort_keys=True)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Wrist fracture classifier: data to registered model.")
+    def training_pipeline(
+        params_json: str = params_default,
+        data_source: str = params.pipeline.data_source,
+        data_location: str = "/data/raw",
+        data_revision: str = params.pipeline.data_revision,
+        split_strategy: str = params.split.strategy,
+        epochs: int = params.train.epochs,
+        learning_rate: float = params.train.lr,
+    ):
+        tasks: list[dsl.PipelineTask] = []
+        ing = ingest(
+            params_json=params_json,
+            data_source=data_source,
+            data_location=data_location,
+            data_revision=data_revision,
+        )
+        tasks.append(_with_secrets(ing))
+        val = validate(params_json=params_json, raw_data=ing.outputs["raw_data"], ingest_out=ing.outputs["ingest_out"])
+        spl = split(params_json=params_json, strategy=split_strategy, ingest_out=ing.outputs["ingest_out"])
+        spl.after(val)  # never split data that failed a blocking expectation
+        pre = preprocess(
+            params_json=params_json, raw_data=ing.outputs["raw_data"], ingest_out=ing.outputs["ingest_out"]
+        )
+        pre.after(val)
+        tasks += [val, spl, pre]
+        trn = train(
+            params_json=params_json,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            data_revision=data_revision,
+            ingest_out=ing.outputs["ingest_out"],
+            splits=spl.outputs["splits"],
+            cache=pre.outputs["cache"],
+        )
+        tasks.append(_with_secrets(_on_gpu(trn, params), mlflow=True))
+        ev = evaluate(
+            params_json=params_json,
+            data_revision=data_revision,
+            model=trn.outputs["model"],
+            ingest_out=ing.outputs["ingest_out"],
+            splits=spl.outputs["splits"],
+            cache=pre.outputs["cache"],
+        )
+        ex = explain(
+            params_json=params_json,
+            model=trn.outputs["model"],
+            evaluation=ev.outputs["evaluation"],
+            cache=pre.outputs["cache"],
+        )
+        rep = report(
+            params_json=params_json,
+            ingest_out=ing.outputs["ingest_out"],
+            validation=val.outputs["validation"],
+            splits=spl.outputs["splits"],
+            model=trn.outputs["model"],
+            evaluation=ev.outputs["evaluation"],
+            explanations=ex.outputs["explanations"],
+        )
+        tasks += [ev, ex, rep]
+        with dsl.If(ev.outputs["gate_passed"] == True, name="evaluation-gate-passed"):  # noqa: E712 - KFP condition
+            reg = register(
+                params_json=params_json,
+                model=trn.outputs["model"],
+                evaluation=ev.outputs["evaluation"],
+                report_html=rep.outputs["report_html"],
+            )
+            tasks.append(_with_secrets(reg, mlflow=True))
+        for task in tasks:
+            task.set_container_image(image)
+
+    return training_pipeline
