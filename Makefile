@@ -35,8 +35,16 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 
+IMAGE ?= ghcr.io/fracture-mlops/fracture
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+image:
+	docker build -f docker/Dockerfile --build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT) \
+		-t $(IMAGE):$(VERSION) -t $(IMAGE):$(VERSION)-$(GIT_COMMIT) .
+	@echo "push with: docker push $(IMAGE):$(VERSION) && docker push $(IMAGE):$(VERSION)-$(GIT_COMMIT)"
+
 audit: $(STAMP)
-	$(BIN)/pip-audit -r requirements.lock --progress-spinner off
+	$(BIN)/pip-audit -r requirements.lock --no-deps --disable-pip --progress-spinner off
 
 clean:
 	rm -rf data/raw/demo data/interim data/processed models reports mlflow.db mlruns .dvc/tmp

@@ -7,6 +7,7 @@ environment; neither lives here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -72,6 +73,9 @@ class ValidateParams(_Section):
     """Great Expectations suite over the manifest."""
 
     image_sample: int = Field(32, ge=0, description="Images decoded for the blank/constant/decodable checks.")
+    min_image_std: float = Field(
+        0.01, ge=0, le=0.5, description="A sampled image whose windowed [0, 1] pixel std is below this is blank."
+    )
     age_range: tuple[float, float] = (0.0, 110.0)
     max_side: int = Field(40_000, gt=0)
     class_balance: ClassBalance = ClassBalance()
@@ -177,8 +181,18 @@ class EvaluateParams(_Section):
     ci_level: float = Field(0.95, gt=0, lt=1)
     calibration_bins: int = Field(10, ge=2)
     min_subgroup_n: int = Field(30, ge=1)
+    age_bands: tuple[int, ...] = Field(
+        (6, 12, 20, 40, 65), description="Age band edges in years: <6, 6-11, 12-19, 20-39, 40-64, 65+ (and unknown)."
+    )
     batch_size: int = Field(64, gt=0)
     gate: GateParams = GateParams()
+
+    @field_validator("age_bands")
+    @classmethod
+    def _increasing(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or v[0] <= 0 or any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("need strictly increasing positive edges")
+        return v
 
 
 class ExplainParams(_Section):
@@ -212,7 +226,8 @@ class RegisterParams(_Section):
 class PredictParams(_Section):
     """Inference."""
 
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="Images decoded, scored and written per chunk in batch mode.")
+    batch_overlays: bool = Field(False, description="Grad-CAM overlay PNGs in batch mode (off: about 3x faster).")
 
 
 class PipelineParams(_Section):
@@ -227,6 +242,39 @@ class PipelineParams(_Section):
     memory_limit: str = "64G"
     shm_size: str = "16Gi"
     node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+
+
+def swin_geometry_error(image_size: int, mp: ModelParams) -> str | None:
+    """Why `image_size` does not fit a Swin backbone's patch/merge/window arithmetic, or None when it does.
+
+    Swin embeds patches of `patch` px, then halves the token grid at each of the `stages - 1` patch merges; a
+    stage's grid must be a multiple of the window, or no larger than it (timm then shrinks the window to the grid).
+    """
+    name = mp.backbone.split(".")[0]
+    kwargs = mp.backbone_kwargs
+    if not name.startswith("swin"):
+        return None
+    if "img_size" in kwargs and kwargs["img_size"] != image_size:
+        return (
+            f"model.backbone_kwargs.img_size: {kwargs['img_size']} differs from base.image_size {image_size}; drop it"
+        )
+    patch_m, window_m = re.search(r"patch(\d+)", name), re.search(r"window(\d+)", name)
+    patch = int(kwargs.get("patch_size", patch_m.group(1) if patch_m else 4))
+    window = kwargs.get("window_size", int(window_m.group(1)) if window_m else 7)
+    merges = len(kwargs.get("depths", (2, 2, 18, 2))) - 1
+    step = patch * 2**merges
+    if image_size % step:
+        return f"base.image_size: {image_size} is not divisible by {step} (Swin patch {patch} x {merges} merges)"
+    if not isinstance(window, int):
+        return None  # per-stage windows: timm checks them
+    for stage in range(merges + 1):
+        grid = image_size // (patch * 2**stage)
+        if grid > window and grid % window:
+            return (
+                f"base.image_size: {image_size} gives a {grid}x{grid} token grid at Swin stage {stage + 1}, "
+                f"not a multiple of window_size {window}"
+            )
+    return None
 
 
 class Params(_Section):
@@ -275,9 +323,13 @@ def parse_params(data: dict, source: str = "<params>") -> Params:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
     try:
-        return Params.model_validate(data)
+        params = Params.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+    problem = swin_geometry_error(params.base.image_size, params.model)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -110,8 +110,10 @@ class _LogitColumn(nn.Module):
 
 def _to_tensor(images_uint8: np.ndarray, mean: float, std: float, device: torch.device) -> torch.Tensor:
     """uint8 `[N, S, S]` -> normalised float `[N, 1, S, S]` (the model's input contract)."""
+    from fracture.data import normalise
+
     x = torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device=device, dtype=torch.float32)
-    return ((x / 255.0 - mean) / std).unsqueeze(1)
+    return normalise(x / 255.0, mean, std).unsqueeze(1)
 
 
 def gradcam(model: nn.Module, images_uint8: np.ndarray, mean: float, std: float, batch_size: int) -> np.ndarray:
@@ -203,18 +205,20 @@ def render_overlay(image: np.ndarray, cam: np.ndarray, title: str, note: str, al
 
     y0, y1, x0, x1 = content_box(image)
     img, heat = image[y0:y1, x0:x1], cam[y0:y1, x0:x1]
-    aspect = img.shape[1] / img.shape[0]
-    fig, axes = plt.subplots(1, 2, figsize=(2 * 3.2 * min(max(aspect, 0.5), 2.0) + 1.2, 4.0), dpi=100)
+    aspect = min(max(img.shape[1] / img.shape[0], 0.5), 2.0)
+    fig = plt.figure(figsize=(2 * 3.2 * aspect + 1.3, 4.0), dpi=100)
+    grid = fig.add_gridspec(1, 3, width_ratios=[1, 1, 0.05], left=0.03, right=0.9, top=0.86, bottom=0.2, wspace=0.08)
+    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])]
     for ax in axes:
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
-    mappable = axes[1].imshow(heat, cmap=COLORMAP, vmin=0.0, vmax=1.0, alpha=alpha)
-    fig.colorbar(mappable, ax=axes[1], fraction=0.046, pad=0.04, label="Grad-CAM (0 = none, 1 = image max)")
+    axes[1].imshow(heat, cmap=COLORMAP, vmin=0.0, vmax=1.0, alpha=alpha)
+    scale = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=COLORMAP)
+    fig.colorbar(scale, cax=fig.add_subplot(grid[0, 2]), label="Grad-CAM (0 = none, 1 = image max)")
     axes[0].set_title("input", fontsize=9)
     axes[1].set_title("Grad-CAM overlay", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.text(0.5, 0.01, "\n".join(textwrap.wrap(note, 110)), ha="center", va="bottom", fontsize=6.5)
-    fig.subplots_adjust(bottom=0.2)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
@@ -257,8 +261,14 @@ def _write_overlays(
         title = f"{row.category} ({row.source}) image {row.image_id}: p = {float(row.prob):.3f}, label {int(row.label)}"
         atomic_write_bytes(out_dir / name, render_overlay(images[i], cams[i], title, note, alpha))
         index.append(
-            {"image_id": str(row.image_id), "source": str(row.source), "category": str(row.category),
-             "prob": float(row.prob), "label": int(row.label), "file": name}  # fmt: skip
+            {
+                "image_id": str(row.image_id),
+                "source": str(row.source),
+                "category": str(row.category),
+                "prob": float(row.prob),
+                "label": int(row.label),
+                "file": name,
+            }  # fmt: skip
         )
     return index
 

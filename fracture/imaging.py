@@ -7,7 +7,8 @@ windowed with robust percentiles, so a 16-bit image keeps its full contrast.
 
 Every failure raises `fracture.errors.InputError` naming the file and the reason. Image dimensions are read
 from the PNG/JPEG header (or the DICOM Rows/Columns) and checked against the limits before any pixel is
-decoded, so a decompression bomb costs nothing.
+decoded, so a decompression bomb costs nothing; other formats (TIFF) are checked after decoding, within
+OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS). DICOM errors never quote header values (PHI).
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from fracture.errors import InputError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +89,8 @@ def resize_square(img01: np.ndarray, size: int) -> np.ndarray:
     Returns:
         uint8 [size, size].
     """
-    if img01.ndim != 2 or min(img01.shape) < 1:
-        raise ValueError(f"expected a non-empty 2-D image, got shape {img01.shape}")
-    h, w = img01.shape
-    scale = size / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(np.ascontiguousarray(img01, dtype=np.float32), (new_w, new_h), interpolation=interp)
-    out = np.zeros((size, size), dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top : top + new_h, left : left + new_w] = quantize(small)
-    return out
+    small = _letterbox_resize(np.asarray(img01, dtype=np.float32), size)
+    return _pad_square(quantize(small), size)
 
 
 def prepare_image(
@@ -106,14 +103,51 @@ def prepare_image(
 ) -> np.ndarray:
     """The model's input for one file: `read_grayscale` then `resize_square` (shared by preprocess and predict).
 
+    16-bit rasters take an equivalent, faster route: the window is a linear map clipped to [lo, hi], and a
+    linear map commutes with area averaging, so the raw values are clipped in place, resized in their own
+    dtype and only the small result is mapped to [0, 1]. This skips a full-resolution float copy (about a
+    fifth of the decode time at 5 Mpx); the result differs from `resize_square(read_grayscale(...))` only by
+    the resize's rounding to whole raw units (at most one grey level).
+
     Returns:
         uint8 [size, size].
 
     Raises:
         InputError: naming the file and the reason it cannot be used.
     """
-    img01 = read_grayscale(path, window_percentiles, max_pixels=max_pixels, max_side=max_side)
-    return resize_square(img01, size)
+    path = Path(path)
+    data = _read_bytes(path)
+    if _is_dicom(path, data):
+        return resize_square(_read_dicom(path, data, window_percentiles, max_pixels, max_side), size)
+    raw = decode_raster(path, data, max_pixels=max_pixels, max_side=max_side)
+    if raw.dtype != np.uint16:
+        return resize_square(percentile_window(raw, window_percentiles), size)
+    lo, hi = window_bounds(raw, window_percentiles)
+    if not hi > lo:
+        return np.zeros((size, size), dtype=np.uint8)
+    np.clip(raw, round(lo), round(hi), out=raw)  # raw is this call's own decoded buffer
+    small = _letterbox_resize(raw, size)
+    return _pad_square(quantize(apply_linear_window(small, lo, hi)), size)
+
+
+def _letterbox_resize(img: np.ndarray, size: int) -> np.ndarray:
+    """Scale the long side to `size`, keeping the aspect ratio (INTER_AREA down, INTER_LINEAR up)."""
+    if img.ndim != 2 or min(img.shape) < 1:
+        raise ValueError(f"expected a non-empty 2-D image, got shape {img.shape}")
+    h, w = img.shape
+    scale = size / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(img), (new_w, new_h), interpolation=interp)
+
+
+def _pad_square(small: np.ndarray, size: int) -> np.ndarray:
+    """Centre a uint8 image on a `size` x `size` canvas of zeros (the windowed background)."""
+    out = np.zeros((size, size), dtype=np.uint8)
+    h, w = small.shape
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = small
+    return out
 
 
 def quantize(img01: np.ndarray) -> np.ndarray:
@@ -169,7 +203,8 @@ def apply_linear_window(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     # One multi-threaded pass to float32 (cheaper than numpy's astype + two arithmetic passes at 5 Mpx).
     out = cv2.addWeighted(src, scale, src, 0.0, -lo * scale, dtype=cv2.CV_32F)
     out = out.reshape(arr.shape)
-    np.nan_to_num(out, copy=False, nan=0.0)
+    if np.issubdtype(arr.dtype, np.floating):
+        np.nan_to_num(out, copy=False, nan=0.0)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -327,13 +362,16 @@ def _read_dicom(
     return img01
 
 
-def _read_dataset(path: Path, data: bytes):  # noqa: ANN202 - pydicom.Dataset, imported lazily
+def _read_dataset(path: Path, data: bytes) -> Dataset:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        with warnings.catch_warnings():  # pydicom's validation warnings quote element values (PHI): keep out of logs
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as err:  # pydicom raises many types on malformed input; all mean "unreadable"
-        raise InputError(f"{path}: not a readable DICOM file ({type(err).__name__}: {_first_line(err)})") from None
+        # Only the type: the message of a value-parsing error may quote a header value (PHI).
+        raise InputError(f"{path}: not a readable DICOM file ({type(err).__name__})") from None
     if len(ds) == 0:
         raise InputError(f"{path}: not a DICOM file (no data elements)")
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -341,7 +379,7 @@ def _read_dataset(path: Path, data: bytes):  # noqa: ANN202 - pydicom.Dataset, i
     return ds
 
 
-def _dicom_pixels(path: Path, ds) -> np.ndarray:  # noqa: ANN001
+def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
     """Decoded pixel array of the first frame; a clear plugin hint for compressed syntaxes without a decoder."""
     from pydicom.pixels import get_decoder
 
@@ -358,7 +396,9 @@ def _dicom_pixels(path: Path, ds) -> np.ndarray:  # noqa: ANN001
                 f"{'; '.join(decoder.missing_dependencies)})"
             )
     try:
-        arr = ds.pixel_array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
     except Exception as err:  # truncated or malformed pixel data, in any of pydicom's error types
         raise InputError(f"{path}: corrupt DICOM pixel data ({type(err).__name__}: {_first_line(err)})") from None
     if int(ds.get("NumberOfFrames") or 1) > 1:
@@ -377,13 +417,14 @@ def _plugin_hint(uid: str) -> str:
     return "pylibjpeg + pylibjpeg-libjpeg"
 
 
-def _dicom_voi(path: Path, ds, values: np.ndarray, window_percentiles: tuple[float, float]) -> np.ndarray:  # noqa: ANN001
+def _dicom_voi(path: Path, ds: Dataset, values: np.ndarray, window_percentiles: tuple[float, float]) -> np.ndarray:
     """VOI transform of modality values to [0, 1]: the VOI LUT Sequence, else Window Center/Width, else percentiles."""
     from pydicom.pixels import apply_voi
 
     if ds.get("VOILUTSequence"):
         depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        lut_out = apply_voi(np.asarray(values).astype(np.int64, copy=False), ds)  # uint8/uint16, [0, 2**depth - 1]
+        stored = np.rint(values).astype(np.int64)  # VOI LUTs index integer modality values
+        lut_out = apply_voi(stored, ds)  # uint8/uint16 in [0, 2**depth - 1]
         return apply_linear_window(lut_out, 0.0, float(2**depth - 1))
     window = _window(ds)
     if window is None:
@@ -395,7 +436,7 @@ def _dicom_voi(path: Path, ds, values: np.ndarray, window_percentiles: tuple[flo
     return voi_window(values, center, width, function)
 
 
-def _window(ds) -> tuple[float, float, str] | None:  # noqa: ANN001
+def _window(ds: Dataset) -> tuple[float, float, str] | None:
     if "WindowCenter" not in ds or "WindowWidth" not in ds:
         return None
     center, width = (_first_value(ds[key].value) for key in ("WindowCenter", "WindowWidth"))

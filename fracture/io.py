@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 from fracture.errors import InputError
 
 ROOTS_KEY = b"fracture.roots"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -29,6 +31,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
     os.close(fd)
     tmp_path = Path(tmp)
     try:

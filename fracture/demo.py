@@ -1,0 +1,45 @@
+"""What `make demo` prints at the end: where the outputs are and how to look at them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from fracture.config import Params
+from fracture.tracking import tracking_uri
+
+REPORT = Path("reports/report.html")
+METRICS = Path("reports/eval/metrics.json")
+REGISTRATION = Path("reports/registration.json")
+
+
+def summary_lines(params: Params) -> list[str]:
+    """Human-readable pointers to the demo's report, metrics, registered model and MLflow UI."""
+    lines = ["", "Demo finished."]
+    if METRICS.exists():
+        m = json.loads(METRICS.read_text())
+        auroc = m.get("test.auroc")
+        lo, hi = m.get("test.auroc_ci_low"), m.get("test.auroc_ci_high")
+        if auroc is not None:
+            ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
+            lines.append(f"  test AUROC (external domain): {auroc:.3f}{ci}")
+    if REPORT.exists():
+        lines.append(f"  evaluation report: {REPORT.resolve()}  (open in a browser)")
+    if REGISTRATION.exists():
+        reg = json.loads(REGISTRATION.read_text())
+        lines.append(f"  registered model: {reg.get('name')} version {reg.get('version')} (alias challenger)")
+    uri = tracking_uri()
+    lines.append(f"  MLflow store: {uri}")
+    if uri.startswith("sqlite:"):
+        lines.append(
+            f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000  -> http://127.0.0.1:5000"
+        )
+    lines.append("  metrics: .venv/bin/dvc metrics show    plots: .venv/bin/dvc plots show")
+    return lines
+
+
+def print_summary(params: Params) -> None:
+    """Print the summary to stdout (the CLI's output)."""
+    typer.echo("\n".join(summary_lines(params)))

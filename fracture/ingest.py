@@ -1,0 +1,362 @@
+"""Ingest: harmonise GRAZPEDWRI-DX, MURA and hospital data into one manifest; quarantine the rest with a reason.
+
+Flow: each adapter (fracture.sources.*) turns its tables and folders into candidates; every candidate file is then
+vetted in parallel from its header alone (format, dimensions, bit depth, truncation, decompression-bomb limits;
+fracture.imageheader) and hashed; accepted files become manifest rows, everything else a quarantine row.
+Candidates = accepted + quarantined, per source, checked before anything is written.
+
+Outputs (each written atomically): manifest.parquet (source roots in its metadata), quarantine.csv
+(source, path, reason), summary.json (counts per source and label, quarantine reasons) and params.yaml.
+DICOM PHI never leaves the worker that reads the header: only pseudonyms, age, sex and pixel geometry do.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import stat
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fracture.config import IngestParams, Params, dump_params
+from fracture.errors import InputError
+from fracture.imageheader import DICOM_SUFFIXES, FILE_MISSING, ImageRejected, Limits, read_header
+from fracture.io import atomic_write_text, write_json, write_manifest
+from fracture.parallel import parallel_map
+from fracture.privacy import pseudonym_key
+from fracture.schema import MANIFEST_COLUMNS, QUARANTINE_COLUMNS, coerce_manifest
+from fracture.sources import (
+    NOT_A_FILE,
+    SYMLINK_OUTSIDE,
+    UNREADABLE_FILE,
+    Candidate,
+    SourceScan,
+    image_id_for,
+)
+from fracture.sources.dicom import DicomIdentity, extract_identity
+
+log = logging.getLogger(__name__)
+
+COUNT_KEYS = ("candidates", "total", "fracture", "normal", "quarantined", "patients", "studies")
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """What a worker needs to vet one file."""
+
+    limits: Limits
+    hash_contents: bool
+    key: bytes | None  # pseudonymisation key for DICOM patient/study keys
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What an accepted file contributes to its manifest row (no PHI)."""
+
+    width: int
+    height: int
+    bit_depth: int
+    sha256: str | None
+    identity: DicomIdentity | None
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """An accepted file's info, or the quarantine code and reason."""
+
+    info: FileInfo | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+# ---------------------------------------------------------------- per-file work (runs in worker processes)
+
+
+@functools.lru_cache(maxsize=65536)
+def _real_dir(dirname: str) -> str:
+    return os.path.realpath(dirname)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def locate_file(abs_path: str, root_real: str) -> str:
+    """Real path of a candidate file, refusing symlinks that lead outside the dataset root.
+
+    Raises:
+        ImageRejected: missing, a symlink outside the root, or not a regular file.
+    """
+    try:
+        st = os.lstat(abs_path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageRejected(FILE_MISSING) from None
+    if stat.S_ISLNK(st.st_mode):
+        real = os.path.realpath(abs_path)
+    else:
+        real = os.path.join(_real_dir(os.path.dirname(abs_path)), os.path.basename(abs_path))
+    if not _inside(real, root_real):
+        raise ImageRejected(SYMLINK_OUTSIDE)
+    try:
+        st = os.stat(real)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageRejected(FILE_MISSING, "dangling symlink") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageRejected(NOT_A_FILE)
+    return real
+
+
+def inspect_file(item: tuple[str, str], cfg: InspectConfig) -> FileResult:
+    """Vet one file from its header and hash its bytes; never decodes pixels.
+
+    Args:
+        item: (path as joined to the source root, real path of that root).
+        cfg: limits, hashing and the pseudonymisation key.
+    """
+    abs_path, root_real = item
+    try:
+        real = locate_file(abs_path, root_real)
+        with open(real, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            header, ds = read_header(fp, size, os.path.splitext(abs_path)[1], cfg.limits)
+            identity = extract_identity(ds, cfg.key) if ds is not None else None
+            del ds  # the header Dataset holds PHI: it never leaves this function
+            digest = None
+            if cfg.hash_contents:
+                fp.seek(0)
+                digest = hashlib.file_digest(fp, "sha256").hexdigest()
+    except ImageRejected as err:
+        return FileResult(code=err.code, reason=err.reason)
+    except OSError as err:
+        return FileResult(code=UNREADABLE_FILE, reason=f"{UNREADABLE_FILE} ({err.strerror or type(err).__name__})")
+    return FileResult(FileInfo(header.width, header.height, header.decoded_bit_depth, digest, identity))
+
+
+# ---------------------------------------------------------------- pure assembly
+
+
+def build_row(candidate: Candidate, info: FileInfo) -> tuple[dict[str, Any], bool]:
+    """Manifest row of an accepted candidate; DICOM identity fills what the tables leave empty.
+
+    Returns:
+        The row and whether the patient id fell back to the augmentation group (no id anywhere).
+    """
+    fields = candidate.fields
+    ident = info.identity or DicomIdentity(None, None, None, None)
+    image_id = image_id_for(candidate.source, candidate.path)
+    row: dict[str, Any] = dict.fromkeys(MANIFEST_COLUMNS)
+    row.update(fields)
+    row.update(
+        image_id=image_id,
+        source=candidate.source,
+        path=candidate.path,
+        width=info.width,
+        height=info.height,
+        bit_depth=info.bit_depth,
+        sha256=info.sha256,
+        age=fields.get("age") if fields.get("age") is not None else ident.age,
+        sex=fields.get("sex") or ident.sex,
+        patient_id=fields.get("patient_id") or ident.patient_id,
+        study_id=fields.get("study_id") or ident.study_id,
+        group_id=fields.get("group_id") or image_id,
+    )
+    fallback = row["patient_id"] is None
+    if fallback:
+        row["patient_id"] = candidate.fallback_patient_id
+    return row, fallback
+
+
+def assemble(scans: dict[str, SourceScan], results: list[FileResult]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Accepted rows -> manifest; rejections and failed files -> quarantine (with a `code` column).
+
+    Args:
+        scans: adapter output per source, in the order their candidates were inspected.
+        results: one FileResult per candidate, in that order.
+
+    Returns:
+        Manifest (coerced to the schema, sorted), quarantine (sorted), and how many rows used a fallback patient.
+    """
+    candidates = [c for scan in scans.values() for c in scan.candidates]
+    if len(candidates) != len(results):
+        raise InputError(f"ingest: {len(results)} file results for {len(candidates)} candidates")
+    rows, fallbacks = [], 0
+    quarantine = [(r.source, r.path, r.reason, r.code) for scan in scans.values() for r in scan.rejected]
+    for candidate, result in zip(candidates, results, strict=True):
+        if result.info is None:
+            quarantine.append((candidate.source, candidate.path, result.reason, result.code))
+            continue
+        row, fallback = build_row(candidate, result.info)
+        rows.append(row)
+        fallbacks += fallback
+    manifest = coerce_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
+    manifest = manifest.sort_values(["source", "path"], ignore_index=True)
+    qdf = pd.DataFrame(quarantine, columns=[*QUARANTINE_COLUMNS, "code"]).astype("string")
+    return manifest, qdf.sort_values(["source", "path"], ignore_index=True), fallbacks
+
+
+def summarise(manifest: pd.DataFrame, quarantine: pd.DataFrame, scans: dict[str, SourceScan]) -> dict[str, Any]:
+    """Counts per source and in total: candidates, accepted (`total`), fracture, normal, quarantine reasons.
+
+    Raises:
+        InputError: when candidates != accepted + quarantined for a source (an ingest bug, never silent).
+    """
+    sources: dict[str, dict[str, Any]] = {}
+    for source, scan in scans.items():
+        m = manifest[manifest["source"] == source]
+        q = quarantine[quarantine["source"] == source]
+        entry = {
+            "candidates": len(scan.candidates) + len(scan.rejected),
+            "total": len(m),
+            "fracture": int((m["label"] == 1).sum()),
+            "normal": int((m["label"] == 0).sum()),
+            "quarantined": len(q),
+            "patients": int(m["patient_id"].nunique()),
+            "studies": int(m["study_id"].nunique()),
+            "quarantine_reasons": dict(sorted(Counter(q["code"]).items())),
+            **scan.stats,
+        }
+        if entry["candidates"] != entry["total"] + entry["quarantined"] or entry["total"] != (
+            entry["fracture"] + entry["normal"]
+        ):
+            raise InputError(
+                f"ingest: {source} counts do not add up: {entry['candidates']} candidates != "
+                f"{entry['total']} accepted + {entry['quarantined']} quarantined"
+            )
+        sources[source] = entry
+    totals: dict[str, Any] = {k: sum(s[k] for s in sources.values()) for k in COUNT_KEYS}
+    reasons: Counter[str] = Counter()
+    for entry in sources.values():
+        reasons.update(entry["quarantine_reasons"])
+    totals["quarantine_reasons"] = dict(sorted(reasons.items()))
+    return {"sources": sources, "totals": totals}
+
+
+# ---------------------------------------------------------------- orchestration (I/O)
+
+
+def source_dirs(
+    ingest: IngestParams, kaggle_dir: Path | None, mura_dir: Path | None, hospital_dir: Path | None
+) -> dict[str, Path]:
+    """The source roots to ingest: those given, else the params defaults.
+
+    Raises:
+        InputError: no source at all, or a root that is not a directory.
+    """
+    given = {"kaggle": kaggle_dir, "mura": mura_dir, "hospital": hospital_dir}
+    if all(d is None for d in given.values()):
+        given = {"kaggle": ingest.kaggle_dir, "mura": ingest.mura_dir, "hospital": ingest.hospital_dir}
+    dirs = {source: Path(d) for source, d in given.items() if d is not None}
+    if not dirs:
+        raise InputError(
+            "ingest: no source given; pass --kaggle, --mura and/or --hospital "
+            "(or set ingest.kaggle_dir / mura_dir / hospital_dir in params.yaml)"
+        )
+    for source, d in dirs.items():
+        if not d.is_dir():
+            raise InputError(f"--{source} {d}: not a directory")
+    return dirs
+
+
+def scan_sources(dirs: dict[str, Path], ingest: IngestParams, key: bytes | None) -> dict[str, SourceScan]:
+    """Run the adapters (tables and folders only; image files are not opened here)."""
+    from fracture.sources.hospital import scan_hospital
+    from fracture.sources.kaggle import scan_kaggle
+    from fracture.sources.mura import scan_mura
+
+    scans: dict[str, SourceScan] = {}
+    if "kaggle" in dirs:
+        scans["kaggle"] = scan_kaggle(dirs["kaggle"])
+    if "mura" in dirs:
+        scans["mura"] = scan_mura(dirs["mura"], ingest.mura_study_types)
+    if "hospital" in dirs:
+        scans["hospital"] = scan_hospital(dirs["hospital"], key or pseudonym_key("the hospital source"))
+    return scans
+
+
+def inspect_candidates(
+    scans: dict[str, SourceScan], dirs: dict[str, Path], params: Params, key: bytes | None
+) -> list[FileResult]:
+    """Header + hash of every candidate file, in parallel, in candidate order."""
+    roots = {source: os.path.realpath(d) for source, d in dirs.items()}
+    items = [(os.path.join(dirs[s], c.path), roots[s]) for s, scan in scans.items() for c in scan.candidates]
+    ip = params.ingest
+    cfg = InspectConfig(Limits(ip.max_pixels, ip.max_side, ip.min_side), ip.hash_contents, key)
+    worker = functools.partial(inspect_file, cfg=cfg)
+    return list(parallel_map(worker, items, params.base.num_workers, desc="ingest: reading image headers"))
+
+
+def _needs_dicom_key(scans: dict[str, SourceScan]) -> bool:
+    return any(os.path.splitext(c.path)[1].lower() in DICOM_SUFFIXES for s in scans.values() for c in s.candidates)
+
+
+def _log_summary(summary: dict[str, Any], fallbacks: int) -> None:
+    for source, entry in summary["sources"].items():
+        log.info(
+            "%s: %d candidates -> %d accepted (%d fracture, %d normal), %d quarantined %s",
+            source,
+            entry["candidates"],
+            entry["total"],
+            entry["fracture"],
+            entry["normal"],
+            entry["quarantined"],
+            entry["quarantine_reasons"] or "",
+        )
+    if fallbacks:
+        log.warning(
+            "hospital: %d images have no patient id (no metadata.csv patient_id, no DICOM PatientID); "
+            "their patient is their augmentation group, so a patient with several originals may straddle splits",
+            fallbacks,
+        )
+
+
+def write_outputs(out_dir: Path, manifest: pd.DataFrame, quarantine: pd.DataFrame, summary: dict, roots: dict) -> None:
+    """manifest.parquet, quarantine.csv and summary.json, each atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "quarantine.csv", quarantine[list(QUARANTINE_COLUMNS)].to_csv(index=False))
+    write_json(out_dir / "summary.json", summary)
+    write_manifest(manifest, out_dir / "manifest.parquet", roots)
+
+
+def run_ingest(
+    params: Params,
+    out_dir: Path,
+    kaggle_dir: Path | None = None,
+    mura_dir: Path | None = None,
+    hospital_dir: Path | None = None,
+) -> dict:
+    """Ingest any subset of the three sources into `out_dir`.
+
+    Args:
+        params: resolved params (ingest section, base.num_workers).
+        out_dir: gets manifest.parquet, quarantine.csv, summary.json, params.yaml.
+        kaggle_dir: GRAZPEDWRI-DX root (holds dataset.csv).
+        mura_dir: the MURA-v1.1 folder (holds the four CSVs).
+        hospital_dir: hospital root (`<part>/{positive,negative}/...`, optional metadata.csv).
+
+    Returns:
+        The summary written to summary.json.
+
+    Raises:
+        InputError: no source, a bad table, or hospital/DICOM data without FRACTURE_PSEUDONYM_KEY.
+    """
+    dirs = source_dirs(params.ingest, kaggle_dir, mura_dir, hospital_dir)
+    key = pseudonym_key("the hospital source") if "hospital" in dirs else None
+    scans = scan_sources(dirs, params.ingest, key)
+    if key is None and _needs_dicom_key(scans):
+        key = pseudonym_key("DICOM files")
+    results = inspect_candidates(scans, dirs, params, key)
+    manifest, quarantine, fallbacks = assemble(scans, results)
+    if manifest["image_id"].duplicated().any():
+        raise InputError("ingest: duplicate image_id in the manifest (the same file listed twice)")
+    summary = summarise(manifest, quarantine, scans)
+    _log_summary(summary, fallbacks)
+    out_dir = Path(out_dir)
+    write_outputs(out_dir, manifest, quarantine, summary, {s: str(d) for s, d in dirs.items()})
+    dump_params(params, out_dir / "params.yaml")
+    return summary

@@ -1,0 +1,264 @@
+"""The seed's classifier (timm Swin backbone -> Linear -> ReLU -> Dropout -> Linear(1)), and the model dir.
+
+A model dir holds `model.pt` (a plain state_dict), `config.json` (everything needed to rebuild the module, plus
+the frozen operating point) and `metadata.json` (the input/output contract and the model card). Models are built
+only through `timm.create_model`; the input size comes from params (`base.image_size`), never from timm.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+from timm.models import adapt_input_conv
+from torch import nn
+
+from fracture.config import ModelParams, Params, dump_params
+from fracture.data import normalise
+from fracture.errors import InputError
+from fracture.io import atomic_path, atomic_write_text, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+IN_CHANS = 1
+# timm families whose patch grid is fixed at construction: they take img_size.
+FIXED_SIZE_PREFIXES = ("swin", "vit", "deit", "beit", "eva")
+WEIGHTS_FILE, CONFIG_FILE, METADATA_FILE = "model.pt", "config.json", "metadata.json"
+
+
+class SwinFractureClassifier(nn.Module):
+    """Backbone pooled features -> Linear(num_features, hidden) -> ReLU -> Dropout -> Linear(hidden, 1)."""
+
+    def __init__(self, backbone: nn.Module, head_hidden: int, dropout: float, image_size: int) -> None:
+        """Wrap a timm backbone built with `num_classes=0` (so it returns pooled features)."""
+        super().__init__()
+        self.backbone = backbone
+        self.image_size = image_size
+        self.head = nn.Sequential(
+            nn.Linear(backbone.num_features, head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(head_hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map `[B, 1, S, S]` normalised images to `[B]` logits."""
+        return self.head(self.backbone(x)).squeeze(-1)
+
+
+def backbone_kwargs(mp: ModelParams, image_size: int) -> dict[str, Any]:
+    """Keyword arguments for timm.create_model: params' backbone_kwargs, 1 channel, no classifier, img_size."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in mp.backbone_kwargs.items()}
+    kwargs.update(in_chans=IN_CHANS, num_classes=0)
+    if mp.backbone.split(".")[0].startswith(FIXED_SIZE_PREFIXES):
+        kwargs["img_size"] = image_size
+    return kwargs
+
+
+def build_model(mp: ModelParams, image_size: int, pretrained: bool | None = None) -> nn.Module:
+    """Build the classifier; load pretrained backbone weights from `mp.weights_path` or timm's hub.
+
+    Args:
+        mp: the model section of params.
+        image_size: square input side, px (params.base.image_size).
+        pretrained: overrides `mp.pretrained` when given.
+
+    Raises:
+        InputError: unknown backbone, unusable weights file, or pretrained weights that cannot be downloaded.
+    """
+    pretrained = mp.pretrained if pretrained is None else pretrained
+    if not timm.is_model(mp.backbone):
+        raise InputError(f"model.backbone: {mp.backbone!r} is not a timm model name")
+    kwargs = backbone_kwargs(mp, image_size)
+    if pretrained and mp.weights_path:
+        backbone = timm.create_model(mp.backbone, pretrained=False, **kwargs)
+        load_backbone_weights(backbone, Path(mp.weights_path))
+    else:
+        backbone = _create_from_hub(mp.backbone, kwargs) if pretrained else timm.create_model(mp.backbone, **kwargs)
+    return SwinFractureClassifier(backbone, mp.head_hidden, mp.dropout, image_size)
+
+
+def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Use timm's own pretrained path (downloads; adapts the 3-channel stem to 1 channel by summing)."""
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except (OSError, RuntimeError) as err:  # no network, no cache, or no weights published for this name
+        raise InputError(
+            f"model.pretrained: cannot get pretrained weights for {name!r} from the hub ({err}). "
+            "Set model.weights_path to a local weights file (.pth/.bin/.safetensors), give this machine network "
+            "access, or set model.pretrained: false"
+        ) from None
+
+
+def read_state_dict(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a weights file (torch or safetensors) as a flat state_dict, unwrapping common containers.
+
+    Raises:
+        InputError: missing, unreadable, or not a mapping of parameter names to tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: weights file does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path), device=str(map_location))
+        else:
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch/pickle/zip/safetensors raise many unrelated types for a corrupt file
+        raise InputError(f"{path}: not a readable weights file ({type(err).__name__}: {err})") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
+    return {_strip_wrappers(k): v for k, v in obj.items()}
+
+
+def _strip_wrappers(key: str) -> str:
+    for prefix in ("module.", "_orig_mod."):  # DDP and torch.compile wrappers
+        key = key.removeprefix(prefix)
+    return key
+
+
+def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
+    """Load a local backbone checkpoint: timm's filter, 3->1 channel stem (summed), classifier dropped.
+
+    Accepts a headless timm/official checkpoint or a full model.pt of ours (its `backbone.` keys are used).
+
+    Raises:
+        InputError: the file is unusable or its keys/shapes do not match the backbone.
+    """
+    sd = read_state_dict(path)
+    if any(k.startswith("backbone.") for k in sd):
+        sd = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
+    cfg = getattr(backbone, "pretrained_cfg", {}) or {}
+    filter_fn = getattr(sys.modules[type(backbone).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            sd = filter_fn(sd, backbone)
+        except (KeyError, RuntimeError, ValueError, AttributeError) as err:
+            raise InputError(f"{path}: does not fit {type(backbone).__name__} ({err})") from None
+    stem = f"{cfg.get('first_conv')}.weight"
+    if stem in sd and sd[stem].ndim == 4 and sd[stem].shape[1] != IN_CHANS:
+        sd[stem] = adapt_input_conv(IN_CHANS, sd[stem])  # 3 -> 1 channel: sum over RGB
+    classifier = cfg.get("classifier") or "head.fc"
+    sd = {k: v for k, v in sd.items() if not k.startswith(f"{classifier}.")}
+    _load_checked(backbone, sd, path, strict=False)
+    log.info("loaded backbone weights from %s", path)
+
+
+def _load_checked(module: nn.Module, sd: dict[str, torch.Tensor], path: Path, strict: bool) -> None:
+    """load_state_dict with an InputError listing missing/unexpected keys and shape mismatches."""
+    own = module.state_dict()
+    shapes = [
+        f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in sd.items() if k in own and v.shape != own[k].shape
+    ]
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    if shapes or missing or (strict and unexpected):
+        parts = [
+            f"{label} ({len(items)}): {', '.join(items[:4])}"
+            for label, items in (("shape mismatch", shapes), ("missing keys", missing), ("unexpected keys", unexpected))
+            if items
+        ]
+        raise InputError(f"{path}: keys/shapes do not match the configured model; " + "; ".join(parts))
+    if unexpected:
+        log.warning("%s: ignoring %d unexpected keys (%s)", path, len(unexpected), ", ".join(unexpected[:4]))
+    module.load_state_dict(sd, strict=strict)
+
+
+def model_config(mp: ModelParams, image_size: int, thresholds: dict[str, float], method: str) -> dict[str, Any]:
+    """config.json: what rebuilds the module, its normalisation, and the operating point frozen on val."""
+    return {
+        "backbone": mp.backbone,
+        "backbone_kwargs": dict(mp.backbone_kwargs),
+        "img_size": image_size,
+        "in_chans": IN_CHANS,
+        "head_hidden": mp.head_hidden,
+        "dropout": mp.dropout,
+        "mean": mp.mean,
+        "std": mp.std,
+        "threshold": float(thresholds[method]),
+        "threshold_method": method,
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+    }
+
+
+def model_params_from_config(config: dict[str, Any], source: Path) -> ModelParams:
+    """Rebuild ModelParams from config.json (pretrained off: the weights come from model.pt)."""
+    keys = ("backbone", "backbone_kwargs", "head_hidden", "dropout", "mean", "std")
+    missing = [k for k in (*keys, "img_size") if k not in config]
+    if missing:
+        raise InputError(f"{source}: missing keys {', '.join(missing)}")
+    try:
+        return ModelParams(**{k: config[k] for k in keys}, pretrained=False)
+    except ValueError as err:
+        raise InputError(f"{source}: invalid model config ({err})") from None
+
+
+def save_model_dir(
+    model_dir: Path, model: nn.Module, config: dict, metadata: dict, history: pd.DataFrame, params: Params
+) -> None:
+    """Write model.pt, config.json, metadata.json, history.csv and params.yaml, each atomically."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
+        torch.save(state, tmp)
+    write_json(model_dir / CONFIG_FILE, config)
+    write_json(model_dir / METADATA_FILE, metadata)
+    atomic_write_text(model_dir / "history.csv", history.to_csv(index=False))
+    dump_params(params, model_dir / "params.yaml")
+
+
+def load_model_dir(model_dir: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the classifier from a model dir, in eval mode.
+
+    Returns:
+        (model, config): config is config.json (normalisation, img_size, threshold...).
+
+    Raises:
+        InputError: a file is missing or corrupt, or model.pt does not match config.json.
+    """
+    model_dir = Path(model_dir)
+    config = read_json(model_dir / CONFIG_FILE)
+    mp = model_params_from_config(config, model_dir / CONFIG_FILE)
+    model = build_model(mp, int(config["img_size"]), pretrained=False)
+    sd = read_state_dict(model_dir / WEIGHTS_FILE, map_location="cpu")
+    _load_checked(model, sd, model_dir / WEIGHTS_FILE, strict=True)
+    return model.to(map_location).eval(), config
+
+
+def predict_proba(
+    model: nn.Module,
+    images: np.ndarray,
+    mean: float,
+    std: float,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Fracture probabilities for uint8 images `[N, S, S]` (e.g. rows of the cache), in batches.
+
+    Returns:
+        `[N]` float64 probabilities (sigmoid of the logits).
+    """
+    expected = getattr(model, "image_size", None)
+    if images.dtype != np.uint8 or images.ndim != 3 or (expected and images.shape[1:] != (expected, expected)):
+        size = f"{expected}x{expected}" if expected else "SxS"
+        raise InputError(f"images must be uint8 [N, {size}] (the preprocess output), got {images.dtype} {images.shape}")
+    model = model.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            x = normalise(batch.to(device, torch.float32)[:, None] / 255.0, mean, std)  # [B, 1, S, S]
+            out.append(torch.sigmoid(model(x).float()).cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)

@@ -1,0 +1,199 @@
+"""The MLflow pyfunc wrapper: the registered model's serving contract.
+
+The wrapper carries no pickled network. `load_context` rebuilds the classifier from the model dir artifact
+(`model.pt` state dict + `config.json`) with `fracture.model.load_model_dir`, and `predict` decodes every input
+through `fracture.imaging.prepare_image`, the one decode path shared with preprocess and `fracture predict`.
+
+Input: a DataFrame with one row per image and, per row, exactly one of
+
+- `path`: an image file path readable by the serving process (PNG 8/16-bit, JPEG, TIFF, DICOM), or
+- `image`: the image FILE's bytes, base64-encoded (standard alphabet; a `data:...;base64,` prefix is
+  accepted). Sending the encoded file keeps 16-bit PNG and DICOM intact and is plain JSON.
+
+Output: a DataFrame with `probability` (float, P(fracture)), `decision` (int, 1 = fracture at the frozen
+threshold) and `threshold` (the frozen operating point, tuned on validation data only).
+
+Served request body (`mlflow models serve`):
+`{"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG>"]]}}` or
+`{"dataframe_records": [{"path": "/data/wrist.png"}]}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from fracture.errors import InputError
+
+log = logging.getLogger(__name__)
+
+INPUT_COLUMNS = ("path", "image")
+OUTPUT_COLUMNS = ("probability", "decision", "threshold")
+MODEL_DIR_ARTIFACT = "model_dir"
+MODEL_DIR_FILES = ("model.pt", "config.json", "metadata.json")
+DEFAULT_WINDOW = (0.5, 99.5)
+BATCH_SIZE = 16
+
+
+def signature() -> Any:
+    """The pyfunc signature: optional string columns `path` / `image` in, the three output columns out."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    inputs = Schema([ColSpec(DataType.string, col, required=False) for col in INPUT_COLUMNS])
+    outputs = Schema(
+        [
+            ColSpec(DataType.double, "probability"),
+            ColSpec(DataType.long, "decision"),
+            ColSpec(DataType.double, "threshold"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def encode_bytes(data: bytes) -> str:
+    """Base64 text of an encoded image file (PNG, JPEG, DICOM bytes): the value of the `image` input column."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def encode_image_file(path: Path) -> str:
+    """Base64 text of an image file's bytes: the value of the `image` input column."""
+    return encode_bytes(Path(path).read_bytes())
+
+
+def window_percentiles(model_dir: Path, config: dict) -> tuple[float, float]:
+    """The preprocessing window the model was trained with (config, metadata, resolved params, or default)."""
+    import json
+
+    import yaml
+
+    if "window_percentiles" in config:
+        return _pair(config["window_percentiles"])
+    meta_path = model_dir / "metadata.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        for section in ("preprocessing", "input"):
+            value = meta.get(section)
+            if isinstance(value, dict) and "window_percentiles" in value:
+                return _pair(value["window_percentiles"])
+    params_path = model_dir / "params.yaml"
+    if params_path.is_file():
+        resolved = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
+        value = (resolved.get("preprocess") or {}).get("window_percentiles")
+        if value is not None:
+            return _pair(value)
+    return DEFAULT_WINDOW
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    lo, hi = value
+    return float(lo), float(hi)
+
+
+def decode_base64(text: str, row: int) -> bytes:
+    """Bytes of one `image` cell; a data-URI prefix is allowed.
+
+    Raises:
+        InputError: the cell is not valid base64 or is empty.
+    """
+    if "," in text[:100] and text.startswith("data:"):
+        text = text.split(",", 1)[1]
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise InputError(f"row {row}: column 'image' is not valid base64 ({err})") from None
+    if not data:
+        raise InputError(f"row {row}: column 'image' is empty")
+    return data
+
+
+def _cell(df: pd.DataFrame, col: str, row: int) -> str | None:
+    if col not in df.columns:
+        return None
+    value = df[col].iloc[row]
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def load_images(df: pd.DataFrame, size: int, window: tuple[float, float]) -> np.ndarray:
+    """Decode every row of the input frame to the model's input.
+
+    Returns:
+        uint8 [N, size, size].
+
+    Raises:
+        InputError: a row has neither or both of `path` / `image`, or its image cannot be decoded.
+    """
+    from fracture.imaging import prepare_image
+
+    if not any(col in df.columns for col in INPUT_COLUMNS):
+        raise InputError(f"input needs a column 'path' or 'image'; got columns {list(df.columns)}")
+    out = np.zeros((len(df), size, size), dtype=np.uint8)
+    with tempfile.TemporaryDirectory(prefix="fracture-serve-") as tmp:
+        for row in range(len(df)):
+            path, image = _cell(df, "path", row), _cell(df, "image", row)
+            if (path is None) == (image is None):
+                raise InputError(f"row {row}: give exactly one of 'path' or 'image'")
+            if path is not None:
+                out[row] = prepare_image(Path(path), size, window)
+                continue
+            tmp_path = Path(tmp) / f"image-{row}"
+            tmp_path.write_bytes(decode_base64(image, row))
+            try:
+                out[row] = prepare_image(tmp_path, size, window)
+            except InputError as err:
+                raise InputError(str(err).replace(str(tmp_path), f"row {row} (column 'image')")) from None
+    return out
+
+
+def predictions_frame(probs: np.ndarray, threshold: float) -> pd.DataFrame:
+    """The output contract: probability, decision at the frozen threshold, and the threshold itself."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "probability": probs,
+            "decision": (probs >= threshold).astype(np.int64),
+            "threshold": np.full(len(probs), float(threshold), dtype=np.float64),
+        }
+    )
+
+
+class FracturePyfunc(mlflow.pyfunc.PythonModel):
+    """Pyfunc wrapper around a fracture model dir (see the module docstring for the I/O contract)."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Rebuild the network from the model dir artifact."""
+        from fracture.model import load_model_dir
+
+        model_dir = Path(context.artifacts[MODEL_DIR_ARTIFACT])
+        self._model, self._config = load_model_dir(model_dir, map_location="cpu")
+        self._model.eval()
+        self._size = int(self._config["img_size"])
+        self._window = window_percentiles(model_dir, self._config)
+        self._threshold = float(self._config["threshold"])
+        log.info("loaded fracture model from %s (threshold %.4f)", model_dir, self._threshold)
+
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        """Probabilities and decisions for every row of `model_input`."""
+        from fracture.model import predict_proba
+
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        if model_input.empty:
+            return predictions_frame(np.zeros(0), self._threshold)
+        images = load_images(model_input, self._size, self._window)
+        mean, std = float(self._config["mean"]), float(self._config["std"])
+        probs = predict_proba(self._model, images, mean, std, batch_size=BATCH_SIZE)
+        return predictions_frame(probs, self._threshold)

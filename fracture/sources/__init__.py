@@ -1,0 +1,276 @@
+"""Dataset adapters: each turns one on-disk dataset into candidate manifest rows.
+
+An adapter reads its tables (trusting a table over a glob wherever a table exists), decides which files are
+candidates, fills the manifest fields that the tables know, and rejects rows that cannot become images (a path
+escaping the root, a label outside {0,1}) with a reason. Opening the image files (header + hash, in parallel) is
+ingest's job. This module holds what the adapters share: the candidate types, safe path handling, the table
+reader, and value parsers. Everything here except `read_text` and `walk_files` is pure.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import math
+import os
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fracture.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Reason codes decided from tables and paths (image-level codes live in fracture.imageheader).
+PATH_ESCAPE = "path escapes dataset root"
+SYMLINK_OUTSIDE = "symlink outside dataset root"
+LABEL_INVALID = "label not in {0,1}"
+NO_LABEL = "no label"
+CONFLICTING_LABELS = "conflicting labels"
+APPLEDOUBLE = "AppleDouble metadata file"
+BAD_LAYOUT = "unexpected path layout"
+MISSING_ID = "missing identifier"
+NOT_A_FILE = "not a regular file"
+UNREADABLE_FILE = "unreadable file"
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".dic"})
+_JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "pipes"}
+_AGE_STRING = re.compile(r"^(\d{1,3})([DWMY])$")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file that should become a manifest row once its header checks out.
+
+    Attributes:
+        source: kaggle | mura | hospital.
+        path: POSIX path relative to the source root.
+        fields: manifest fields known from the tables and folders (the rest come from the file or defaults).
+        fallback_patient_id: patient id used when neither the tables nor a DICOM header give one (hospital).
+    """
+
+    source: str
+    path: str
+    fields: dict[str, Any]
+    fallback_patient_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A candidate refused before its file is opened."""
+
+    source: str
+    path: str
+    code: str
+    reason: str
+
+
+@dataclass
+class SourceScan:
+    """What an adapter found: candidates, rejections, and extra counts for summary.json."""
+
+    source: str
+    candidates: list[Candidate] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    """Files under a root (POSIX, relative, sorted) and what the walk skipped."""
+
+    files: list[str]
+    junk_files: int  # hidden files, AppleDouble `._*`, Thumbs.db
+    symlinked_dirs: int  # never followed
+
+
+def reject(source: str, path: str, code: str, detail: str = "") -> Rejected:
+    """A Rejected whose reason is the code, with an optional detail in brackets."""
+    return Rejected(source, path, code, f"{code} ({detail})" if detail else code)
+
+
+def image_id_for(source: str, path: str) -> str:
+    """Stable image id: first 16 hex of sha256("source:path")."""
+    return hashlib.sha256(f"{source}:{path}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def safe_relpath(raw: str) -> str | None:
+    """Normalise a path from a table to a POSIX path relative to the dataset root.
+
+    Returns:
+        The normalised relative path, or None when it is absolute, empty, or climbs out of the root.
+    """
+    path = raw.strip().replace("\\", "/")
+    if not path or path.startswith("/") or re.match(r"^[A-Za-z]:", path) or "\x00" in path:
+        return None
+    norm = posixpath.normpath(path)
+    if norm in (".", "..") or norm.startswith("../"):
+        return None
+    return norm
+
+
+def is_junk(name: str) -> bool:
+    """Hidden files, AppleDouble `._*` resource forks and OS thumbnails: never images."""
+    return name.startswith(".") or name.lower() in _JUNK_NAMES
+
+
+def walk_files(root: Path) -> WalkResult:
+    """Every regular-looking file under `root` in one os.walk (symlinked directories are not followed)."""
+    files: list[str] = []
+    junk = linked = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        keep = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                continue
+            if os.path.islink(os.path.join(dirpath, name)):
+                linked += 1
+                continue
+            keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            if is_junk(name):
+                junk += 1
+            else:
+                files.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+    if linked:
+        log.warning("%s: %d symlinked directories were not followed (links must stay inside the root)", root, linked)
+    return WalkResult(sorted(files), junk, linked)
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 text with or without a BOM.
+
+    Raises:
+        InputError: naming the file and the first offending byte.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(f"{name}: the file is UTF-16 encoded; re-save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        byte = data[err.start]
+        raise InputError(
+            f"{name}: not UTF-8 text (byte 0x{byte:02x} at offset {err.start}); re-save the file as UTF-8"
+        ) from None
+
+
+def read_text(path: Path) -> str:
+    """Read a table file as UTF-8 (BOM-safe).
+
+    Raises:
+        InputError: missing, unreadable, or not UTF-8.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    return decode_text(data, str(path))
+
+
+def check_delimiter(header_line: str, name: str) -> None:
+    """Refuse a table whose header is separated by something other than commas.
+
+    Raises:
+        InputError: naming the file and the delimiter found.
+    """
+    if "," in header_line:
+        return
+    for delim, word in _DELIMITERS.items():
+        if delim in header_line:
+            raise InputError(f"{name}: columns are separated by {word}, expected commas (save it as comma-separated)")
+
+
+def parse_csv(text: str, name: str, required: tuple[str, ...]) -> pd.DataFrame:
+    """Parse a comma-separated table with a header line into a DataFrame of strings ("" for empty cells).
+
+    Args:
+        text: the decoded file contents.
+        name: file name for messages.
+        required: columns that must be present (extra columns are fine).
+
+    Raises:
+        InputError: empty, wrong delimiter, malformed, or missing required columns (named).
+    """
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    if not header:
+        raise InputError(f"{name}: empty table (expected columns: {', '.join(required)})")
+    check_delimiter(header, name)
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, csv.Error, OverflowError) as err:
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise InputError(f"{name}: not a valid CSV table ({detail[:200]})") from None
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        found = ", ".join(list(df.columns)[:20])
+        raise InputError(f"{name}: missing required column(s): {', '.join(missing)} (found: {found})")
+    return df.astype(object).fillna("")
+
+
+def parse_binary(value: str) -> int | None:
+    """0/1 from "0", "1", "1.0", "true", "false" (any case, padded); None for an empty cell.
+
+    Raises:
+        ValueError: anything else.
+    """
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    if text in ("true", "false"):
+        return int(text == "true")
+    number = float(text)
+    if number not in (0.0, 1.0):
+        raise ValueError(f"not 0 or 1: {text[:20]!r}")
+    return int(number)
+
+
+def parse_age(value: str) -> float | None:
+    """Age in years from "14.5", "34" or a DICOM age string ("034Y", "006M", "010W", "003D"); else None."""
+    text = str(value).strip().upper()
+    if not text:
+        return None
+    match = _AGE_STRING.match(text)
+    if match:
+        n, unit = int(match[1]), match[2]
+        years = n / {"Y": 1.0, "M": 12.0, "W": 365.25 / 7, "D": 365.25}[unit]
+        return round(years, 2)
+    try:
+        years = float(text)
+    except ValueError:
+        return None
+    return years if math.isfinite(years) and 0 <= years <= 150 else None
+
+
+def normalise_sex(value: str) -> str | None:
+    """M / F / O from M, F, O, male, female, other (any case); None for anything else."""
+    text = str(value).strip().upper()
+    mapping = {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F", "O": "O", "OTHER": "O"}
+    return mapping.get(text)
+
+
+def dedupe_rows(df: pd.DataFrame, key: str, name: str) -> tuple[pd.DataFrame, int, int]:
+    """Drop exact duplicate rows, then later rows that repeat `key` with different values.
+
+    Returns:
+        The deduplicated frame, the number of exact duplicates and the number of conflicting duplicates.
+    """
+    exact = df.duplicated()
+    df = df[~exact]
+    conflicting = df.duplicated(subset=[key])
+    if exact.any():
+        log.warning("%s: dropped %d exact duplicate rows", name, int(exact.sum()))
+    if conflicting.any():
+        log.warning("%s: %d rows repeat a %s with other values; kept the first of each", name, conflicting.sum(), key)
+    return df[~conflicting].reset_index(drop=True), int(exact.sum()), int(conflicting.sum())

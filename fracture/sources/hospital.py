@@ -1,0 +1,183 @@
+"""Hospital adapter (adult wrist crops by part: radius, scaphoid, styloid).
+
+Layout: `<root>/<part>/{positive,negative}/**/<image>` (a `_set` suffix on the part folder is allowed), plus an
+optional `<root>/metadata.csv` with `path` (relative to the root), `patient_id`, `age`, `sex` and optionally
+`label` and `body_part`, which override the folders. Files may be PNG, JPEG or DICOM (with or without a suffix).
+
+Offline-augmented copies (`nega_1000_0.png` ... beside `nega_1000.png`) share a `group_id` with their original
+so that a split never separates them. Patient ids are pseudonymised with the keyed hash of fracture.privacy;
+age and sex come only from metadata.csv or DICOM headers, never from a default.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fracture.privacy import pseudonymise
+from fracture.sources import (
+    LABEL_INVALID,
+    NO_LABEL,
+    PATH_ESCAPE,
+    Candidate,
+    Rejected,
+    SourceScan,
+    dedupe_rows,
+    normalise_sex,
+    parse_age,
+    parse_binary,
+    parse_csv,
+    read_text,
+    reject,
+    safe_relpath,
+    walk_files,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE = "hospital"
+META_NAME = "metadata.csv"
+META_REQUIRED = ("path", "patient_id", "age", "sex")
+LABEL_DIRS = {"positive": 1, "negative": 0}
+_AUGMENTED = re.compile(r"^(?P<base>.+)_\d+$")
+
+
+def part_name(folder: str) -> str:
+    """Body part from a part folder or metadata value: lower case, `_set` suffix stripped."""
+    return folder.strip().lower().removesuffix("_set")
+
+
+def folder_info(path: str) -> tuple[str | None, int | None]:
+    """(part, label) that the folders give a relative path; None where they say nothing."""
+    parts = path.split("/")
+    part = part_name(parts[0]) if len(parts) >= 2 else None
+    label = LABEL_DIRS.get(parts[1].lower()) if len(parts) >= 3 else None
+    return part, label
+
+
+def augmentation_base(stem: str, stems: set[str]) -> str:
+    """The original an augmented copy was made from: `base_k` -> `base` while `base` is a known stem.
+
+    `nega_1000_3` -> `nega_1000` when `nega_1000` exists; `nega_1000` stays itself unless `nega` exists too.
+    """
+    base = stem
+    while (match := _AUGMENTED.match(base)) and match["base"] in stems:
+        base = match["base"]
+    return base
+
+
+def parse_metadata(text: str, name: str) -> pd.DataFrame:
+    """metadata.csv text -> DataFrame of strings.
+
+    Raises:
+        InputError: bad delimiter, malformed, or missing required columns (named).
+    """
+    return parse_csv(text, name, META_REQUIRED)
+
+
+def metadata_index(df: pd.DataFrame, name: str = META_NAME) -> tuple[dict[str, dict[str, str]], list[Rejected]]:
+    """Normalised relative path -> metadata record; rows whose path escapes the root are rejected."""
+    df = df.assign(path=[safe_relpath(p) or f"\x00{p}" for p in df["path"]])
+    df, _, _ = dedupe_rows(df, "path", name)
+    index: dict[str, dict[str, str]] = {}
+    rejected = []
+    for rec in df.to_dict("records"):
+        if rec["path"].startswith("\x00"):
+            rejected.append(reject(SOURCE, rec["path"][1:].strip(), PATH_ESCAPE))
+        else:
+            index[rec["path"]] = rec
+    return index, rejected
+
+
+def _label(path: str, folder_label: int | None, meta: Mapping[str, str]) -> tuple[int, str] | Rejected:
+    raw = str(meta.get("label", "")).strip()
+    try:
+        value = parse_binary(raw)
+    except ValueError:
+        return reject(SOURCE, path, LABEL_INVALID, f"metadata label {raw[:20]!r}")
+    if value is not None:
+        return value, "metadata"
+    if folder_label is None:
+        return reject(SOURCE, path, NO_LABEL, "not under positive/ or negative/ and no metadata label")
+    return folder_label, "folder"
+
+
+def resolve_part(path: str, meta: Mapping[str, str]) -> str:
+    """Body part: metadata `body_part` when given, else the part folder ("unknown" for files at the root)."""
+    override = str(meta.get("body_part", "")).strip()
+    return part_name(override) if override else (folder_info(path)[0] or "unknown")
+
+
+def hospital_row(path: str, meta: Mapping[str, str], stems: set[str], key: bytes) -> Candidate | Rejected:
+    """One file (or metadata row) -> a candidate with pseudonymised ids and its augmentation group."""
+    label = _label(path, folder_info(path)[1], meta)
+    if isinstance(label, Rejected):
+        return label
+    part = resolve_part(path, meta)
+    base = augmentation_base(posixpath.splitext(posixpath.basename(path))[0], stems)
+    group = f"{SOURCE}:{part}/{base}"
+    patient = str(meta.get("patient_id", "")).strip()
+    fields: dict[str, Any] = {
+        "patient_id": pseudonymise(patient, SOURCE, key) if patient else None,
+        "study_id": None,
+        "label": label[0],
+        "label_source": label[1],
+        "body_part": part,
+        "age": parse_age(meta.get("age", "")),
+        "sex": normalise_sex(meta.get("sex", "")),
+        "group_id": group,
+    }
+    return Candidate(SOURCE, path, fields, fallback_patient_id=pseudonymise(f"group:{group}", SOURCE, key))
+
+
+def candidate_paths(files: list[str], meta_paths: set[str]) -> tuple[list[str], int]:
+    """Files under a part folder (one with a positive/ or negative/ child) plus every metadata path.
+
+    Returns the sorted paths and how many files lie outside that layout (ignored).
+    """
+    part_dirs = {f.split("/")[0] for f in files if folder_info(f)[1] is not None}
+    inside = {f for f in files if "/" in f and f.split("/")[0] in part_dirs}
+    return sorted(inside | meta_paths), len(set(files) - inside - meta_paths)
+
+
+def hospital_candidates(files: list[str], meta: dict[str, dict[str, str]], key: bytes) -> SourceScan:
+    """Walked files and metadata records -> candidates and rejections."""
+    paths, outside = candidate_paths(files, set(meta))
+    stems_by_part: dict[str, set[str]] = {}
+    for path in paths:
+        stem = posixpath.splitext(posixpath.basename(path))[0]
+        stems_by_part.setdefault(resolve_part(path, meta.get(path, {})), set()).add(stem)
+    scan = SourceScan(SOURCE, stats={"files_outside_layout": outside})
+    for path in paths:
+        rec = meta.get(path, {})
+        item = hospital_row(path, rec, stems_by_part[resolve_part(path, rec)], key)
+        (scan.candidates if isinstance(item, Candidate) else scan.rejected).append(item)
+    if outside:
+        log.warning("hospital: %d files outside <part>/{positive,negative}/ and not in metadata.csv (ignored)", outside)
+    return scan
+
+
+def scan_hospital(root: Path, key: bytes) -> SourceScan:
+    """Walk the hospital root once, read metadata.csv if present, and build the candidates.
+
+    Raises:
+        InputError: metadata.csv exists but is not UTF-8 or lacks required columns.
+    """
+    root = Path(root)
+    walk = walk_files(root)
+    meta: dict[str, dict[str, str]] = {}
+    rejected: list[Rejected] = []
+    meta_path = root / META_NAME
+    if meta_path.is_file():
+        meta, rejected = metadata_index(parse_metadata(read_text(meta_path), str(meta_path)), str(meta_path))
+    files = [f for f in walk.files if f != META_NAME]
+    scan = hospital_candidates(files, meta, key)
+    scan.rejected = rejected + scan.rejected
+    scan.stats.update({"junk_files": walk.junk_files, "metadata_rows": len(meta) + len(rejected)})
+    return scan

@@ -1,0 +1,206 @@
+"""GRAZPEDWRI-DX ("Kaggle", pediatric wrist) adapter.
+
+`<root>/dataset.csv` (UTF-8 with a BOM, 17 columns) lists one row per image; images live anywhere below the root
+(`images_partN/` or a nested `images_partN/images_partN/`) and are found by file stem from one walk of the tree.
+The label is `fracture_visible` (1 -> 1, empty -> 0; `1.0` after a pandas re-save).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from fracture.imageheader import FILE_MISSING
+from fracture.sources import (
+    IMAGE_SUFFIXES,
+    LABEL_INVALID,
+    MISSING_ID,
+    PATH_ESCAPE,
+    Candidate,
+    Rejected,
+    SourceScan,
+    dedupe_rows,
+    normalise_sex,
+    parse_age,
+    parse_binary,
+    parse_csv,
+    read_text,
+    reject,
+    safe_relpath,
+    walk_files,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE = "kaggle"
+CSV_NAME = "dataset.csv"
+FLAG_COLUMNS = ("initial_exam", "cast", "metal", "diagnosis_uncertain", "osteopenia")
+REQUIRED_COLUMNS = (
+    "filestem",
+    "patient_id",
+    "study_number",
+    "gender",
+    "age",
+    "projection",
+    "ao_classification",
+    "fracture_visible",
+    *FLAG_COLUMNS,
+)
+PROJECTIONS = {1: "ap_pa", 2: "lateral", 3: "other"}
+_FILESTEM = re.compile(r"^(?P<patient>\d+)_(?P<time>\d+)_(?P<study>\d+)_")
+
+
+def parse_kaggle_table(text: str, name: str) -> pd.DataFrame:
+    """dataset.csv text -> DataFrame of strings.
+
+    Raises:
+        InputError: bad delimiter, malformed table, or missing required columns (named).
+    """
+    return parse_csv(text, name, REQUIRED_COLUMNS)
+
+
+def index_images(files: list[str]) -> tuple[dict[str, str], int]:
+    """Map file stem -> relative path for the image files of a walk.
+
+    When a stem occurs more than once (a mirror holding two copies), the PNG under `images_part*` closest to the
+    root wins. Returns the map and how many extra copies were passed over.
+    """
+
+    def preference(path: str) -> tuple[bool, bool, int, str]:
+        suffix = posixpath.splitext(path)[1].lower()
+        return suffix != ".png", "images_part" not in path, path.count("/"), path
+
+    by_stem: dict[str, str] = {}
+    extra = 0
+    for path in sorted((f for f in files if posixpath.splitext(f)[1].lower() in IMAGE_SUFFIXES), key=preference):
+        stem = posixpath.splitext(posixpath.basename(path))[0]
+        if stem in by_stem:
+            extra += 1
+        else:
+            by_stem[stem] = path
+    return by_stem, extra
+
+
+def _stem_of(raw: str) -> tuple[str | None, Rejected | None]:
+    """The file stem a `filestem` cell refers to, or a rejection (empty, or a path escaping the root)."""
+    text = raw.strip()
+    if not text:
+        return None, reject(SOURCE, raw, MISSING_ID, "empty filestem")
+    if "/" in text or "\\" in text:
+        rel = safe_relpath(text)
+        if rel is None:
+            return None, reject(SOURCE, text, PATH_ESCAPE)
+        text = posixpath.basename(rel)
+    stem, suffix = posixpath.splitext(text)
+    return (stem if suffix.lower() in IMAGE_SUFFIXES else text), None
+
+
+def _integer_text(value: str) -> str | None:
+    """ "01", "1", "1.0" -> "1"; other non-empty text unchanged; empty -> None."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text or None
+    return str(int(number)) if number.is_integer() and number >= 0 else text
+
+
+def _patient_id(value: str, stem: str) -> str | None:
+    """Zero-padded 4-digit patient id as in the file stems ("2", "2.0", "0002" -> "0002")."""
+    text = _integer_text(value)
+    if text is None:
+        match = _FILESTEM.match(stem)
+        text = str(int(match["patient"])) if match else None
+    if text is None:
+        return None
+    return text.zfill(4) if text.isdigit() else text
+
+
+def _flag(value: str) -> bool | None:
+    """Flags hold 1 or are empty (empty = False); None for a value that is neither."""
+    try:
+        return bool(parse_binary(value) or 0)
+    except ValueError:
+        return None
+
+
+def _projection(value: str) -> str | None:
+    text = _integer_text(value)
+    return PROJECTIONS.get(int(text)) if text and text.isdigit() else None
+
+
+def kaggle_row(rec: Mapping[str, str], stem_paths: Mapping[str, str]) -> Candidate | Rejected:
+    """One dataset.csv row -> a candidate (path found by stem, fields mapped) or a rejection."""
+    stem, problem = _stem_of(rec["filestem"])
+    if problem is not None:
+        return problem
+    path = stem_paths.get(stem)
+    if path is None:
+        return reject(SOURCE, rec["filestem"].strip(), FILE_MISSING)
+    try:
+        label = parse_binary(rec["fracture_visible"]) or 0
+    except ValueError:
+        return reject(SOURCE, path, LABEL_INVALID, f"fracture_visible {rec['fracture_visible'].strip()[:20]!r}")
+    patient = _patient_id(rec["patient_id"], stem)
+    if patient is None:
+        return reject(SOURCE, path, MISSING_ID, "empty patient_id")
+    match = _FILESTEM.match(stem)
+    study = _integer_text(rec["study_number"]) or (str(int(match["study"])) if match else None)
+    fields = {
+        "patient_id": f"kaggle:{patient}",
+        "study_id": f"kaggle:{patient}_{study}" if study else None,
+        "label": label,
+        "label_source": "fracture_visible",
+        "body_part": "wrist",
+        "age": parse_age(rec["age"]),
+        "sex": normalise_sex(rec["gender"]),
+        "projection": _projection(rec["projection"]),
+        "ao_code": rec["ao_classification"].strip() or None,
+        **{flag: _flag(rec[flag]) for flag in FLAG_COLUMNS},
+    }
+    return Candidate(SOURCE, path, fields)
+
+
+def kaggle_candidates(df: pd.DataFrame, stem_paths: Mapping[str, str], name: str = CSV_NAME) -> SourceScan:
+    """All dataset.csv rows -> candidates and rejections, with duplicate rows dropped (and counted)."""
+    df = df.assign(filestem=df["filestem"].str.strip())
+    df, exact, conflicting = dedupe_rows(df, "filestem", name)
+    scan = SourceScan(SOURCE)
+    for rec in df.to_dict("records"):
+        item = kaggle_row(rec, stem_paths)
+        (scan.candidates if isinstance(item, Candidate) else scan.rejected).append(item)
+    listed = {c.path for c in scan.candidates} | {r.path for r in scan.rejected}
+    bad_flags = sum(
+        1 for c in scan.candidates for f in FLAG_COLUMNS if c.fields[f] is None
+    )  # cells that were neither empty nor 0/1
+    scan.stats = {
+        "duplicate_rows": exact,
+        "conflicting_rows": conflicting,
+        "unlisted_images": sum(1 for p in stem_paths.values() if p not in listed),
+        "invalid_flag_values": bad_flags,
+    }
+    if bad_flags:
+        log.warning("%s: %d flag cells are neither empty nor 0/1; stored as null", name, bad_flags)
+    return scan
+
+
+def scan_kaggle(root: Path) -> SourceScan:
+    """Read `<root>/dataset.csv`, walk the tree once, and build the candidates.
+
+    Raises:
+        InputError: dataset.csv missing, not UTF-8, or malformed.
+    """
+    csv_path = Path(root) / CSV_NAME
+    df = parse_kaggle_table(read_text(csv_path), str(csv_path))
+    walk = walk_files(Path(root))
+    stem_paths, extra_copies = index_images(walk.files)
+    scan = kaggle_candidates(df, stem_paths, str(csv_path))
+    scan.stats.update({"extra_image_copies": extra_copies, "junk_files": walk.junk_files})
+    if scan.stats["unlisted_images"]:
+        log.info("kaggle: %d image files are not listed in %s (ignored)", scan.stats["unlisted_images"], CSV_NAME)
+    return scan

@@ -1,0 +1,76 @@
+"""The demo DAG through `dvc repro`: every artifact, a no-op second run, DVC metrics and plots, the registry."""
+
+import json
+import subprocess
+
+import mlflow
+import pytest
+
+from tests.e2e.conftest import project_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _run(project, *cmd):
+    return subprocess.run(list(cmd), cwd=project, env=project_env(), capture_output=True, text=True)
+
+
+def test_repro_produces_every_artifact(demo_project):
+    expected = [
+        "data/interim/ingest/manifest.parquet",
+        "data/interim/ingest/quarantine.csv",
+        "data/interim/ingest/summary.json",
+        "reports/validation/validation.json",
+        "reports/validation/data_docs/index.html",
+        "data/interim/split/splits.parquet",
+        "data/interim/split/split_summary.json",
+        "data/processed/cache/images.npy",
+        "models/demo/model.pt",
+        "models/demo/config.json",
+        "models/demo/metadata.json",
+        "reports/eval/metrics.json",
+        "reports/eval/gate.json",
+        "reports/eval/plots/roc.csv",
+        "reports/explain/index.json",
+        "reports/report.html",
+        "reports/registration.json",
+    ]
+    missing = [p for p in expected if not (demo_project / p).exists()]
+    assert not missing
+
+
+def test_model_learns_on_the_demo(demo_project):
+    metrics = json.loads((demo_project / "reports/eval/metrics.json").read_text())
+    assert metrics["val.auroc"] > 0.75
+    assert metrics["test.auroc"] > 0.7
+
+
+def test_second_repro_is_a_no_op(demo_project):
+    proc = _run(demo_project, "dvc", "repro")
+    assert proc.returncode == 0, proc.stderr
+    assert "Data and pipelines are up to date" in proc.stdout
+    assert "Running stage" not in proc.stdout
+
+
+def test_dvc_metrics_and_plots(demo_project):
+    shown = _run(demo_project, "dvc", "metrics", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "test.auroc" in shown.stdout
+    plots = _run(demo_project, "dvc", "plots", "show", "--json")
+    assert plots.returncode == 0, plots.stderr
+    for name in ("roc.csv", "pr.csv", "calibration.csv", "confusion.csv"):
+        assert name in plots.stdout
+
+
+def test_demo_model_is_registered_in_the_embedded_store(demo_project):
+    reg = json.loads((demo_project / "reports/registration.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
+    version = client.get_model_version_by_alias(reg["name"], "challenger")
+    assert str(version.version) == str(reg["version"])
+
+
+def test_demo_summary_points_at_the_report(demo_project):
+    proc = _run(demo_project, "fracture", "demo-summary")
+    assert proc.returncode == 0, proc.stderr
+    assert "report.html" in proc.stdout
+    assert "mlflow ui" in proc.stdout

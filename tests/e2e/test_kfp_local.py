@@ -1,0 +1,40 @@
+"""The same steps as one Kubeflow pipeline, run locally through kfp.local.SubprocessRunner."""
+
+import os
+import subprocess
+
+import mlflow
+import pytest
+import yaml
+
+from tests.e2e.conftest import E2E_OVERRIDES, REPO, project_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in E2E_OVERRIDES.items():
+        params[section].update(values)
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    store = tmp_path / "mlflow.db"
+    env = project_env(MLFLOW_TRACKING_URI=f"sqlite:///{store}")
+    out = tmp_path / "kfp"
+    proc = subprocess.run(
+        ["fracture", "pipeline", "run-local", "--out", str(out), "--params", str(params_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    reports = [p for p in (out / "pipeline_root").rglob("report_html") if p.is_file()]
+    assert reports, "no report artifact"
+    assert "<html" in reports[0].read_text().lower()
+    registrations = [p for p in (out / "pipeline_root").rglob("registration") if p.is_file()]
+    assert registrations, "register did not run (gate failed?)"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    version = client.get_model_version_by_alias(params["register"]["model_name"], "challenger")
+    assert int(version.version) >= 1
+    assert not os.environ.get("FRACTURE_DATA_ROOT")

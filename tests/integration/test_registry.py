@@ -1,0 +1,235 @@
+"""The model registry against a real `mlflow server` on loopback with artifacts on an S3 endpoint (moto).
+
+Each test uses its own registered model name, so tests do not depend on each other's versions or aliases.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from fracture.errors import GateError, InputError
+from fracture.registry import download_model_dir, fingerprint_model_dir, run_promote, run_register, run_rollback
+from tests.integration.conftest import BIN, PLANTED_KEY_ID, PLANTED_SECRET
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _state(client: MlflowClient, name: str) -> dict:
+    """Everything promote could change: aliases, registered-model tags, every version's tags."""
+    rm = client.get_registered_model(name)
+    versions = client.search_model_versions(f"name = '{name}'")
+    return {
+        "aliases": dict(rm.aliases),
+        "model_tags": dict(rm.tags),
+        "versions": {mv.version: dict(mv.tags) for mv in versions},
+    }
+
+
+def test_register_records_lineage_evidence_and_is_idempotent(registry_env, params, make_candidate):
+    cand = make_candidate(seed=1)
+    name = _name("reg")
+    rec = run_register(params, cand.model_dir, cand.eval_dir, name=name, report_path=cand.report_path)
+    client = MlflowClient(registry_env)
+    mv = client.get_model_version(name, str(rec["version"]))
+    assert rec["created"] and rec["aliases"] == ["challenger"]
+    assert mv.tags["fingerprint"] == fingerprint_model_dir(cand.model_dir)
+    assert mv.tags["git_commit"] == f"{1:040x}" and mv.tags["manifest_hash"] == "manifest-1"
+    assert mv.tags["params_hash"] == "params-1" and mv.tags["split_strategy"] == "cross_domain"
+    assert float(mv.tags["test.auroc"]) == pytest.approx(0.85)
+    assert float(mv.tags["test.auroc_ci_low"]) == pytest.approx(0.80)
+    assert float(mv.tags["test.frozen.sensitivity_ci_high"]) == pytest.approx(0.85)
+    assert float(mv.tags["test.frozen.specificity"]) == pytest.approx(0.8)
+    assert mv.tags["threshold"] == "0.5" and mv.tags["threshold_method"] == "youden"
+    assert mv.tags["gate.passed"] == "true" and "forced" not in mv.tags
+    assert mv.tags["run_origin"] == "register_run"  # metadata has no run id: a new run, recorded as such
+    artifacts = {a.path for a in client.list_artifacts(rec["run_id"], "evaluation")}
+    assert {"evaluation/report.html", "evaluation/metrics.json", "evaluation/gate.json"} <= artifacts
+    assert client.get_run(rec["run_id"]).data.metrics["test.auroc"] == pytest.approx(0.85)
+
+    again = run_register(params, cand.model_dir, cand.eval_dir, name=name)
+    assert (again["version"], again["created"]) == (rec["version"], False)
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_register_logs_inside_the_train_run_when_it_exists(registry_env, params, make_candidate):
+    client = MlflowClient(registry_env)
+    exp_id = client.create_experiment(_name("train-exp"))
+    train_run = client.create_run(exp_id, run_name="train").info.run_id
+    client.set_terminated(train_run, "FINISHED")
+    cand = make_candidate(seed=2, run_id=train_run)
+    rec = run_register(params, cand.model_dir, cand.eval_dir, name=_name("trainrun"))
+    assert rec["run_id"] == train_run and rec["run_origin"] == "train_run"
+    assert client.get_run(train_run).info.status == "FINISHED"
+    assert any(o.model_id == rec["model_id"] for o in client.get_run(train_run).outputs.model_outputs)
+
+
+def test_register_refuses_a_failed_gate_unless_forced_with_reason(registry_env, params, params_file, make_candidate):
+    cand = make_candidate(seed=3, auroc=0.6, passed=False)
+    name = _name("gate")
+    cmd = [str(BIN / "fracture"), "register", "--model", str(cand.model_dir), "--eval", str(cand.eval_dir)]
+    proc = subprocess.run([*cmd, "--name", name, "--params", str(params_file)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "evaluation gate failed" in proc.stderr and "test.auroc 0.600 < min_auroc" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(InputError, match="--reason"):
+        run_register(params, cand.model_dir, cand.eval_dir, name=name, force=True, reason="  ")
+    client = MlflowClient(registry_env)
+    assert client.search_model_versions(f"name = '{name}'") == []
+
+    rec = run_register(params, cand.model_dir, cand.eval_dir, name=name, force=True, reason="reader study needs it")
+    mv = client.get_model_version(name, str(rec["version"]))
+    assert mv.tags["forced"] == "true" and mv.tags["force_reason"] == "reader study needs it"
+    assert mv.tags["gate.passed"] == "false" and "min_auroc" in mv.tags["gate.reasons"]
+
+
+def test_promotion_gates_history_and_rollback(registry_env, params, make_candidate):
+    name = _name("promo")
+    client = MlflowClient(registry_env)
+    v1 = run_register(params, *_dirs(make_candidate(seed=11, auroc=0.85)), name=name)["version"]
+    first = run_promote(params, name, reason="first model")  # no champion: absolute gates only
+    assert first["promoted"] and first["champion_version"] is None
+    assert client.get_registered_model(name).aliases == {"champion": str(v1)}  # challenger became champion
+
+    v2 = run_register(params, *_dirs(make_candidate(seed=12, auroc=0.845)), name=name)["version"]  # drop 0.005 ok
+    rec = run_promote(params, name, reason="retrained on more data")
+    assert rec["promoted"] and rec["champion_version"] == v1
+    aliases = client.get_registered_model(name).aliases
+    assert aliases == {"champion": str(v2), "previous-champion": str(v1)}
+    tags = client.get_model_version(name, str(v2)).tags
+    assert tags["promoted_by"] == "integration-tester" and tags["promotion_reason"] == "retrained on more data"
+    assert tags["promoted_at"].endswith("+00:00") and tags["promoted_from"] == str(v1)
+    comparison = json.loads(tags["promotion_comparison"])
+    assert comparison["passed"] and comparison["champion_version"] == str(v1)
+    assert client.get_model_version(name, str(v1)).tags["superseded_by"] == str(v2)
+
+    v3 = run_register(params, *_dirs(make_candidate(seed=13, auroc=0.79)), name=name)["version"]  # drop 0.055
+    with pytest.raises(GateError, match=r"test\.auroc 0\.7900 is 0\.0550 below champion"):
+        run_promote(params, name, version=v3)
+    assert client.get_registered_model(name).aliases["champion"] == str(v2)
+    forced = run_promote(params, name, version=v3, force=True, reason="clinical lead sign-off")
+    assert forced["promoted"] and forced["forced"]
+    assert client.get_model_version(name, str(v3)).tags["promotion_forced"] == "true"
+
+    back = run_rollback(params, name)
+    assert (back["champion_version"], back["rolled_back_version"]) == (v2, v3)
+    assert client.get_registered_model(name).aliases["champion"] == str(v2)
+    assert "rolled_back_at" in client.get_model_version(name, str(v3)).tags
+    history = [json.loads(v) for k, v in sorted(client.get_registered_model(name).tags.items()) if "history." in k]
+    assert [h["event"] for h in history] == ["promote", "promote", "promote", "rollback"]
+    with pytest.raises(InputError, match="no previous-champion"):
+        run_rollback(params, name)
+
+
+def _dirs(cand):  # noqa: ANN001, ANN202
+    return cand.model_dir, cand.eval_dir
+
+
+def test_first_promotion_applies_the_absolute_gate(registry_env, params, make_candidate):
+    name = _name("first")
+    run_register(params, *_dirs(make_candidate(seed=21, sensitivity=0.4)), name=name)
+    with pytest.raises(GateError, match=r"test\.frozen\.sensitivity 0\.4000 < min_sensitivity"):
+        run_promote(params, name)
+    assert "champion" not in MlflowClient(registry_env).get_registered_model(name).aliases
+    with pytest.raises(InputError, match="--reason"):
+        run_promote(params, name, force=True)
+
+
+def test_dry_run_changes_nothing(registry_env, params, make_candidate):
+    name = _name("dry")
+    client = MlflowClient(registry_env)
+    run_register(params, *_dirs(make_candidate(seed=31)), name=name)
+    run_promote(params, name, reason="first")
+    run_register(params, *_dirs(make_candidate(seed=32, auroc=0.9)), name=name)
+    before = _state(client, name)
+    rec = run_promote(params, name, dry_run=True, reason="looks better")
+    assert rec["passed"] and rec["dry_run"] and not rec["promoted"]
+    assert _state(client, name) == before
+    run_register(params, *_dirs(make_candidate(seed=33, auroc=0.5)), name=name)
+    before = _state(client, name)
+    with pytest.raises(GateError):
+        run_promote(params, name, dry_run=True)
+    assert _state(client, name) == before
+
+
+def test_load_by_alias_predict_and_download(registry_env, params, make_candidate, radiograph_png, tmp_path):
+    from fracture.imaging import prepare_image
+    from fracture.model import load_model_dir, predict_proba
+    from fracture.serving import encode_image_file
+
+    name = _name("load")
+    cand = make_candidate(seed=41)
+    version = run_register(params, *_dirs(cand), name=name)["version"]
+    run_promote(params, name, reason="serve it")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    out = pyfunc.predict(pd.DataFrame({"path": [str(radiograph_png)], "image": [None]}))
+    b64 = pyfunc.predict(pd.DataFrame({"image": [encode_image_file(radiograph_png)]}))
+    model, config = load_model_dir(cand.model_dir)
+    img = prepare_image(radiograph_png, config["img_size"], params.preprocess.window_percentiles)
+    expected = predict_proba(model, img[None], config["mean"], config["std"], batch_size=1)[0]
+    assert list(out.columns) == ["probability", "decision", "threshold"]
+    assert out["probability"].iloc[0] == pytest.approx(expected, abs=1e-6)
+    assert b64["probability"].iloc[0] == pytest.approx(expected, abs=1e-6)
+    assert out["decision"].iloc[0] == int(expected >= 0.5) and out["threshold"].iloc[0] == 0.5
+
+    local = download_model_dir(f"models:/{name}@champion", tmp_path / "by-alias")
+    assert {"model.pt", "config.json", "metadata.json"} <= {p.name for p in local.iterdir()}
+    assert fingerprint_model_dir(local) == fingerprint_model_dir(cand.model_dir)
+    reloaded, _ = load_model_dir(download_model_dir(f"models:/{name}/{version}", tmp_path / "by-version"))
+    again = predict_proba(reloaded, img[None], config["mean"], config["std"], batch_size=1)[0]
+    assert np.isclose(again, expected)
+    with pytest.raises(InputError, match="models:/NAME@ALIAS"):
+        download_model_dir(f"runs:/{name}", tmp_path / "bad")
+    with pytest.raises(InputError, match="no such registered model version"):
+        download_model_dir(f"models:/{name}@no-such-alias", tmp_path / "bad")
+
+
+def test_s3_outage_during_register_leaves_nothing_half_registered(
+    registry_env, mlflow_server, params, make_candidate, monkeypatch, caplog
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    name = _name("outage")
+    cand = make_candidate(seed=51)
+    client = MlflowClient(registry_env)
+    runs_before = {r.info.run_id for r in client.search_runs([_experiment_id(client, params)])}
+    with mlflow_server.s3.down(), pytest.raises(InputError, match="could not upload model artifacts to") as err:
+        run_register(params, *_dirs(cand), name=name)
+    assert mlflow_server.url in str(err.value)
+    assert client.search_model_versions(f"name = '{name}'") == []
+    runs_after = {r.info.run_id for r in client.search_runs([_experiment_id(client, params)])}
+    assert runs_after == runs_before  # the run created for this registration was removed again
+    rec = run_register(params, *_dirs(cand), name=name)  # endpoint back: the same dir registers cleanly
+    assert rec["created"] and rec["version"] == 1
+    leaks = [str(err.value), caplog.text]
+    assert not any(PLANTED_SECRET in text or PLANTED_KEY_ID in text for text in leaks)
+
+
+def _experiment_id(client: MlflowClient, params) -> str:  # noqa: ANN001
+    exp = client.get_experiment_by_name(params.train.experiment)
+    return exp.experiment_id if exp is not None else client.create_experiment(params.train.experiment)
+
+
+def test_planted_credentials_never_reach_tags_params_or_logs(registry_env, mlflow_server, params, make_candidate):
+    name = _name("leak")
+    rec = run_register(params, *_dirs(make_candidate(seed=61)), name=name)
+    run_promote(params, name, reason="leak check")
+    client = MlflowClient(registry_env)
+    texts = [mlflow_server.log_path.read_text(errors="replace")]
+    for rm in client.search_registered_models():
+        texts.append(json.dumps(rm.tags))
+        texts.extend(json.dumps(mv.tags) for mv in client.search_model_versions(f"name = '{rm.name}'"))
+    run = client.get_run(rec["run_id"])
+    texts += [json.dumps(run.data.tags), json.dumps(run.data.params)]
+    assert any("fingerprint" in t for t in texts)  # the scan did read the tags
+    assert not any(PLANTED_SECRET in t or PLANTED_KEY_ID in t for t in texts)

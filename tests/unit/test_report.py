@@ -1,0 +1,331 @@
+"""The HTML report: one section per item a reviewer signs off, every number equal to its artifact's.
+
+The artifacts are realistic: the eval dir is written by evaluate's own `assemble_evaluation` /
+`write_evaluation` from scored rows, the model dir by `save_model_dir`, the explain dir by `run_explain` on a
+small cache; only the ingest summary, validation.json and the split summary are hand-written in their formats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from fracture.report import fmt, run_report
+
+N_IMAGES = 96
+SIZE = 64
+
+
+def _blob_images(n: int, size: int, labels: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, size, size), dtype=np.uint8)
+    for img, label in zip(out, labels, strict=True):
+        top = int(rng.integers(0, size // 4))  # letterbox bands like the real cache
+        img[top : size - top] = rng.integers(20, 90, (size - 2 * top, size), dtype=np.uint8)
+        cv2.ellipse(img, (size // 2, size // 2), (size // 6, size // 3), 0, 0, 360, 200, -1)
+        if label:
+            cv2.line(img, (size // 3, size // 2), (2 * size // 3, size // 2 + 3), 40, 2)
+    return out
+
+
+def _scored_rows(rng: np.random.Generator) -> pd.DataFrame:
+    """Val and test rows as evaluate scores them: three sources, studies of two views, probs that separate."""
+    n = N_IMAGES
+    source = np.array(["kaggle", "mura", "hospital"])[(np.arange(n) // 2) % 3]  # two views per patient/study
+    label = (rng.random(n) < 0.45).astype(int)
+    prob = np.clip(0.35 + 0.3 * label + rng.normal(0, 0.18, n), 0.001, 0.999)
+    patient = [f"{s}:p{i // 2:03d}" for i, s in enumerate(source)]
+    return pd.DataFrame(
+        {
+            "image_id": [f"{i:016x}" for i in range(1000, 1000 + n)],
+            "split": np.where(np.arange(n) < n // 3, "val", "test"),
+            "prob": prob,
+            "label": label,
+            "patient_id": patient,
+            "study_id": [f"{p}/study1" for p in patient],
+            "source": source,
+            "age": rng.uniform(5, 80, n).round(1),
+            "sex": rng.choice(["M", "F"], n),
+            "body_part": "wrist",
+            "projection": pd.Series(np.where(source == "kaggle", "ap_pa", None), dtype="string"),
+            "initial_exam": pd.Series(np.where(source == "kaggle", rng.random(n) < 0.6, None), dtype="boolean"),
+            "cast": pd.Series(np.where(source == "kaggle", rng.random(n) < 0.2, None), dtype="boolean"),
+            "metal": pd.Series(np.where(source == "kaggle", False, None), dtype="boolean"),
+        }
+    )
+
+
+def _write_model(params, model_dir: Path) -> None:
+    import torch
+
+    from fracture.model import build_model, model_config, save_model_dir
+
+    torch.manual_seed(0)
+    model = build_model(params.model, SIZE, pretrained=False)
+    thresholds = {"youden": 0.5, "f1_max": 0.45, "target_sensitivity": 0.4, "fixed": 0.5}
+    config = model_config(params.model, SIZE, thresholds, "youden")
+    metadata = {
+        "input": {"description": f"1-channel grayscale radiograph, {SIZE} x {SIZE} px"},
+        "output": {"description": "one logit; sigmoid gives the probability of a visible fracture"},
+        "model_card": {"Data": {"summary": "train/val only", "rows": [
+            {"split": "train", "source": "mura", "images": 40, "positives": 17, "patients": 20}]},
+            "Limitations": "demo model", "Intended use": "decision support"},  # fmt: skip
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "manifest_hash": "a" * 64,
+        "splits_hash": "b" * 64,
+        "params_hash": "c" * 64,
+        "split_strategy": "cross_domain",
+        "mlflow_run_id": "3f2c9d7e0b1a4c5d",
+        "best_epoch": 2,
+        "val_auroc": 0.8125,
+    }
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.71, 0.62, 0.55], "val_loss": [0.69, 0.6, 0.61],
+                            "val_auroc": [0.6, 0.8125, 0.79], "lr": [1e-3, 8e-4, 3e-4], "seconds": [3.1, 2.9, 3.0]})  # fmt: skip
+    save_model_dir(model_dir, model, config, metadata, history, params)
+
+
+def _write_cache(cache_dir: Path, rows: pd.DataFrame) -> None:
+    from fracture.io import write_json, write_parquet
+
+    cache_dir.mkdir(parents=True)
+    images = _blob_images(len(rows), SIZE, rows["label"].to_numpy(), seed=1)
+    np.save(cache_dir / "images.npy", images)
+    index = pd.DataFrame({"image_id": rows["image_id"].astype("string"), "row": np.arange(len(rows), dtype="int64"),
+                          "sha256": ["0" * 64] * len(rows)})  # fmt: skip
+    write_parquet(index.astype({"sha256": "string"}), cache_dir / "index.parquet")
+    write_json(cache_dir / "meta.json", {"image_size": SIZE, "count": len(rows), "window_percentiles": [0.5, 99.5],
+                                         "format": 1})  # fmt: skip
+
+
+def _write_upstream(root: Path) -> None:
+    """Ingest summary + quarantine, validation.json + Data Docs, split summary (hand-written, documented formats)."""
+    from fracture.io import write_json
+
+    ingest = root / "ingest"
+    ingest.mkdir()
+    write_json(ingest / "summary.json", {"sources": {"kaggle": {"images": 32, "positives": 14, "quarantined": 1},
+                                                     "mura": {"images": 32, "positives": 15, "quarantined": 0}}})  # fmt: skip
+    pd.DataFrame({"source": ["kaggle", "hospital", "hospital"],
+                  "path": ["images_part1/0001_x.png", "radius/positive/a.png", "radius/negative/b.dcm"],
+                  "reason": ["truncated PNG", "not an image: bad header", "not an image: empty file"]}).to_csv(
+        ingest / "quarantine.csv", index=False)  # fmt: skip
+    validation = root / "validation"
+    (validation / "data_docs").mkdir(parents=True)
+    (validation / "data_docs" / "index.html").write_text("<html>docs</html>")
+    write_json(validation / "validation.json", {
+        "success": True, "blocking_failed": [], "warnings": ["age_in_range"], "rows": 96, "suite": "manifest",
+        "results": [{"name": "image_id_unique", "severity": "blocking", "success": True,
+                     "observed": {"unexpected_count": 0}, "details": {}},
+                    {"name": "age_in_range", "severity": "warning", "success": False, "observed": 0.02,
+                     "details": {}}]})  # fmt: skip
+    split = root / "split"
+    split.mkdir()
+    write_json(split / "split_summary.json", {"strategy": "cross_domain", "fold": 0, "seed": 42,
+               "exclusions": {"metal": 3},
+               "rows": [{"split": "test", "source": "kaggle", "images": 64, "patients": 32, "positives": 30,
+                         "prevalence": 0.4688},
+                        {"split": "val", "source": "mura", "images": 32, "patients": 16, "positives": 13,
+                         "prevalence": 0.4062}]})  # fmt: skip
+    pd.DataFrame({"image_id": ["x"], "split": ["test"]}).to_parquet(split / "splits.parquet")
+
+
+def build_report_inputs(root: Path, params) -> dict[str, Path]:
+    """Write every artifact the report reads under `root`; return the run_report keyword paths."""
+    from fracture.evaluate import assemble_evaluation, write_evaluation
+    from fracture.explain import run_explain
+
+    rows = _scored_rows(np.random.default_rng(7))
+    _write_model(params, root / "model")
+    _write_cache(root / "cache", rows)
+    ev = assemble_evaluation(rows, 0.5, "youden", None, params.evaluate, params.base.seed)
+    write_evaluation(ev, root / "eval", params)
+    run_explain(params, root / "model", root / "eval", root / "cache", root / "explain")
+    _write_upstream(root)
+    return {"ingest_dir": root / "ingest", "validation_dir": root / "validation", "splits_path":
+            root / "split" / "splits.parquet", "model_dir": root / "model", "eval_dir": root / "eval",
+            "explain_dir": root / "explain"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report_params(make_params):
+    return make_params({"evaluate": {"n_bootstrap": 40, "min_subgroup_n": 10}, "explain": {"n_per_category": 1}})
+
+
+@pytest.fixture(scope="module")
+def report_inputs(tmp_path_factory, report_params) -> dict[str, Path]:
+    return build_report_inputs(tmp_path_factory.mktemp("report-inputs"), report_params)
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory, report_params, report_inputs) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("report") / "reports" / "report.html"
+    path = run_report(report_params, out, **report_inputs)
+    return path, path.read_text(encoding="utf-8")
+
+
+class _Collector(HTMLParser):
+    """Every element's attributes and text; tags that load resources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[dict] = []
+        self.stack: list[dict] = []
+        self.resources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        section = next((e["attrs"]["data-section"] for e in reversed(self.stack) if "data-section" in e["attrs"]), None)
+        el = {"tag": tag, "attrs": dict(attrs), "text": "", "section": section}
+        self.elements.append(el)
+        for name in ("src", "href"):
+            if name in el["attrs"]:
+                self.resources.append(el["attrs"][name])
+        if tag not in ("img", "br", "meta", "link", "input"):
+            self.stack.append(el)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack:
+            if self.stack.pop()["tag"] == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        for el in self.stack:
+            el["text"] += data
+
+
+def parse(html: str) -> _Collector:
+    c = _Collector()
+    c.feed(html)
+    return c
+
+
+def with_attr(doc: _Collector, name: str) -> list[dict]:
+    return [e for e in doc.elements if name in e["attrs"]]
+
+
+SECTIONS = ("provenance", "validation", "cohort", "training", "metrics", "curves", "confusion", "subgroups",
+            "study", "gradcam", "model-card")  # fmt: skip
+
+
+def test_report_has_every_section_with_content(report_html):
+    doc = parse(report_html[1])
+    sections = {e["attrs"]["data-section"]: e for e in with_attr(doc, "data-section")}
+    for name in SECTIONS:
+        assert name in sections, f"section {name} missing"
+        content = [e for e in doc.elements if e["section"] == name and e["tag"] in ("td", "img", "li", "p")]
+        assert len(content) >= 2, f"{name}: section is empty"
+        assert not re.search(r"\bNo [a-z_./*]+\.(json|csv)\b", sections[name]["text"]), f"{name}: artifact missing"
+    assert "missing-artifacts" not in report_html
+
+
+def test_every_metric_number_matches_metrics_json(report_html, report_inputs):
+    metrics = json.loads((report_inputs["eval_dir"] / "metrics.json").read_text())
+    cells = with_attr(parse(report_html[1]), "data-metric")
+    seen = {c["attrs"]["data-metric"] for c in cells}
+    assert set(metrics) <= seen, f"metrics.json keys not shown: {sorted(set(metrics) - seen)[:5]}"
+    for c in cells:
+        key = c["attrs"]["data-metric"]
+        assert key in metrics, f"{key} shown but not in metrics.json"
+        assert float(c["attrs"]["data-value"]) == pytest.approx(metrics[key], rel=1e-12, abs=1e-15)
+        digits = 4 if c["text"].count(".") and len(c["text"].split(".")[-1]) == 4 else 3
+        assert c["text"] == fmt(metrics[key], digits), key
+
+
+def test_headline_shows_auroc_with_ci_and_trivial_f1(report_html, report_inputs):
+    metrics = json.loads((report_inputs["eval_dir"] / "metrics.json").read_text())
+    doc = parse(report_html[1])
+    headline = next(e for e in doc.elements if e["attrs"].get("id") == "headline")["text"]
+    for key in ("test.auroc", "test.auroc_ci_low", "test.auroc_ci_high", "test.frozen.sensitivity",
+                "test.frozen.specificity", "test.trivial_f1", "test.prevalence"):  # fmt: skip
+        assert fmt(metrics[key]) in headline, key
+    assert "Trivial F1" in headline and "Prevalence" in headline
+
+
+def test_confusion_and_study_level_come_from_metrics(report_html, report_inputs):
+    metrics = json.loads((report_inputs["eval_dir"] / "metrics.json").read_text())
+    doc = parse(report_html[1])
+    matrices = {e["attrs"]["data-confusion"] for e in with_attr(doc, "data-confusion")}
+    assert {"test", "test.study", "val", "val.study"} <= matrices
+    shown = {c["attrs"]["data-metric"] for c in with_attr(doc, "data-metric")}
+    assert {"test.frozen.tp", "test.frozen.fn", "test.study.frozen.tp", "test.study.auroc"} <= shown
+    assert metrics["test.study.n"] < metrics["test.n"]
+
+
+def test_subgroups_mark_tiny_rows(report_html, report_inputs, report_params):
+    subgroups = pd.read_csv(report_inputs["eval_dir"] / "subgroups.csv")
+    rows = {e["attrs"]["data-subgroup"]: e for e in with_attr(parse(report_html[1]), "data-subgroup")}
+    assert len(rows) == len(subgroups)
+    for rec in subgroups.to_dict("records"):
+        el = rows[f"{rec['split']}/{rec['subgroup']}/{rec['level']}"]
+        tiny = rec["n"] < report_params.evaluate.min_subgroup_n or not rec["reliable"]
+        assert el["attrs"]["data-tiny"] == str(tiny).lower()
+        assert fmt(int(rec["n"])) in el["text"]
+    assert any(e["attrs"]["data-tiny"] == "true" for e in rows.values())
+    assert any(e["attrs"]["data-tiny"] == "false" for e in rows.values())
+
+
+def test_provenance_cohort_and_validation_numbers(report_html, report_inputs):
+    doc = parse(report_html[1])
+    split = {e["attrs"]["data-split"]: e["text"] for e in with_attr(doc, "data-split")}
+    assert split["test/kaggle/images"] == "64" and split["val/mura/prevalence"] == "0.406"
+    summary = {e["attrs"]["data-summary"]: e["text"] for e in with_attr(doc, "data-summary")}
+    assert summary["sources.kaggle.images"] == "32"
+    quarantined = [e["text"] for e in with_attr(doc, "data-quarantine") if e["attrs"]["data-quarantine"] == "hospital"]
+    assert quarantined == ["2"]  # two 'not an image' reasons grouped
+    link = next(e for e in doc.elements if e["attrs"].get("id") == "data-docs-link")
+    target = (report_html[0].parent / link["attrs"]["href"]).resolve()
+    assert target == (report_inputs["validation_dir"] / "data_docs" / "index.html").resolve()
+    assert "radius/positive/a.png" not in report_html, "file paths must not reach the report"
+
+
+def test_gallery_matches_the_explain_index(report_html, report_inputs):
+    index = json.loads((report_inputs["explain_dir"] / "index.json").read_text())
+    figures = with_attr(parse(report_html[1]), "data-image-id")
+    assert len(index) > 0
+    assert [(f["attrs"]["data-image-id"], f["attrs"]["data-category"]) for f in figures] == sorted(
+        [(e["image_id"], e["category"]) for e in index], key=lambda t: next(
+            e["source"] for e in index if e["image_id"] == t[0]))  # grouped by source, index order within
+    assert "most confident true positives" in report_html[1]
+    assert "32 x 32 px" in report_html[1]
+
+
+def test_model_card_has_intended_use_limitations_and_lineage(report_html):
+    doc = parse(report_html[1])
+    text = {e["attrs"].get("id"): e["text"] for e in doc.elements if e["attrs"].get("id")}
+    assert "not a diagnosis" in text["intended-use"]
+    assert "abnormal" in text["limitations"] and "cast" in text["limitations"]
+    lineage = {e["attrs"]["data-lineage"]: e["text"] for e in with_attr(doc, "data-lineage")}
+    assert lineage["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert lineage["mlflow_run_id"] == "3f2c9d7e0b1a4c5d"
+    assert lineage["manifest_hash"] == "a" * 64 and lineage["params_hash"] == "c" * 64
+    assert len(lineage["sha256(model.pt)"]) == 64
+
+
+def test_report_is_self_contained_and_free_of_identifiers(report_html):
+    doc = parse(report_html[1])
+    for ref in doc.resources:
+        assert ref.startswith(("data:image/png;base64,", "#")) or not re.match(r"^[a-z]+:", ref), ref
+        assert not ref.startswith(("http:", "https:", "//")), ref
+    assert "<script" not in report_html and "<link" not in report_html
+    assert len([e for e in doc.elements if e["tag"] == "img"]) >= 5  # curves, history and the gallery
+    assert "kaggle:p0" not in report_html and "/study1" not in report_html, "patient/study ids must not appear"
+
+
+def test_missing_optional_artifacts_are_flagged_not_fatal(tmp_path, report_params, report_inputs):
+    inputs = {**report_inputs, "explain_dir": tmp_path / "no-explain", "validation_dir": tmp_path / "no-validation"}
+    html = run_report(report_params, tmp_path / "r.html", **inputs).read_text()
+    assert 'id="missing-artifacts"' in html and "index.json" in html and "validation.json" in html
+    assert "No Grad-CAM overlays" in html
+
+
+def test_missing_metrics_is_an_input_error(tmp_path, report_params, report_inputs):
+    from fracture.errors import InputError
+
+    with pytest.raises(InputError, match="metrics.json"):
+        run_report(report_params, tmp_path / "r.html", **{**report_inputs, "eval_dir": tmp_path})

@@ -1,0 +1,165 @@
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fracture import sources
+from fracture.errors import InputError
+from fracture.ingest import run_ingest
+from fracture.io import read_manifest
+from fracture.privacy import pseudonymise
+from fracture.sources.hospital import (
+    augmentation_base,
+    candidate_paths,
+    folder_info,
+    hospital_candidates,
+    metadata_index,
+    parse_metadata,
+    scan_hospital,
+)
+from tests.unit.test_dicom import PHI, make_dicom
+
+KEY = b"hospital-test-key"
+
+
+def write_image(path: Path, shape=(24, 20)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full(shape, 100, np.uint8))
+
+
+def hospital_tree(root: Path) -> Path:
+    """radius_set/ with an original and two augmented copies, scaphoid/ with a JPEG in a nested folder."""
+    for rel in [
+        "radius_set/negative/nega_1000.png",
+        "radius_set/negative/nega_1000_0.png",
+        "radius_set/negative/nega_1000_1.png",
+        "radius_set/positive/posi_7.png",
+        "scaphoid/positive/batch2/s_1.jpg",
+    ]:
+        write_image(root / rel)
+    return root
+
+
+def by_path(scan):
+    return {c.path: c for c in scan.candidates}
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [("nega_1000_0", "nega_1000"), ("nega_1000", "nega_1000"), ("nega_1000_12", "nega_1000"), ("solo_3", "solo_3")],
+)
+def test_augmentation_base(stem, expected):
+    assert augmentation_base(stem, {"nega_1000", "nega_1000_0", "solo_3"}) == expected
+
+
+def test_folder_info():
+    assert folder_info("radius_set/positive/a.png") == ("radius", 1)
+    assert folder_info("Scaphoid/NEGATIVE/x/y/a.png") == ("scaphoid", 0)
+    assert folder_info("radius/unsorted/a.png") == ("radius", None)
+    assert folder_info("a.png") == (None, None)
+
+
+def test_layout_labels_parts_and_groups(tmp_path):
+    scan = scan_hospital(hospital_tree(tmp_path / "h"), KEY)
+    rows = by_path(scan)
+    assert len(rows) == 5 and not scan.rejected
+    orig = rows["radius_set/negative/nega_1000.png"].fields
+    copy = rows["radius_set/negative/nega_1000_1.png"].fields
+    assert orig["group_id"] == copy["group_id"] == "hospital:radius/nega_1000"
+    assert (orig["label"], orig["label_source"], orig["body_part"]) == (0, "folder", "radius")
+    nested = rows["scaphoid/positive/batch2/s_1.jpg"].fields
+    assert (nested["label"], nested["body_part"], nested["group_id"]) == (1, "scaphoid", "hospital:scaphoid/s_1")
+
+
+def test_no_hard_coded_age_or_sex(tmp_path):
+    scan = scan_hospital(hospital_tree(tmp_path / "h"), KEY)
+    assert all(c.fields["age"] is None and c.fields["sex"] is None for c in scan.candidates)
+
+
+def test_without_patient_id_copies_share_a_derived_patient(tmp_path):
+    scan = scan_hospital(hospital_tree(tmp_path / "h"), KEY)
+    rows = by_path(scan)
+    a = rows["radius_set/negative/nega_1000.png"]
+    b = rows["radius_set/negative/nega_1000_0.png"]
+    assert a.fields["patient_id"] is None
+    assert (
+        a.fallback_patient_id
+        == b.fallback_patient_id
+        == pseudonymise("group:hospital:radius/nega_1000", "hospital", KEY)
+    )
+    assert a.fallback_patient_id != rows["radius_set/positive/posi_7.png"].fallback_patient_id
+
+
+def test_metadata_overrides_folders(tmp_path):
+    root = hospital_tree(tmp_path / "h")
+    (root / "metadata.csv").write_text(
+        "path,patient_id,age,sex,label,body_part,extra\n"
+        "radius_set/negative/nega_1000.png,H-0042,34,female,,,x\n"
+        "radius_set/positive/posi_7.png,H-0043,61.5,M,0,styloid_set,x\n"
+        "loose/extra.png,H-0044,,,1,ulna,x\n"
+    )
+    write_image(root / "loose/extra.png")
+    scan = scan_hospital(root, KEY)
+    rows = by_path(scan)
+    a = rows["radius_set/negative/nega_1000.png"].fields
+    assert a["patient_id"] == pseudonymise("H-0042", "hospital", KEY)
+    assert (a["age"], a["sex"], a["label"], a["label_source"]) == (34.0, "F", 0, "folder")
+    b = rows["radius_set/positive/posi_7.png"].fields
+    assert (b["label"], b["label_source"], b["body_part"], b["sex"]) == (0, "metadata", "styloid", "M")
+    assert b["group_id"] == "hospital:styloid/posi_7"
+    loose = rows["loose/extra.png"].fields
+    assert (loose["label"], loose["body_part"]) == (1, "ulna")
+    assert "H-0042" not in repr(scan)
+
+
+def test_metadata_bad_rows(tmp_path):
+    root = hospital_tree(tmp_path / "h")
+    (root / "metadata.csv").write_text(
+        "path,patient_id,age,sex,label\n"
+        "../../etc/passwd,P1,30,F,1\n"
+        "radius_set/positive/posi_7.png,P2,30,F,yes\n"
+        "radius_set/positive/posi_7.png,P2,30,F,yes\n"
+    )
+    scan = scan_hospital(root, KEY)
+    reasons = {r.path: r.code for r in scan.rejected}
+    assert reasons == {"../../etc/passwd": sources.PATH_ESCAPE, "radius_set/positive/posi_7.png": sources.LABEL_INVALID}
+    assert len(scan.candidates) == 4
+
+
+def test_metadata_missing_column_is_named():
+    with pytest.raises(InputError, match=r"metadata\.csv: missing required column\(s\): patient_id, sex"):
+        parse_metadata("path,age\nx.png,3\n", "/h/metadata.csv")
+
+
+def test_files_outside_layout_are_ignored_and_counted():
+    files = ["radius/positive/a.png", "radius/notes.txt", "docs/readme.pdf", "README.md"]
+    paths, outside = candidate_paths(files, set())
+    assert paths == ["radius/notes.txt", "radius/positive/a.png"]
+    assert outside == 2
+    scan = hospital_candidates(files, {}, KEY)
+    assert [r.code for r in scan.rejected] == [sources.NO_LABEL]  # inside a part folder, but no label
+
+
+def test_metadata_index_normalises_paths():
+    df = parse_metadata("path,patient_id,age,sex\n./radius\\positive\\a.png,P,1,M\n", "m.csv")
+    index, rejected = metadata_index(df)
+    assert list(index) == ["radius/positive/a.png"] and not rejected
+
+
+def test_ingest_hospital_with_dicom_identity_and_warning_once(tmp_path, make_params, caplog):
+    root = hospital_tree(tmp_path / "h")
+    make_dicom(root / "radius_set" / "positive" / "IM0001", rows=40, cols=30, age="045Y", sex="M")
+    caplog.set_level(logging.INFO)
+    summary = run_ingest(make_params({"base": {"num_workers": 1}}), tmp_path / "out", hospital_dir=root)
+    df, _ = read_manifest(tmp_path / "out" / "manifest.parquet")
+    dcm = df[df["path"] == "radius_set/positive/IM0001"].iloc[0]
+    assert dcm["patient_id"] == pseudonymise(PHI["PatientID"], "hospital")
+    assert dcm["study_id"] == pseudonymise("study:" + PHI["StudyInstanceUID"], "hospital")
+    assert (dcm["age"], dcm["sex"], dcm["width"], dcm["height"], dcm["bit_depth"]) == (45.0, "M", 30, 40, 16)
+    copies = df[df["group_id"] == "hospital:radius/nega_1000"]
+    assert len(copies) == 3 and copies["patient_id"].nunique() == 1
+    assert df["patient_id"].str.match(r"^hospital:[0-9a-f]{16}$").all()
+    assert sum("no patient id" in r.getMessage() for r in caplog.records) == 1
+    assert summary["sources"]["hospital"]["total"] == 6

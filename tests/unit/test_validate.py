@@ -1,0 +1,173 @@
+"""Validate step, pure parts: severities, dtype coercion, label consistency, sampling, image content checks."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from fracture.errors import ConfigError
+from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
+from fracture.validate import (
+    DEFAULT_SEVERITY,
+    build_suite,
+    check_image,
+    coerce_columns,
+    column_types_result,
+    label_consistency,
+    resolve_severity,
+    result_entry,
+    sample_indices,
+    summarise,
+)
+
+
+def _row(source: str, path: str, label: int, sha: str | None = None, **extra) -> dict:
+    image_id = hashlib.sha256(f"{source}:{path}".encode()).hexdigest()[:16]
+    row = {c: None for c in MANIFEST_COLUMNS}
+    row.update(
+        image_id=image_id,
+        source=source,
+        path=path,
+        patient_id=f"{source}:{path.split('/')[0]}",
+        label=label,
+        label_source="folder",
+        body_part="wrist",
+        age=30.0,
+        sex="F",
+        group_id=image_id,
+        width=64,
+        height=64,
+        bit_depth=8,
+        sha256=sha or hashlib.sha256(path.encode()).hexdigest(),
+    )
+    row.update(extra)
+    return row
+
+
+def make_manifest(rows: list[dict]) -> pd.DataFrame:
+    return coerce_manifest(pd.DataFrame(rows))
+
+
+def test_default_severities_and_overrides() -> None:
+    assert DEFAULT_SEVERITY["class_balance"] == "warning"
+    assert DEFAULT_SEVERITY["age_range"] == "warning"
+    assert DEFAULT_SEVERITY["no_conflicting_labels"] == "blocking"
+    sev = resolve_severity({"class_balance": "blocking", "not_null": "warning"})
+    assert sev["class_balance"] == "blocking" and sev["not_null"] == "warning"
+    assert sev["label_binary"] == "blocking"
+
+
+def test_unknown_severity_names_are_named() -> None:
+    with pytest.raises(ConfigError, match="unknown expectation name.*age_rnage, bogus"):
+        resolve_severity({"bogus": "warning", "age_rnage": "warning", "age_range": "blocking"})
+
+
+def test_suite_names_are_unique_and_carry_severity(make_params) -> None:
+    vp = make_params({"validate": {"severity": {"class_balance": "blocking", "images_not_blank": "warning"}}}).validate_
+    suite = build_suite(vp, ["mura", "kaggle"])
+    names = [e.meta["name"] for e in suite.expectations]
+    assert len(names) == len(set(names))
+    assert {"class_balance:kaggle", "class_balance:mura", "no_conflicting_labels", "images_decodable"} <= set(names)
+    meta = {e.meta["name"]: e for e in suite.expectations}
+    assert meta["class_balance:kaggle"].meta["severity"] == "blocking"
+    assert meta["images_not_blank"].meta["severity"] == "warning"
+    assert meta["age_range"].meta["severity"] == "warning"
+    assert str(meta["age_range"].severity.value) == "warning"
+    no_images = build_suite(make_params({"validate": {"image_sample": 0}}).validate_, ["kaggle"])
+    assert not any(e.meta["name"].startswith("images_") for e in no_images.expectations)
+
+
+def test_label_consistency_flags_identical_content_with_different_labels() -> None:
+    df = make_manifest(
+        [
+            _row("kaggle", "a/1.png", 1, sha="s1"),
+            _row("mura", "b/1.png", 0, sha="s1"),  # same bytes, other label, other source
+            _row("kaggle", "c/1.png", 1, sha="s2"),
+            _row("hospital", "d/1.png", 1, sha="s2"),  # same bytes, same label: fine
+            _row("kaggle", "e/1.png", 0, sha="s3"),
+        ]
+    )
+    assert label_consistency(df).tolist() == [False, False, True, True, True]
+
+
+def test_coerce_columns_reports_lossy_columns_only() -> None:
+    df = make_manifest([_row("kaggle", "a/1.png", 1), _row("kaggle", "b/1.png", 0)])
+    raw = df.astype({"label": "float64", "width": "int64", "age": "float64"})
+    fixed, bad = coerce_columns(raw)
+    assert bad == {}
+    assert str(fixed["label"].dtype) == "int8" and str(fixed["width"].dtype) == "int32"
+    broken = df.astype({"label": "object", "height": "float64"})
+    broken.loc[0, "label"] = "yes"
+    broken.loc[1, "height"] = 12.5
+    _, bad = coerce_columns(broken)
+    assert set(bad) == {"label", "height"}
+    entry = column_types_result(bad, DEFAULT_SEVERITY)
+    assert entry["success"] is False and entry["details"]["expected"] == {"label": "int8", "height": "int32"}
+
+
+def test_sample_is_seeded_and_bounded() -> None:
+    a = sample_indices(100, 10, seed=42)
+    assert (a == sample_indices(100, 10, seed=42)).all()
+    assert not (a == sample_indices(100, 10, seed=43)).all()
+    assert len(np.unique(a)) == 10 and a.max() < 100
+    assert len(sample_indices(5, 32, seed=1)) == 5
+
+
+def test_check_image_finds_blank_and_undecodable(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    good, flat, junk = tmp_path / "good.png", tmp_path / "flat.png", tmp_path / "junk.png"
+    cv2.imwrite(str(good), rng.integers(0, 65535, (32, 32), dtype=np.uint16))
+    cv2.imwrite(str(flat), np.full((32, 32), 7000, dtype=np.uint16))
+    junk.write_bytes(b"not an image at all")
+    window = (0.5, 99.5)
+    assert check_image(good, window, 0.01) == (True, True, None)
+    decodable, not_blank, reason = check_image(flat, window, 0.01)
+    assert (decodable, not_blank) == (True, False) and "blank or constant" in reason
+    decodable, not_blank, reason = check_image(junk, window, 0.01)
+    assert (decodable, not_blank) == (False, None) and "junk.png" in reason
+
+
+def test_summary_splits_blocking_from_warnings() -> None:
+    entries = [
+        {"name": "a", "severity": "blocking", "success": True, "observed": 0, "details": {}},
+        {"name": "b", "severity": "warning", "success": False, "observed": 1, "details": {}},
+    ]
+    report = summarise(entries, 10)
+    assert report["success"] is True and report["warnings"] == ["b"] and report["blocking_failed"] == []
+    entries[0]["success"] = False
+    assert summarise(entries, 10)["blocking_failed"] == ["a"]
+
+
+def test_result_entry_is_plain_json() -> None:
+    class FakeConfig:
+        type = "expect_column_values_to_be_between"
+        kwargs = {"column": "age", "min_value": 0.0, "max_value": 110.0, "result_format": "SUMMARY"}
+        meta = {"name": "age_range", "severity": "warning"}
+
+    class FakeResult:
+        expectation_config = FakeConfig()
+        success = np.False_
+        result = {
+            "unexpected_count": 1,
+            "element_count": 3,
+            "partial_unexpected_index_list": [{"age": np.float64(150), "image_id": "x"}],
+        }
+        exception_info = {"raised_exception": False}
+
+    entry = result_entry(FakeResult())
+    assert entry == {
+        "name": "age_range",
+        "severity": "warning",
+        "success": False,
+        "observed": {"unexpected_count": 1, "element_count": 3},
+        "details": {
+            "engine": "great_expectations",
+            "expectation": "expect_column_values_to_be_between",
+            "kwargs": {"column": "age", "min_value": 0.0, "max_value": 110.0},
+            "rows": [{"age": 150.0, "image_id": "x"}],
+        },
+    }
