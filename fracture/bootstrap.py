@@ -25,9 +25,10 @@ def cluster_codes(groups: np.ndarray | pd.Series) -> tuple[np.ndarray, int]:
         (codes [N] int64 in 0..G-1, G).
     """
     values = pd.Series(groups, dtype="object").reset_index(drop=True)
-    missing = values.isna()
-    values[missing] = [f"\0singleton:{i}" for i in np.flatnonzero(missing)]
-    codes, uniques = pd.factorize(values, sort=True)
+    missing = values.isna().to_numpy()
+    keys = values.astype(str).to_numpy(dtype=object)  # one type, so sorting never compares str with int
+    keys[missing] = [f"\0singleton:{i}" for i in np.flatnonzero(missing)]
+    codes, uniques = pd.factorize(keys, sort=True)
     return codes.astype(np.int64), len(uniques)
 
 

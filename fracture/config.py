@@ -227,7 +227,7 @@ class PredictParams(_Section):
     """Inference."""
 
     batch_size: int = Field(16, gt=0, description="Images decoded, scored and written per chunk in batch mode.")
-    batch_overlays: bool = Field(False, description="Grad-CAM overlay PNGs in batch mode (off: about 3x faster).")
+    batch_overlays: bool = Field(False, description="Grad-CAM overlay PNGs in batch mode (about 10x slower on CPU).")
 
 
 class PipelineParams(_Section):

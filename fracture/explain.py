@@ -138,8 +138,13 @@ def gradcam(model: nn.Module, images_uint8: np.ndarray, mean: float, std: float,
         raise ValueError(f"expected [N, S, S] images, got shape {images_uint8.shape}")
     was_training = model.training
     device = next(model.parameters()).device
-    cam = GradCAM(model=_LogitColumn(model), target_layers=[swin_target_layer(model)],
-                  reshape_transform=swin_reshape_transform)  # fmt: skip
+    # Gradients flow from the input, not into the weights: no parameter .grad buffers (about 0.8 GB for Swin-L).
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    cam = GradCAM(
+        model=_LogitColumn(model), target_layers=[swin_target_layer(model)], reshape_transform=swin_reshape_transform
+    )
     maps = []
     try:
         with torch.enable_grad():
@@ -150,6 +155,8 @@ def gradcam(model: nn.Module, images_uint8: np.ndarray, mean: float, std: float,
     finally:
         cam.activations_and_grads.release()
         model.train(was_training)
+        for p in trainable:
+            p.requires_grad_(True)
     if not maps:
         return np.zeros((0, *images_uint8.shape[1:]), dtype=np.float32)
     return np.clip(np.concatenate(maps).astype(np.float32), 0.0, 1.0)
@@ -268,9 +275,27 @@ def _write_overlays(
                 "prob": float(row.prob),
                 "label": int(row.label),
                 "file": name,
-            }  # fmt: skip
+            }
         )
     return index
+
+
+def explain_meta(config: dict, n_per_category: int, size: int, grid: tuple[int, int], examples: pd.DataFrame) -> dict:
+    """meta.json: the rule, threshold, Grad-CAM target and grid, and how many examples each category got."""
+    return {
+        "threshold": float(config["threshold"]),
+        "threshold_method": config.get("threshold_method"),
+        "rule": SELECTION_RULE,
+        "n_per_category": n_per_category,
+        "target": "fracture logit (BinaryClassifierOutputTarget(1))",
+        "target_layer": "backbone.layers[-1].blocks[-1].norm1",
+        "image_size": size,
+        "grid": list(grid),
+        "cell_px": size / grid[0],
+        "colormap": COLORMAP,
+        "note": coarseness_note(grid, size),
+        "counts": {c: int((examples["category"] == c).sum()) for c in CATEGORIES},
+    }
 
 
 def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path, out_dir: Path) -> dict:
@@ -294,29 +319,19 @@ def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path
     threshold = float(config["threshold"])
     examples = select_examples(predictions, threshold, params.explain.n_per_category)
     images_all, index = load_cache(cache_dir)
-    images = np.asarray(images_all[_cache_rows(index, examples["image_id"], cache_dir)])  # [K, S, S] uint8
     size = int(images_all.shape[1])
-    mean, std = float(config["mean"]), float(config["std"])
-    cams = gradcam(model, images, mean, std, params.explain.batch_size)
+    if size != int(config["img_size"]):
+        raise InputError(f"{cache_dir}: cache images are {size} px but the model takes {config['img_size']} px")
+    images = np.asarray(images_all[_cache_rows(index, examples["image_id"], cache_dir)])  # [K, S, S] uint8
+    cams = gradcam(model, images, float(config["mean"]), float(config["std"]), params.explain.batch_size)
     grid = cam_grid(model, size)
-    note = coarseness_note(grid, size)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = _write_overlays(examples, images, cams, note, params.explain.alpha, out_dir)
+    entries = _write_overlays(examples, images, cams, coarseness_note(grid, size), params.explain.alpha, out_dir)
+    for stale in set(out_dir.glob("*.png")) - {out_dir / e["file"] for e in entries}:
+        stale.unlink()  # overlays of an earlier run that this rule no longer picks
     write_json(out_dir / "index.json", entries)
-    meta = {
-        "threshold": threshold,
-        "threshold_method": config.get("threshold_method"),
-        "rule": SELECTION_RULE,
-        "n_per_category": params.explain.n_per_category,
-        "target": "fracture logit (BinaryClassifierOutputTarget(1))",
-        "target_layer": "backbone.layers[-1].blocks[-1].norm1",
-        "image_size": size,
-        "grid": list(grid),
-        "cell_px": size / grid[0],
-        "colormap": COLORMAP,
-        "note": note,
-        "counts": {c: int((examples["category"] == c).sum()) for c in CATEGORIES},
-    }
+    meta = explain_meta(config, params.explain.n_per_category, size, grid, examples)
     write_json(out_dir / "meta.json", meta)
     dump_params(params, out_dir / "params.yaml")
     log.info("explain: %d overlays in %s (grid %dx%d)", len(entries), out_dir, *grid)

@@ -458,24 +458,27 @@ def _dicom_header(ds: Any) -> tuple[ImageHeader, int]:
     if photometric not in allowed:
         raise ImageRejected(UNSUPPORTED_DICOM, "unknown photometric interpretation")
     header = ImageHeader("dicom", cols, rows, stored, spp, photometric)
-    return header, rows * cols * spp * allocated // 8
+    native = rows * cols * spp * allocated // 8
+    return header, native * 2 // 3 if photometric == "YBR_FULL_422" else native  # 4:2:2 keeps 2 of 3 samples
 
 
 def _parse_dicom_dataset(fp: IO[bytes], size: int) -> _Parsed:
     from pydicom.datadict import dictionary_has_tag
 
     ds, pos = _read_dataset(fp, stop_before_pixels=True)
-    if pos > size or not any(dictionary_has_tag(tag) for tag in ds.keys()):  # values past EOF, or no known tag
+    if not any(dictionary_has_tag(tag) for tag in ds.keys()):  # nothing but unknown tags: not DICOM at all
         raise ImageRejected(UNREADABLE_DICOM)
     read_at = file_reader(fp)
     uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if uid == _DEFLATED:  # positions refer to the inflated stream: check presence on a full read
         full, _ = _read_dataset(fp, stop_before_pixels=False)
         element = ("", 0, 1) if "PixelData" in full else None
+    elif pos > size:  # a value declared past the end of the file
+        raise ImageRejected(UNREADABLE_DICOM)
     else:
         element = _pixel_element(read_at, pos, ds.original_encoding)
-    if element is None and pos < size:  # pydicom gave up before the end of the file
-        raise ImageRejected(UNREADABLE_DICOM)
+        if element is None and pos < size:  # pydicom gave up before the end of the file
+            raise ImageRejected(UNREADABLE_DICOM)
     if element is None:
         raise ImageRejected(NO_PIXEL_DATA)
     header, native_bytes = _dicom_header(ds)

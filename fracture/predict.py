@@ -41,8 +41,17 @@ log = logging.getLogger(__name__)
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 RESULT_COLUMNS = ("path", "part", "prob", "threshold", "decision", "overlay", "error")
 DISCLAIMER = "Decision support only, not a diagnosis: a clinician reads the image."
-_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError,
-                zipfile.BadZipFile, json.JSONDecodeError)  # fmt: skip
+_LOAD_ERRORS = (
+    RuntimeError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    EOFError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    json.JSONDecodeError,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Predictor:
     threshold: float
     mean: float
     std: float
+    grid: tuple[int, int]  # Grad-CAM grid at img_size
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -136,8 +146,10 @@ def _stage_weights_file(weights: Path, tmp_dir: Path) -> Path:
 
 
 def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
-    """A local model dir for `--weight`: a model dir, a weights file with config.json beside it, or a
-    `models:/NAME@ALIAS` / `models:/NAME/VERSION` registry URI (downloaded into `tmp_dir`).
+    """A local model dir for `--weight`.
+
+    `weight` is a model dir, a weights file with config.json beside it, or a `models:/NAME@ALIAS` /
+    `models:/NAME/VERSION` registry URI (downloaded into `tmp_dir`).
 
     Raises:
         InputError: the path does not exist or is not a model.
@@ -162,6 +174,8 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
     Raises:
         InputError: corrupt weights, weights that do not match config.json, or an unusable config.
     """
+    from fracture.explain import cam_grid
+    from fracture.io import read_json
     from fracture.model import load_model_dir
 
     model_dir = resolve_model_dir(weight, tmp_dir)
@@ -174,16 +188,15 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
     except _LOAD_ERRORS as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{weight}: cannot load the model (corrupt or mismatched weights/config: {reason})") from None
-    metadata_path = model_dir / "metadata.json"
-    metadata = json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.is_file() else {}
+    metadata = read_json(model_dir / "metadata.json") if (model_dir / "metadata.json").is_file() else {}
     lineage = {k: metadata.get(k) for k in ("mlflow_run_id", "git_commit", "manifest_hash", "params_hash")}
     lineage |= {
         "weight": weight,
         "backbone": config.get("backbone"),
         "threshold_method": config.get("threshold_method"),
     }
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model.to(device).eval(), config, lineage, size, threshold, mean, std)
+    model = model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    return Predictor(model, config, lineage, size, threshold, mean, std, cam_grid(model, size))
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -197,10 +210,10 @@ def score(predictor: Predictor, images: np.ndarray, batch_size: int) -> np.ndarr
 
 def overlay_png(predictor: Predictor, image: np.ndarray, cam: np.ndarray, prob: float, alpha: float) -> bytes:
     """The Grad-CAM overlay figure for one prediction, with the decision, threshold and caveats."""
-    from fracture.explain import cam_grid, coarseness_note, render_overlay
+    from fracture.explain import coarseness_note, render_overlay
 
     title = f"{decide(prob, predictor.threshold)}: p = {prob:.3f} (frozen threshold {predictor.threshold:.3f})"
-    note = f"{coarseness_note(cam_grid(predictor.model, predictor.img_size), predictor.img_size)} {DISCLAIMER}"
+    note = f"{coarseness_note(predictor.grid, predictor.img_size)} {DISCLAIMER}"
     return render_overlay(image, cam, title, note, alpha)
 
 
@@ -278,8 +291,11 @@ def _score_chunk(params: Params, predictor: Predictor, paths: list[Path], start:
         return rows
     stack = np.stack(images)  # [K, S, S] uint8, K <= batch_size
     probs = score(predictor, stack, params.predict.batch_size)
-    cams = gradcam(predictor.model, stack, predictor.mean, predictor.std, params.explain.batch_size) \
-        if params.predict.batch_overlays else None  # fmt: skip
+    cams = (
+        gradcam(predictor.model, stack, predictor.mean, predictor.std, params.explain.batch_size)
+        if params.predict.batch_overlays
+        else None
+    )
     for k, j in enumerate(ok):
         prob = float(probs[k])
         rows[j] |= {"prob": prob, "decision": decide(prob, predictor.threshold)}
@@ -315,8 +331,13 @@ def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part:
                 counts["positives"] += row["decision"] == "fracture"
             fcsv.flush()
             fjs.flush()
-    log.info("predict: %d images, %d scored, %d unreadable -> %s", counts["count"], counts["scored"],
-             counts["errors"], csv_path)  # fmt: skip
+    log.info(
+        "predict: %d images, %d scored, %d unreadable -> %s",
+        counts["count"],
+        counts["scored"],
+        counts["errors"],
+        csv_path,
+    )
     return counts | {"predictions_csv": str(csv_path), "predictions_jsonl": str(jsonl_path)}
 
 
@@ -346,7 +367,9 @@ def run_predict(
         tmp_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fracture-predict-")))
         predictor = load_predictor(weight, tmp_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        dump_params(params, out_dir / "params.yaml")
         if paths is None:
-            return predict_one(params, predictor, img, part, out_dir)
-        return predict_batch(params, predictor, paths, part, out_dir)
+            result = predict_one(params, predictor, img, part, out_dir)
+        else:
+            result = predict_batch(params, predictor, paths, part, out_dir)
+    dump_params(params, out_dir / "params.yaml")
+    return result

@@ -88,7 +88,7 @@ def _client() -> Any:
 def _first_line(err: BaseException, limit: int = 400) -> str:
     text = getattr(err, "message", None) or str(err) or type(err).__name__
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:limit]
+    return redact(lines[0] if lines else type(err).__name__)[:limit]
 
 
 def _registry_errors(fn: F) -> F:
@@ -113,6 +113,13 @@ def _tag(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ pure: register
+def _check_name(name: str) -> str:
+    """Registered model names go into registry search filters: no quotes, no surrounding blanks."""
+    if not name.strip() or name != name.strip() or any(c in name for c in "'\"`/@"):
+        raise InputError(f"registered model name {name!r}: must be non-empty, without quotes, '/' or '@'")
+    return name
+
+
 def fingerprint_model_dir(model_dir: Path) -> str:
     """sha256 over model.pt then config.json: the identity of a trained model, whatever its dir is called."""
     import hashlib
@@ -229,6 +236,17 @@ def load_register_inputs(model_dir: Path, eval_dir: Path, report_path: Path | No
     return RegisterInputs(config, metadata, metrics, gate, thresholds, report_path, files)
 
 
+def _check_loadable(model_dir: Path) -> None:
+    """Refuse a model dir whose weights do not rebuild the configured network (before anything is uploaded).
+
+    Raises:
+        InputError: from fracture.model, naming the file and the mismatch.
+    """
+    from fracture.model import load_model_dir
+
+    load_model_dir(model_dir, map_location="cpu")
+
+
 # ----------------------------------------------------------------------------------------------- MLflow phases
 def find_version(client: Any, name: str, fingerprint: str) -> Any | None:
     """The registered version of `name` whose fingerprint tag matches, if any."""
@@ -274,7 +292,7 @@ def _pip_requirements() -> list[str]:
     reqs = []
     for pkg in PIP_PACKAGES:
         try:
-            reqs.append(f"{pkg}=={pkg_metadata.version(pkg)}")
+            reqs.append(f"{pkg}=={pkg_metadata.version(pkg).split('+')[0]}")  # no local label (+cu130)
         except pkg_metadata.PackageNotFoundError:
             reqs.append(pkg)
     return reqs
@@ -294,8 +312,34 @@ def example_image_png(size: int) -> bytes:
     return buf.tobytes()
 
 
+def _root_error(err: BaseException) -> BaseException:
+    """The earliest MLflow/boto error in the exception's context chain.
+
+    When an upload fails, MLflow's clean-up (marking the logged model FAILED) may itself fail and replace the
+    upload error; the upload error is the one the user needs to see.
+    """
+    from mlflow.exceptions import MlflowException
+
+    kinds: tuple[type[BaseException], ...] = (MlflowException,)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kinds += (BotoCoreError, ClientError)
+    except ImportError:  # pragma: no cover - boto3 is installed with dvc[s3]
+        pass
+    best, seen, cur = err, set(), err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        best = cur if isinstance(cur, kinds) else best
+        cur = cur.__context__
+    return best
+
+
 def _upload_target(client: Any, model_id: str) -> str:
-    location = client.get_logged_model(model_id).artifact_location
+    try:
+        location = client.get_logged_model(model_id).artifact_location
+    except Exception:  # noqa: BLE001 - the server may be what is down; the message still needs a target
+        location = f"the artifact store of logged model {model_id}"
     endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
     via = f" via {redact(tracking_uri())}" + (f", S3 endpoint {redact(endpoint)}" if endpoint else "")
     return f"{location}{via}"
@@ -316,17 +360,20 @@ def _all_or_nothing(client: Any, pending: _Pending) -> Iterator[_Pending]:
     try:
         yield pending
     except BaseException:
-        for undo, arg in ((client.delete_logged_model, pending.model_id), (client.delete_run, pending.run_id)):
-            if arg is None or (undo == client.delete_run and not pending.run_created):
-                continue
-            try:
-                undo(arg)
-            except Exception as err:  # noqa: BLE001 - the original error matters more than clean-up's
-                log.warning("clean-up after failed registration: could not remove %s (%s)", arg, _first_line(err))
-        raise
-    else:
+        if pending.model_id is not None:
+            _try_cleanup(client.delete_logged_model, pending.model_id)
         if pending.run_created:
-            client.set_terminated(pending.run_id, "FINISHED")
+            _try_cleanup(client.delete_run, pending.run_id)
+        raise
+    if pending.run_created:
+        client.set_terminated(pending.run_id, "FINISHED")
+
+
+def _try_cleanup(undo: Callable[[str], Any], target: str) -> None:
+    try:
+        undo(target)
+    except Exception as err:  # noqa: BLE001 - the original error matters more than clean-up's
+        log.warning("clean-up after a failed registration could not remove %s (%s)", target, _first_line(err))
 
 
 def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fingerprint: str) -> str:
@@ -342,7 +389,8 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
     from fracture.serving import MODEL_DIR_ARTIFACT, FracturePyfunc, encode_bytes, signature
 
     exp_id = client.get_run(pending.run_id).info.experiment_id
-    model = client.create_logged_model(exp_id, name=MODEL_NAME, source_run_id=pending.run_id)
+    tags = {FINGERPRINT_TAG: fingerprint}
+    model = client.create_logged_model(exp_id, name=MODEL_NAME, source_run_id=pending.run_id, tags=tags)
     pending.model_id = model.model_id
     example = pd.DataFrame({"image": [encode_bytes(example_image_png(int(config["img_size"])))]})
     try:
@@ -354,11 +402,14 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
             signature=signature(),
             input_example=example,
             pip_requirements=_pip_requirements(),
-            tags={FINGERPRINT_TAG: fingerprint},
         )
     except Exception as err:
         target = _upload_target(client, model.model_id)
-        raise InputError(f"could not upload model artifacts to {target}: {_first_line(err)}") from None
+        detail = _first_line(_root_error(err))
+        server_failed = re.search(r"\b500\b", detail) is not None
+        hint = " (the tracking server failed to store them: check its artifact store / S3 endpoint)"
+        hint = hint if server_failed else ""
+        raise InputError(f"could not upload model artifacts to {target}: {detail}{hint}") from None
     client.log_outputs(pending.run_id, [LoggedModelOutput(model.model_id, step=0)])
     return model.model_id
 
@@ -449,10 +500,11 @@ def run_register(
     Raises:
         GateError: the evaluation gate failed (exit 1). InputError: bad inputs, or the upload failed.
     """
-    name = name or params.register_.model_name
+    name = _check_name(name or params.register_.model_name)
     check_force(force, reason)
     inputs = load_register_inputs(model_dir, eval_dir, report_path)
     forced = check_gate(inputs.gate, Path(eval_dir) / "gate.json", force, reason)
+    _check_loadable(Path(model_dir))
     fingerprint = fingerprint_model_dir(model_dir)
     client = _client()
     existing = find_version(client, name, fingerprint)
@@ -465,6 +517,8 @@ def run_register(
             model_id = _log_pyfunc(client, pending, staged, inputs.config, fingerprint)
             _log_evidence(client, run_id, inputs)
             tags = version_tags(inputs, fingerprint, origin, reason if forced else None)
+            if inputs.report_path is not None:
+                tags["evaluation_report"] = f"runs:/{run_id}/evaluation/{Path(inputs.report_path).name}"
             version = _create_version(client, name, model_id, run_id, tags)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     log.info("registered %s version %s (run %s, %s); alias %s", name, version.version, run_id, origin, CHALLENGER)

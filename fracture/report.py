@@ -172,8 +172,10 @@ def operating_point_rows(metrics: dict, split: str) -> list[dict]:
     for point in POINTS:
         if f"{split}.{point}.threshold" not in metrics:
             continue
-        cells = [metric_row(metrics, split, f"{point}.{m}", m, True) for m in
-                 ("threshold", "sensitivity", "specificity", "ppv", "npv", "f1", "trivial_f1")]  # fmt: skip
+        cells = [
+            metric_row(metrics, split, f"{point}.{m}", m, True)
+            for m in ("threshold", "sensitivity", "specificity", "ppv", "npv", "f1", "trivial_f1")
+        ]
         rows.append({"point": point, "frozen": point == "frozen", "cells": cells})
     return rows
 
@@ -255,15 +257,33 @@ def validation_rows(validation: dict | None) -> list[dict]:
             observed = ", ".join(f"{k} {fmt(v)}" for k, v in observed.items() if is_number(v)) or None
         elif not is_number(observed):
             observed = None  # free text or value lists stay in Data Docs
-        rows.append({"name": r.get("name"), "severity": r.get("severity"), "success": bool(r.get("success")),
-                     "observed": observed})  # fmt: skip
+        rows.append(
+            {
+                "name": r.get("name"),
+                "severity": r.get("severity"),
+                "success": bool(r.get("success")),
+                "observed": observed,
+            }
+        )
     return rows
 
 
 def lineage_rows(metadata: dict, config: dict, fingerprints: dict[str, str]) -> list[dict]:
     """Lineage of the model and of this report's inputs."""
-    keys = ("git_commit", "manifest_hash", "splits_hash", "params_hash", "split_strategy", "mlflow_run_id",
-            "mlflow_tracking_uri", "mlflow_status", "best_epoch", "val_auroc", "epochs_run", "created")  # fmt: skip
+    keys = (
+        "git_commit",
+        "manifest_hash",
+        "splits_hash",
+        "params_hash",
+        "split_strategy",
+        "mlflow_run_id",
+        "mlflow_tracking_uri",
+        "mlflow_status",
+        "best_epoch",
+        "val_auroc",
+        "epochs_run",
+        "created",
+    )
     rows = [{"key": k, "value": metadata.get(k)} for k in keys if k in metadata]
     rows += [{"key": k, "value": config.get(k)} for k in ("backbone", "img_size", "threshold", "threshold_method")]
     rows += [{"key": f"sha256({name})", "value": digest} for name, digest in fingerprints.items()]
@@ -311,8 +331,13 @@ def plot_roc(roc: pd.DataFrame, metrics: dict) -> str:
         if is_number(sens) and is_number(spec):
             ax.plot(1 - spec, sens, "o", color=line.get_color(), ms=7, mfc="white", mew=2)
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
-    ax.set(xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)", xlim=(0, 1), ylim=(0, 1.01),
-           title="ROC (o = frozen threshold)")  # fmt: skip
+    ax.set(
+        xlabel="1 - specificity (FPR)",
+        ylabel="sensitivity (TPR)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="ROC (o = frozen threshold)",
+    )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return png_base64(fig)
@@ -329,8 +354,13 @@ def plot_pr(pr: pd.DataFrame, metrics: dict) -> str:
         prevalence = metrics.get(f"{split}.prevalence")
         if is_number(prevalence):
             ax.axhline(prevalence, ls="--", lw=1, color=line.get_color(), alpha=0.6)
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", xlim=(0, 1), ylim=(0, 1.01),
-           title="Precision-recall (-- = prevalence)")  # fmt: skip
+    ax.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision (PPV)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="Precision-recall (-- = prevalence)",
+    )
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     return png_base64(fig)
@@ -346,8 +376,13 @@ def plot_calibration(cal: pd.DataFrame, metrics: dict) -> str:
         (line,) = ax.plot(part["mean_pred"], part["frac_pos"], "-", label=label)
         ax.scatter(part["mean_pred"], part["frac_pos"], s=sizes, color=line.get_color(), alpha=0.6)
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect calibration")
-    ax.set(xlabel="mean predicted probability", ylabel="observed fraction positive", xlim=(0, 1), ylim=(0, 1),
-           title="Calibration (reliability)")  # fmt: skip
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed fraction positive",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title="Calibration (reliability)",
+    )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     return png_base64(fig)
@@ -356,8 +391,11 @@ def plot_calibration(cal: pd.DataFrame, metrics: dict) -> str:
 def curve_figures(art: Artifacts) -> dict[str, str]:
     """The ROC / PR / calibration figures that have data."""
     out = {}
-    for name, plot, needed in (("roc", plot_roc, {"fpr", "tpr"}), ("pr", plot_pr, {"recall", "precision"}),
-                               ("calibration", plot_calibration, {"mean_pred", "frac_pos", "count"})):  # fmt: skip
+    for name, plot, needed in (
+        ("roc", plot_roc, {"fpr", "tpr"}),
+        ("pr", plot_pr, {"recall", "precision"}),
+        ("calibration", plot_calibration, {"mean_pred", "frac_pos", "count"}),
+    ):
         table = art.plots.get(name)
         if table is not None and not table.empty and needed <= set(table.columns):
             out[name] = plot(table, art.metrics)
@@ -465,9 +503,14 @@ def load_artifacts(
     art.explain_index = _json_or_none(explain_dir / "index.json", missing)
     art.explain_meta = _json_or_none(explain_dir / "meta.json", missing)
     art.explain_dir = explain_dir
-    art.fingerprints = _fingerprints({"model.pt": model_dir / "model.pt", "metrics.json": eval_dir / "metrics.json",
-                                      "predictions.parquet": eval_dir / "predictions.parquet",
-                                      "splits.parquet": Path(splits_path)})  # fmt: skip
+    art.fingerprints = _fingerprints(
+        {
+            "model.pt": model_dir / "model.pt",
+            "metrics.json": eval_dir / "metrics.json",
+            "predictions.parquet": eval_dir / "predictions.parquet",
+            "splits.parquet": Path(splits_path),
+        }
+    )
     art.missing = missing
     return art
 
@@ -509,10 +552,10 @@ def build_context(art: Artifacts) -> dict:
                 ("val, study level", "val.study"),
             )
             if confusion_cells(m, prefix)
-        ],  # fmt: skip
+        ],
         "subgroup_tables": [(s, subgroup_rows(subgroups, s, ep.min_subgroup_n)) for s in ("test", "val")]
         if subgroups is not None
-        else [],  # fmt: skip
+        else [],
         "min_subgroup_n": ep.min_subgroup_n,
         "study_headline": headline_rows(m, spec=STUDY_HEADLINE),
         "gallery": gallery(art.explain_index, art.explain_dir),
@@ -558,9 +601,16 @@ def run_report(
     from fracture.io import atomic_write_text
 
     out_path = Path(out_path)
-    art = load_artifacts(params, out_path, ingest_dir=Path(ingest_dir), validation_dir=Path(validation_dir),
-                         splits_path=Path(splits_path), model_dir=Path(model_dir), eval_dir=Path(eval_dir),
-                         explain_dir=Path(explain_dir))  # fmt: skip
+    art = load_artifacts(
+        params,
+        out_path,
+        ingest_dir=Path(ingest_dir),
+        validation_dir=Path(validation_dir),
+        splits_path=Path(splits_path),
+        model_dir=Path(model_dir),
+        eval_dir=Path(eval_dir),
+        explain_dir=Path(explain_dir),
+    )
     if art.missing:
         log.warning("report: %d artifact(s) missing, their sections say so: %s", len(art.missing), art.missing)
     atomic_write_text(out_path, render_html(build_context(art)))

@@ -173,15 +173,17 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Rebuild the network from the model dir artifact."""
+        import torch
+
         from fracture.model import load_model_dir
 
         model_dir = Path(context.artifacts[MODEL_DIR_ARTIFACT])
-        self._model, self._config = load_model_dir(model_dir, map_location="cpu")
-        self._model.eval()
+        self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._model, self._config = load_model_dir(model_dir, map_location=self._device)
         self._size = int(self._config["img_size"])
         self._window = window_percentiles(model_dir, self._config)
         self._threshold = float(self._config["threshold"])
-        log.info("loaded fracture model from %s (threshold %.4f)", model_dir, self._threshold)
+        log.info("loaded fracture model from %s on %s (threshold %.4f)", model_dir, self._device, self._threshold)
 
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
@@ -195,5 +197,5 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
             return predictions_frame(np.zeros(0), self._threshold)
         images = load_images(model_input, self._size, self._window)
         mean, std = float(self._config["mean"]), float(self._config["std"])
-        probs = predict_proba(self._model, images, mean, std, batch_size=BATCH_SIZE)
+        probs = predict_proba(self._model, images, mean, std, batch_size=BATCH_SIZE, device=self._device)
         return predictions_frame(probs, self._threshold)

@@ -88,6 +88,7 @@ class Tracker:
         """Create a tracker; `enabled=False` (e.g. on DDP ranks > 0) makes every call a no-op."""
         self.uri = tracking_uri()
         self.run_id: str | None = None
+        self.resumed = False  # True when start() reopened an earlier run
         self.status = "pending" if enabled else "disabled"
         self._client: Any = None
         self._monitor: Any = None
@@ -126,6 +127,7 @@ class Tracker:
             try:
                 run_id = self._client.get_run(resume_run_id).info.run_id
                 self._client.update_run(run_id, status="RUNNING")
+                self.resumed = True
             except Exception as err:  # the old run is gone (other store): start a new one
                 log.warning("cannot reopen MLflow run %s (%s); starting a new run", resume_run_id, err)
         if run_id is None:

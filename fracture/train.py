@@ -35,9 +35,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from fracture.config import Params, TrainParams, dump_params
 from fracture.data import SeededSampler, UnifiedFractureDataset, load_cache
 from fracture.errors import InputError
-from fracture.io import atomic_path, hash_file, read_json, read_manifest, read_parquet
+from fracture.io import atomic_path, hash_file, read_json, read_manifest, read_parquet, write_json
 from fracture.metrics import tune_thresholds
-from fracture.model import build_model, model_config, predict_proba, save_model_dir
+from fracture.model import METADATA_FILE, build_model, model_config, predict_proba, save_model_dir
 from fracture.parallel import progress
 from fracture.tracking import Tracker, flatten, git_commit, params_hash, redact, short_http_timeouts
 
@@ -451,7 +451,8 @@ def _build_session(params: Params, rt: Runtime, images: np.ndarray, rows: pd.Dat
         net = torch.compile(net)
     steps = math.ceil(len(train_dl) / params.train.accumulation_steps)
     pw = pos_weight(rows.loc[rows["split"] == "train", "label"].to_numpy())
-    log.info("train %d / val %d images, pos_weight %.3f", len(train_dl.dataset), len(val_dl.dataset), pw)
+    if rt.is_main:
+        log.info("train %d / val %d images, pos_weight %.3f", len(train_dl.dataset), len(val_dl.dataset), pw)
     opt = make_optimisation(model, params.train, rt, steps, pw)
     return Session(
         params, rt, model, net, opt, train_dl, val_dl, generator, out_dir, resume_key(params), Tracker(rt.is_main)
@@ -577,26 +578,23 @@ def _model_card(
     }
 
 
-def finalize(s: Session, prog: LoopState, images: np.ndarray, rows: pd.DataFrame, lineage: dict) -> dict[str, Any]:
-    """Best weights -> val probabilities -> thresholds (val only) -> model dir; returns the run summary."""
-    params = s.params
-    best_sd = load_checkpoint(s.out_dir / "checkpoints" / "best.pt")
-    s.model.load_state_dict(best_sd)
-    val = rows[rows["split"] == "val"]
+def tune_on_val(s: Session, images: np.ndarray, rows: pd.DataFrame) -> dict[str, float]:
+    """Operating points from the best checkpoint's probabilities on the val split (never test)."""
+    s.model.load_state_dict(load_checkpoint(s.out_dir / "checkpoints" / "best.pt"))
+    val, mp = rows[rows["split"] == "val"], s.params.model
     probs = predict_proba(
-        s.model,
-        images[val["row"].to_numpy()],
-        params.model.mean,
-        params.model.std,
-        params.evaluate.batch_size,
-        s.rt.device,
+        s.model, images[val["row"].to_numpy()], mp.mean, mp.std, s.params.evaluate.batch_size, s.rt.device
     )
-    thresholds = tune_thresholds(val["label"].to_numpy(), probs, params.evaluate.target_sensitivity)
+    return tune_thresholds(val["label"].to_numpy(), probs, s.params.evaluate.target_sensitivity)
+
+
+def finalize(s: Session, prog: LoopState, images: np.ndarray, rows: pd.DataFrame, lineage: dict) -> dict[str, Any]:
+    """Best weights -> thresholds tuned on val -> model dir (always written) -> MLflow; returns the run summary."""
+    params = s.params
+    thresholds = tune_on_val(s, images, rows)
     config = model_config(params.model, params.base.image_size, thresholds, params.evaluate.threshold_method)
-    s.tracker.log_metrics(
-        {"best_val_auroc": prog.best_auroc, "threshold": config["threshold"], "best_epoch": prog.best_epoch},
-        step=prog.epoch,
-    )
+    final = {"best_val_auroc": prog.best_auroc, "threshold": config["threshold"], "best_epoch": prog.best_epoch}
+    s.tracker.log_metrics(final, step=prog.epoch)
     metadata = build_metadata(params, prog, config, lineage, rows, s.tracker)
     history = pd.DataFrame(prog.history, columns=["epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds"])
     save_model_dir(s.out_dir, s.model.cpu(), config, metadata, history, params)
@@ -604,9 +602,8 @@ def finalize(s: Session, prog: LoopState, images: np.ndarray, rows: pd.DataFrame
     s.tracker.log_artifacts([s.out_dir / n for n in names], artifact_path="model_dir")
     s.tracker.end("FINISHED")
     if metadata["mlflow_status"] != s.tracker.status:  # MLflow failed while uploading: say so in the model dir
-        save_model_dir(
-            s.out_dir, s.model, config, build_metadata(params, prog, config, lineage, rows, s.tracker), history, params
-        )
+        metadata = build_metadata(params, prog, config, lineage, rows, s.tracker)
+        write_json(s.out_dir / METADATA_FILE, metadata)
     return {
         "model_dir": str(s.out_dir),
         "best_epoch": prog.best_epoch,
@@ -615,7 +612,7 @@ def finalize(s: Session, prog: LoopState, images: np.ndarray, rows: pd.DataFrame
         "threshold_method": config["threshold_method"],
         "epochs_run": prog.epoch,
         "mlflow_run_id": metadata["mlflow_run_id"],
-        "mlflow_status": s.tracker.status,
+        "mlflow_status": metadata["mlflow_status"],
     }
 
 
@@ -627,7 +624,8 @@ def _start_tracking(s: Session, prog: LoopState, lineage: dict, rows: pd.DataFra
         resume_run_id=prog.mlflow_run_id,
     )
     prog.mlflow_run_id = s.tracker.run_id
-    s.tracker.log_params(flatten(s.params.to_dict()))
+    if not s.tracker.resumed:  # a reopened run has its params already (and MLflow refuses changed values)
+        s.tracker.log_params(flatten(s.params.to_dict()))
     counts = rows.groupby("split")["label"].agg(["size", "sum"])
     s.tracker.set_tags({f"data.{k}.{c}": int(v) for k, r in counts.iterrows() for c, v in r.items()})
     resolved = s.out_dir / "params.yaml"

@@ -101,7 +101,7 @@ def _stem_of(raw: str) -> tuple[str | None, Rejected | None]:
 
 
 def _integer_text(value: str) -> str | None:
-    """ "01", "1", "1.0" -> "1"; other non-empty text unchanged; empty -> None."""
+    """Canonical integer text ("01", "1", "1.0" -> "1"); other non-empty text unchanged; empty -> None."""
     text = str(value).strip()
     try:
         number = float(text)
@@ -175,9 +175,8 @@ def kaggle_candidates(df: pd.DataFrame, stem_paths: Mapping[str, str], name: str
         item = kaggle_row(rec, stem_paths)
         (scan.candidates if isinstance(item, Candidate) else scan.rejected).append(item)
     listed = {c.path for c in scan.candidates} | {r.path for r in scan.rejected}
-    bad_flags = sum(
-        1 for c in scan.candidates for f in FLAG_COLUMNS if c.fields[f] is None
-    )  # cells that were neither empty nor 0/1
+    # flag cells that were neither empty nor 0/1
+    bad_flags = sum(1 for c in scan.candidates for f in FLAG_COLUMNS if c.fields[f] is None)
     scan.stats = {
         "duplicate_rows": exact,
         "conflicting_rows": conflicting,

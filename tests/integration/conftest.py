@@ -222,15 +222,18 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, s3
 
 
 @pytest.fixture
-def registry_env(mlflow_server: MlflowServer, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+def registry_env(mlflow_server: MlflowServer, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point this test's MLflow client at the loopback server (planted credentials in the env too)."""
+    import mlflow
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     monkeypatch.setenv("FRACTURE_USER", "integration-tester")
     for key, value in s3_env.items():
         monkeypatch.setenv(key, value)
-    return mlflow_server.url
+    yield mlflow_server.url
+    mlflow.set_tracking_uri(None)  # the code under test set it globally: back to the environment's URI
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,10 @@ Each test uses its own registered model name, so tests do not depend on each oth
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import uuid
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -54,6 +56,7 @@ def test_register_records_lineage_evidence_and_is_idempotent(registry_env, param
     assert mv.tags["threshold"] == "0.5" and mv.tags["threshold_method"] == "youden"
     assert mv.tags["gate.passed"] == "true" and "forced" not in mv.tags
     assert mv.tags["run_origin"] == "register_run"  # metadata has no run id: a new run, recorded as such
+    assert mv.tags["evaluation_report"] == f"runs:/{rec['run_id']}/evaluation/report.html"
     artifacts = {a.path for a in client.list_artifacts(rec["run_id"], "evaluation")}
     assert {"evaluation/report.html", "evaluation/metrics.json", "evaluation/gate.json"} <= artifacts
     assert client.get_run(rec["run_id"]).data.metrics["test.auroc"] == pytest.approx(0.85)
@@ -146,21 +149,26 @@ def test_first_promotion_applies_the_absolute_gate(registry_env, params, make_ca
         run_promote(params, name, force=True)
 
 
-def test_dry_run_changes_nothing(registry_env, params, make_candidate):
+def test_dry_run_changes_nothing(registry_env, params, params_file, make_candidate):
     name = _name("dry")
     client = MlflowClient(registry_env)
     run_register(params, *_dirs(make_candidate(seed=31)), name=name)
-    run_promote(params, name, reason="first")
-    run_register(params, *_dirs(make_candidate(seed=32, auroc=0.9)), name=name)
     before = _state(client, name)
-    rec = run_promote(params, name, dry_run=True, reason="looks better")
+    rec = run_promote(params, name, dry_run=True, reason="would pass")
     assert rec["passed"] and rec["dry_run"] and not rec["promoted"]
     assert _state(client, name) == before
-    run_register(params, *_dirs(make_candidate(seed=33, auroc=0.5)), name=name)
+    run_promote(params, name, reason="first")
+    run_register(params, *_dirs(make_candidate(seed=32, auroc=0.5)), name=name)
     before = _state(client, name)
-    with pytest.raises(GateError):
-        run_promote(params, name, dry_run=True)
+    cli = [str(BIN / "fracture"), "promote", "--name", name, "--dry-run", "--params", str(params_file)]
+    proc = subprocess.run(cli, capture_output=True, text=True)  # a failing dry run says so (exit 1) ...
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "test.auroc drop <= max_auroc_drop" in proc.stderr and "FAIL" in proc.stderr
+    assert "not promoted" in proc.stderr and "Traceback" not in proc.stderr
+    rec = run_promote(params, name, dry_run=True, force=True, reason="what if")  # ... a forced one would pass
+    assert rec["dry_run"] and rec["forced"] and not rec["passed"] and not rec["promoted"]
     assert _state(client, name) == before
+    assert client.get_registered_model(name).aliases == {"champion": "1", "challenger": "2"}
 
 
 def test_load_by_alias_predict_and_download(registry_env, params, make_candidate, radiograph_png, tmp_path):
@@ -198,15 +206,18 @@ def test_load_by_alias_predict_and_download(registry_env, params, make_candidate
 def test_s3_outage_during_register_leaves_nothing_half_registered(
     registry_env, mlflow_server, params, make_candidate, monkeypatch, caplog
 ):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast; the message must still name the upload
     name = _name("outage")
     cand = make_candidate(seed=51)
     client = MlflowClient(registry_env)
     runs_before = {r.info.run_id for r in client.search_runs([_experiment_id(client, params)])}
     with mlflow_server.s3.down(), pytest.raises(InputError, match="could not upload model artifacts to") as err:
         run_register(params, *_dirs(cand), name=name)
-    assert mlflow_server.url in str(err.value)
+    assert mlflow_server.url in str(err.value) and "/mlflow-artifacts/artifacts/" in str(err.value)
     assert client.search_model_versions(f"name = '{name}'") == []
+    half_logged = f"tags.fingerprint = '{fingerprint_model_dir(cand.model_dir)}'"
+    assert client.search_logged_models([_experiment_id(client, params)], filter_string=half_logged) == []
     runs_after = {r.info.run_id for r in client.search_runs([_experiment_id(client, params)])}
     assert runs_after == runs_before  # the run created for this registration was removed again
     rec = run_register(params, *_dirs(cand), name=name)  # endpoint back: the same dir registers cleanly
@@ -220,7 +231,9 @@ def _experiment_id(client: MlflowClient, params) -> str:  # noqa: ANN001
     return exp.experiment_id if exp is not None else client.create_experiment(params.train.experiment)
 
 
-def test_planted_credentials_never_reach_tags_params_or_logs(registry_env, mlflow_server, params, make_candidate):
+def test_planted_credentials_never_reach_tags_params_or_logs(
+    registry_env, mlflow_server, params, make_candidate, tmp_path
+):
     name = _name("leak")
     rec = run_register(params, *_dirs(make_candidate(seed=61)), name=name)
     run_promote(params, name, reason="leak check")
@@ -231,5 +244,24 @@ def test_planted_credentials_never_reach_tags_params_or_logs(registry_env, mlflo
         texts.extend(json.dumps(mv.tags) for mv in client.search_model_versions(f"name = '{rm.name}'"))
     run = client.get_run(rec["run_id"])
     texts += [json.dumps(run.data.tags), json.dumps(run.data.params)]
+    model_files = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{rec['version']}", dst_path=tmp_path))
+    texts += [p.read_text(errors="replace") for p in model_files.rglob("*") if p.is_file() and p.suffix != ".pt"]
     assert any("fingerprint" in t for t in texts)  # the scan did read the tags
     assert not any(PLANTED_SECRET in t or PLANTED_KEY_ID in t for t in texts)
+
+
+def test_register_the_real_train_and_evaluate_outputs(registry_env, params, demo_model, demo_eval, tmp_path):
+    """Contract check: the model dir from train and the eval dir from evaluate register and load as they are."""
+    from fracture.model import load_model_dir
+
+    name = _name("chain")
+    forced = not json.loads((demo_eval / "gate.json").read_text())["passed"]  # a 2-epoch demo may miss the gate
+    reason = "2-epoch test model" if forced else None
+    rec = run_register(params, demo_model, demo_eval, name=name, force=forced, reason=reason)
+    mv = MlflowClient(registry_env).get_model_version(name, str(rec["version"]))
+    metrics = json.loads((demo_eval / "metrics.json").read_text())
+    assert float(mv.tags["test.auroc"]) == pytest.approx(metrics["test.auroc"])
+    assert float(mv.tags["test.frozen.sensitivity_ci_low"]) == pytest.approx(metrics["test.frozen.sensitivity_ci_low"])
+    assert mv.tags["manifest_hash"] != "unknown" and mv.tags["split_strategy"] == params.split.strategy
+    _, config = load_model_dir(download_model_dir(f"models:/{name}@challenger", tmp_path / "dl"))
+    assert config["threshold"] == pytest.approx(float(mv.tags["threshold"]))

@@ -31,10 +31,21 @@ def screenshot(html: Path, png: Path, profile: Path, height: int) -> subprocess.
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("Chromium not found (install it with `apt-get install -y chromium`)")
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", f"--screenshot={png}", f"--window-size=1280,{height}",
-           html.resolve().as_uri()]  # fmt: skip
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--screenshot={png}",
+        f"--window-size=1280,{height}",
+        html.resolve().as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 

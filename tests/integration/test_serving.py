@@ -11,6 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -48,6 +49,7 @@ def served(mlflow_server, params, make_candidate, tmp_path_factory):  # noqa: AN
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
         run_register(params, cand.model_dir, cand.eval_dir, name=name)
         run_promote(params, name, reason="serving test")
+        mlflow.set_tracking_uri(None)  # set globally by the registry: back to the environment's URI
     port, log_path = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env.update(MLFLOW_TRACKING_URI=mlflow_server.url, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")

@@ -73,6 +73,7 @@ def test_missing_patient_ids_become_singleton_clusters() -> None:
     codes, n = bootstrap.cluster_codes(pd.Series(["a", None, "a", None, "b"], dtype="string"))
     assert n == 4
     assert codes[0] == codes[2] and codes[1] != codes[3]
+    assert bootstrap.cluster_codes(np.array([3, None, 3, 7], dtype=object))[1] == 3  # integer ids work too
 
 
 def test_patient_bootstrap_is_wider_than_a_naive_image_bootstrap_on_clustered_data() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import cv2
 import numpy as np
 import pandas as pd
@@ -68,6 +66,7 @@ def test_gradcam_is_batch_size_independent_and_leaves_model_clean(make_params):
     np.testing.assert_allclose(one, four, atol=1e-4)
     assert sum(len(m._forward_hooks) for m in model.modules()) == hooks_before
     assert not model.training
+    assert all(p.requires_grad and p.grad is None for p in model.parameters()), "weights touched by Grad-CAM"
 
 
 def test_gradcam_matches_a_reference_computed_on_nhwc_tokens(make_params):
@@ -109,8 +108,15 @@ def predictions_frame() -> pd.DataFrame:
     for source in ("kaggle", "mura"):
         for cat, ps in probs.items():
             for k, p in enumerate(ps):
-                rows.append({"image_id": f"{source[0]}{cat}{k}", "split": "test", "source": source, "prob": p,
-                             "label": label[cat]})  # fmt: skip
+                rows.append(
+                    {
+                        "image_id": f"{source[0]}{cat}{k}",
+                        "split": "test",
+                        "source": source,
+                        "prob": p,
+                        "label": label[cat],
+                    }
+                )
     rows.append({"image_id": "val0", "split": "val", "source": "kaggle", "prob": 0.99, "label": 1})
     return pd.DataFrame(rows)
 
@@ -161,3 +167,62 @@ def test_overlay_crops_the_letterbox_and_has_a_colour_bar():
     assert reddish(hot) - reddish(cold) > 1000, "the hot spot is not drawn in warm colours"
     saturated = (np.ptp(cold, axis=2) > 200).sum()
     assert saturated > 1000, "no opaque colour bar"
+
+
+@pytest.fixture(scope="module")
+def explain_inputs(tmp_path_factory, make_params):
+    from fracture.io import write_json, write_parquet
+    from tests.unit.test_report import write_model_dir
+
+    params = make_params({"explain": {"n_per_category": 2, "batch_size": 3}})
+    root = tmp_path_factory.mktemp("explain-inputs")
+    write_model_dir(params, root / "model")
+    preds = predictions_frame()
+    (root / "eval").mkdir()
+    write_parquet(preds, root / "eval" / "predictions.parquet")
+    (root / "cache").mkdir()
+    np.save(root / "cache" / "images.npy", blobs(len(preds), 64, seed=2))
+    index = pd.DataFrame({"image_id": preds["image_id"], "row": np.arange(len(preds)), "sha256": "0" * 64})
+    write_parquet(index, root / "cache" / "index.parquet")
+    meta = {"image_size": 64, "count": len(preds), "window_percentiles": [0.5, 99.5], "format": 1}
+    write_json(root / "cache" / "meta.json", meta)
+    return params, root
+
+
+def test_run_explain_writes_the_rule_s_examples(explain_inputs, make_params, tmp_path):
+    import json
+
+    from fracture.explain import run_explain
+
+    params, root = explain_inputs
+    meta = run_explain(params, root / "model", root / "eval", root / "cache", tmp_path)
+    index = json.loads((tmp_path / "index.json").read_text())
+    expected = select_examples(predictions_frame(), 0.5, 2)  # write_model_dir freezes 0.5
+    assert [(e["image_id"], e["category"]) for e in index] == list(zip(expected["image_id"], expected["category"]))
+    for e in index:
+        png = cv2.imread(str(tmp_path / e["file"]))
+        assert png is not None and png.shape[1] > png.shape[0]
+        assert set(e) == {"image_id", "source", "category", "prob", "label", "file"}
+    assert meta["grid"] == [2, 2] and meta["cell_px"] == 32
+    assert meta["counts"] == {"TP": 4, "FN": 4, "FP": 4, "TN": 4}
+    assert json.loads((tmp_path / "meta.json").read_text())["rule"] == SELECTION_RULE
+    assert (tmp_path / "params.yaml").is_file()
+    fewer = make_params({"explain": {"n_per_category": 1}})
+    run_explain(fewer, root / "model", root / "eval", root / "cache", tmp_path)
+    assert len(list(tmp_path.glob("*.png"))) == 8, "stale overlays from the earlier run were left behind"
+
+
+def test_run_explain_refuses_a_cache_of_another_size(explain_inputs, tmp_path):
+    import json
+    import shutil
+
+    from fracture.errors import InputError
+    from fracture.explain import run_explain
+
+    params, root = explain_inputs
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    np.save(tmp_path / "cache" / "images.npy", np.zeros((25, 32, 32), dtype=np.uint8))
+    meta = json.loads((root / "cache" / "meta.json").read_text())
+    (tmp_path / "cache" / "meta.json").write_text(json.dumps({**meta, "image_size": 32}))
+    with pytest.raises(InputError, match="32 px but the model takes 64 px"):
+        run_explain(params, root / "model", root / "eval", tmp_path / "cache", tmp_path / "out")

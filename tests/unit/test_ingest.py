@@ -166,6 +166,15 @@ def test_hash_contents_off_leaves_sha256_null(tmp_path, make_params):
     assert df["sha256"].isna().all()
 
 
+def test_everything_quarantined_still_writes_a_typed_empty_manifest(tmp_path, serial):
+    root = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A)])
+    next((root / "images_part1").rglob("*.png")).write_bytes(b"not a png")
+    summary = run_ingest(serial, tmp_path / "out", kaggle_dir=root)
+    df, _ = read_manifest(tmp_path / "out" / "manifest.parquet")
+    assert len(df) == 0 and list(df.columns) == list(MANIFEST_COLUMNS)
+    assert summary["totals"]["quarantine_reasons"] == {ih.NOT_IMAGE: 1}
+
+
 def test_defaults_come_from_params(tmp_path, make_params):
     root = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A)])
     params = make_params({"base": {"num_workers": 1}, "ingest": {"kaggle_dir": str(root)}})

@@ -62,7 +62,7 @@ def _scored_rows(rng: np.random.Generator) -> pd.DataFrame:
     )
 
 
-def _write_model(params, model_dir: Path) -> None:
+def write_model_dir(params, model_dir: Path) -> None:
     import torch
 
     from fracture.model import build_model, model_config, save_model_dir
@@ -74,9 +74,14 @@ def _write_model(params, model_dir: Path) -> None:
     metadata = {
         "input": {"description": f"1-channel grayscale radiograph, {SIZE} x {SIZE} px"},
         "output": {"description": "one logit; sigmoid gives the probability of a visible fracture"},
-        "model_card": {"Data": {"summary": "train/val only", "rows": [
-            {"split": "train", "source": "mura", "images": 40, "positives": 17, "patients": 20}]},
-            "Limitations": "demo model", "Intended use": "decision support"},  # fmt: skip
+        "model_card": {
+            "Data": {
+                "summary": "train/val only",
+                "rows": [{"split": "train", "source": "mura", "images": 40, "positives": 17, "patients": 20}],
+            },
+            "Limitations": "demo model",
+            "Intended use": "decision support",
+        },
         "git_commit": "0123456789abcdef0123456789abcdef01234567",
         "manifest_hash": "a" * 64,
         "splits_hash": "b" * 64,
@@ -86,8 +91,16 @@ def _write_model(params, model_dir: Path) -> None:
         "best_epoch": 2,
         "val_auroc": 0.8125,
     }
-    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.71, 0.62, 0.55], "val_loss": [0.69, 0.6, 0.61],
-                            "val_auroc": [0.6, 0.8125, 0.79], "lr": [1e-3, 8e-4, 3e-4], "seconds": [3.1, 2.9, 3.0]})  # fmt: skip
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [0.71, 0.62, 0.55],
+            "val_loss": [0.69, 0.6, 0.61],
+            "val_auroc": [0.6, 0.8125, 0.79],
+            "lr": [1e-3, 8e-4, 3e-4],
+            "seconds": [3.1, 2.9, 3.0],
+        }
+    )
     save_model_dir(model_dir, model, config, metadata, history, params)
 
 
@@ -97,11 +110,18 @@ def _write_cache(cache_dir: Path, rows: pd.DataFrame) -> None:
     cache_dir.mkdir(parents=True)
     images = _blob_images(len(rows), SIZE, rows["label"].to_numpy(), seed=1)
     np.save(cache_dir / "images.npy", images)
-    index = pd.DataFrame({"image_id": rows["image_id"].astype("string"), "row": np.arange(len(rows), dtype="int64"),
-                          "sha256": ["0" * 64] * len(rows)})  # fmt: skip
+    index = pd.DataFrame(
+        {
+            "image_id": rows["image_id"].astype("string"),
+            "row": np.arange(len(rows), dtype="int64"),
+            "sha256": ["0" * 64] * len(rows),
+        }
+    )
     write_parquet(index.astype({"sha256": "string"}), cache_dir / "index.parquet")
-    write_json(cache_dir / "meta.json", {"image_size": SIZE, "count": len(rows), "window_percentiles": [0.5, 99.5],
-                                         "format": 1})  # fmt: skip
+    write_json(
+        cache_dir / "meta.json",
+        {"image_size": SIZE, "count": len(rows), "window_percentiles": [0.5, 99.5], "format": 1},
+    )
 
 
 def _write_upstream(root: Path) -> None:
@@ -110,29 +130,67 @@ def _write_upstream(root: Path) -> None:
 
     ingest = root / "ingest"
     ingest.mkdir()
-    write_json(ingest / "summary.json", {"sources": {"kaggle": {"images": 32, "positives": 14, "quarantined": 1},
-                                                     "mura": {"images": 32, "positives": 15, "quarantined": 0}}})  # fmt: skip
-    pd.DataFrame({"source": ["kaggle", "hospital", "hospital"],
-                  "path": ["images_part1/0001_x.png", "radius/positive/a.png", "radius/negative/b.dcm"],
-                  "reason": ["truncated PNG", "not an image: bad header", "not an image: empty file"]}).to_csv(
-        ingest / "quarantine.csv", index=False)  # fmt: skip
+    write_json(
+        ingest / "summary.json",
+        {
+            "sources": {
+                "kaggle": {"images": 32, "positives": 14, "quarantined": 1},
+                "mura": {"images": 32, "positives": 15, "quarantined": 0},
+            }
+        },
+    )
+    pd.DataFrame(
+        {
+            "source": ["kaggle", "hospital", "hospital"],
+            "path": ["images_part1/0001_x.png", "radius/positive/a.png", "radius/negative/b.dcm"],
+            "reason": ["truncated PNG", "not an image: bad header", "not an image: empty file"],
+        }
+    ).to_csv(ingest / "quarantine.csv", index=False)
     validation = root / "validation"
     (validation / "data_docs").mkdir(parents=True)
     (validation / "data_docs" / "index.html").write_text("<html>docs</html>")
-    write_json(validation / "validation.json", {
-        "success": True, "blocking_failed": [], "warnings": ["age_in_range"], "rows": 96, "suite": "manifest",
-        "results": [{"name": "image_id_unique", "severity": "blocking", "success": True,
-                     "observed": {"unexpected_count": 0}, "details": {}},
-                    {"name": "age_in_range", "severity": "warning", "success": False, "observed": 0.02,
-                     "details": {}}]})  # fmt: skip
+    write_json(
+        validation / "validation.json",
+        {
+            "success": True,
+            "blocking_failed": [],
+            "warnings": ["age_in_range"],
+            "rows": 96,
+            "suite": "manifest",
+            "results": [
+                {
+                    "name": "image_id_unique",
+                    "severity": "blocking",
+                    "success": True,
+                    "observed": {"unexpected_count": 0},
+                    "details": {},
+                },
+                {"name": "age_in_range", "severity": "warning", "success": False, "observed": 0.02, "details": {}},
+            ],
+        },
+    )
     split = root / "split"
     split.mkdir()
-    write_json(split / "split_summary.json", {"strategy": "cross_domain", "fold": 0, "seed": 42,
-               "exclusions": {"metal": 3},
-               "rows": [{"split": "test", "source": "kaggle", "images": 64, "patients": 32, "positives": 30,
-                         "prevalence": 0.4688},
-                        {"split": "val", "source": "mura", "images": 32, "patients": 16, "positives": 13,
-                         "prevalence": 0.4062}]})  # fmt: skip
+    write_json(
+        split / "split_summary.json",
+        {
+            "strategy": "cross_domain",
+            "fold": 0,
+            "seed": 42,
+            "exclusions": {"metal": 3},
+            "rows": [
+                {
+                    "split": "test",
+                    "source": "kaggle",
+                    "images": 64,
+                    "patients": 32,
+                    "positives": 30,
+                    "prevalence": 0.4688,
+                },
+                {"split": "val", "source": "mura", "images": 32, "patients": 16, "positives": 13, "prevalence": 0.4062},
+            ],
+        },
+    )
     pd.DataFrame({"image_id": ["x"], "split": ["test"]}).to_parquet(split / "splits.parquet")
 
 
@@ -142,15 +200,20 @@ def build_report_inputs(root: Path, params) -> dict[str, Path]:
     from fracture.explain import run_explain
 
     rows = _scored_rows(np.random.default_rng(7))
-    _write_model(params, root / "model")
+    write_model_dir(params, root / "model")
     _write_cache(root / "cache", rows)
     ev = assemble_evaluation(rows, 0.5, "youden", None, params.evaluate, params.base.seed)
     write_evaluation(ev, root / "eval", params)
     run_explain(params, root / "model", root / "eval", root / "cache", root / "explain")
     _write_upstream(root)
-    return {"ingest_dir": root / "ingest", "validation_dir": root / "validation", "splits_path":
-            root / "split" / "splits.parquet", "model_dir": root / "model", "eval_dir": root / "eval",
-            "explain_dir": root / "explain"}  # fmt: skip
+    return {
+        "ingest_dir": root / "ingest",
+        "validation_dir": root / "validation",
+        "splits_path": root / "split" / "splits.parquet",
+        "model_dir": root / "model",
+        "eval_dir": root / "eval",
+        "explain_dir": root / "explain",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +272,19 @@ def with_attr(doc: _Collector, name: str) -> list[dict]:
     return [e for e in doc.elements if name in e["attrs"]]
 
 
-SECTIONS = ("provenance", "validation", "cohort", "training", "metrics", "curves", "confusion", "subgroups",
-            "study", "gradcam", "model-card")  # fmt: skip
+SECTIONS = (
+    "provenance",
+    "validation",
+    "cohort",
+    "training",
+    "metrics",
+    "curves",
+    "confusion",
+    "subgroups",
+    "study",
+    "gradcam",
+    "model-card",
+)
 
 
 def test_report_has_every_section_with_content(report_html):
@@ -241,8 +315,15 @@ def test_headline_shows_auroc_with_ci_and_trivial_f1(report_html, report_inputs)
     metrics = json.loads((report_inputs["eval_dir"] / "metrics.json").read_text())
     doc = parse(report_html[1])
     headline = next(e for e in doc.elements if e["attrs"].get("id") == "headline")["text"]
-    for key in ("test.auroc", "test.auroc_ci_low", "test.auroc_ci_high", "test.frozen.sensitivity",
-                "test.frozen.specificity", "test.trivial_f1", "test.prevalence"):  # fmt: skip
+    for key in (
+        "test.auroc",
+        "test.auroc_ci_low",
+        "test.auroc_ci_high",
+        "test.frozen.sensitivity",
+        "test.frozen.specificity",
+        "test.trivial_f1",
+        "test.prevalence",
+    ):
         assert fmt(metrics[key]) in headline, key
     assert "Trivial F1" in headline and "Prevalence" in headline
 
@@ -289,8 +370,9 @@ def test_gallery_matches_the_explain_index(report_html, report_inputs):
     figures = with_attr(parse(report_html[1]), "data-image-id")
     assert len(index) > 0
     assert [(f["attrs"]["data-image-id"], f["attrs"]["data-category"]) for f in figures] == sorted(
-        [(e["image_id"], e["category"]) for e in index], key=lambda t: next(
-            e["source"] for e in index if e["image_id"] == t[0]))  # grouped by source, index order within
+        [(e["image_id"], e["category"]) for e in index],
+        key=lambda t: next(e["source"] for e in index if e["image_id"] == t[0]),
+    )  # grouped by source, index order within
     assert "most confident true positives" in report_html[1]
     assert "32 x 32 px" in report_html[1]
 

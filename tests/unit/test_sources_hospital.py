@@ -73,6 +73,15 @@ def test_layout_labels_parts_and_groups(tmp_path):
     assert (nested["label"], nested["body_part"], nested["group_id"]) == (1, "scaphoid", "hospital:scaphoid/s_1")
 
 
+def test_appledouble_and_hidden_files_never_become_images(tmp_path):
+    root = hospital_tree(tmp_path / "h")
+    (root / "radius_set/negative/._nega_1000.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")
+    (root / "radius_set/negative/.DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    scan = scan_hospital(root, KEY)
+    assert len(scan.candidates) == 5 and not scan.rejected
+    assert scan.stats["junk_files"] == 2
+
+
 def test_no_hard_coded_age_or_sex(tmp_path):
     scan = scan_hospital(hospital_tree(tmp_path / "h"), KEY)
     assert all(c.fields["age"] is None and c.fields["sex"] is None for c in scan.candidates)

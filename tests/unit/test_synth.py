@@ -345,7 +345,7 @@ def _to_model_input(img: np.ndarray, size: int) -> np.ndarray:
     img = img[..., 0] if img.ndim == 3 else img
     img = img.astype(np.float32)
     lo, hi = np.percentile(img, [0.5, 99.5])
-    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 

@@ -215,6 +215,20 @@ def test_mlflow_unreachable_still_saves_the_model(tiny, make_params, tmp_path, o
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+def test_mlflow_failing_mid_run_is_recorded_in_metadata(tiny, make_params, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ConnectionError("artifact store went away")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_artifact", refuse)
+    params = make_params({**TINY, "train": {**TINY["train"], "epochs": 1}})
+    result = run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert meta["mlflow_run_id"] is None
+    assert meta["mlflow_status"] == "unreachable: ConnectionError: artifact store went away"
+    assert result["mlflow_status"] == meta["mlflow_status"]
+    assert (tmp_path / "model" / "model.pt").is_file()
+
+
 def test_test_split_is_never_read(tiny, make_params, tmp_path, offline_mlflow):
     """Same seed -> same weights; and scrambling, dropping or corrupting test rows changes nothing."""
     params = make_params(TINY)

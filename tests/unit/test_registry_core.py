@@ -1,0 +1,203 @@
+"""Pure parts of the registry and the serving wrapper: gates, comparison, tags, URIs, input decoding."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from fracture.config import PromoteParams
+from fracture.errors import GateError, InputError
+from fracture.registry import (
+    RegisterInputs,
+    check_force,
+    check_gate,
+    compare_versions,
+    fingerprint_model_dir,
+    format_comparison,
+    load_register_inputs,
+    parse_model_uri,
+    version_tags,
+)
+from fracture.serving import encode_image_file, load_images, predictions_frame
+
+PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6)
+
+
+def _tags(auroc: float, sens: float, gate: str = "true") -> dict[str, str]:
+    return {"test.auroc": repr(auroc), "test.frozen.sensitivity": repr(sens), "gate.passed": gate}
+
+
+def test_gate_refuses_with_reasons_and_force_needs_a_reason(tmp_path):
+    gate = {"passed": False, "reasons": ["test.auroc 0.61 < min_auroc 0.70"]}
+    with pytest.raises(GateError, match=r"test\.auroc 0\.61 < min_auroc 0\.70") as err:
+        check_gate(gate, tmp_path / "gate.json", force=False, reason=None)
+    assert err.value.exit_code == 1 and "gate.json" in str(err.value)
+    assert check_gate(gate, tmp_path / "gate.json", force=True, reason="reader study") is True
+    assert check_gate({"passed": True}, tmp_path / "gate.json", force=True, reason="x") is False
+    with pytest.raises(InputError, match="--reason"):
+        check_force(True, "   ")
+    check_force(False, None)
+
+
+def test_auroc_drop_exactly_at_the_limit_passes_and_beyond_fails():
+    ok = compare_versions(_tags(0.84, 0.8), _tags(0.85, 0.8), PROMOTE, ("2", "1"))
+    assert ok["passed"], ok["reasons"]  # 0.85 - 0.84 is 0.010000000000000009 in binary floats
+    bad = compare_versions(_tags(0.835, 0.8), _tags(0.85, 0.8), PROMOTE, ("2", "1"))
+    assert not bad["passed"] and "below champion v1" in bad["reasons"][0]
+    assert "FAIL" in format_comparison(bad) and "champion v1" in format_comparison(bad)
+
+
+def test_first_promotion_uses_absolute_gates_only():
+    low_auroc_first = compare_versions(_tags(0.55, 0.9), None, PROMOTE, ("1", None))
+    assert low_auroc_first["passed"]  # no champion to compare AUROC with
+    low_sens = compare_versions(_tags(0.9, 0.59), None, PROMOTE, ("1", None))
+    assert low_sens["reasons"] == ["test.frozen.sensitivity 0.5900 < min_sensitivity 0.6000"]
+    forced = compare_versions(_tags(0.9, 0.9, gate="false"), None, PROMOTE, ("1", None))
+    assert not forced["passed"] and "evaluation gate failed" in forced["reasons"][0]
+    json.dumps(forced)  # stored as a tag: must serialise
+
+
+def test_missing_metric_tag_is_an_input_error():
+    with pytest.raises(InputError, match="no numeric tag 'test.auroc'"):
+        compare_versions({"test.frozen.sensitivity": "0.8"}, None, PROMOTE, ("4", None))
+
+
+def _inputs(passed: bool, metadata: dict | None = None) -> RegisterInputs:
+    metrics = {"test.auroc": 0.8, "test.auroc_ci_low": 0.7, "test.auroc_ci_high": 0.9, "test.frozen.sensitivity": 0.7}
+    return RegisterInputs(
+        config={"threshold": 0.42, "threshold_method": "youden"},
+        metadata=metadata or {},
+        metrics={**metrics, "test.frozen.specificity": float("nan")},
+        gate={"passed": passed, "reasons": [] if passed else ["too low"]},
+        thresholds={"frozen": 0.42, "method": "youden"},
+    )
+
+
+def test_version_tags_carry_lineage_metrics_threshold_and_override():
+    tags = version_tags(_inputs(True, {"git_commit": "abc", "mlflow_run_id": "r1"}), "f" * 64, "train_run", None)
+    assert tags["git_commit"] == "abc" and tags["manifest_hash"] == "unknown" and tags["train_run_id"] == "r1"
+    assert tags["test.auroc_ci_high"] == "0.9" and "test.frozen.specificity" not in tags  # NaN skipped
+    assert tags["threshold"] == "0.42" and tags["gate.passed"] == "true" and "forced" not in tags
+    forced = version_tags(_inputs(False), "f" * 64, "register_run", " reader study ")
+    assert forced["forced"] == "true" and forced["force_reason"] == "reader study"
+    assert json.loads(forced["gate.reasons"]) == ["too low"]
+
+
+def _write(path, obj):  # noqa: ANN001, ANN202
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _model_and_eval(tmp_path, frozen=0.5):  # noqa: ANN001, ANN202
+    model, ev = tmp_path / "run" / "model", tmp_path / "run" / "eval"
+    model.mkdir(parents=True)
+    (model / "model.pt").write_bytes(b"weights")
+    _write(model / "config.json", {"threshold": 0.5, "img_size": 64})
+    _write(model / "metadata.json", {})
+    _write(ev / "metrics.json", {"test.auroc": 0.8, "test.frozen.sensitivity": 0.7})
+    _write(ev / "gate.json", {"passed": True, "reasons": []})
+    _write(ev / "thresholds.json", {"frozen": frozen, "method": "youden"})
+    return model, ev
+
+
+def test_register_inputs_are_cross_checked(tmp_path):
+    model, ev = _model_and_eval(tmp_path)
+    (tmp_path / "run" / "report.html").write_text("<html></html>")
+    assert load_register_inputs(model, ev).report_path == tmp_path / "run" / "report.html"
+    _write(ev / "thresholds.json", {"frozen": 0.3, "method": "youden"})
+    with pytest.raises(InputError, match="belongs to another model"):
+        load_register_inputs(model, ev)
+    _write(ev / "thresholds.json", {"frozen": 0.5, "method": "youden"})
+    _write(ev / "metrics.json", {"test.auroc": 0.8})
+    with pytest.raises(InputError, match="test.frozen.sensitivity"):
+        load_register_inputs(model, ev)
+    (ev / "gate.json").unlink()
+    with pytest.raises(InputError, match="gate.json: missing"):
+        load_register_inputs(model, ev)
+
+
+def test_fingerprint_follows_weights_and_config_not_the_dir(tmp_path):
+    model, _ = _model_and_eval(tmp_path)
+    first = fingerprint_model_dir(model)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("model.pt", "config.json"):
+        (copy / name).write_bytes((model / name).read_bytes())
+    assert fingerprint_model_dir(copy) == first
+    _write(copy / "config.json", {"threshold": 0.6, "img_size": 64})
+    assert fingerprint_model_dir(copy) != first
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("models:/fracture-swin@champion", ("fracture-swin", "champion", None)),
+        ("models:/fracture-swin/3", ("fracture-swin", None, "3")),
+        ("models:/a.b_c@previous-champion", ("a.b_c", "previous-champion", None)),
+    ],
+)
+def test_parse_model_uri(uri, expected):
+    assert parse_model_uri(uri) == expected
+
+
+@pytest.mark.parametrize("uri", ["runs:/abc/model", "models:/x", "models:/x/latest", "models:/x@a/b"])
+def test_parse_model_uri_rejects_other_forms(uri):
+    with pytest.raises(InputError, match="models:/NAME@ALIAS"):
+        parse_model_uri(uri)
+
+
+@pytest.fixture
+def png16(tmp_path):
+    img = np.tile(np.linspace(1000, 60000, 90, dtype=np.uint16), (120, 1))
+    path = tmp_path / "x.png"
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def test_path_and_base64_inputs_decode_identically(png16):
+    df = pd.DataFrame({"path": [str(png16), None], "image": [None, encode_image_file(png16)]})
+    images = load_images(df, 32, (0.5, 99.5))
+    assert images.shape == (2, 32, 32) and images.dtype == np.uint8
+    assert np.array_equal(images[0], images[1]) and images[0].max() > images[0].min()
+    uri = pd.DataFrame({"image": ["data:image/png;base64," + encode_image_file(png16)]})
+    assert np.array_equal(load_images(uri, 32, (0.5, 99.5))[0], images[0])
+
+
+def test_bad_inputs_name_the_row(png16):
+    both = pd.DataFrame({"path": [str(png16)], "image": [encode_image_file(png16)]})
+    with pytest.raises(InputError, match="row 0: give exactly one"):
+        load_images(both, 32, (0.5, 99.5))
+    with pytest.raises(InputError, match="row 1: column 'image' is not valid base64"):
+        load_images(pd.DataFrame({"image": [encode_image_file(png16), "%%%"]}), 32, (0.5, 99.5))
+    with pytest.raises(InputError, match=r"row 0 \(column 'image'\)") as err:
+        load_images(pd.DataFrame({"image": [encode_image_file(png16)[:40]]}), 32, (0.5, 99.5))
+    assert "fracture-serve-" not in str(err.value)  # no temp paths in user-facing errors
+    with pytest.raises(InputError, match="needs a column 'path' or 'image'"):
+        load_images(pd.DataFrame({"file": ["x"]}), 32, (0.5, 99.5))
+
+
+def test_decision_uses_the_frozen_threshold_inclusively():
+    out = predictions_frame(np.array([0.1, 0.42, 0.9]), 0.42)
+    assert out["decision"].tolist() == [0, 1, 1] and out["threshold"].tolist() == [0.42] * 3
+    assert list(out.columns) == ["probability", "decision", "threshold"]
+
+
+@pytest.mark.parametrize("name", ["a'b", " padded", "x/y", ""])
+def test_register_refuses_unsafe_model_names_before_touching_mlflow(params, tmp_path, name):
+    from fracture.registry import run_register
+
+    with pytest.raises(InputError, match="registered model name"):
+        run_register(params, tmp_path, tmp_path, name=name or " ")
+
+
+def test_register_refuses_a_model_dir_that_does_not_load(params, tmp_path, monkeypatch):
+    from fracture.registry import run_register
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens: must not be reached
+    model, ev = _model_and_eval(tmp_path)
+    with pytest.raises(InputError, match="config.json: missing keys"):
+        run_register(params, model, ev, name="unit")
