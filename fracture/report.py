@@ -31,6 +31,7 @@ from fracture.errors import InputError
 log = logging.getLogger(__name__)
 
 TEMPLATE = "report.html.j2"
+PROVENANCE_KEYS = ("candidates", "total", "fracture", "normal", "quarantined", "patients", "studies")
 POINTS = ("frozen", "youden", "f1_max", "target_sensitivity", "fixed")
 # (metrics.json suffix, label, has a CI) of the headline table, image and study level alike.
 HEADLINE = (
@@ -221,13 +222,26 @@ def training_rows(history: pd.DataFrame | None, metadata: dict) -> list[dict]:
     return [{"label": label, "value": value} for label, value in rows]
 
 
-def quarantine_counts(quarantine: pd.DataFrame | None) -> list[dict]:
-    """Quarantined files per source and reason (reasons only: file paths may carry identifiers)."""
-    if quarantine is None or quarantine.empty:
+def quarantine_counts(quarantine: pd.DataFrame | None) -> dict[str, int]:
+    """Rows of quarantine.csv per source (counted only: its paths and messages may carry identifiers)."""
+    if quarantine is None or quarantine.empty or "source" not in quarantine:
+        return {}
+    return {str(k): int(v) for k, v in quarantine["source"].value_counts().sort_index().items()}
+
+
+def provenance_rows(summary: dict | None) -> list[dict]:
+    """Per source (then "all"): ingest's counts, its other counters, and quarantine reason codes."""
+    sources = summary.get("sources") if isinstance(summary, dict) else None
+    if not isinstance(sources, dict):
         return []
-    reason = quarantine["reason"].astype(str).str.split(":").str[0].str.strip().str.slice(0, 80)
-    table = quarantine.assign(reason=reason).groupby(["source", "reason"]).size().reset_index(name="files")
-    return table.to_dict("records")
+    entries = [*sources.items(), *([("all", summary["totals"])] if isinstance(summary.get("totals"), dict) else [])]
+    rows = []
+    for name, entry in entries:
+        extra = {k: v for k, v in entry.items() if k not in PROVENANCE_KEYS and is_number(v)}
+        reasons = entry.get("quarantine_reasons") if isinstance(entry.get("quarantine_reasons"), dict) else {}
+        rows.append({"source": name, "counts": {k: entry.get(k) for k in PROVENANCE_KEYS}, "extra": extra,
+                     "reasons": reasons})
+    return rows
 
 
 def summary_rows(summary: dict | None) -> list[dict]:
@@ -529,8 +543,10 @@ def build_context(art: Artifacts) -> dict:
         "metrics": m,
         "missing": art.missing,
         "gate": art.gate,
-        "summary_rows": summary_rows(art.summary),
-        "quarantine": quarantine_counts(art.quarantine),
+        "provenance": provenance_rows(art.summary),
+        "provenance_keys": PROVENANCE_KEYS,
+        "summary_rows": summary_rows(art.summary) if not provenance_rows(art.summary) else [],
+        "quarantine": quarantine_counts(art.quarantine) if art.quarantine is not None else None,
         "validation": art.validation,
         "validation_rows": validation_rows(art.validation),
         "data_docs_href": art.data_docs_href,

@@ -93,7 +93,7 @@ DICOM_PHI = {
     "StudyDate": "20240315",
     "ImageComments": "Jane Doe fell on outstretched hand at home",
 }
-SYNTH_PHI_STRINGS: tuple[str, ...] = (*DICOM_PHI.values(), "Jane", "Doe", "Gregory")
+SYNTH_PHI_STRINGS: tuple[str, ...] = tuple(DICOM_PHI.values())  # distinctive values only: no "Doe" (in "Does")
 
 
 # ----------------------------------------------------------------------------------------------- rendering

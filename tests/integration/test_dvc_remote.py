@@ -34,7 +34,7 @@ def _ingest(project, env):
 def test_push_pull_and_reproduce_the_manifest(tmp_path, s3_endpoint, s3_env):
     env = project_env(**s3_env)
     origin = copy_project(tmp_path / "origin")
-    _run(origin, "fracture", "synth", "--out", "data/raw", "--n-per-source", "12", env=env)
+    _run(origin, "fracture", "synth", "--out", "data/raw", "--n-per-source", "16", env=env)
     # raw data tracked per source directory: one .dvc file each, hashed as one unit
     _run(origin, "dvc", "add", *[f"data/raw/{s}" for s in SOURCES], env=env)
     _configure_remote(origin, s3_endpoint, env)
@@ -48,7 +48,7 @@ def test_push_pull_and_reproduce_the_manifest(tmp_path, s3_endpoint, s3_env):
     _run(tmp_path, "git", "clone", "-q", str(origin), str(clone), env=env)
     assert not (clone / "data/raw/hospital").exists()
     shutil.rmtree(origin / ".dvc" / "cache")  # the clone can only get the data from the remote
-    _run(clone, "dvc", "pull", env=env)
+    _run(clone, "dvc", "pull", *[f"data/raw/{s}.dvc" for s in SOURCES], env=env)
     assert _ingest(clone, env) == expected
     summary = json.loads((clone / "data/interim/real/summary.json").read_text())
     assert summary
@@ -57,7 +57,7 @@ def test_push_pull_and_reproduce_the_manifest(tmp_path, s3_endpoint, s3_env):
 def test_push_to_a_dead_endpoint_fails_clearly(tmp_path, s3_env):
     env = project_env(**s3_env)
     project = copy_project(tmp_path / "p")
-    _run(project, "fracture", "synth", "--out", "data/raw", "--n-per-source", "4", env=env)
+    _run(project, "fracture", "synth", "--out", "data/raw", "--n-per-source", "16", env=env)
     _run(project, "dvc", "add", "data/raw/hospital", env=env)
     _configure_remote(project, "http://127.0.0.1:9", env)
     _run(project, "dvc", "remote", "modify", "storage", "connect_timeout", "2", env=env)

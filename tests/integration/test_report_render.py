@@ -77,3 +77,39 @@ def test_report_images_decode_in_the_browser(rendered, tmp_path):
     assert image is not None
     hsv = cv2.cvtColor(image[4000:], cv2.COLOR_BGR2HSV)
     assert (hsv[..., 1] > 150).sum() > 5000, "no coloured figures rendered below the fold"
+
+
+@pytest.mark.slow
+def test_report_from_the_real_demo_chain(tmp_path, params, demo_ingest, demo_splits, demo_cache, demo_model, demo_eval):
+    """explain + report on the artifacts the real steps wrote (synth -> ingest -> ... -> evaluate)."""
+    import json
+
+    from fracture.errors import GateError
+    from fracture.explain import run_explain
+    from fracture.validate import run_validate
+
+    try:
+        run_validate(params, demo_ingest / "manifest.parquet", tmp_path / "validation")
+    except GateError:
+        pass  # the report shows a failed validation too; its outputs are written before the gate
+    meta = run_explain(params, demo_model, demo_eval, demo_cache, tmp_path / "explain")
+    out = run_report(
+        params,
+        tmp_path / "report.html",
+        ingest_dir=demo_ingest,
+        validation_dir=tmp_path / "validation",
+        splits_path=demo_splits,
+        model_dir=demo_model,
+        eval_dir=demo_eval,
+        explain_dir=tmp_path / "explain",
+    )
+    html = out.read_text()
+    assert 'id="missing-artifacts"' not in html
+    metrics = json.loads((demo_eval / "metrics.json").read_text())
+    for key in ("test.auroc", "test.frozen.sensitivity", "test.study.auroc", "threshold"):
+        assert f'data-metric="{key}"' in html
+    assert sum(meta["counts"].values()) == html.count("data-image-id=")
+    assert f'data-value="{metrics["test.auroc"]}"' in html
+    png = tmp_path / "shot.png"
+    screenshot(out, png, tmp_path / "profile", 2000)
+    assert cv2.imread(str(png), cv2.IMREAD_GRAYSCALE).astype(float).var() > 100

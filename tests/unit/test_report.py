@@ -130,15 +130,19 @@ def _write_upstream(root: Path) -> None:
 
     ingest = root / "ingest"
     ingest.mkdir()
-    write_json(
-        ingest / "summary.json",
-        {
-            "sources": {
-                "kaggle": {"images": 32, "positives": 14, "quarantined": 1},
-                "mura": {"images": 32, "positives": 15, "quarantined": 0},
-            }
-        },
-    )
+    counts = {
+        "candidates": 33,
+        "total": 32,
+        "fracture": 14,
+        "normal": 18,
+        "quarantined": 1,
+        "patients": 16,
+        "studies": 20,
+    }
+    kaggle = {**counts, "quarantine_reasons": {"truncated": 1}, "junk_files": 2}
+    hospital = {**counts, "candidates": 34, "quarantined": 2, "quarantine_reasons": {"not_an_image": 2}}
+    totals = {k: kaggle[k] + hospital[k] for k in counts} | {"quarantine_reasons": {"not_an_image": 2, "truncated": 1}}
+    write_json(ingest / "summary.json", {"sources": {"kaggle": kaggle, "hospital": hospital}, "totals": totals})
     pd.DataFrame(
         {
             "source": ["kaggle", "hospital", "hospital"],
@@ -356,9 +360,11 @@ def test_provenance_cohort_and_validation_numbers(report_html, report_inputs):
     split = {e["attrs"]["data-split"]: e["text"] for e in with_attr(doc, "data-split")}
     assert split["test/kaggle/images"] == "64" and split["val/mura/prevalence"] == "0.406"
     summary = {e["attrs"]["data-summary"]: e["text"] for e in with_attr(doc, "data-summary")}
-    assert summary["sources.kaggle.images"] == "32"
-    quarantined = [e["text"] for e in with_attr(doc, "data-quarantine") if e["attrs"]["data-quarantine"] == "hospital"]
-    assert quarantined == ["2"]  # two 'not an image' reasons grouped
+    assert summary["kaggle.candidates"] == "33" and summary["hospital.quarantined"] == "2"
+    assert summary["all.total"] == "64" and summary["hospital.quarantine_reasons.not_an_image"] == "2"
+    assert summary["kaggle.junk_files"] == "2"
+    quarantined = {e["attrs"]["data-quarantine"]: e["text"] for e in with_attr(doc, "data-quarantine")}
+    assert quarantined == {"kaggle": "1", "hospital": "2", "all": "3"}  # rows of quarantine.csv
     link = next(e for e in doc.elements if e["attrs"].get("id") == "data-docs-link")
     target = (report_html[0].parent / link["attrs"]["href"]).resolve()
     assert target == (report_inputs["validation_dir"] / "data_docs" / "index.html").resolve()
