@@ -15,6 +15,7 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import tempfile
 import time
 import traceback
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow configures its own handler from this
     out_dir = args.results_dir or (Path(tempfile.gettempdir()) / "fracture-bench-quick" if args.quick else RESULTS_DIR)
     start, results = time.perf_counter(), []
     for name in args.only or list(BENCHMARKS):

@@ -100,6 +100,7 @@ def prepare_image(
     *,
     max_pixels: int = MAX_PIXELS,
     max_side: int = MAX_SIDE,
+    min_side: int = 1,
 ) -> np.ndarray:
     """The model's input for one file: `read_grayscale` then `resize_square` (shared by preprocess and predict).
 
@@ -108,6 +109,9 @@ def prepare_image(
     dtype and only the small result is mapped to [0, 1]. This skips a full-resolution float copy (about a
     fifth of the decode time at 5 Mpx); the result differs from `resize_square(read_grayscale(...))` only by
     the resize's rounding to whole raw units (at most one grey level).
+
+    `min_side` refuses images with a shorter side, px: predict passes ingest's limit, so a user cannot score a
+    1x1 image that ingest would have quarantined.
 
     Returns:
         uint8 [size, size].
@@ -118,8 +122,9 @@ def prepare_image(
     path = Path(path)
     data = _read_bytes(path)
     if _is_dicom(path, data):
-        return resize_square(_read_dicom(path, data, window_percentiles, max_pixels, max_side), size)
-    raw = decode_raster(path, data, max_pixels=max_pixels, max_side=max_side)
+        img01 = _read_dicom(path, data, window_percentiles, max_pixels, max_side)
+        return resize_square(_check_min_side(path, img01, min_side), size)
+    raw = _check_min_side(path, decode_raster(path, data, max_pixels=max_pixels, max_side=max_side), min_side)
     if raw.dtype != np.uint16:
         return resize_square(percentile_window(raw, window_percentiles), size)
     lo, hi = window_bounds(raw, window_percentiles)
@@ -309,6 +314,13 @@ def check_dims(path: Path, width: int, height: int, *, max_pixels: int = MAX_PIX
         raise InputError(f"{path}: image is {width}x{height} px, exceeds the limit of {max_pixels} pixels")
 
 
+def _check_min_side(path: Path, arr: np.ndarray, min_side: int) -> np.ndarray:
+    """`arr` [H, W] unchanged, or an InputError when a side is shorter than `min_side`."""
+    if min(arr.shape[:2]) < min_side:
+        raise InputError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px, too small (min side {min_side} px)")
+    return arr
+
+
 def _check_complete(path: Path, data: bytes) -> None:
     """Refuse truncated PNG/JPEG files, which decoders may otherwise return half-grey without an error."""
     if data.startswith(_PNG_MAGIC) and data.rfind(b"IEND") < 0:
@@ -339,7 +351,11 @@ def _first_line(err: Exception) -> str:
 
 # ----------------------------------------------------------------------------------------------------------- DICOM
 def _is_dicom(path: Path, data: bytes) -> bool:
-    return data[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES
+    """DICOM by its preamble, or by its suffix unless the bytes are a PNG/JPEG/TIFF (content wins, as in ingest)."""
+    if data[128:132] == b"DICM":
+        return True
+    raster = data.startswith((_PNG_MAGIC, _JPEG_MAGIC, b"II*\x00", b"MM\x00*"))
+    return path.suffix.lower() in DICOM_SUFFIXES and not raster
 
 
 def _read_dicom(

@@ -243,7 +243,9 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
 
     if not img.is_file():
         raise InputError(f"{img}: no such image file")
-    image = prepare_image(img, predictor.img_size, params.preprocess.window_percentiles)  # [S, S] uint8
+    image = prepare_image(  # [S, S] uint8
+        img, predictor.img_size, params.preprocess.window_percentiles, min_side=params.ingest.min_side
+    )
     prob = float(score(predictor, image[None], 1)[0])
     cam = gradcam(predictor.model, image[None], predictor.mean, predictor.std, 1)[0]
     overlay = f"{img.stem}_gradcam.png"
@@ -273,7 +275,8 @@ def _decode_chunk(params: Params, predictor: Predictor, paths: list[Path]) -> tu
     for path in paths:
         row = _result(path, None, None, predictor.threshold, None)
         try:
-            images.append(prepare_image(path, predictor.img_size, params.preprocess.window_percentiles))
+            window, min_side = params.preprocess.window_percentiles, params.ingest.min_side
+            images.append(prepare_image(path, predictor.img_size, window, min_side=min_side))
         except InputError as err:
             row["error"] = str(err)
         rows.append(row)

@@ -239,8 +239,9 @@ def provenance_rows(summary: dict | None) -> list[dict]:
     for name, entry in entries:
         extra = {k: v for k, v in entry.items() if k not in PROVENANCE_KEYS and is_number(v)}
         reasons = entry.get("quarantine_reasons") if isinstance(entry.get("quarantine_reasons"), dict) else {}
-        rows.append({"source": name, "counts": {k: entry.get(k) for k in PROVENANCE_KEYS}, "extra": extra,
-                     "reasons": reasons})
+        rows.append(
+            {"source": name, "counts": {k: entry.get(k) for k in PROVENANCE_KEYS}, "extra": extra, "reasons": reasons}
+        )
     return rows
 
 
@@ -269,8 +270,8 @@ def validation_rows(validation: dict | None) -> list[dict]:
         observed = r.get("observed")
         if isinstance(observed, dict):
             observed = ", ".join(f"{k} {fmt(v)}" for k, v in observed.items() if is_number(v)) or None
-        elif not is_number(observed):
-            observed = None  # free text or value lists stay in Data Docs
+        else:  # free text or value lists stay in Data Docs
+            observed = fmt(observed) if is_number(observed) else None
         rows.append(
             {
                 "name": r.get("name"),
@@ -320,10 +321,10 @@ def plot_history(history: pd.DataFrame, best_epoch: int | None) -> str:
         ax2.plot(history["epoch"], history["val_auroc"], "-^", color="tab:green", ms=3, label="val AUROC")
         ax2.set_ylabel("val AUROC")
         ax2.set_ylim(0, 1)
-        ax2.legend(loc="lower right", fontsize=8)
     if best_epoch is not None:
-        ax.axvline(best_epoch, color="grey", ls=":", label=f"best epoch {best_epoch}")
-    ax.legend(loc="upper right", fontsize=8)
+        ax.axvline(best_epoch, color="grey", ls=":", label=f"chosen epoch {best_epoch}")
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     return png_base64(fig)
 

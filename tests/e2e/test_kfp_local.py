@@ -7,14 +7,14 @@ import mlflow
 import pytest
 import yaml
 
-from tests.e2e.conftest import E2E_OVERRIDES, REPO, project_env
+from tests.e2e.conftest import WIRING_OVERRIDES, REPO, project_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in E2E_OVERRIDES.items():
+    for section, values in WIRING_OVERRIDES.items():
         params[section].update(values)
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))

@@ -198,7 +198,8 @@ def test_run_explain_writes_the_rule_s_examples(explain_inputs, make_params, tmp
     meta = run_explain(params, root / "model", root / "eval", root / "cache", tmp_path)
     index = json.loads((tmp_path / "index.json").read_text())
     expected = select_examples(predictions_frame(), 0.5, 2)  # write_model_dir freezes 0.5
-    assert [(e["image_id"], e["category"]) for e in index] == list(zip(expected["image_id"], expected["category"]))
+    pairs = list(zip(expected["image_id"], expected["category"], strict=True))
+    assert [(e["image_id"], e["category"]) for e in index] == pairs
     for e in index:
         png = cv2.imread(str(tmp_path / e["file"]))
         assert png is not None and png.shape[1] > png.shape[0]
