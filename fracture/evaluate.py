@@ -489,6 +489,22 @@ def score_frame(
     return scored, missing
 
 
+def split_plot_files(name: str, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One curve per file, so `dvc plots show` draws lines rather than zig-zags between splits.
+
+    Returns:
+        {"<name>.csv": the test curve (DVC plots), "val/<name>.csv": the val curve (for the report)}; tables
+        without a `split` column (the confusion rows, test only) stay one file.
+    """
+    if "split" not in table.columns:
+        return {f"{name}.csv": table}
+    files = {f"{name}.csv": table[table["split"] == "test"]}
+    val = table[table["split"] == "val"]
+    if not val.empty:
+        files[f"val/{name}.csv"] = val
+    return files
+
+
 def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
     """Write the eval dir, every file atomically, with the resolved params beside it."""
     out_dir = Path(out_dir)
@@ -497,7 +513,8 @@ def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
     write_json(out_dir / "thresholds.json", ev.thresholds)
     atomic_write_text(out_dir / "subgroups.csv", ev.subgroups.to_csv(index=False))
     for name, table in ev.plots.items():
-        atomic_write_text(out_dir / "plots" / f"{name}.csv", table.to_csv(index=False))
+        for rel, part in split_plot_files(name, table).items():
+            atomic_write_text(out_dir / "plots" / rel, part.to_csv(index=False))
     write_json(out_dir / "gate.json", ev.gate)
     dump_params(params, out_dir / "params.yaml")
 

@@ -43,6 +43,7 @@ from fracture.sources.dicom import DicomIdentity, extract_identity
 
 log = logging.getLogger(__name__)
 
+OUTPUT_FILES = ("manifest.parquet", "quarantine.csv", "summary.json", "params.yaml")
 COUNT_KEYS = ("candidates", "total", "fracture", "normal", "quarantined", "patients", "studies")
 
 
@@ -316,8 +317,17 @@ def _log_summary(summary: dict[str, Any], fallbacks: int) -> None:
 
 
 def write_outputs(out_dir: Path, manifest: pd.DataFrame, quarantine: pd.DataFrame, summary: dict, roots: dict) -> None:
-    """manifest.parquet, quarantine.csv and summary.json, each atomically."""
+    """manifest.parquet, quarantine.csv and summary.json, each atomically; the manifest last.
+
+    An earlier manifest is removed first, so a run killed between these writes leaves no manifest (readers refuse
+    the dir by name) rather than an old one beside the new quarantine and summary. Temporary files of a killed
+    earlier run (atomic_path names: `.<name>.<random>.tmp`) are removed.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:
+        for stale in out_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    (out_dir / "manifest.parquet").unlink(missing_ok=True)
     atomic_write_text(out_dir / "quarantine.csv", quarantine[list(QUARANTINE_COLUMNS)].to_csv(index=False))
     write_json(out_dir / "summary.json", summary)
     write_manifest(manifest, out_dir / "manifest.parquet", roots)

@@ -194,7 +194,8 @@ def log_kfp_metrics(eval_dir: Path, metrics: Any, classification: Any) -> None:
     roc = pd.read_csv(eval_dir / "plots" / "roc.csv")
     if "split" in roc.columns:
         roc = roc[roc["split"] == "test"]
-    roc = roc.replace([float("inf"), float("-inf")], 1.0)
+    # the (0, 0) corner has no finite threshold; KFP metadata refuses NaN and inf
+    roc = roc.replace([float("inf"), float("-inf")], float("nan")).fillna({"threshold": 1.0})
     step = max(1, len(roc) // 200)  # the KFP UI needs a curve, not every threshold
     roc = roc.iloc[::step]
     classification.log_roc_curve(roc["fpr"].tolist(), roc["tpr"].tolist(), roc["threshold"].tolist())

@@ -21,7 +21,7 @@ from torch import nn
 
 from fracture.config import ModelParams, Params, dump_params
 from fracture.data import normalise
-from fracture.errors import InputError
+from fracture.errors import ConfigError, InputError
 from fracture.io import atomic_path, atomic_write_text, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,32 @@ def build_model(mp: ModelParams, image_size: int, pretrained: bool | None = None
         raise InputError(f"model.backbone: {mp.backbone!r} is not a timm model name")
     kwargs = backbone_kwargs(mp, image_size)
     if pretrained and mp.weights_path:
-        backbone = timm.create_model(mp.backbone, pretrained=False, **kwargs)
+        backbone = _timm_create(mp.backbone, pretrained=False, **kwargs)
         load_backbone_weights(backbone, Path(mp.weights_path))
     else:
-        backbone = _create_from_hub(mp.backbone, kwargs) if pretrained else timm.create_model(mp.backbone, **kwargs)
+        backbone = _create_from_hub(mp.backbone, kwargs) if pretrained else _timm_create(mp.backbone, **kwargs)
     return SwinFractureClassifier(backbone, mp.head_hidden, mp.dropout, image_size)
+
+
+def _timm_create(name: str, **kwargs: Any) -> nn.Module:
+    """timm.create_model; a backbone_kwargs entry timm cannot use is a ConfigError naming the key, not a traceback.
+
+    Raises:
+        ConfigError: an unknown keyword or a bad value (wrong type, list of the wrong length) in model.backbone_kwargs.
+    """
+    try:
+        return timm.create_model(name, **kwargs)
+    except (TypeError, ValueError, IndexError, KeyError, AssertionError) as err:
+        given = {k: v for k, v in kwargs.items() if k not in ("pretrained", "in_chans", "num_classes", "img_size")}
+        raise ConfigError(
+            f"model.backbone_kwargs: timm cannot build {name!r} with {given} ({type(err).__name__}: {err})"
+        ) from None
 
 
 def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
     """Use timm's own pretrained path (downloads; adapts the 3-channel stem to 1 channel by summing)."""
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return _timm_create(name, pretrained=True, **kwargs)
     except (OSError, RuntimeError) as err:  # no network, no cache, or no weights published for this name
         raise InputError(
             f"model.pretrained: cannot get pretrained weights for {name!r} from the hub ({err}). "

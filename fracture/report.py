@@ -513,8 +513,12 @@ def load_artifacts(
     art.gate = _json_or_none(eval_dir / "gate.json", missing)
     art.subgroups = _csv_or_none(eval_dir / "subgroups.csv", missing)
     for name in ("roc", "pr", "calibration"):
-        table = _csv_or_none(eval_dir / "plots" / f"{name}.csv", missing)
-        art.plots[name] = table if table is not None else pd.DataFrame()
+        # test curve in plots/<name>.csv (what DVC draws), val curve in plots/val/<name>.csv
+        parts = [_csv_or_none(eval_dir / "plots" / f"{name}.csv", missing)]
+        if (eval_dir / "plots" / "val" / f"{name}.csv").is_file():
+            parts.append(pd.read_csv(eval_dir / "plots" / "val" / f"{name}.csv"))
+        parts = [t for t in parts if t is not None]
+        art.plots[name] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     art.explain_index = _json_or_none(explain_dir / "index.json", missing)
     art.explain_meta = _json_or_none(explain_dir / "meta.json", missing)
     art.explain_dir = explain_dir

@@ -122,7 +122,7 @@ def build_pipeline(params: Params) -> Callable:
             explanations=ex.outputs["explanations"],
         )
         tasks += [ev, ex, rep]
-        with dsl.If(ev.outputs["gate_passed"] == True, name="evaluation-gate-passed"):  # noqa: E712 - KFP condition
+        with dsl.If(ev.outputs["Output"] == True, name="evaluation-gate-passed"):  # noqa: E712 - KFP condition
             reg = register(
                 params_json=params_json,
                 model=trn.outputs["model"],

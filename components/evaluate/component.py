@@ -1,7 +1,5 @@
 """evaluate: metrics with CIs at the operating point frozen on val, and the registration gate."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -19,12 +17,14 @@ def evaluate(
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
-) -> NamedTuple("EvaluateOutputs", [("gate_passed", bool)]):
-    """Eval dir; headline metrics, ROC and confusion matrix for the KFP UI; whether the gate passed."""
+) -> bool:
+    """Eval dir; headline metrics, ROC and confusion matrix for the KFP UI; returns whether the gate passed.
+
+    The single `bool` return (KFP output `Output`) is what `dsl.If` reads; kfp.local resolves conditions only on
+    a task's single `Output`, not on named outputs.
+    """
     from fracture.kfp_steps import evaluate_step
 
-    return (
-        evaluate_step(
-            params_json, model.path, ingest_out.path, splits.path, cache.path, evaluation.path, metrics, classification
-        ),
+    return evaluate_step(
+        params_json, model.path, ingest_out.path, splits.path, cache.path, evaluation.path, metrics, classification
     )

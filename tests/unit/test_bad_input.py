@@ -492,3 +492,20 @@ def test_prepare_image_refuses_images_below_min_side(tmp_path):
     with pytest.raises(InputError, match=r"dot\.png: image is 9x1 px, too small \(min side 8 px\)"):
         prepare_image(path, 16, (0.5, 99.5), min_side=8)
     assert prepare_image(path, 16, (0.5, 99.5)).shape == (16, 16)  # the default stays permissive
+
+
+@pytest.mark.parametrize("extra", [{"unknown_kw": 3}, {"window_size": "four"}, {"num_heads": [1, 2]}])
+def test_backbone_kwargs_timm_cannot_use_exit_2_naming_the_key(tmp_path, demo_params_dict, monkeypatch, extra):
+    # Was: a TypeError/IndexError traceback from timm at model build. backbone_kwargs is passed through to timm,
+    # so it is checked when the model is built (before any training work), not by the params schema.
+    from tests.unit.test_train import write_tiny_dataset
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = write_tiny_dataset(tmp_path / "data", n={"train": 8, "val": 4, "test": 4}, size=64)
+    kwargs = {**demo_params_dict["model"]["backbone_kwargs"], **extra}
+    path = _params_yaml(tmp_path, demo_params_dict, "model", "backbone_kwargs", kwargs)
+    out = tmp_path / "model"
+    result = invoke("train", "--manifest", data["manifest"], "--splits", data["splits"], "--cache", data["cache"],
+                    "--out", out, "--params", path)  # fmt: skip
+    assert_clean_failure(result, "model.backbone_kwargs", next(iter(extra)))
+    assert not (out / "model.pt").exists()

@@ -113,7 +113,9 @@ def test_mfu_formula():
     assert gpu_bench.mfu(1583.7, 989e12) == pytest.approx(1.0, rel=1e-3)  # the issue's ~1,580 images/s ceiling
     assert gpu_bench.mfu(554.0, 989e12) == pytest.approx(0.35, rel=1e-3)
     assert gpu_bench.mfu(100.0, None) is None
-    assert gpu_bench.mfu(300.0, 989e12, gpu_bench.INFER_FLOP_PER_IMAGE) == pytest.approx(300 * 208.17e9 / 989e12, rel=1e-4)
+    assert gpu_bench.mfu(300.0, 989e12, gpu_bench.INFER_FLOP_PER_IMAGE) == pytest.approx(
+        300 * 208.17e9 / 989e12, rel=1e-4
+    )
 
 
 def test_peak_flops_by_device_name():

@@ -344,6 +344,10 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
     assert json.loads((out / "metrics.json").read_text()) == result
     confusion = pd.read_csv(out / "plots" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 30
+    # one curve per file: DVC draws plots/<name>.csv as a single line, so val lives in plots/val/
+    for name in ("roc", "pr", "calibration"):
+        assert set(pd.read_csv(out / "plots" / f"{name}.csv")["split"]) == {"test"}
+        assert set(pd.read_csv(out / "plots" / "val" / f"{name}.csv")["split"]) == {"val"}
 
 
 def test_run_evaluate_refuses_a_model_without_a_frozen_threshold(eval_inputs, tmp_path) -> None:

@@ -56,7 +56,7 @@ def test_register_runs_only_when_the_gate_passes(ir):
     tasks = spec["root"]["dag"]["tasks"]
     assert "register" not in tasks
     (cond_name,) = [n for n, t in tasks.items() if "triggerPolicy" in t]
-    assert "gate_passed" in tasks[cond_name]["triggerPolicy"]["condition"]
+    assert "evaluate-Output" in tasks[cond_name]["triggerPolicy"]["condition"]  # the gate result
     inner = spec["components"][tasks[cond_name]["componentRef"]["name"]]["dag"]["tasks"]
     assert list(inner) == ["register"]
     assert "secretAsEnv" in k8s["exec-register"]

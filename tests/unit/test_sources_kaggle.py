@@ -15,26 +15,9 @@ from fracture.sources.kaggle import (
     parse_kaggle_table,
     scan_kaggle,
 )
+from tests.spec import GRAZ_COLUMNS
 
-COLUMNS = [
-    "filestem",
-    "patient_id",
-    "study_number",
-    "timehash",
-    "gender",
-    "age",
-    "laterality",
-    "projection",
-    "initial_exam",
-    "ao_classification",
-    "cast",
-    "diagnosis_uncertain",
-    "osteopenia",
-    "fracture_visible",
-    "metal",
-    "pixel_spacing",
-    "device_manufacturer",
-]
+COLUMNS = GRAZ_COLUMNS  # the documented layout (DATASETS.md)
 
 
 def kaggle_record(stem: str, **values: str) -> dict[str, str]:

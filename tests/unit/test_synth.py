@@ -24,28 +24,8 @@ from fracture.synth import (
     to_uint8,
     to_uint16,
 )
+from tests.spec import GRAZ_COLUMNS, GRAZ_FLAGS
 
-# Written out from DATASETS.md on purpose (not imported from the module under test).
-GRAZ_COLUMNS = [
-    "filestem",
-    "patient_id",
-    "study_number",
-    "timehash",
-    "gender",
-    "age",
-    "laterality",
-    "projection",
-    "initial_exam",
-    "ao_classification",
-    "cast",
-    "diagnosis_uncertain",
-    "osteopenia",
-    "fracture_visible",
-    "metal",
-    "pixel_spacing",
-    "device_manufacturer",
-]
-GRAZ_FLAGS = ["initial_exam", "cast", "diagnosis_uncertain", "osteopenia", "fracture_visible", "metal"]
 STEM_RE = re.compile(r"^(\d{4})_(\d{10})_(\d{2})_WRI-([LR])([123])_([MFO])(\d{3})$")
 AO_RE = re.compile(r"^\d{2}[ru]?-[A-Z]/\d(\.\d)?(; \d{2}[ru]?-[A-Z]/\d(\.\d)?)*$")
 MURA_STUDY_RE = re.compile(
