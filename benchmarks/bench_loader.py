@@ -80,29 +80,30 @@ def write_cache(cache_dir: Path, n: int, size: int) -> None:
     )
 
 
-def split_rows(n: int) -> Any:
-    """Every cache row in the train split (one val row so make_loaders has both), labels alternating."""
+def split_rows(n: int, split: str = "train") -> Any:
+    """All cache rows but one in `split`, the last row in the other split (make_loaders wants both)."""
     import pandas as pd
 
-    return pd.DataFrame({"split": ["train"] * (n - 1) + ["val"], "row": np.arange(n), "label": np.arange(n) % 2})
+    other = "val" if split == "train" else "train"
+    return pd.DataFrame({"split": [split] * (n - 1) + [other], "row": np.arange(n), "label": np.arange(n) % 2})
 
 
-def product_loader(images: Any, rows: Any, size: int, workers: int) -> Any:
-    """The train DataLoader as `fracture.train` builds it (batch 32, augmentation on)."""
+def product_loaders(images: Any, rows: Any, size: int, workers: int) -> tuple[Any, Any]:
+    """The train and val DataLoaders as `fracture.train` builds them (batch 32; augmentation on train only)."""
     import torch
 
     from fracture.train import Runtime, make_loaders
 
     params = demo_params({"base": {"image_size": size}, "train": {"batch_size": BATCH, "num_workers": workers}})
-    train_dl, _ = make_loaders(params, images, rows, Runtime(torch.device("cpu")), torch.Generator().manual_seed(0))
-    return train_dl
+    return make_loaders(params, images, rows, Runtime(torch.device("cpu")), torch.Generator().manual_seed(0))
 
 
 def epoch(loader: Any) -> int:
     """Iterate one epoch (new shuffle and augmentation each time); returns the number of batches."""
     count = 0
-    loader.sampler.set_epoch(getattr(loader, "_bench_epoch", 0))
-    loader._bench_epoch = getattr(loader, "_bench_epoch", 0) + 1
+    if hasattr(loader.sampler, "set_epoch"):  # the train loader's SeededSampler; the val loader is sequential
+        loader.sampler.set_epoch(getattr(loader, "_bench_epoch", 0))
+        loader._bench_epoch = getattr(loader, "_bench_epoch", 0) + 1
     for x, _ in loader:
         count += 1
         assert x.dtype.is_floating_point
@@ -123,24 +124,26 @@ def bare_batches(images: np.ndarray, rows: np.ndarray, mean: float, std: float, 
 
 
 def measure_size(work: Path, size: int, n: int, reps: int) -> dict[str, Any]:
-    """Interleaved epochs at one image size: product (0 workers, 1 thread), bare read, product with 2 workers."""
+    """Interleaved epochs at one size: train and val loaders (0 workers, 1 thread) and the bare read; then 2 workers."""
     from fracture.data import load_cache
 
     write_cache(work / f"cache{size}", n, size)
     images, index = load_cache(work / f"cache{size}")
     rows = split_rows(len(index))
     train_rows = rows.loc[rows["split"] == "train", "row"].to_numpy()
-    loaders = {w: product_loader(images, rows, size, w) for w in (0, 2)}
+    train = {w: product_loaders(images, rows, size, w)[0] for w in (0, 2)}
+    _, val = product_loaders(images, split_rows(len(index), "val"), size, 0)
     with torch_threads(1):
         times = alternate(
             {
-                "product_w0": lambda: epoch(loaders[0]),
+                "product_w0": lambda: epoch(train[0]),
+                "product_no_augmentation_w0": lambda: epoch(val),
                 "bare": lambda: bare_batches(images, train_rows, 0.5, 0.5),
             },
             reps,
         )
-    times.update(alternate({"product_w2": lambda: epoch(loaders[2])}, reps))  # warm-up starts the workers
-    batches = len(loaders[0])
+    times.update(alternate({"product_w2": lambda: epoch(train[2])}, reps))  # warm-up starts the workers
+    batches = len(train[0])
     return {
         "images": len(train_rows),
         "batches": batches,
@@ -191,10 +194,11 @@ def feeding_statement(per_core_384: float) -> dict[str, Any]:
     """Cores needed to feed Swin-L/384 on one H100 at 35-40 % MFU, from the measured per-core rate at 384 px."""
     need = [m * H100_BF16_PEAK / SWIN_L_TRAIN_FLOP for m in MFU_RANGE]
     cores = [math.ceil(r / per_core_384) for r in need]
+    span = str(cores[0]) if cores[0] == cores[1] else f"{cores[0]}-{cores[1]}"
     text = (
         f"One loader core delivers {per_core_384:.0f} augmented 384 px images/s; Swin-L/384 on an H100 at "
         f"{MFU_RANGE[0]:.0%}-{MFU_RANGE[1]:.0%} MFU consumes {need[0]:.0f}-{need[1]:.0f} images/s, so "
-        f"{cores[0]}-{cores[1]} loader worker cores keep it fed (num_workers >= {cores[1]})."
+        f"{span} loader worker cores keep it fed (num_workers >= {cores[1]})."
     )
     return {"h100_images_per_s_needed": [round(r) for r in need], "loader_cores_needed": cores, "statement": text}
 
@@ -228,6 +232,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             for s, m in sizes.items()
         },
         "images_per_s_per_core": {str(s): round(v, 1) for s, v in per_core.items()},
+        "ratio_without_augmentation": {
+            str(s): round(m["batches_per_s"]["product_no_augmentation_w0"] / m["batches_per_s"]["bare"], 3)
+            for s, m in sizes.items()
+        },
+        "augmentation_note": "the val loader (same Dataset, no augmentation, sequential order) shows what the "
+        "per-sample augmentation costs: compare ratio_without_augmentation with the ratio",
         "images_per_s_2_workers_384px": round(big["product_w2"] * BATCH, 1),
         "decode_each_epoch": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in decode.items()},
         "decode_note": f"decode baseline uses {decode['png_hw'][0]} x {decode['png_hw'][1]} 16-bit PNGs to keep the "

@@ -157,8 +157,26 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def alternate(cases: Mapping[str, Callable[[], object]], reps: int, warmup: bool = True) -> dict[str, list[float]]:
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its reaped children (pool workers, once joined)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def alternate(
+    cases: Mapping[str, Callable[[], object]],
+    reps: int,
+    warmup: bool = True,
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
     """Time each case `reps` times, interleaved (A B, B A, A B, ...), after one untimed warm-up call of each.
+
+    Args:
+        cases: name -> the work to time.
+        reps: timed calls per case.
+        warmup: make one untimed call of each case first.
+        cpu: if given, filled with the CPU seconds of each timed call (this process + reaped children), a
+            figure far less sensitive than wall time to other processes on a shared machine.
 
     Returns:
         case name -> wall seconds of each timed call.
@@ -170,7 +188,10 @@ def alternate(cases: Mapping[str, Callable[[], object]], reps: int, warmup: bool
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
         for name in names if rep % 2 == 0 else reversed(names):
+            cpu_start = cpu_seconds()
             times[name].append(timed(cases[name]))
+            if cpu is not None:
+                cpu.setdefault(name, []).append(cpu_seconds() - cpu_start)
     return times
 
 

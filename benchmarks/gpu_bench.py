@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 TRAIN_FLOP_PER_IMAGE = 624.5e9  # Swin-L/384 forward + backward
@@ -102,6 +104,29 @@ class Budget:
     def allows(self, seconds: float) -> bool:
         """Whether a step estimated at `seconds` fits in what is left."""
         return self.left() >= seconds
+
+
+class BudgetExceeded(Exception):
+    """Raised by the watchdog when the whole run overruns its budget."""
+
+
+@contextmanager
+def watchdog(seconds: float) -> Iterator[None]:
+    """Raise BudgetExceeded in the main thread after `seconds` (SIGALRM; a no-op where there is none)."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def fire(signum: int, frame: Any) -> None:
+        raise BudgetExceeded
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(max(1, int(seconds)))
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # ----------------------------------------------------------------------------------------------- measurement
@@ -413,8 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         memory_gb=torch.cuda.get_device_properties(device).total_memory / 2**30,
     )
     bench = Bench(production_params(), device, peak, budget, sizes)
-    run_figures(bench, sizes["batches"], compile_=not args.no_compile)
-    emit("summary", **summary(bench.results, peak, name), seconds=args.budget_s - budget.left())
+    stopped = None
+    with watchdog(args.budget_s + 10):  # a figure that overruns its estimate (a slow compile) is cut short
+        try:
+            run_figures(bench, sizes["batches"], compile_=not args.no_compile)
+        except BudgetExceeded:
+            stopped = "time budget exceeded during a figure; later figures not measured"
+    emit("summary", **summary(bench.results, peak, name), seconds=args.budget_s - budget.left(), stopped=stopped)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,5 +41,8 @@ def parallel_map(
         yield from progress(map(fn, items), total=n, desc=desc)
         return
     chunksize = chunksize or max(1, min(256, n // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver, not fork: a child forked from a parent that already runs threads (torch, OpenCV, MLflow,
+    # tqdm) can deadlock on a lock held at fork time; forkserver children start from a clean process.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from progress(pool.map(fn, items, chunksize=chunksize), total=n, desc=desc)

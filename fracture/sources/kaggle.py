@@ -17,6 +17,7 @@ import pandas as pd
 
 from fracture.imageheader import FILE_MISSING
 from fracture.sources import (
+    CONFLICTING_LABELS,
     IMAGE_SUFFIXES,
     LABEL_INVALID,
     MISSING_ID,
@@ -166,11 +167,37 @@ def kaggle_row(rec: Mapping[str, str], stem_paths: Mapping[str, str]) -> Candida
     return Candidate(SOURCE, path, fields)
 
 
+def _label_key(value: str) -> str:
+    try:
+        return str(parse_binary(value) or 0)
+    except ValueError:
+        return str(value).strip()
+
+
+def label_conflicts(df: pd.DataFrame, stem_paths: Mapping[str, str]) -> tuple[pd.DataFrame, list[Rejected]]:
+    """Drop every row of an image listed with different `fracture_visible` values; one quarantine row per image.
+
+    Keeping the first of two contradictory labels would be an arbitrary label; MURA quarantines such studies too.
+    """
+    conflicted = df["fracture_visible"].map(_label_key).groupby(df["filestem"]).transform("nunique") > 1
+    rejected = []
+    for filestem in df.loc[conflicted, "filestem"].unique():
+        path = stem_paths.get(_stem_of(filestem)[0] or "", filestem)
+        rejected.append(reject(SOURCE, path, CONFLICTING_LABELS, "dataset.csv rows disagree on fracture_visible"))
+    return df[~conflicted], rejected
+
+
 def kaggle_candidates(df: pd.DataFrame, stem_paths: Mapping[str, str], name: str = CSV_NAME) -> SourceScan:
-    """All dataset.csv rows -> candidates and rejections, with duplicate rows dropped (and counted)."""
+    """All dataset.csv rows -> candidates and rejections, with duplicate rows dropped (and counted).
+
+    Rows of one image that disagree on the label quarantine that image (`conflicting labels`).
+    """
     df = df.assign(filestem=df["filestem"].str.strip())
+    df, label_rejected = label_conflicts(df, stem_paths)
+    if label_rejected:
+        log.warning("%s: %d images are listed with conflicting labels; quarantined", name, len(label_rejected))
     df, exact, conflicting = dedupe_rows(df, "filestem", name)
-    scan = SourceScan(SOURCE)
+    scan = SourceScan(SOURCE, rejected=label_rejected)
     for rec in df.to_dict("records"):
         item = kaggle_row(rec, stem_paths)
         (scan.candidates if isinstance(item, Candidate) else scan.rejected).append(item)

@@ -509,3 +509,19 @@ def test_backbone_kwargs_timm_cannot_use_exit_2_naming_the_key(tmp_path, demo_pa
                     "--out", out, "--params", path)  # fmt: skip
     assert_clean_failure(result, "model.backbone_kwargs", next(iter(extra)))
     assert not (out / "model.pt").exists()
+
+
+def test_rows_disagreeing_on_the_label_quarantine_the_image(tmp_path, params_file):
+    # Was: the first of two contradictory dataset.csv rows won silently (an arbitrary label); MURA already
+    # quarantines studies listed with different labels.
+    rows = [*good_rows(), kaggle_row(STEMS[1], fracture_visible="1")]  # STEMS[1] is also listed as negative
+    root = write_kaggle_root(tmp_path / "kaggle", rows)
+    out = tmp_path / "out"
+    result = invoke("ingest", "--kaggle", root, "--out", out, "--params", params_file)
+    assert result.exit_code == 0, result.output
+    assert "conflicting labels" in result.output
+    quarantine = pd.read_csv(out / "quarantine.csv", keep_default_na=False)
+    assert quarantine["path"].tolist() == [f"images_part1/{STEMS[1]}.png"]
+    assert quarantine["reason"].iloc[0].startswith("conflicting labels")
+    manifest, _ = read_manifest(out / "manifest.parquet")
+    assert sorted(manifest["path"].map(lambda p: Path(p).stem)) == sorted([STEMS[0], STEMS[2]])

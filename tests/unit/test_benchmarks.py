@@ -7,6 +7,7 @@ and a verdict consistent with the stated target.
 
 import json
 import math
+import signal
 import subprocess
 import sys
 import zlib
@@ -170,3 +171,13 @@ def test_gpu_bench_figures_on_cpu_with_a_tiny_swin(capsys):
     assert figures[0]["mfu"] == pytest.approx(figures[0]["images_per_s"] * 624.5e9 / 1e12, rel=1e-3)
     assert figures[-1]["maps"] == [2, 64, 64]
     assert gpu_bench.set_fused_attn(bench.model, True) == 4  # one window attention per block
+
+
+def test_gpu_bench_watchdog_cuts_an_overrunning_figure_short():
+    import time
+
+    with pytest.raises(gpu_bench.BudgetExceeded), gpu_bench.watchdog(1):
+        time.sleep(5)
+    with gpu_bench.watchdog(5):
+        pass
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # disarmed on exit: nothing fires later

@@ -319,3 +319,35 @@ def test_oversized_png_refused_from_header_before_decoding(tmp_path: Path) -> No
         read_grayscale(path, WP)
     with pytest.raises(InputError, match="exceeds the limit of 1000 pixels"):
         read_grayscale(write_png(tmp_path / "big.png", np.zeros((40, 40), np.uint8)), WP, max_pixels=1000)
+
+
+# ------------------------------------------------------------------------------ PNG read straight from disk
+def _full_bytes_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fracture.imaging as imaging
+
+    monkeypatch.setattr(imaging, "decode_png_file", lambda *a, **k: None)
+
+
+@pytest.mark.parametrize("kind", ["gray16", "rgb8"])
+def test_png_from_disk_equals_the_full_bytes_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    from fracture.imaging import decode_png_file
+
+    rng = np.random.default_rng(0)
+    arr = two_structures_16bit(300, 240) + rng.integers(0, 500, (300, 240), dtype=np.uint16)
+    if kind == "rgb8":
+        arr = cv2.cvtColor((arr >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    path = write_png(tmp_path / f"{kind}.png", arr)
+    assert decode_png_file(path) is not None  # the disk path is taken
+    fast = prepare_image(path, 32, WP), read_grayscale(path, WP)
+    _full_bytes_path(monkeypatch)
+    full = prepare_image(path, 32, WP), read_grayscale(path, WP)
+    assert np.array_equal(fast[0], full[0]) and np.array_equal(fast[1], full[1])
+
+
+def test_png_with_data_after_iend_still_decodes(tmp_path: Path) -> None:
+    from fracture.imaging import decode_png_file
+
+    path = tmp_path / "padded.png"
+    path.write_bytes(_png_bytes(two_structures_16bit()) + b"\x00" * 8192)  # IEND is not in the last 4 KiB
+    assert decode_png_file(path) is None  # left to the full-bytes path, which accepts it as before
+    assert prepare_image(path, 16, WP).max() > 0
