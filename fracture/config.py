@@ -8,6 +8,7 @@ environment; neither lives here.
 from __future__ import annotations
 
 import re
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -21,9 +22,21 @@ Source = Literal["kaggle", "mura", "hospital"]
 
 
 class _Section(BaseModel):
-    """Base for every section: frozen, and unknown keys are errors."""
+    """Base for every section: frozen, unknown keys are errors, and numbers must be written as numbers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: object) -> object:
+        # pydantic's lax mode would read `epochs: true` as 1 and `lr: "3"` as 3.0; a typo like that is refused.
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                key = field.alias or name
+                value = data.get(key)
+                if field.annotation in (int, float) and isinstance(value, bool | str):
+                    raise ValueError(f"{key}: expected a number, got {value!r}")
+        return data
 
 
 class BaseParams(_Section):
@@ -305,8 +318,12 @@ class Params(_Section):
 def _format_error(path: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        lines.append(f"{path}: {key}: {e['msg']}")
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        field = re.match(r"Value error, (\w+): (.*)", msg)
+        if field:  # a section validator naming one of its own keys
+            key, msg = ".".join(filter(None, (key, field[1]))), field[2]
+        lines.append(f"{path}: {key or '<root>'}: {msg}")
     return "\n".join(lines)
 
 

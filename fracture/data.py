@@ -1,17 +1,21 @@
-"""The training dataset over the preprocess cache, and the train-time augmentation for radiographs.
+"""The training dataset over the preprocess cache, and the batched train-time augmentation for radiographs.
 
 The cache (written by `fracture preprocess`) is a memory-mapped uint8 array `[N, S, S]` plus an index
-`image_id -> row`; nothing is decoded here. Augmentation is a small affine warp plus brightness/contrast, done
-with torch ops on one image at a time. Its randomness comes from a per-sample seed that the sampler hands over
-with the index, so a sample's augmentation depends only on (seed, epoch, index): the same with 0 or 8 workers,
-persistent or not, and after a resume.
+`image_id -> row`; nothing is decoded here. The loader moves uint8 pixels only: `UnifiedFractureDataset` reads a
+whole batch with one sorted fancy-index of the memmap (`__getitems__`) and hands over each sample's augmentation
+seed; `BatchPrep` then scales, augments (one batched affine warp plus brightness/contrast) and normalises the batch
+on the training device inside the train step. A sample's augmentation is drawn from a generator seeded with its own
+seed, a function of (seed, epoch, index) from `SeededSampler`, so it is the same with 0 or 8 workers, persistent or
+not, in whatever batch it lands, and after a resume.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,6 +29,8 @@ from fracture.io import read_json, read_parquet
 
 CACHE_FORMAT = 1
 INDEX_COLUMNS = ("image_id", "row")
+NO_SEED = -1  # a sample without augmentation (eval, or indexed without a seed)
+N_DRAWS = 7  # angle, tx, ty, scale, contrast, brightness, flip
 
 
 def load_cache(cache_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
@@ -80,6 +86,77 @@ def normalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return (x - mean) / std
 
 
+def draw_augmentation(aug: AugmentParams, generator: torch.Generator) -> list[float]:
+    """One sample's random augmentation parameters, all drawn from `generator` (seeded per sample).
+
+    Returns:
+        [angle (radians), tx, ty (grid units, which span 2), scale, contrast, brightness, flip (0/1)].
+    """
+    u = torch.rand(6, generator=generator, dtype=torch.float64).tolist()
+    flip = aug.hflip and torch.rand(1, generator=generator).item() < 0.5
+    return [
+        math.radians((2 * u[0] - 1) * aug.degrees),
+        (2 * u[1] - 1) * aug.translate * 2,
+        (2 * u[2] - 1) * aug.translate * 2,
+        aug.scale[0] + u[3] * (aug.scale[1] - aug.scale[0]),
+        1 + (2 * u[4] - 1) * aug.contrast,
+        (2 * u[5] - 1) * aug.brightness,
+        float(flip),
+    ]
+
+
+def affine_grid(theta: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """`F.affine_grid(theta.view(B, 2, 3), [B, 1, H, W], align_corners=False)` built by broadcasting.
+
+    Same sampling grid, without the batched matmul over every pixel that makes `F.affine_grid` slow on a CPU.
+
+    Args:
+        theta: `[B, 6]` rows (a, b, c, d, e, f): x' = a x + b y + c, y' = d x + e y + f, in [-1, 1] grid units.
+        size: (H, W).
+
+    Returns:
+        `[B, H, W, 2]` sampling grid for `F.grid_sample`.
+    """
+    h, w = size
+    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1
+    grid = torch.empty(theta.shape[0], h, w, 2, device=theta.device, dtype=theta.dtype)
+    for k in range(2):  # x' then y': a row term plus a column term, written straight into the grid
+        row = theta[:, 3 * k : 3 * k + 3]
+        torch.add((row[:, 0:1] * xs + row[:, 2:3])[:, None, :], (row[:, 1:2] * ys)[:, :, None], out=grid[..., k])
+    return grid
+
+
+def apply_augmentation(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Warp, brightness/contrast and flip a batch, each sample with its own parameters, in one pass.
+
+    Args:
+        x: `[B, 1, S, S]` float in [0, 1], on any device.
+        draws: `[B, 7]` float64 on the CPU, rows from `draw_augmentation`.
+
+    Returns:
+        `[B, 1, S, S]` float in [0, 1], on x's device.
+    """
+    angle, tx, ty, scale, contrast, brightness, flip = draws.T
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([cos, -sin, tx, sin, cos, ty], 1).to(x.device, x.dtype, non_blocking=True)
+    x = F.grid_sample(x, affine_grid(theta, x.shape[-2:]), mode="bilinear", padding_mode="zeros", align_corners=False)
+    gain = contrast.to(x.device, x.dtype, non_blocking=True)[:, None, None, None]
+    shift = brightness.to(x.device, x.dtype, non_blocking=True)[:, None, None, None]
+    centre = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = x.mul_(gain).add_(centre * (1 - gain) + shift)  # (x - centre) * contrast + centre + brightness
+    if bool((flip > 0).any()):
+        x = torch.where(flip.to(x.device, non_blocking=True)[:, None, None, None] > 0, x.flip(-1), x)
+    return x.clamp_(0, 1)
+
+
+def augment_batch(x: torch.Tensor, seeds: Sequence[int] | torch.Tensor, aug: AugmentParams) -> torch.Tensor:
+    """Augment `[B, 1, S, S]` floats in [0, 1]; sample b's randomness comes from a generator seeded with seeds[b]."""
+    seeds = seeds.tolist() if isinstance(seeds, torch.Tensor) else list(seeds)
+    draws = [draw_augmentation(aug, torch.Generator().manual_seed(int(s))) for s in seeds]
+    return apply_augmentation(x, torch.tensor(draws, dtype=torch.float64).reshape(len(seeds), N_DRAWS))
+
+
 def augment_image(x: torch.Tensor, aug: AugmentParams, generator: torch.Generator) -> torch.Tensor:
     """Random small affine warp, brightness and contrast (and a flip if enabled) for one radiograph.
 
@@ -91,28 +168,55 @@ def augment_image(x: torch.Tensor, aug: AugmentParams, generator: torch.Generato
     Returns:
         `[1, S, S]` float in [0, 1].
     """
-    u = torch.rand(6, generator=generator, dtype=torch.float64).tolist()
-    angle = math.radians((2 * u[0] - 1) * aug.degrees)
-    tx, ty = ((2 * u[1] - 1) * aug.translate * 2, (2 * u[2] - 1) * aug.translate * 2)  # grid units span 2
-    scale = aug.scale[0] + u[3] * (aug.scale[1] - aug.scale[0])
-    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
-    theta = torch.tensor([[[cos, -sin, tx], [sin, cos, ty]]], dtype=x.dtype)
-    grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
-    x = F.grid_sample(x[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    contrast = 1 + (2 * u[4] - 1) * aug.contrast
-    brightness = (2 * u[5] - 1) * aug.brightness
-    centre = x.mean()
-    x = (x - centre) * contrast + centre + brightness
-    if aug.hflip and torch.rand(1, generator=generator).item() < 0.5:
-        x = x.flip(-1)
-    return x.clamp_(0, 1)
+    draws = torch.tensor([draw_augmentation(aug, generator)], dtype=torch.float64)
+    return apply_augmentation(x[None], draws)[0]
+
+
+class Batch(NamedTuple):
+    """What the loader yields: uint8 pixels, labels and augmentation seeds (one item: no batch dimension)."""
+
+    images: torch.Tensor  # uint8 [B, S, S]
+    labels: torch.Tensor  # float32 [B], 0/1
+    seeds: torch.Tensor  # int64 [B]; NO_SEED = not augmented
+
+
+def collate_batch(data: Batch | list[Batch]) -> Batch:
+    """DataLoader collate_fn: a batch read whole by `__getitems__` passes through; single items are stacked."""
+    if isinstance(data, Batch):
+        return data
+    return Batch(*(torch.stack(field) for field in zip(*data, strict=True)))
+
+
+@dataclass(frozen=True)
+class BatchPrep:
+    """The device half of the loader: uint8 batch -> (augmented) normalised float `[B, 1, S, S]` and labels."""
+
+    mean: float
+    std: float
+    augment: AugmentParams | None = None
+
+    def __call__(self, batch: Batch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move the batch to `device` as uint8 (4x fewer bytes than float), then scale, augment and normalise there."""
+        x = batch.images.to(device, non_blocking=True)[:, None].float().div_(255.0)
+        y = batch.labels.to(device, non_blocking=True)
+        if self.augment is not None:
+            seeds = batch.seeds
+            keep = seeds != NO_SEED
+            if bool(keep.all()):
+                x = augment_batch(x, seeds, self.augment)
+            elif bool(keep.any()):
+                rows = keep.nonzero()[:, 0]
+                x[rows.to(x.device)] = augment_batch(x[rows.to(x.device)], seeds[rows], self.augment)
+        return x.sub_(self.mean).div_(self.std), y
 
 
 class UnifiedFractureDataset(Dataset):
-    """Images from the cache rows of one split, with labels; augmented only when `augment` is given.
+    """Cache rows of one split with their labels, read as uint8; augmented (in `prep`) only when `augment` is given.
 
-    Items are `(x, y)`: x float `[1, S, S]` normalised, y float 0/1. Index with an int (no randomness) or with
-    `(i, sample_seed)` from `SeededSampler` (augmentation seeded by `sample_seed`).
+    Index with an int (no augmentation) or with `(i, sample_seed)` from `SeededSampler`. Items and batches are
+    `Batch(images uint8, labels float, seeds int64)`; a DataLoader reads a whole batch at once through
+    `__getitems__` and must use `collate_fn=collate_batch`. `prep` turns a batch into the model's input on the
+    training device.
     """
 
     def __init__(
@@ -132,16 +236,33 @@ class UnifiedFractureDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.float32)
         self.mean, self.std = mean, std
         self.augment = augment if augment is not None and augment.enabled else None
+        self.prep = BatchPrep(mean, std, self.augment)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        i, sample_seed = key if isinstance(key, tuple) else (key, None)
-        x = torch.from_numpy(np.array(self.images[self.rows[i]], dtype=np.float32))[None] / 255.0  # [1, S, S]
-        if self.augment is not None and sample_seed is not None:
-            x = augment_image(x, self.augment, torch.Generator().manual_seed(sample_seed))
-        return normalise(x, self.mean, self.std), torch.tensor(self.labels[i])
+    def __getitem__(self, key: int | tuple[int, int]) -> Batch:
+        return Batch(*(field[0] for field in self.__getitems__([key])))
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> Batch:
+        """One batch: a single sorted fancy-index read of the memmap, returned in the order of `keys`."""
+        pairs = [k if isinstance(k, tuple) else (k, NO_SEED) for k in keys]
+        idx = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+        seeds = torch.tensor([p[1] for p in pairs] if self.augment is not None else [NO_SEED] * len(pairs))
+        rows = self.rows[idx]
+        order = np.argsort(rows, kind="stable")
+        pixels = self._read(rows[order])
+        if np.any(order[1:] < order[:-1]):  # not already in row order: put the images back in the order asked
+            out = np.empty_like(pixels)
+            out[order] = pixels
+            pixels = out
+        return Batch(torch.from_numpy(pixels), torch.from_numpy(self.labels[idx]), seeds.to(torch.int64))
+
+    def _read(self, sorted_rows: np.ndarray) -> np.ndarray:
+        """uint8 `[B, S, S]` for rows in ascending order (sequential access on the memmap)."""
+        if isinstance(self.images, np.ndarray):
+            return np.ascontiguousarray(self.images[sorted_rows])
+        return np.stack([np.asarray(self.images[r], dtype=np.uint8) for r in sorted_rows])  # row-wise sources
 
 
 class SeededSampler(Sampler[tuple[int, int]]):

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fracture.config import Params, TrainParams, dump_params
-from fracture.data import SeededSampler, UnifiedFractureDataset, load_cache
+from fracture.data import BatchPrep, SeededSampler, UnifiedFractureDataset, collate_batch, load_cache
 from fracture.errors import InputError
 from fracture.io import atomic_path, hash_file, read_json, read_manifest, read_parquet, write_json
 from fracture.metrics import tune_thresholds
@@ -191,7 +191,11 @@ def pos_weight(labels: np.ndarray) -> float:
 def make_loaders(
     params: Params, images: np.ndarray, rows: pd.DataFrame, rt: Runtime, generator: torch.Generator
 ) -> tuple[DataLoader, DataLoader]:
-    """Train loader (sharded, shuffled and augmented per epoch, seeded) and val loader (full, in order)."""
+    """Train loader (sharded, shuffled per epoch, per-sample augmentation seeds) and val loader (full, in order).
+
+    Both yield uint8 `Batch`es read a whole batch at a time; `loader.dataset.prep` turns one into the model's
+    (augmented, normalised) float input on the training device.
+    """
     tp, mp = params.train, params.model
     train, val = rows[rows["split"] == "train"], rows[rows["split"] == "val"]
     train_ds = UnifiedFractureDataset(images, train["row"], train["label"], mp.mean, mp.std, tp.augment)
@@ -203,6 +207,7 @@ def make_loaders(
         "num_workers": workers,
         "pin_memory": workers > 0 and rt.device.type == "cuda",
         "persistent_workers": workers > 0,
+        "collate_fn": collate_batch,
     }
     train_dl = DataLoader(train_ds, sampler=SeededSampler(shard, params.base.seed), generator=generator, **common)
     return train_dl, DataLoader(val_ds, shuffle=False, **common)
@@ -247,17 +252,29 @@ def _autocast(rt: Runtime) -> Any:
     return torch.autocast(rt.device.type, dtype=rt.amp_dtype)
 
 
-def train_one_epoch(net: nn.Module, loader: DataLoader, opt: Optimisation, rt: Runtime, tp: TrainParams) -> float:
+def _to_device(batch: Any, rt: Runtime, prep: BatchPrep | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model input and labels on the device: `prep` (scale, augment, normalise there) or ready `(x, y)` batches."""
+    if prep is not None:
+        return prep(batch, rt.device)
+    x, y = batch
+    return x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+
+
+def train_one_epoch(
+    net: nn.Module, loader: DataLoader, opt: Optimisation, rt: Runtime, tp: TrainParams, prep: BatchPrep | None = None
+) -> float:
     """One pass over the train shard with gradient accumulation; returns the mean train loss (all ranks).
 
-    The loss is summed on the device and read once at the end (no host sync per step).
+    Batches are uint8 `Batch`es turned into input on the device by `prep` (the train dataset's), or, without
+    `prep`, ready `(x, y)` pairs of normalised float images and labels. The loss is summed on the device and read
+    once at the end (no host sync per step).
     """
     net.train()
     total, count = torch.zeros((), device=rt.device), 0
     n, accum = len(loader), tp.accumulation_steps
     params = [p for p in net.parameters() if p.requires_grad]
-    for i, (x, y) in enumerate(progress(loader, total=n, desc="train")):
-        x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+    for i, batch in enumerate(progress(loader, total=n, desc="train")):
+        x, y = _to_device(batch, rt, prep)
         window = min(accum, n - (i // accum) * accum)  # micro-batches in this accumulation window
         step_now = (i + 1) % accum == 0 or i + 1 == n
         sync = nullcontext() if step_now or not rt.distributed else net.no_sync()
@@ -281,14 +298,17 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, opt: Optimisation, rt: R
     return (stats[0] / stats[1].clamp(min=1)).item()
 
 
-def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, rt: Runtime) -> tuple[float, float]:
-    """Val loss and AUROC over the whole val split (every rank computes the same numbers)."""
+def validate(
+    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, rt: Runtime, prep: BatchPrep | None = None
+) -> tuple[float, float]:
+    """Val loss and AUROC over the whole val split (every rank computes the same numbers); batches as in training."""
     model.eval()
     logits, labels = [], []
     with torch.inference_mode(), _autocast(rt):
-        for x, y in progress(loader, total=len(loader), desc="val"):
-            logits.append(model(x.to(rt.device, non_blocking=True)).float())
-            labels.append(y.to(rt.device, non_blocking=True))
+        for batch in progress(loader, total=len(loader), desc="val"):
+            x, y = _to_device(batch, rt, prep)
+            logits.append(model(x).float())
+            labels.append(y)
     z, y = torch.cat(logits), torch.cat(labels)
     loss = loss_fn(z, y).item()
     return loss, auroc(y.cpu().numpy(), torch.sigmoid(z).cpu().numpy())
@@ -463,8 +483,8 @@ def _run_epoch(s: Session, prog: LoopState) -> None:
     """Train, validate, record, checkpoint one epoch (rank 0 writes)."""
     start = time.perf_counter()
     s.train_dl.sampler.set_epoch(prog.epoch)
-    train_loss = train_one_epoch(s.net, s.train_dl, s.opt, s.rt, s.params.train)
-    val_loss, val_auc = validate(s.model, s.val_dl, s.opt.loss_fn, s.rt)
+    train_loss = train_one_epoch(s.net, s.train_dl, s.opt, s.rt, s.params.train, s.train_dl.dataset.prep)
+    val_loss, val_auc = validate(s.model, s.val_dl, s.opt.loss_fn, s.rt, s.val_dl.dataset.prep)
     prog.epoch += 1
     row = {
         "epoch": prog.epoch,

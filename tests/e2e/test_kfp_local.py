@@ -1,23 +1,23 @@
 """The same steps as one Kubeflow pipeline, run locally through kfp.local.SubprocessRunner."""
 
 import os
+import shutil
 import subprocess
 
 import mlflow
 import pytest
 import yaml
 
-from tests.e2e.conftest import WIRING_OVERRIDES, REPO, project_env
+from tests.e2e.conftest import REPO, WIRING_OVERRIDES, project_env, shrink_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in WIRING_OVERRIDES.items():
-        params[section].update(values)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shrink_params(tmp_path, WIRING_OVERRIDES)
     params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params))
+    params = yaml.safe_load(params_path.read_text())
     store = tmp_path / "mlflow.db"
     env = project_env(MLFLOW_TRACKING_URI=f"sqlite:///{store}")
     out = tmp_path / "kfp"

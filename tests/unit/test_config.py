@@ -31,6 +31,8 @@ def test_unknown_key_is_named(demo_params_dict):
         ("train", "lr", "fast", r"train\.lr"),
         ("split", "strategy", "random", r"split\.strategy"),
         ("base", "image_size", 0, r"base\.image_size"),
+        ("train", "epochs", True, r"train\.epochs: expected a number"),
+        ("train", "batch_size", "32", r"train\.batch_size: expected a number"),
     ],
 )
 def test_bad_values_are_named(demo_params_dict, section, key, value, path):

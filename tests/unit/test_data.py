@@ -10,7 +10,16 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fracture.config import AugmentParams
-from fracture.data import SeededSampler, UnifiedFractureDataset, augment_image, load_cache
+from fracture.data import (
+    NO_SEED,
+    BatchPrep,
+    SeededSampler,
+    UnifiedFractureDataset,
+    augment_batch,
+    augment_image,
+    collate_batch,
+    load_cache,
+)
 from fracture.errors import InputError
 from tests.unit.test_train import tiny_images, write_cache
 
@@ -57,14 +66,32 @@ def test_load_cache_names_the_missing_file(cache):
         load_cache(cache_dir)
 
 
-def test_eval_items_are_normalised_pixels_and_float_labels(cache):
+def test_eval_items_are_cache_pixels_and_prep_normalises_them(cache):
     _, images, labels = cache
     ds = UnifiedFractureDataset(images, np.array([4, 7]), labels[[4, 7]], mean=0.5, std=0.25)
-    x, y = ds[1]
-    assert x.shape == (1, SIZE, SIZE) and x.dtype == torch.float32
-    assert y.dtype == torch.float32 and y.item() == labels[7]
-    torch.testing.assert_close(x[0], (torch.from_numpy(images[7]).float() / 255 - 0.5) / 0.25)
-    assert torch.equal(ds[(1, 123)][0], x)  # no augmentation without AugmentParams
+    item = ds[1]
+    assert item.images.dtype == torch.uint8 and torch.equal(item.images, torch.from_numpy(images[7]))
+    assert item.labels.dtype == torch.float32 and item.labels.item() == labels[7]
+    assert item.seeds.item() == NO_SEED
+    x, y = ds.prep(collate_batch([item]), "cpu")
+    assert x.shape == (1, 1, SIZE, SIZE) and x.dtype == torch.float32
+    assert y.dtype == torch.float32 and y.tolist() == [labels[7]]
+    torch.testing.assert_close(x[0, 0], (torch.from_numpy(images[7]).float() / 255 - 0.5) / 0.25)
+    seeded = ds[(1, 123)]
+    assert seeded.seeds.item() == NO_SEED  # no augmentation without AugmentParams
+    assert torch.equal(ds.prep(collate_batch([seeded]), "cpu")[0], x)
+
+
+def test_a_batch_is_read_at_once_in_the_order_asked(cache):
+    _, images, labels = cache
+    rows = np.array([11, 3, 8, 0, 5])
+    ds = UnifiedFractureDataset(images, rows, labels[rows], 0.5, 0.5, AUG)
+    batch = ds.__getitems__([(2, 30), (0, 10), (4, 50), (1, 20)])  # cache rows 8, 11, 5, 3: not sorted
+    np.testing.assert_array_equal(batch.images.numpy(), images[[8, 11, 5, 3]])
+    assert batch.labels.tolist() == labels[[8, 11, 5, 3]].tolist()
+    assert batch.seeds.tolist() == [30, 10, 50, 20]
+    singles = collate_batch([ds[(2, 30)], ds[(0, 10)], ds[(4, 50)], ds[(1, 20)]])
+    assert all(torch.equal(a, b) for a, b in zip(batch, singles, strict=True))
 
 
 def test_augmentation_is_seeded_small_and_keeps_the_range(cache):
@@ -78,6 +105,33 @@ def test_augmentation_is_seeded_small_and_keeps_the_range(cache):
     # Small: the warped image still lines up with the original (the bright bar stays where it was, roughly).
     corr = torch.corrcoef(torch.stack([a.flatten(), x.flatten()]))[0, 1]
     assert corr > 0.5
+
+
+def test_batched_augmentation_is_each_samples_own_seeded_augmentation(cache):
+    """One warp per batch, yet sample b is augmented exactly as alone with its seed (batch-mates do not matter)."""
+    _, images, _ = cache
+    x = torch.from_numpy(images[:6]).float()[:, None] / 255
+    seeds = [5, 91, 7, 5, 1234567, 2**62]
+    out = augment_batch(x, seeds, AUG)
+    alone = torch.stack([augment_image(x[b], AUG, torch.Generator().manual_seed(s)) for b, s in enumerate(seeds)])
+    torch.testing.assert_close(out, alone, rtol=0, atol=1e-6)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    torch.testing.assert_close(augment_batch(x[[3, 0]], [5, 5], AUG), out[[3, 0]], rtol=0, atol=1e-6)
+    assert not torch.allclose(out[1], augment_batch(x[1:2], [92], AUG)[0])
+
+
+def test_prep_augments_only_samples_with_a_seed(cache):
+    _, images, labels = cache
+    ds = UnifiedFractureDataset(images, np.arange(12), labels, 0.5, 0.25, AUG)
+    batch = collate_batch([ds[(0, 3)], ds[1], ds[(2, 4)]])
+    assert batch.seeds.tolist() == [3, NO_SEED, 4]
+    x, _ = ds.prep(batch, "cpu")
+    plain = (torch.from_numpy(images[:3]).float()[:, None] / 255 - 0.5) / 0.25
+    assert torch.equal(x[1], plain[1])
+    want = (augment_batch(plain[[0, 2]] * 0.25 + 0.5, [3, 4], AUG) - 0.5) / 0.25
+    torch.testing.assert_close(x[[0, 2]], want, rtol=0, atol=1e-5)
+    assert not torch.allclose(x[0], plain[0], atol=1e-3)
+    assert torch.equal(BatchPrep(0.5, 0.25)(batch, "cpu")[0], plain)  # no ranges (eval): normalisation only
 
 
 def test_horizontal_flip_only_when_enabled(cache):
@@ -98,12 +152,15 @@ def test_horizontal_flip_only_when_enabled(cache):
 def test_disabled_augmentation_changes_nothing(cache):
     _, images, labels = cache
     ds = UnifiedFractureDataset(images, np.arange(12), labels, 0.5, 0.5, AUG.model_copy(update={"enabled": False}))
-    assert torch.equal(ds[(2, 99)][0], ds[2][0])
+    assert ds.prep.augment is None and ds[(2, 99)].seeds.item() == NO_SEED
+    x = ds.prep(collate_batch([ds[(2, 99)]]), "cpu")[0]
+    assert torch.equal(x, ds.prep(collate_batch([ds[2]]), "cpu")[0])
+    assert torch.equal(x[0, 0], (torch.from_numpy(images[2]).float() / 255 - 0.5) / 0.5)
 
 
 def _batches(ds, sampler, workers: int) -> list[torch.Tensor]:
-    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers)
-    return [x for x, _ in loader]
+    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers, collate_fn=collate_batch)
+    return [ds.prep(batch, "cpu")[0] for batch in loader]
 
 
 def test_epoch_batches_depend_on_seed_and_epoch_only_not_on_workers(cache):
