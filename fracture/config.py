@@ -8,7 +8,6 @@ environment; neither lives here.
 from __future__ import annotations
 
 import re
-import re
 from pathlib import Path
 from typing import Literal
 
