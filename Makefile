@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
+# DVC runs each stage's `fracture ...` command in a shell: the venv goes first on PATH.
 demo: $(STAMP)
-	FRACTURE_PSEUDONYM_KEY=$${FRACTURE_PSEUDONYM_KEY:-$(DEMO_KEY)} $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" FRACTURE_PSEUDONYM_KEY=$${FRACTURE_PSEUDONYM_KEY:-$(DEMO_KEY)} $(BIN)/dvc repro
 	@$(BIN)/fracture demo-summary
 
 test: $(STAMP)

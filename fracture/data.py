@@ -2,7 +2,7 @@
 
 The cache (written by `fracture preprocess`) is a memory-mapped uint8 array `[N, S, S]` plus an index
 `image_id -> row`; nothing is decoded here. The loader moves uint8 pixels only: `UnifiedFractureDataset` reads a
-whole batch with one sorted fancy-index of the memmap (`__getitems__`) and hands over each sample's augmentation
+whole batch with one fancy-index of the memmap (`__getitems__`) and hands over each sample's augmentation
 seed; `BatchPrep` then scales, augments (one batched affine warp plus brightness/contrast) and normalises the batch
 on the training device inside the train step. A sample's augmentation is drawn from a generator seeded with its own
 seed, a function of (seed, epoch, index) from `SeededSampler`, so it is the same with 0 or 8 workers, persistent or
@@ -197,7 +197,7 @@ class BatchPrep:
 
     def __call__(self, batch: Batch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Move the batch to `device` as uint8 (4x fewer bytes than float), then scale, augment and normalise there."""
-        x = batch.images.to(device, non_blocking=True)[:, None].float().div_(255.0)
+        x = batch.images[:, None].to(device, non_blocking=True).float().div_(255.0)
         y = batch.labels.to(device, non_blocking=True)
         if self.augment is not None:
             seeds = batch.seeds
@@ -232,6 +232,8 @@ class UnifiedFractureDataset(Dataset):
         if len(rows) != len(labels):
             raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
         self.images = images
+        # Plain ndarray view of a memmap: same mapped pages, without np.memmap's Python-level __getitem__.
+        self.pixels = images.view(np.ndarray) if isinstance(images, np.memmap) else images
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.float32)
         self.mean, self.std = mean, std
@@ -245,24 +247,28 @@ class UnifiedFractureDataset(Dataset):
         return Batch(*(field[0] for field in self.__getitems__([key])))
 
     def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> Batch:
-        """One batch: a single sorted fancy-index read of the memmap, returned in the order of `keys`."""
-        pairs = [k if isinstance(k, tuple) else (k, NO_SEED) for k in keys]
-        idx = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
-        seeds = torch.tensor([p[1] for p in pairs] if self.augment is not None else [NO_SEED] * len(pairs))
-        rows = self.rows[idx]
-        order = np.argsort(rows, kind="stable")
-        pixels = self._read(rows[order])
-        if np.any(order[1:] < order[:-1]):  # not already in row order: put the images back in the order asked
-            out = np.empty_like(pixels)
-            out[order] = pixels
-            pixels = out
-        return Batch(torch.from_numpy(pixels), torch.from_numpy(self.labels[idx]), seeds.to(torch.int64))
+        """One batch in the order of `keys`, read with one fancy-index of the memmap.
 
-    def _read(self, sorted_rows: np.ndarray) -> np.ndarray:
-        """uint8 `[B, S, S]` for rows in ascending order (sequential access on the memmap)."""
-        if isinstance(self.images, np.ndarray):
-            return np.ascontiguousarray(self.images[sorted_rows])
-        return np.stack([np.asarray(self.images[r], dtype=np.uint8) for r in sorted_rows])  # row-wise sources
+        Rows are read in the order asked, not sorted: from the page cache the order costs nothing, while putting a
+        sorted read back in order would copy the batch again (and reordering it would change the run).
+        """
+        try:
+            arr = np.asarray(keys, dtype=np.int64)  # [B] indices, or [B, 2] (index, seed) pairs
+        except ValueError:  # indices with and without seeds mixed
+            arr = np.array([k if isinstance(k, tuple) else (k, NO_SEED) for k in keys], dtype=np.int64)
+        idx = arr[:, 0] if arr.ndim == 2 else arr
+        if arr.ndim == 2 and self.augment is not None:
+            seeds = np.ascontiguousarray(arr[:, 1])
+        else:
+            seeds = np.full(len(idx), NO_SEED, dtype=np.int64)
+        pixels = self._read(self.rows[idx])
+        return Batch(torch.from_numpy(pixels), torch.from_numpy(self.labels[idx]), torch.from_numpy(seeds))
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 `[B, S, S]` for cache rows `rows`."""
+        if isinstance(self.pixels, np.ndarray):
+            return self.pixels[rows]
+        return np.stack([np.asarray(self.pixels[r], dtype=np.uint8) for r in rows])  # sources read row by row
 
 
 class SeededSampler(Sampler[tuple[int, int]]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,13 @@ def load_model_dir(model_dir: Path, map_location: str | torch.device = "cpu") ->
     return model.to(map_location).eval(), config
 
 
+def _inference_autocast(device: torch.device) -> Any:
+    """bf16 autocast on a CUDA device that supports it (as training runs there); full precision elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def predict_proba(
     model: nn.Module,
     images: np.ndarray,
@@ -260,7 +268,7 @@ def predict_proba(
     batch_size: int,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Fracture probabilities for uint8 images `[N, S, S]` (e.g. rows of the cache), in batches.
+    """Fracture probabilities for uint8 images `[N, S, S]` (e.g. rows of the cache), in batches (bf16 on CUDA).
 
     Returns:
         `[N]` float64 probabilities (sigmoid of the logits).
@@ -269,11 +277,12 @@ def predict_proba(
     if images.dtype != np.uint8 or images.ndim != 3 or (expected and images.shape[1:] != (expected, expected)):
         size = f"{expected}x{expected}" if expected else "SxS"
         raise InputError(f"images must be uint8 [N, {size}] (the preprocess output), got {images.dtype} {images.shape}")
+    device = torch.device(device)
     model = model.to(device).eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), _inference_autocast(device):
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-            x = normalise(batch.to(device, torch.float32)[:, None] / 255.0, mean, std)  # [B, 1, S, S]
+            x = normalise(batch.to(device).float()[:, None] / 255.0, mean, std)  # uint8 sent; [B, 1, S, S]
             out.append(torch.sigmoid(model(x).float()).cpu())
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)

@@ -86,12 +86,15 @@ def test_a_batch_is_read_at_once_in_the_order_asked(cache):
     _, images, labels = cache
     rows = np.array([11, 3, 8, 0, 5])
     ds = UnifiedFractureDataset(images, rows, labels[rows], 0.5, 0.5, AUG)
-    batch = ds.__getitems__([(2, 30), (0, 10), (4, 50), (1, 20)])  # cache rows 8, 11, 5, 3: not sorted
+    batch = ds.__getitems__([(2, 30), (0, 10), (4, 50), (1, 20)])  # cache rows 8, 11, 5, 3
     np.testing.assert_array_equal(batch.images.numpy(), images[[8, 11, 5, 3]])
     assert batch.labels.tolist() == labels[[8, 11, 5, 3]].tolist()
     assert batch.seeds.tolist() == [30, 10, 50, 20]
     singles = collate_batch([ds[(2, 30)], ds[(0, 10)], ds[(4, 50)], ds[(1, 20)]])
     assert all(torch.equal(a, b) for a, b in zip(batch, singles, strict=True))
+    unseeded = ds.__getitems__([2, 0])
+    assert unseeded.seeds.tolist() == [NO_SEED, NO_SEED]
+    np.testing.assert_array_equal(unseeded.images.numpy(), images[[8, 11]])
 
 
 def test_augmentation_is_seeded_small_and_keeps_the_range(cache):
