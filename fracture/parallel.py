@@ -11,6 +11,9 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
+# Modules whose functions run in worker processes (preloaded by the forkserver).
+WORKER_MODULES = ("fracture.ingest", "fracture.preprocess")
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -44,5 +47,8 @@ def parallel_map(
     # forkserver, not fork: a child forked from a parent that already runs threads (torch, OpenCV, MLflow,
     # tqdm) can deadlock on a lock held at fork time; forkserver children start from a clean process.
     context = multiprocessing.get_context("forkserver")
+    # The server (started once per process) imports the step modules once; each worker is then a cheap fork of
+    # it instead of a fresh interpreter importing pandas, OpenCV and pydicom.
+    context.set_forkserver_preload(sorted({*WORKER_MODULES, getattr(fn, "__module__", __name__)}))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from progress(pool.map(fn, items, chunksize=chunksize), total=n, desc=desc)
