@@ -1,7 +1,7 @@
 """Decode radiographs into windowed grayscale, bone bright: the one decode path of preprocess, validate, predict.
 
 Formats: 8- and 16-bit PNG, JPEG, TIFF (integer or float) through OpenCV with `IMREAD_UNCHANGED` (never
-PIL's `convert("RGB")`, which clips 16-bit radiographs to two grey levels), and DICOM through pydicom 3
+PIL's RGB conversion, which clips 16-bit radiographs to two grey levels), and DICOM through pydicom 3
 (modality LUT -> VOI LUT or window -> MONOCHROME1 inversion). Raster images and DICOM without a VOI are
 windowed with robust percentiles, so a 16-bit image keeps its full contrast.
 

@@ -336,6 +336,14 @@ def _by_split(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(s, table[table["split"].astype(str) == s]) for s in order]
 
 
+def _finish_unit_axes(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, legend_loc: str) -> str:
+    """Shared styling of the [0, 1] x [0, 1] curve plots; returns the figure as base64 PNG."""
+    ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.legend(loc=legend_loc, fontsize=8)
+    ax.grid(alpha=0.3)
+    return png_base64(fig)
+
+
 def plot_roc(roc: pd.DataFrame, metrics: dict) -> str:
     """ROC per split (legend AUROC from metrics.json) with the frozen operating point marked."""
     plt = _pyplot()
@@ -346,16 +354,9 @@ def plot_roc(roc: pd.DataFrame, metrics: dict) -> str:
         if is_number(sens) and is_number(spec):
             ax.plot(1 - spec, sens, "o", color=line.get_color(), ms=7, mfc="white", mew=2)
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
-    ax.set(
-        xlabel="1 - specificity (FPR)",
-        ylabel="sensitivity (TPR)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title="ROC (o = frozen threshold)",
+    return _finish_unit_axes(
+        fig, ax, "1 - specificity (FPR)", "sensitivity (TPR)", "ROC (o = frozen threshold)", "lower right"
     )
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    return png_base64(fig)
 
 
 def plot_pr(pr: pd.DataFrame, metrics: dict) -> str:
@@ -369,16 +370,9 @@ def plot_pr(pr: pd.DataFrame, metrics: dict) -> str:
         prevalence = metrics.get(f"{split}.prevalence")
         if is_number(prevalence):
             ax.axhline(prevalence, ls="--", lw=1, color=line.get_color(), alpha=0.6)
-    ax.set(
-        xlabel="recall (sensitivity)",
-        ylabel="precision (PPV)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title="Precision-recall (-- = prevalence)",
+    return _finish_unit_axes(
+        fig, ax, "recall (sensitivity)", "precision (PPV)", "Precision-recall (-- = prevalence)", "lower left"
     )
-    ax.legend(loc="lower left", fontsize=8)
-    ax.grid(alpha=0.3)
-    return png_base64(fig)
 
 
 def plot_calibration(cal: pd.DataFrame, metrics: dict) -> str:
@@ -391,16 +385,9 @@ def plot_calibration(cal: pd.DataFrame, metrics: dict) -> str:
         (line,) = ax.plot(part["mean_pred"], part["frac_pos"], "-", label=label)
         ax.scatter(part["mean_pred"], part["frac_pos"], s=sizes, color=line.get_color(), alpha=0.6)
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect calibration")
-    ax.set(
-        xlabel="mean predicted probability",
-        ylabel="observed fraction positive",
-        xlim=(0, 1),
-        ylim=(0, 1),
-        title="Calibration (reliability)",
+    return _finish_unit_axes(
+        fig, ax, "mean predicted probability", "observed fraction positive", "Calibration (reliability)", "upper left"
     )
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    return png_base64(fig)
 
 
 def curve_figures(art: Artifacts) -> dict[str, str]:
