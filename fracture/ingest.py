@@ -316,8 +316,10 @@ def _log_summary(summary: dict[str, Any], fallbacks: int) -> None:
         )
 
 
-def write_outputs(out_dir: Path, manifest: pd.DataFrame, quarantine: pd.DataFrame, summary: dict, roots: dict) -> None:
-    """manifest.parquet, quarantine.csv and summary.json, each atomically; the manifest last.
+def write_outputs(
+    out_dir: Path, manifest: pd.DataFrame, quarantine: pd.DataFrame, summary: dict, roots: dict, params: Params
+) -> None:
+    """quarantine.csv, summary.json, the resolved params.yaml and manifest.parquet, each atomically; the manifest last.
 
     An earlier manifest is removed first, so a run killed between these writes leaves no manifest (readers refuse
     the dir by name) rather than an old one beside the new quarantine and summary. Temporary files of a killed
@@ -330,6 +332,7 @@ def write_outputs(out_dir: Path, manifest: pd.DataFrame, quarantine: pd.DataFram
     (out_dir / "manifest.parquet").unlink(missing_ok=True)
     atomic_write_text(out_dir / "quarantine.csv", quarantine[list(QUARANTINE_COLUMNS)].to_csv(index=False))
     write_json(out_dir / "summary.json", summary)
+    dump_params(params, out_dir / "params.yaml")
     write_manifest(manifest, out_dir / "manifest.parquet", roots)
 
 
@@ -367,6 +370,5 @@ def run_ingest(
     summary = summarise(manifest, quarantine, scans)
     _log_summary(summary, fallbacks)
     out_dir = Path(out_dir)
-    write_outputs(out_dir, manifest, quarantine, summary, {s: str(d) for s, d in dirs.items()})
-    dump_params(params, out_dir / "params.yaml")
+    write_outputs(out_dir, manifest, quarantine, summary, {s: str(d) for s, d in dirs.items()}, params)
     return summary

@@ -158,6 +158,26 @@ def test_outputs_schema_ids_roots_and_params(tmp_path, serial):
     assert yaml.safe_load((out / "params.yaml").read_text())["ingest"]["max_side"] == serial.ingest.max_side
 
 
+def test_params_are_written_before_the_manifest(tmp_path, make_params, monkeypatch):
+    # Regression: params.yaml used to be written after manifest.parquet, so a kill between the two left a new
+    # manifest beside the previous run's params. The manifest is the last file written.
+    import fracture.ingest as ingest_module
+
+    root = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A)])
+    out = tmp_path / "out"
+    run_ingest(make_params({"base": {"num_workers": 1}, "ingest": {"max_side": 30000}}), out, kaggle_dir=root)
+    seen = {}
+    real_write = ingest_module.write_manifest
+
+    def spy(df, path, roots):
+        seen["max_side"] = yaml.safe_load((out / "params.yaml").read_text())["ingest"]["max_side"]
+        real_write(df, path, roots)
+
+    monkeypatch.setattr(ingest_module, "write_manifest", spy)
+    run_ingest(make_params({"base": {"num_workers": 1}, "ingest": {"max_side": 20000}}), out, kaggle_dir=root)
+    assert seen == {"max_side": 20000}
+
+
 def test_hash_contents_off_leaves_sha256_null(tmp_path, make_params):
     params = make_params({"base": {"num_workers": 1}, "ingest": {"hash_contents": False}})
     root = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A)])
