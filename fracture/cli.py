@@ -33,7 +33,8 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to use.",
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """Configure logging once per process: timestamped lines on stderr, noisy libraries at WARNING."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -48,7 +49,7 @@ def _setup_logging(verbose: bool) -> None:
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
     """fracture-mlops command line."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 def step(fn: Callable[..., Any]) -> Callable[..., Any]:

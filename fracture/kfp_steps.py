@@ -21,10 +21,10 @@ import pandas as pd
 from fracture.config import Params, parse_params
 from fracture.errors import InputError
 from fracture.io import read_json, write_json
+from fracture.synth import SOURCE_DIRS
 
 log = logging.getLogger(__name__)
 
-SOURCE_DIRS = {"kaggle": "GRAZPEDWRI-DX", "mura": "MURA-v1.1", "hospital": "hospital"}
 LOCATION_FILE = "location.json"
 
 
@@ -40,7 +40,9 @@ def resolve_params(params_json: str, **knobs: Any) -> Params:
 
 
 def _setup() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    from fracture.cli import setup_logging
+
+    setup_logging(verbose=False)
 
 
 def fetch_raw_data(data_source: str, data_location: str, data_revision: str, raw_data_path: str) -> Path:
