@@ -100,7 +100,7 @@ def paths_of(manifest_path: Path) -> list[str]:
     from fracture.io import read_manifest, resolve_image_path
 
     df, roots = read_manifest(manifest_path)
-    return [str(resolve_image_path(roots, s, p)) for s, p in zip(df["source"], df["path"], strict=True)]
+    return [str(resolve_image_path(roots, s, p, Path("."))) for s, p in zip(df["source"], df["path"], strict=True)]
 
 
 def measure(work: Path, cfg: dict[str, int]) -> dict[str, Any]:

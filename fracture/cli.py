@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from fracture.errors import FractureError
+from fracture.logs import setup_logging
 
 app = typer.Typer(
     help="fracture-mlops: train, evaluate, explain and ship a wrist fracture classifier.",
@@ -31,19 +31,15 @@ log = logging.getLogger("fracture")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to use.", dir_okay=False)]
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-def setup_logging(verbose: bool) -> None:
-    """Configure logging once per process: timestamped lines on stderr, noisy libraries at WARNING."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+DataRootOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data-root",
+        help="Where relative source dirs (ingest) and the manifest's recorded source roots (later steps) resolve.",
+        file_okay=False,
+    ),
+]
+DEFAULT_DATA_ROOT = Path(".")
 
 
 @app.callback()
@@ -97,13 +93,14 @@ def ingest(
     kaggle: Annotated[Path | None, typer.Option(help="GRAZPEDWRI-DX root (holds dataset.csv).")] = None,
     mura: Annotated[Path | None, typer.Option(help="The MURA-v1.1 folder (holds the four CSVs).")] = None,
     hospital: Annotated[Path | None, typer.Option(help="Hospital root (<part>/{positive,negative}/...).")] = None,
+    data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Harmonise the three datasets into one manifest; quarantine what cannot be used, with a reason."""
     cfg = _params(params)
     from fracture.ingest import run_ingest
 
-    run_ingest(cfg, out, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital)
+    run_ingest(cfg, out, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
 
 
 @app.command()
@@ -111,13 +108,14 @@ def ingest(
 def validate(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
     out: Annotated[Path, typer.Option(help="Output dir for validation.json and data_docs/.")],
+    data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Great Expectations checks over the manifest; exit 1 when a blocking expectation fails."""
     cfg = _params(params)
     from fracture.validate import run_validate
 
-    run_validate(cfg, manifest, out)
+    run_validate(cfg, manifest, out, data_root=data_root)
 
 
 @app.command()
@@ -141,13 +139,14 @@ def split(
 def preprocess(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
     out: Annotated[Path, typer.Option(help="Cache dir (memory-mappable uint8 array + index).")],
+    data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Decode, window and resize every image into the training cache."""
     cfg = _params(params)
     from fracture.preprocess import run_preprocess
 
-    run_preprocess(cfg, manifest, out)
+    run_preprocess(cfg, manifest, out, data_root=data_root)
 
 
 @app.command()
@@ -301,12 +300,12 @@ def predict(
 @pipeline_app.command("compile")
 @step
 def pipeline_compile(
-    out: Annotated[Path, typer.Option(help="Pipeline IR YAML to write.")] = Path("pipelines/training_pipeline.yaml"),
+    out: Annotated[Path, typer.Option(help="Pipeline IR YAML to write.")] = Path("training_pipeline.yaml"),
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Compile the Kubeflow pipeline to IR YAML."""
     cfg = _params(params)
-    from fracture.pipeline import run_compile
+    from fracture.kubeflow.runner import run_compile
 
     run_compile(cfg, out)
 
@@ -319,7 +318,7 @@ def pipeline_run_local(
 ) -> None:
     """Run the whole DAG on the demo through kfp.local.SubprocessRunner."""
     cfg = _params(params)
-    from fracture.pipeline import run_local
+    from fracture.kubeflow.runner import run_local
 
     run_local(cfg, out, params_path=params)
 
@@ -333,7 +332,7 @@ def pipeline_submit(
 ) -> None:
     """Submit the pipeline to a cluster (token and namespace from the environment); prints the run URL."""
     cfg = _params(params)
-    from fracture.pipeline import run_submit
+    from fracture.kubeflow.runner import run_submit
 
     typer.echo(run_submit(cfg, host, experiment=experiment))
 

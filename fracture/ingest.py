@@ -242,9 +242,13 @@ def summarise(manifest: pd.DataFrame, quarantine: pd.DataFrame, scans: dict[str,
 
 
 def source_dirs(
-    ingest: IngestParams, kaggle_dir: Path | None, mura_dir: Path | None, hospital_dir: Path | None
+    ingest: IngestParams,
+    kaggle_dir: Path | None,
+    mura_dir: Path | None,
+    hospital_dir: Path | None,
+    data_root: Path = Path("."),
 ) -> dict[str, Path]:
-    """The source roots to ingest: those given, else the params defaults.
+    """The source roots to ingest (as given, relative to `data_root` unless absolute), else the params defaults.
 
     Raises:
         InputError: no source at all, or a root that is not a directory.
@@ -259,8 +263,8 @@ def source_dirs(
             "(or set ingest.kaggle_dir / mura_dir / hospital_dir in params.yaml)"
         )
     for source, d in dirs.items():
-        if not d.is_dir():
-            raise InputError(f"--{source} {d}: not a directory")
+        if not (data_root / d).is_dir():
+            raise InputError(f"--{source} {d}: not a directory under the data root {data_root}")
     return dirs
 
 
@@ -342,6 +346,7 @@ def run_ingest(
     kaggle_dir: Path | None = None,
     mura_dir: Path | None = None,
     hospital_dir: Path | None = None,
+    data_root: Path = Path("."),
 ) -> dict:
     """Ingest any subset of the three sources into `out_dir`.
 
@@ -351,6 +356,8 @@ def run_ingest(
         kaggle_dir: GRAZPEDWRI-DX root (holds dataset.csv).
         mura_dir: the MURA-v1.1 folder (holds the four CSVs).
         hospital_dir: hospital root (`<part>/{positive,negative}/...`, optional metadata.csv).
+        data_root: relative source dirs are taken relative to it and recorded so in the manifest, which stays
+            valid wherever a later step finds the data root (a Kubeflow task mounts it elsewhere).
 
     Returns:
         The summary written to summary.json.
@@ -358,7 +365,8 @@ def run_ingest(
     Raises:
         InputError: no source, a bad table, or hospital/DICOM data without FRACTURE_PSEUDONYM_KEY.
     """
-    dirs = source_dirs(params.ingest, kaggle_dir, mura_dir, hospital_dir)
+    recorded = source_dirs(params.ingest, kaggle_dir, mura_dir, hospital_dir, Path(data_root))
+    dirs = {source: Path(data_root) / d for source, d in recorded.items()}
     key = pseudonym_key("the hospital source") if "hospital" in dirs else None
     scans = scan_sources(dirs, params.ingest, key)
     if key is None and _needs_dicom_key(scans):
@@ -370,5 +378,5 @@ def run_ingest(
     summary = summarise(manifest, quarantine, scans)
     _log_summary(summary, fallbacks)
     out_dir = Path(out_dir)
-    write_outputs(out_dir, manifest, quarantine, summary, {s: str(d) for s, d in dirs.items()}, params)
+    write_outputs(out_dir, manifest, quarantine, summary, {s: str(d) for s, d in recorded.items()}, params)
     return summary

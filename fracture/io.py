@@ -106,15 +106,18 @@ def read_manifest(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     return table.to_pandas(), roots
 
 
-def resolve_image_path(roots: dict[str, str], source: str, rel_path: str) -> Path:
+def resolve_image_path(roots: dict[str, str], source: str, rel_path: str, data_root: Path) -> Path:
     """Absolute path of a manifest row's image; refuses paths that escape the source root.
 
-    Relative roots resolve against `FRACTURE_DATA_ROOT` when set (each Kubeflow task may mount the raw data
-    elsewhere), else against the working directory.
+    Args:
+        roots: source -> root as recorded by ingest (relative to the data root, or absolute).
+        source: the row's source.
+        rel_path: the row's path, relative to its source root.
+        data_root: where relative roots resolve (each Kubeflow task may mount the raw data elsewhere).
     """
     if source not in roots:
         raise InputError(f"manifest has no root recorded for source {source!r}")
-    root = Path(os.environ.get("FRACTURE_DATA_ROOT", ".")) / roots[source]
+    root = Path(data_root) / roots[source]
     root = root.resolve()
     full = (root / rel_path).resolve()
     if not full.is_relative_to(root):

@@ -86,7 +86,7 @@ class CacheBuild:
 
 
 # --------------------------------------------------------------------------------------------------------- core
-def manifest_items(df: pd.DataFrame, roots: dict[str, str]) -> list[Item]:
+def manifest_items(df: pd.DataFrame, roots: dict[str, str], data_root: Path) -> list[Item]:
     """Manifest rows -> items with absolute paths; rows whose path cannot be resolved carry the reason."""
     missing = [c for c in ("image_id", "source", "path") if c not in df.columns]
     if missing:
@@ -99,7 +99,7 @@ def manifest_items(df: pd.DataFrame, roots: dict[str, str]) -> list[Item]:
     for image_id, source, rel_path, sha in zip(df["image_id"], df["source"], df["path"], shas, strict=True):
         sha = None if pd.isna(sha) or not str(sha) else str(sha)
         try:
-            abs_path, error = str(resolve_image_path(roots, str(source), str(rel_path))), None
+            abs_path, error = str(resolve_image_path(roots, str(source), str(rel_path), data_root)), None
         except InputError as err:
             abs_path, error = None, str(err)
         items.append(Item(str(image_id), str(rel_path), abs_path, sha, error))
@@ -264,13 +264,14 @@ def _write_tables(out_dir: Path, build: CacheBuild) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- run
-def run_preprocess(params: Params, manifest_path: Path, out_dir: Path) -> dict:
+def run_preprocess(params: Params, manifest_path: Path, out_dir: Path, data_root: Path = Path(".")) -> dict:
     """Decode, window and resize every manifest image into the cache dir.
 
     Args:
         params: resolved params (base.image_size, base.num_workers, preprocess.*, ingest size limits).
         manifest_path: manifest.parquet from ingest (source roots in its metadata).
         out_dir: cache dir; an earlier valid cache there with the same settings is reused by sha256.
+        data_root: where the manifest's relative source roots resolve.
 
     Returns:
         Counts: images (rows cached), decoded, reused, failed; plus seconds and images_per_s (decoding only).
@@ -283,7 +284,7 @@ def run_preprocess(params: Params, manifest_path: Path, out_dir: Path) -> dict:
     df, roots = read_manifest(Path(manifest_path))
     if df.empty:
         raise InputError(f"{manifest_path}: manifest has no rows")
-    items = manifest_items(df, roots)
+    items = manifest_items(df, roots, Path(data_root))
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(out_dir)
     previous = load_previous_cache(out_dir, size, window)

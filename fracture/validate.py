@@ -258,7 +258,7 @@ def check_image(
     return True, True, None
 
 
-def check_image_sample(df: pd.DataFrame, roots: Mapping[str, str], params: Params) -> pd.DataFrame:
+def check_image_sample(df: pd.DataFrame, roots: Mapping[str, str], params: Params, data_root: Path) -> pd.DataFrame:
     """Decode a seeded sample of manifest rows.
 
     Returns:
@@ -272,7 +272,7 @@ def check_image_sample(df: pd.DataFrame, roots: Mapping[str, str], params: Param
     paths: dict[Any, Path] = {}
     for idx, row in rows.iterrows():
         try:
-            paths[idx] = resolve_image_path(dict(roots), str(row["source"]), str(row["path"]))
+            paths[idx] = resolve_image_path(dict(roots), str(row["source"]), str(row["path"]), data_root)
         except Exception as err:  # no root recorded, path escapes root, null path
             result.loc[idx, ["decodable", "reason"]] = [False, f"cannot resolve path: {err}"]
     fn = partial(check_image, window_percentiles=params.preprocess.window_percentiles, min_std=vp.min_image_std)
@@ -470,8 +470,10 @@ def _build_docs_into(out_dir: Path, frame: pd.DataFrame, suite: gx.ExpectationSu
     return results
 
 
-def run_validate(params: Params, manifest_path: Path, out_dir: Path) -> dict:
+def run_validate(params: Params, manifest_path: Path, out_dir: Path, data_root: Path = Path(".")) -> dict:
     """Validate a manifest; write validation.json, data_docs/ and the resolved params to `out_dir`.
+
+    `data_root` is where the manifest's relative source roots resolve (for the decoded image sample).
 
     Returns:
         The validation.json content.
@@ -485,7 +487,7 @@ def run_validate(params: Params, manifest_path: Path, out_dir: Path) -> dict:
     typed, bad_types = coerce_columns(df)
     images = None
     if params.validate_.image_sample > 0 and {"source", "path"} <= set(typed.columns) and len(typed):
-        images = check_image_sample(typed, roots, params)
+        images = check_image_sample(typed, roots, params, Path(data_root))
     frame = add_check_columns(typed, images)
     sources = sorted(typed["source"].dropna().astype(str).unique()) if "source" in typed.columns else []
     results = _build_docs_into(Path(out_dir), frame, build_suite(params.validate_, sources))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fracture.pipeline import run_compile
+from fracture.kubeflow.runner import run_compile
 
 STEPS = ["ingest", "validate", "split", "preprocess", "train", "evaluate", "explain", "report", "register"]
 

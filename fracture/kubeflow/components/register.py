@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -15,6 +15,6 @@ def register(
     registration: Output[Artifact],
 ):
     """The registration record (name, version, run id)."""
-    from fracture.kfp_steps import register_step
+    from fracture.kubeflow.steps import register_step
 
     register_step(params_json, model.path, evaluation.path, report_html.path, registration.path)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -15,6 +15,6 @@ def validate(
     data_docs: Output[HTML],
 ):
     """validation.json and the Data Docs site (its index as an HTML artifact)."""
-    from fracture.kfp_steps import validate_step
+    from fracture.kubeflow.steps import validate_step
 
     validate_step(params_json, raw_data.path, ingest_out.path, validation.path, data_docs.path)

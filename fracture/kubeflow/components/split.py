@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def split(params_json: str, strategy: str, ingest_out: Input[Dataset], splits: Output[Dataset]):
     """splits.parquet and the split summary."""
-    from fracture.kfp_steps import split_step
+    from fracture.kubeflow.steps import split_step
 
     split_step(params_json, strategy, ingest_out.path, splits.path)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -15,6 +15,6 @@ def explain(
     explanations: Output[Dataset],
 ):
     """Grad-CAM overlays and their index."""
-    from fracture.kfp_steps import explain_step
+    from fracture.kubeflow.steps import explain_step
 
     explain_step(params_json, model.path, evaluation.path, cache.path, explanations.path)

@@ -3,12 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def preprocess(params_json: str, raw_data: Input[Dataset], ingest_out: Input[Dataset], cache: Output[Dataset]):
     """The uint8 image cache and its index."""
-    from fracture.kfp_steps import preprocess_step
+    from fracture.kubeflow.steps import preprocess_step
 
     preprocess_step(params_json, raw_data.path, ingest_out.path, cache.path)

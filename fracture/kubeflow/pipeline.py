@@ -11,15 +11,15 @@ from collections.abc import Callable
 
 from kfp import dsl, kubernetes
 
-from components.evaluate.component import evaluate
-from components.explain.component import explain
-from components.ingest.component import ingest
-from components.preprocess.component import preprocess
-from components.register.component import register
-from components.report.component import report
-from components.split.component import split
-from components.train.component import train
-from components.validate.component import validate
+from fracture.kubeflow.components.evaluate import evaluate
+from fracture.kubeflow.components.explain import explain
+from fracture.kubeflow.components.ingest import ingest
+from fracture.kubeflow.components.preprocess import preprocess
+from fracture.kubeflow.components.register import register
+from fracture.kubeflow.components.report import report
+from fracture.kubeflow.components.split import split
+from fracture.kubeflow.components.train import train
+from fracture.kubeflow.components.validate import validate
 from fracture.config import Params
 
 PIPELINE_NAME = "fracture-training"

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -23,7 +23,7 @@ def evaluate(
     The single `bool` return (KFP output `Output`) is what `dsl.If` reads; kfp.local resolves conditions only on
     a task's single `Output`, not on named outputs.
     """
-    from fracture.kfp_steps import evaluate_step
+    from fracture.kubeflow.steps import evaluate_step
 
     return evaluate_step(
         params_json, model.path, ingest_out.path, splits.path, cache.path, evaluation.path, metrics, classification

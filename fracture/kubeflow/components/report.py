@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Model, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -18,7 +18,7 @@ def report(
     report_html: Output[HTML],
 ):
     """report.html, shown by the KFP UI."""
-    from fracture.kfp_steps import report_step
+    from fracture.kubeflow.steps import report_step
 
     report_step(
         params_json,

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -16,6 +16,6 @@ def ingest(
     ingest_out: Output[Dataset],
 ):
     """Manifest, quarantine list and summary from the raw datasets."""
-    from fracture.kfp_steps import ingest_step
+    from fracture.kubeflow.steps import ingest_step
 
     ingest_step(params_json, data_source, data_location, data_revision, raw_data.path, ingest_out.path)

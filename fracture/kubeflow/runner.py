@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 from fracture.config import Params
-from fracture.errors import InputError
+from fracture.kubeflow.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _build(params: Params):  # noqa: ANN202 - the @dsl.pipeline function
-    """Import the pipeline module (components/ and pipelines/ live beside the package at the repo root)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    try:
-        from pipelines.training_pipeline import build_pipeline
-    except ImportError as err:
-        raise InputError(f"cannot import pipelines/training_pipeline.py from {REPO_ROOT}: {err}") from None
-    return build_pipeline(params)
 
 
 def run_compile(params: Params, out_path: Path) -> Path:
@@ -32,7 +18,7 @@ def run_compile(params: Params, out_path: Path) -> Path:
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(_build(params), package_path=str(out_path))
+    compiler.Compiler().compile(build_pipeline(params), package_path=str(out_path))
     log.info("compiled pipeline -> %s", out_path)
     return out_path
 
@@ -52,9 +38,7 @@ def run_local(params: Params, out_dir: Path, params_path: Path | None = None, ra
         raw_dir = out_dir / "raw"
         run_synth(params, raw_dir)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out_dir / "pipeline_root"))
-    pipeline = _build(params)
-    pythonpath = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), pythonpath) if p)
+    pipeline = build_pipeline(params)
     log.info("running the pipeline locally (params %s); outputs under %s", params_path or "<given>", out_dir)
     pipeline(data_source="volume", data_location=str(Path(raw_dir).resolve()))
     return out_dir / "pipeline_root"
@@ -68,7 +52,7 @@ def run_submit(params: Params, host: str, experiment: str | None = None) -> str:
         host=host, existing_token=os.environ.get("KFP_TOKEN"), namespace=os.environ.get("KFP_NAMESPACE")
     )
     run = client.create_run_from_pipeline_func(
-        _build(params),
+        build_pipeline(params),
         arguments={},
         experiment_name=experiment or params.train.experiment,
         enable_caching=True,

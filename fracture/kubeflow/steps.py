@@ -2,15 +2,14 @@
 
 Each function takes the resolved params as JSON (plus the knobs the pipeline lifts), and artifact paths, and
 calls the same `run_<step>` function as the CLI and the DVC stage. Raw images are addressed relative to a data
-root: ingest runs with the root as working directory, and later steps set `FRACTURE_DATA_ROOT`, so manifests
-stay valid when each task sees the data at a different mount path.
+root: ingest records the source roots relative to it and later steps pass the root they see explicitly, so
+manifests stay valid when each task sees the data at a different mount path.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 from fracture.config import Params, parse_params
 from fracture.errors import InputError
 from fracture.io import read_json, write_json
+from fracture.logs import setup_logging
 from fracture.synth import SOURCE_DIRS
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ def resolve_params(params_json: str, **knobs: Any) -> Params:
 
 
 def _setup() -> None:
-    from fracture.cli import setup_logging
-
     setup_logging(verbose=False)
 
 
@@ -72,10 +70,6 @@ def data_root(raw_data_path: str) -> Path:
     return Path(read_json(location)["root"]) if location.exists() else Path(raw_data_path)
 
 
-def _use_data_root(raw_data_path: str) -> None:
-    os.environ["FRACTURE_DATA_ROOT"] = str(data_root(raw_data_path))
-
-
 def ingest_step(
     params_json: str, data_source: str, data_location: str, data_revision: str, raw_data_path: str, out_path: str
 ) -> None:
@@ -87,19 +81,14 @@ def ingest_step(
     dirs = {src: Path(name) for src, name in SOURCE_DIRS.items() if (root / name).is_dir()}
     if not dirs:
         raise InputError(f"{root}: none of {', '.join(SOURCE_DIRS.values())} found")
-    out = Path(out_path).resolve()
-    cwd = Path.cwd()
-    os.chdir(root)  # roots are recorded relative to the data root
-    try:
-        run_ingest(
-            resolve_params(params_json),
-            out,
-            kaggle_dir=dirs.get("kaggle"),
-            mura_dir=dirs.get("mura"),
-            hospital_dir=dirs.get("hospital"),
-        )
-    finally:
-        os.chdir(cwd)
+    run_ingest(
+        resolve_params(params_json),
+        Path(out_path),
+        kaggle_dir=dirs.get("kaggle"),
+        mura_dir=dirs.get("mura"),
+        hospital_dir=dirs.get("hospital"),
+        data_root=root,  # roots are recorded relative to the data root
+    )
 
 
 def validate_step(params_json: str, raw_data_path: str, ingest_path: str, out_path: str, html_path: str) -> None:
@@ -107,9 +96,9 @@ def validate_step(params_json: str, raw_data_path: str, ingest_path: str, out_pa
     from fracture.validate import run_validate
 
     _setup()
-    _use_data_root(raw_data_path)
+    manifest = Path(ingest_path) / "manifest.parquet"
     try:
-        run_validate(resolve_params(params_json), Path(ingest_path) / "manifest.parquet", Path(out_path))
+        run_validate(resolve_params(params_json), manifest, Path(out_path), data_root=data_root(raw_data_path))
     finally:
         index = Path(out_path) / "data_docs" / "index.html"
         if index.exists():
@@ -130,8 +119,8 @@ def preprocess_step(params_json: str, raw_data_path: str, ingest_path: str, out_
     from fracture.preprocess import run_preprocess
 
     _setup()
-    _use_data_root(raw_data_path)
-    run_preprocess(resolve_params(params_json), Path(ingest_path) / "manifest.parquet", Path(out_path))
+    manifest = Path(ingest_path) / "manifest.parquet"
+    run_preprocess(resolve_params(params_json), manifest, Path(out_path), data_root=data_root(raw_data_path))
 
 
 def train_step(

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.image import IMAGE
+from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -18,6 +18,6 @@ def train(
     model: Output[Model],
 ):
     """Model dir (weights, config with the frozen threshold, metadata). `data_revision` keys the cache."""
-    from fracture.kfp_steps import train_step
+    from fracture.kubeflow.steps import train_step
 
     train_step(params_json, epochs, learning_rate, ingest_out.path, splits.path, cache.path, model.path)

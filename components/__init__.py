@@ -1,1 +1,0 @@
-"""Kubeflow Pipelines components: one folder per step, each one import and one call into `fracture`."""

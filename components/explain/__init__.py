@@ -1,1 +1,0 @@
-"""KFP component for the `explain` step."""

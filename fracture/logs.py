@@ -1,0 +1,22 @@
+"""Logging set-up, once per process, shared by every shell (the CLI, the Kubeflow steps)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+# Libraries whose INFO lines drown the project's own.
+NOISY_LOGGERS = ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations")
+
+
+def setup_logging(verbose: bool) -> None:
+    """Configure logging: timestamped lines on stderr, noisy libraries at WARNING."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,1 +1,0 @@
-"""Kubeflow pipeline definitions."""
