@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from kfp import dsl, kubernetes
 
+from fracture.config import Params
 from fracture.kubeflow.components.evaluate import evaluate
 from fracture.kubeflow.components.explain import explain
 from fracture.kubeflow.components.ingest import ingest
@@ -20,7 +21,6 @@ from fracture.kubeflow.components.report import report
 from fracture.kubeflow.components.split import split
 from fracture.kubeflow.components.train import train
 from fracture.kubeflow.components.validate import validate
-from fracture.config import Params
 
 PIPELINE_NAME = "fracture-training"
 # Kubernetes Secrets read as environment variables (templates in infra/base/secrets.example.yaml).

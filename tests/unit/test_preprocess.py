@@ -226,6 +226,8 @@ def test_demo_cache_matches_prepare_image_for_every_source(demo_cache: Path, dem
     assert len(sample) >= 6
     for image_id, source, rel in zip(sample["image_id"], sample["source"], sample["path"], strict=True):
         expected = prepare_image(
-            resolve_image_path(roots, source, rel, Path(".")), params.base.image_size, params.preprocess.window_percentiles
+            resolve_image_path(roots, source, rel, Path(".")),
+            params.base.image_size,
+            params.preprocess.window_percentiles,
         )
         np.testing.assert_array_equal(images[rows[image_id]], expected, err_msg=f"{source}:{rel}")
