@@ -19,3 +19,10 @@ class GateError(FractureError):
     """A validation, evaluation or promotion gate failed; exit 1."""
 
     exit_code = 1
+
+
+def first_line(err: BaseException, limit: int = 400) -> str:
+    """The first non-empty line of an exception's message (its type name when empty), at most `limit` chars."""
+    text = getattr(err, "message", None) or str(err)
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]

@@ -36,6 +36,8 @@ NO_PIXEL_DATA = "DICOM without pixel data"
 UNSUPPORTED_DICOM = "unsupported DICOM"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOI = b"\xff\xd8"
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
 PNG_IEND = b"IEND\xaeB`\x82"
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 TAIL_BYTES = 4096  # end-of-image markers are searched for in the last 4 KiB (some writers pad after them)
@@ -91,9 +93,9 @@ def sniff_format(head: bytes) -> str:
     """Image format from the leading bytes (132 are enough): png, jpeg, tiff, dicom, another name, or unknown."""
     if head.startswith(PNG_SIGNATURE):
         return "png"
-    if head.startswith(b"\xff\xd8\xff"):
+    if head.startswith(JPEG_SOI + b"\xff"):
         return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
+    if head[:4] in TIFF_MAGICS:
         return "tiff"
     if head[128:132] == b"DICM":
         return "dicom"
@@ -214,6 +216,22 @@ def parse_jpeg(read_at: Reader, size: int) -> _Parsed:
     header = ImageHeader("jpeg", width, height, precision, 1 if ncomp == 1 else 3, names[ncomp])
     ended = _tail_has(read_at, size, b"\xff\xd9", sof + 8)
     return _Parsed(header, None if ended else "JPEG without end-of-image marker")
+
+
+def raster_dims(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of PNG or JPEG bytes from their header alone; None for any other format.
+
+    A malformed header gives (0, 0), which the decoders' size check refuses as a corrupt header. `data` may be
+    only the first few KiB of the file: the end-of-file markers are not judged here.
+    """
+    parser = {"png": parse_png, "jpeg": parse_jpeg}.get(sniff_format(data[:132]))
+    if parser is None:
+        return None
+    try:
+        header = parser(bytes_reader(data), len(data)).header
+    except ImageRejected:
+        return 0, 0
+    return header.width, header.height
 
 
 class _Ifd:

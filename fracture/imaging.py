@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import struct
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +23,16 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fracture.errors import InputError
+from fracture.errors import InputError, first_line
+from fracture.imageheader import (
+    DICOM_SUFFIXES,
+    JPEG_SOI,
+    PNG_SIGNATURE,
+    TAIL_BYTES,
+    TIFF_MAGICS,
+    quiet_pydicom,
+    raster_dims,
+)
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -33,14 +41,8 @@ log = logging.getLogger(__name__)
 
 MAX_PIXELS = 200_000_000  # same defaults as params.ingest.max_pixels / max_side
 MAX_SIDE = 40_000
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 _SAMPLE_PIXELS = 1 << 18  # percentiles are estimated on a strided view of about this many pixels
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_HEAD_BYTES = 4096  # signature, IHDR and (for the DICOM check) byte 132
-_PNG_TAIL_BYTES = 4096  # the IEND chunk is searched for here, as ingest does (fracture.imageheader.TAIL_BYTES)
-_JPEG_MAGIC = b"\xff\xd8"
-# JPEG start-of-frame markers (C4 = DHT, C8 = JPG extension, CC = DAC are not frames).
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _LUMA_BGR = (0.114, 0.587, 0.299)  # ITU-R BT.601 weights in OpenCV's BGR channel order
 
 
@@ -252,14 +254,14 @@ def decode_raster(path: Path, data: bytes, *, max_pixels: int = MAX_PIXELS, max_
     Raises:
         InputError: not an image, truncated, or over the size limits.
     """
-    dims = header_dims(data)
+    dims = raster_dims(data)
     if dims is not None:
         check_dims(path, *dims, max_pixels=max_pixels, max_side=max_side)
     _check_complete(path, data)
     try:
         arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
-        raise InputError(f"{path}: cannot decode image ({_first_line(err)})") from None
+        raise InputError(f"{path}: cannot decode image ({first_line(err)})") from None
     if arr is None or arr.size == 0:
         kind = "corrupt image data" if dims is not None else "not a PNG, JPEG, TIFF or DICOM image"
         raise InputError(f"{path}: {kind}")
@@ -289,15 +291,15 @@ def decode_png_file(path: Path, *, max_pixels: int = MAX_PIXELS, max_side: int =
         with open(path, "rb") as fp:
             head = fp.read(_PNG_HEAD_BYTES)
             size = os.fstat(fp.fileno()).st_size
-            fp.seek(max(0, size - _PNG_TAIL_BYTES))
+            fp.seek(max(0, size - TAIL_BYTES))
             tail = fp.read()
     except OSError:
         return None
-    if not head.startswith(_PNG_MAGIC) or head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES:
+    if not head.startswith(PNG_SIGNATURE) or head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES:
         return None
     if b"IEND" not in tail:
         return None
-    check_dims(path, *header_dims(head), max_pixels=max_pixels, max_side=max_side)
+    check_dims(path, *raster_dims(head), max_pixels=max_pixels, max_side=max_side)
     try:
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -309,44 +311,6 @@ def decode_png_file(path: Path, *, max_pixels: int = MAX_PIXELS, max_side: int =
         return to_gray(arr)
     except ValueError as err:
         raise InputError(f"{path}: {err}") from None
-
-
-def header_dims(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG IHDR or JPEG SOF header without decoding; None for other formats.
-
-    Raises:
-        ValueError: never; a malformed header returns (0, 0) so that `check_dims` refuses it.
-    """
-    if data.startswith(_PNG_MAGIC):
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            return 0, 0
-        width, height = struct.unpack(">II", data[16:24])
-        return width, height
-    if data.startswith(_JPEG_MAGIC):
-        return _jpeg_dims(data)
-    return None
-
-
-def _jpeg_dims(data: bytes) -> tuple[int, int]:
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return 0, 0
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers, no length
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _JPEG_SOF:
-            if pos + 9 > len(data):
-                return 0, 0
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
-        pos += 2 + length
-    return 0, 0
 
 
 def check_dims(path: Path, width: int, height: int, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> None:
@@ -372,10 +336,10 @@ def _check_min_side(path: Path, arr: np.ndarray, min_side: int) -> np.ndarray:
 
 def _check_complete(path: Path, data: bytes) -> None:
     """Refuse truncated PNG/JPEG files, which decoders may otherwise return half-grey without an error."""
-    if data.startswith(_PNG_MAGIC) and data.rfind(b"IEND") < 0:
+    if data.startswith(PNG_SIGNATURE) and data.rfind(b"IEND") < 0:
         raise InputError(f"{path}: truncated PNG (no IEND chunk)")
     # Inside JPEG entropy-coded data every 0xFF is stuffed, so an EOI after the last SOS means the scan ended.
-    if data.startswith(_JPEG_MAGIC) and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+    if data.startswith(JPEG_SOI) and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise InputError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
 
 
@@ -393,17 +357,12 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[-1] if text else type(err).__name__
-
-
 # ----------------------------------------------------------------------------------------------------------- DICOM
 def _is_dicom(path: Path, data: bytes) -> bool:
     """DICOM by its preamble, or by its suffix unless the bytes are a PNG/JPEG/TIFF (content wins, as in ingest)."""
     if data[128:132] == b"DICM":
         return True
-    raster = data.startswith((_PNG_MAGIC, _JPEG_MAGIC, b"II*\x00", b"MM\x00*"))
+    raster = data.startswith((PNG_SIGNATURE, JPEG_SOI, *TIFF_MAGICS))
     return path.suffix.lower() in DICOM_SUFFIXES and not raster
 
 
@@ -413,7 +372,7 @@ def _read_dicom(
     """DICOM -> modality LUT -> VOI LUT / window (else percentiles) -> MONOCHROME1 inverted -> [0, 1]."""
     from pydicom.pixels import apply_modality_lut
 
-    ds = _read_dataset(path, data)
+    ds = _read_dicom_dataset(path, data)
     check_dims(path, int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), max_pixels=max_pixels, max_side=max_side)
     arr = _dicom_pixels(path, ds)
     if int(ds.get("SamplesPerPixel") or 1) > 1:  # colour: pydicom returns RGB (YBR converted); no LUTs apply
@@ -427,12 +386,11 @@ def _read_dicom(
     return img01
 
 
-def _read_dataset(path: Path, data: bytes) -> Dataset:
+def _read_dicom_dataset(path: Path, data: bytes) -> Dataset:
     import pydicom
 
     try:
-        with warnings.catch_warnings():  # pydicom's validation warnings quote element values (PHI): keep out of logs
-            warnings.simplefilter("ignore")
+        with quiet_pydicom():  # pydicom's warnings and log records quote element values (PHI): keep out of logs
             ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as err:  # pydicom raises many types on malformed input; all mean "unreadable"
         # Only the type: the message of a value-parsing error may quote a header value (PHI).
@@ -465,7 +423,7 @@ def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
     except Exception as err:  # truncated or malformed pixel data, in any of pydicom's error types
-        raise InputError(f"{path}: corrupt DICOM pixel data ({type(err).__name__}: {_first_line(err)})") from None
+        raise InputError(f"{path}: corrupt DICOM pixel data ({type(err).__name__}: {first_line(err)})") from None
     if int(ds.get("NumberOfFrames") or 1) > 1:
         log.warning("%s: multi-frame DICOM (%s frames); using the first frame", path, ds.NumberOfFrames)
         arr = arr[0]

@@ -92,7 +92,7 @@ def decide(prob: float, threshold: float) -> str:
 
 def is_image_file(path: Path) -> bool:
     """An image or DICOM file by suffix; AppleDouble `._*` junk is not."""
-    from fracture.imaging import DICOM_SUFFIXES
+    from fracture.imageheader import DICOM_SUFFIXES
 
     return not path.name.startswith("._") and path.suffix.lower() in RASTER_SUFFIXES | DICOM_SUFFIXES
 

@@ -191,3 +191,28 @@ def test_rejection_is_an_input_error():
     from fracture.errors import InputError
 
     assert issubclass(ImageRejected, InputError)
+
+
+def test_raster_dims_reads_png_and_jpeg_headers_only() -> None:
+    import cv2
+    import numpy as np
+
+    from fracture.imageheader import raster_dims
+
+    img = np.zeros((7, 11), np.uint8)
+    png = cv2.imencode(".png", img)[1].tobytes()
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    assert raster_dims(png[:64]) == (11, 7)  # the header alone is enough
+    assert raster_dims(jpg) == (11, 7)
+    assert raster_dims(b"II*\x00" + bytes(200)) is None  # not PNG/JPEG: the decoder decides
+    broken = bytearray(png)
+    broken[20] ^= 0xFF  # IHDR no longer matches its CRC
+    assert raster_dims(bytes(broken)) == (0, 0)
+
+
+def test_first_line_is_the_first_line() -> None:
+    from fracture.errors import first_line
+
+    assert first_line(ValueError("cannot decode\n  at frame 2\n")) == "cannot decode"
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(ValueError("x" * 500), limit=10) == "x" * 10
