@@ -14,71 +14,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from fracture.cache import load_cache  # noqa: F401  (train, evaluate, explain import it from here until they move)
 from fracture.config import AugmentParams
-from fracture.errors import InputError
-from fracture.io import read_json, read_parquet
 
-CACHE_FORMAT = 1
-INDEX_COLUMNS = ("image_id", "row")
 NO_SEED = -1  # a sample without augmentation (eval, or indexed without a seed)
 N_DRAWS = 7  # angle, tx, ty, scale, contrast, brightness, flip
-
-
-def load_cache(cache_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """Open the preprocess cache without reading its pixels.
-
-    Args:
-        cache_dir: dir holding images.npy, index.parquet and meta.json.
-
-    Returns:
-        (images, index): a read-only memmap `[N, S, S]` uint8 and the index table (image_id, row, sha256).
-
-    Raises:
-        InputError: a file is missing or unreadable, or the three files disagree with each other.
-    """
-    cache_dir = Path(cache_dir)
-    for name in ("images.npy", "index.parquet", "meta.json"):
-        if not (cache_dir / name).is_file():
-            raise InputError(f"{cache_dir / name}: missing; run `fracture preprocess` to build the cache")
-    meta = read_json(cache_dir / "meta.json")
-    try:
-        images = np.load(cache_dir / "images.npy", mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise InputError(f"{cache_dir / 'images.npy'}: cannot memory-map the cache ({err})") from None
-    index = read_parquet(cache_dir / "index.parquet")
-    _check_cache(cache_dir, meta, images, index)
-    return images, index
-
-
-def _check_cache(cache_dir: Path, meta: dict, images: np.ndarray, index: pd.DataFrame) -> None:
-    """Raise InputError naming the file when images.npy, index.parquet and meta.json disagree."""
-    size = meta.get("image_size")
-    if meta.get("format") != CACHE_FORMAT:
-        raise InputError(f"{cache_dir / 'meta.json'}: cache format {meta.get('format')!r}, expected {CACHE_FORMAT}")
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (size, size):
-        raise InputError(
-            f"{cache_dir / 'images.npy'}: {images.dtype} {list(images.shape)} does not match meta.json "
-            f"(uint8 [N, {size}, {size}])"
-        )
-    if meta.get("count") != images.shape[0]:
-        raise InputError(f"{cache_dir / 'meta.json'}: count {meta.get('count')} but images.npy has {images.shape[0]}")
-    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
-    if missing:
-        raise InputError(f"{cache_dir / 'index.parquet'}: missing columns {', '.join(missing)}")
-    rows = index["row"].to_numpy()
-    if len(rows) and (rows.min() < 0 or rows.max() >= images.shape[0]):
-        raise InputError(f"{cache_dir / 'index.parquet'}: rows outside images.npy's {images.shape[0]} images")
-    if index["image_id"].duplicated().any():
-        raise InputError(f"{cache_dir / 'index.parquet'}: duplicate image_id values")
 
 
 def normalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:

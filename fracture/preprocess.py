@@ -1,6 +1,6 @@
 """Preprocess step: decode every manifest image once into a memory-mappable uint8 cache.
 
-Output dir (CONTRACTS.md): `images.npy` uint8 [N, S, S], `index.parquet` (image_id, row, sha256), `meta.json`,
+Output dir: the cache files of fracture/cache.py (`images.npy` uint8 [N, S, S], `index.parquet`, `meta.json`), plus
 `failures.csv` (image_id, path, reason) and the resolved `params.yaml`. Every image goes through
 `fracture.imaging.prepare_image`, the same code path as predict.
 
@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from fracture.cache import IMAGES_FILE, INDEX_FILE, META_FILE, cache_meta
 from fracture.config import Params, dump_params
 from fracture.errors import InputError
 from fracture.imaging import prepare_image
@@ -43,7 +44,6 @@ from fracture.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
 FAILURE_COLUMNS = ("image_id", "path", "reason")
 _MAX_LOGGED_FAILURES = 20
 
@@ -182,17 +182,6 @@ def _strip_path(message: str, path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- cache files
-def cache_meta(size: int, window: tuple[float, float], count: int) -> dict:
-    """meta.json content (CONTRACTS.md), plus `decoder`: which decoding code made the rows (see `decoder_id`)."""
-    return {
-        "image_size": size,
-        "count": count,
-        "window_percentiles": [float(w) for w in window],
-        "format": CACHE_FORMAT,
-        "decoder": decoder_id(),
-    }
-
-
 @functools.cache
 def decoder_id() -> str:
     """Fingerprint of the decode path (fracture/imaging.py's source, OpenCV and pydicom versions).
@@ -213,16 +202,16 @@ def load_previous_cache(
     cache_dir: Path, size: int, window: tuple[float, float]
 ) -> tuple[np.ndarray, dict[str, int]] | None:
     """A valid earlier cache built with the same settings, as (memmap images, sha256 -> row); else None."""
-    meta_path = cache_dir / "meta.json"
+    meta_path = cache_dir / META_FILE
     if not meta_path.exists():
         return None
     try:
         meta = read_json(meta_path)
-        if meta != cache_meta(size, window, meta.get("count", -1)):
+        if meta != cache_meta(size, window, meta.get("count", -1), decoder_id()):
             log.info("%s: cache settings changed; decoding every image again", cache_dir)
             return None
-        images = np.load(cache_dir / "images.npy", mmap_mode="r")
-        index = pd.read_parquet(cache_dir / "index.parquet")
+        images = np.load(cache_dir / IMAGES_FILE, mmap_mode="r")
+        index = pd.read_parquet(cache_dir / INDEX_FILE)
     except (InputError, OSError, ValueError) as err:
         log.warning("%s: earlier cache is unreadable (%s); decoding every image again", cache_dir, err)
         return None
@@ -257,7 +246,7 @@ def _write_tables(out_dir: Path, build: CacheBuild) -> None:
     index = pd.DataFrame(build.rows, columns=["image_id", "row", "sha256"]).astype(
         {"image_id": "string", "row": "int64", "sha256": "string"}
     )
-    write_parquet(index, out_dir / "index.parquet")
+    write_parquet(index, out_dir / INDEX_FILE)
     failures = pd.DataFrame(build.failures, columns=list(FAILURE_COLUMNS))
     with atomic_path(out_dir / "failures.csv") as tmp:
         failures.to_csv(tmp, index=False)
@@ -289,14 +278,14 @@ def run_preprocess(params: Params, manifest_path: Path, out_dir: Path, data_root
     _remove_stale_temps(out_dir)
     previous = load_previous_cache(out_dir, size, window)
     start = time.perf_counter()
-    with atomic_path(out_dir / "images.npy") as tmp:
+    with atomic_path(out_dir / IMAGES_FILE) as tmp:
         build, final_tmp = _build_images(tmp, params, items, previous)
         seconds = time.perf_counter() - start
-        (out_dir / "meta.json").unlink(missing_ok=True)  # from here on the dir reads as invalid until meta.json
+        (out_dir / META_FILE).unlink(missing_ok=True)  # from here on the dir reads as invalid until meta.json
         os.replace(final_tmp, tmp)
     _write_tables(out_dir, build)
     dump_params(params, out_dir / "params.yaml")
-    write_json(out_dir / "meta.json", cache_meta(size, window, len(build.rows)))
+    write_json(out_dir / META_FILE, cache_meta(size, window, len(build.rows), decoder_id()))
     return _summarise(manifest_path, build, seconds)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from fracture.cache import load_cache
 from fracture.config import AugmentParams
 from fracture.data import (
     NO_SEED,
@@ -18,7 +19,6 @@ from fracture.data import (
     augment_batch,
     augment_image,
     collate_batch,
-    load_cache,
 )
 from fracture.errors import InputError
 from tests.unit.test_train import tiny_images, write_cache
