@@ -18,6 +18,8 @@ from fracture.config import dump_params
 from fracture.io import sha256_file, write_manifest
 from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
 
+pytestmark = pytest.mark.integration  # real Great Expectations runs and Data Docs on disk
+
 SOURCES = ("hospital", "kaggle", "mura")
 
 

@@ -144,7 +144,15 @@ def test_no_bootstrap_means_no_bootstrap_cis() -> None:
 
 def test_bootstrap_is_seeded() -> None:
     frame = scored_frame()
-    assert _assemble(frame).metrics == _assemble(frame).metrics
+    val = frame[frame["split"] == "val"]
+    tuned = metrics.tune_thresholds(val["label"].to_numpy(), val["prob"].to_numpy(), EP.target_sensitivity)
+
+    def cis(seed: int) -> dict:
+        ev = evaluate.assemble_evaluation(frame, tuned["youden"], "youden", tuned, EP, seed=seed)
+        return {k: v for k, v in ev.metrics.items() if "_ci_" in k}
+
+    assert cis(7) == cis(7)  # the same seed gives the same intervals
+    assert cis(7) != cis(8)  # and the seed is used: another one moves at least one bound
 
 
 # --------------------------------------------------------------------------------------- study and subgroups

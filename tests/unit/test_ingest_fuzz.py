@@ -79,8 +79,16 @@ def _input_error_only(fn, *args):
 @FUZZ
 @given(st.text(max_size=400))
 def test_table_parsers_on_arbitrary_text(text):
-    for fn in (parse_kaggle_table, parse_metadata, parse_image_paths, parse_labeled_studies):
-        _input_error_only(fn, text, "fuzz.csv")
+    # Each parser either refuses the text with an InputError or returns its documented shape of strings.
+    for fn in (parse_kaggle_table, parse_metadata):
+        table = _input_error_only(fn, text, "fuzz.csv")
+        assert table is None or isinstance(table, pd.DataFrame)
+        if table is not None:
+            assert all(isinstance(v, str) for v in table.to_numpy().ravel() if not pd.isna(v)), fn.__name__
+    paths = _input_error_only(parse_image_paths, text, "fuzz.csv")
+    assert paths is None or all(isinstance(p, str) and p for p in paths)
+    studies = _input_error_only(parse_labeled_studies, text, "fuzz.csv")
+    assert studies is None or all(isinstance(s, str) and isinstance(v, str) for s, v in studies)
 
 
 @FUZZ
