@@ -80,20 +80,22 @@ def build_pipeline(params: Params) -> Callable:
             data_revision=data_revision,
         )
         tasks.append(_with_secrets(ing))
-        val = validate(params_json=params_json, raw_data=ing.outputs["raw_data"], ingest_out=ing.outputs["ingest_out"])
-        spl = split(params_json=params_json, strategy=split_strategy, ingest_out=ing.outputs["ingest_out"])
-        spl.after(val)  # never split data that failed a blocking expectation
-        pre = preprocess(
-            params_json=params_json, raw_data=ing.outputs["raw_data"], ingest_out=ing.outputs["ingest_out"]
+        checks = validate(
+            params_json=params_json, raw_data=ing.outputs["raw_data"], ingest_dir=ing.outputs["ingest_dir"]
         )
-        pre.after(val)
-        tasks += [val, spl, pre]
+        spl = split(params_json=params_json, strategy=split_strategy, ingest_dir=ing.outputs["ingest_dir"])
+        spl.after(checks)  # never split data that failed a blocking expectation
+        pre = preprocess(
+            params_json=params_json, raw_data=ing.outputs["raw_data"], ingest_dir=ing.outputs["ingest_dir"]
+        )
+        pre.after(checks)
+        tasks += [checks, spl, pre]
         trn = train(
             params_json=params_json,
             epochs=epochs,
             learning_rate=learning_rate,
             data_revision=data_revision,
-            ingest_out=ing.outputs["ingest_out"],
+            ingest_dir=ing.outputs["ingest_dir"],
             splits=spl.outputs["splits"],
             cache=pre.outputs["cache"],
         )
@@ -102,32 +104,32 @@ def build_pipeline(params: Params) -> Callable:
             params_json=params_json,
             data_revision=data_revision,
             model=trn.outputs["model"],
-            ingest_out=ing.outputs["ingest_out"],
+            ingest_dir=ing.outputs["ingest_dir"],
             splits=spl.outputs["splits"],
             cache=pre.outputs["cache"],
         )
         ex = explain(
             params_json=params_json,
             model=trn.outputs["model"],
-            evaluation=ev.outputs["evaluation"],
+            eval_dir=ev.outputs["eval_dir"],
             cache=pre.outputs["cache"],
         )
         rep = report(
             params_json=params_json,
-            ingest_out=ing.outputs["ingest_out"],
-            validation=val.outputs["validation"],
+            ingest_dir=ing.outputs["ingest_dir"],
+            validation=checks.outputs["validation"],
             splits=spl.outputs["splits"],
             model=trn.outputs["model"],
-            evaluation=ev.outputs["evaluation"],
-            explanations=ex.outputs["explanations"],
+            eval_dir=ev.outputs["eval_dir"],
+            explain_dir=ex.outputs["explain_dir"],
         )
         tasks += [ev, ex, rep]
         with dsl.If(ev.outputs["Output"] == True, name="evaluation-gate-passed"):  # noqa: E712 - KFP condition
             reg = register(
                 params_json=params_json,
                 model=trn.outputs["model"],
-                evaluation=ev.outputs["evaluation"],
-                report_html=rep.outputs["report_html"],
+                eval_dir=ev.outputs["eval_dir"],
+                report=rep.outputs["report"],
             )
             tasks.append(_with_secrets(reg, mlflow=True))
         for task in tasks:

@@ -29,7 +29,7 @@ def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    reports = [p for p in (out / "pipeline_root").rglob("report_html") if p.is_file()]
+    reports = [p for p in (out / "pipeline_root").rglob("report") if p.is_file()]
     assert reports, "no report artifact"
     assert "<html" in reports[0].read_text().lower()
     registrations = [p for p in (out / "pipeline_root").rglob("registration") if p.is_file()]

@@ -11,10 +11,10 @@ def evaluate(
     params_json: str,
     data_revision: str,
     model: Input[Model],
-    ingest_out: Input[Dataset],
+    ingest_dir: Input[Dataset],
     splits: Input[Dataset],
     cache: Input[Dataset],
-    evaluation: Output[Dataset],
+    eval_dir: Output[Dataset],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
 ) -> bool:
@@ -26,5 +26,5 @@ def evaluate(
     from fracture.kubeflow.steps import evaluate_step
 
     return evaluate_step(
-        params_json, model.path, ingest_out.path, splits.path, cache.path, evaluation.path, metrics, classification
+        params_json, model.path, ingest_dir.path, splits.path, cache.path, eval_dir.path, metrics, classification
     )

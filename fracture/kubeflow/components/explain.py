@@ -10,11 +10,11 @@ from fracture.kubeflow.image import IMAGE
 def explain(
     params_json: str,
     model: Input[Model],
-    evaluation: Input[Dataset],
+    eval_dir: Input[Dataset],
     cache: Input[Dataset],
-    explanations: Output[Dataset],
+    explain_dir: Output[Dataset],
 ):
     """Grad-CAM overlays and their index."""
     from fracture.kubeflow.steps import explain_step
 
-    explain_step(params_json, model.path, evaluation.path, cache.path, explanations.path)
+    explain_step(params_json, model.path, eval_dir.path, cache.path, explain_dir.path)

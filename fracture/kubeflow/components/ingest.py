@@ -13,9 +13,9 @@ def ingest(
     data_location: str,
     data_revision: str,
     raw_data: Output[Dataset],
-    ingest_out: Output[Dataset],
+    ingest_dir: Output[Dataset],
 ):
     """Manifest, quarantine list and summary from the raw datasets."""
     from fracture.kubeflow.steps import ingest_step
 
-    ingest_step(params_json, data_source, data_location, data_revision, raw_data.path, ingest_out.path)
+    ingest_step(params_json, data_source, data_location, data_revision, raw_data.path, ingest_dir.path)

@@ -10,11 +10,11 @@ from fracture.kubeflow.image import IMAGE
 def register(
     params_json: str,
     model: Input[Model],
-    evaluation: Input[Dataset],
-    report_html: Input[HTML],
+    eval_dir: Input[Dataset],
+    report: Input[HTML],
     registration: Output[Artifact],
 ):
     """The registration record (name, version, run id)."""
     from fracture.kubeflow.steps import register_step
 
-    register_step(params_json, model.path, evaluation.path, report_html.path, registration.path)
+    register_step(params_json, model.path, eval_dir.path, report.path, registration.path)

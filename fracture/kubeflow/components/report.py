@@ -9,24 +9,24 @@ from fracture.kubeflow.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def report(
     params_json: str,
-    ingest_out: Input[Dataset],
+    ingest_dir: Input[Dataset],
     validation: Input[Dataset],
     splits: Input[Dataset],
     model: Input[Model],
-    evaluation: Input[Dataset],
-    explanations: Input[Dataset],
-    report_html: Output[HTML],
+    eval_dir: Input[Dataset],
+    explain_dir: Input[Dataset],
+    report: Output[HTML],
 ):
     """report.html, shown by the KFP UI."""
     from fracture.kubeflow.steps import report_step
 
     report_step(
         params_json,
-        ingest_out.path,
+        ingest_dir.path,
         validation.path,
         splits.path,
         model.path,
-        evaluation.path,
-        explanations.path,
-        report_html.path,
+        eval_dir.path,
+        explain_dir.path,
+        report.path,
     )

@@ -7,8 +7,8 @@ from fracture.kubeflow.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def split(params_json: str, strategy: str, ingest_out: Input[Dataset], splits: Output[Dataset]):
+def split(params_json: str, strategy: str, ingest_dir: Input[Dataset], splits: Output[Dataset]):
     """splits.parquet and the split summary."""
     from fracture.kubeflow.steps import split_step
 
-    split_step(params_json, strategy, ingest_out.path, splits.path)
+    split_step(params_json, strategy, ingest_dir.path, splits.path)

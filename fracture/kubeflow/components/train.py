@@ -12,7 +12,7 @@ def train(
     epochs: int,
     learning_rate: float,
     data_revision: str,
-    ingest_out: Input[Dataset],
+    ingest_dir: Input[Dataset],
     splits: Input[Dataset],
     cache: Input[Dataset],
     model: Output[Model],
@@ -20,4 +20,4 @@ def train(
     """Model dir (weights, config with the frozen threshold, metadata). `data_revision` keys the cache."""
     from fracture.kubeflow.steps import train_step
 
-    train_step(params_json, epochs, learning_rate, ingest_out.path, splits.path, cache.path, model.path)
+    train_step(params_json, epochs, learning_rate, ingest_dir.path, splits.path, cache.path, model.path)

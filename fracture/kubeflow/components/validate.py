@@ -10,11 +10,11 @@ from fracture.kubeflow.image import IMAGE
 def validate(
     params_json: str,
     raw_data: Input[Dataset],
-    ingest_out: Input[Dataset],
+    ingest_dir: Input[Dataset],
     validation: Output[Dataset],
     data_docs: Output[HTML],
 ):
     """validation.json and the Data Docs site (its index as an HTML artifact)."""
     from fracture.kubeflow.steps import validate_step
 
-    validate_step(params_json, raw_data.path, ingest_out.path, validation.path, data_docs.path)
+    validate_step(params_json, raw_data.path, ingest_dir.path, validation.path, data_docs.path)
