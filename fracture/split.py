@@ -182,21 +182,32 @@ def assign_loso(df: pd.DataFrame, groups: pd.Series, sp: SplitParams, fold: int,
     _train_val(df, open_rows & ~is_test, groups, sp, seed, f"sources other than {held_out}")
 
 
-def pin_mura_valid(df: pd.DataFrame, work: pd.DataFrame, groups: pd.Series, sp: SplitParams, strategy: str) -> None:
-    """`split.mura_valid` val/test: MURA's valid rows, and every open row of their leakage groups, go to that split.
+def mura_trains(df: pd.DataFrame, sp: SplitParams, strategy: str, fold: int) -> bool:
+    """Whether the strategy trains on MURA (then `split.mura_valid` applies; a held-out MURA is all test anyway)."""
+    if strategy == "cross_domain":
+        return "mura" in sp.train_sources
+    if strategy == "loso":
+        sources = sorted(df["source"].astype(str).unique())
+        return fold < len(sources) and sources[fold] != "mura"
+    return True
 
-    Under cross_domain only when MURA is one of its train or test sources (otherwise MURA stays excluded).
+
+def pin_mura_valid(df: pd.DataFrame, work: pd.DataFrame, groups: pd.Series, sp: SplitParams, how: tuple) -> None:
+    """Honour MURA's own split (`split.mura_valid`) where the strategy trains on MURA.
+
+    `test`: MURA's valid rows go to test; MURA's train rows are split by the strategy. `val`: MURA's valid rows go
+    to val and its train rows to train. Whole leakage groups move (MURA's two sets share no patient), and only rows
+    the cohort policy kept.
     """
-    if sp.mura_valid == "pool" or "source_split" not in df.columns:
+    if sp.mura_valid == "pool" or "source_split" not in df.columns or not mura_trains(df, sp, *how):
         return
-    if strategy == "cross_domain" and "mura" not in (*sp.train_sources, *sp.test_sources):
-        return
-    official = (df["source"].astype(str) == "mura").to_numpy() & df["source_split"].astype("string").eq("valid").fillna(
-        False
-    ).to_numpy(dtype=bool)
-    rows = groups.isin(set(groups[official])).to_numpy() & work["split"].isna().to_numpy()
-    work.loc[rows, "split"] = sp.mura_valid
-    log.info("split.mura_valid=%s: %d MURA valid-set image(s) placed in %s", sp.mura_valid, rows.sum(), sp.mura_valid)
+    mura = (df["source"].astype(str) == "mura").to_numpy()
+    official = mura & df["source_split"].astype("string").eq("valid").fillna(False).to_numpy(dtype=bool)
+    targets = [(official, sp.mura_valid)] + ([(mura & ~official, "train")] if sp.mura_valid == "val" else [])
+    for rows, target in targets:
+        moved = groups.isin(set(groups[rows])).to_numpy() & work["split"].isna().to_numpy()
+        work.loc[moved, "split"] = target
+        log.info("split.mura_valid=%s: %d MURA image(s) placed in %s", sp.mura_valid, moved.sum(), target)
 
 
 def exclude_scored_copies(df: pd.DataFrame, work: pd.DataFrame) -> None:
@@ -243,7 +254,7 @@ def make_splits(df: pd.DataFrame, sp: SplitParams, strategy: str, fold: int, see
     work = pd.DataFrame({"source": df["source"], "label": df["label"], "fold": pd.NA, "reason": reasons})
     work["split"] = pd.Series(np.where(reasons.notna(), "excluded", None), index=df.index, dtype=object)
     groups = group_components(df)
-    pin_mura_valid(df, work, groups, sp, strategy)
+    pin_mura_valid(df, work, groups, sp, (strategy, fold))
     assign = {
         "cross_domain": lambda: assign_cross_domain(work, groups, sp, seed),
         "kfold": lambda: assign_kfold(work, groups, sp, fold, seed),
