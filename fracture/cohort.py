@@ -133,19 +133,16 @@ def _age_rows(ages: pd.Series, unit: str) -> list[dict]:
     return rows
 
 
-def ao_classes(codes: pd.Series) -> pd.Series:
+def ao_classes(codes: pd.Series) -> list[set[str]]:
     """Per image, the set of AO (PCCF) classes in its code string: `23r-M/3.1; 23u-E/7` -> {23r-M, 23u-E}."""
-    return (
-        codes.astype("string")
-        .fillna("")
-        .map(lambda text: {part.split("/")[0].strip() for part in str(text).split(";") if part.strip()})
-    )
+    texts = codes.astype("string").fillna("").tolist()
+    return [{part.split("/")[0].strip() for part in text.split(";") if part.strip()} for text in texts]
 
 
 def _ao_rows(codes: pd.Series) -> list[dict]:
     """Images with any AO code, and per AO class (an image with two classes counts in both)."""
     classes = ao_classes(codes)
-    rows = [_row("ao_class", "any", "image", int(classes.map(bool).sum()), len(codes))]
+    rows = [_row("ao_class", "any", "image", sum(1 for found in classes if found), len(codes))]
     counts = Counter(c for found in classes for c in found)
     return rows + [_row("ao_class", k, "image", v, len(codes)) for k, v in sorted(counts.items())]
 
@@ -165,7 +162,7 @@ def characteristics(sub: pd.DataFrame) -> list[dict]:
     rows = [
         _row("images", "all", "image", n, n),
         _row("patients", "all", "patient", len(patients), len(patients)),
-        _row("studies", "known", "study", int(sub["study_id"].nunique()), int(sub["study_id"].nunique())),
+        _row("studies", "known", "study", int(sub["study_id"].nunique()), 0),  # no percent: ids may be missing
         _row("label", "fracture", "image", positives, n),
         _row("label", "normal", "image", n - positives, n),
     ]
