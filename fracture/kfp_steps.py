@@ -243,7 +243,7 @@ def report_step(
 
 def register_step(params_json: str, model_path: str, eval_path: str, report_path: str, out_path: str) -> None:
     """`fracture register` (the pipeline calls it only when the gate passed); writes the registration record."""
-    from fracture.registry import run_register
+    from fracture.registry.register import run_register
 
     _setup()
     record = run_register(resolve_params(params_json), Path(model_path), Path(eval_path), report_path=Path(report_path))
