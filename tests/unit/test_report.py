@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture.report import fmt, run_report
+from fracture.report import run_report
+from fracture.report.tables import fmt
 
 N_IMAGES = 96
 SIZE = 64
