@@ -38,6 +38,7 @@ from fracture.errors import InputError
 from fracture.io import atomic_path, hash_file, read_json, read_manifest, read_parquet, write_json
 from fracture.metrics import tune_thresholds
 from fracture.model import METADATA_FILE, build_model, model_config, predict_proba, save_model_dir
+from fracture.modelcard import build_model_card
 from fracture.parallel import progress
 from fracture.tracking import Tracker, flatten, git_commit, params_hash, redact, short_http_timeouts
 
@@ -528,22 +529,12 @@ def _lineage(params: Params, manifest_path: Path, splits_path: Path) -> dict[str
     }
 
 
-def _data_summary(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    grouped = rows.groupby(["split", "source"], observed=True)
-    table = grouped.agg(images=("label", "size"), positives=("label", "sum"), patients=("patient_id", "nunique"))
-    return [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in table.reset_index().to_dict("records")
-    ]
-
-
 def build_metadata(
     params: Params, prog: LoopState, config: dict, lineage: dict, rows: pd.DataFrame, tracker: Tracker
 ) -> dict[str, Any]:
     """metadata.json: the input/output contract, the model card and the lineage."""
     s, mp = params.base.image_size, params.model
     best = prog.best_auroc if math.isfinite(prog.best_auroc) else None
-    lo, hi = params.preprocess.window_percentiles
     return {
         "input": {
             "shape": [1, s, s],
@@ -558,7 +549,7 @@ def build_metadata(
             "description": "one logit; sigmoid gives the probability of a visible fracture; "
             f"fracture when probability >= threshold ({config['threshold']:.4f}, {config['threshold_method']} on val)",
         },
-        "model_card": _model_card(params, prog, config, rows, best, (lo, hi)),
+        "model_card": build_model_card(params, config, rows, prog.epoch, prog.best_epoch, best),
         "best_epoch": prog.best_epoch,
         "val_auroc": best,
         "epochs_run": prog.epoch,
@@ -567,34 +558,6 @@ def build_metadata(
         "mlflow_status": tracker.status,
         "mlflow_tracking_uri": redact(tracker.uri),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _model_card(
-    params: Params, prog: LoopState, config: dict, rows: pd.DataFrame, best: float | None, window: tuple
-) -> dict[str, Any]:
-    tp, s = params.train, params.base.image_size
-    return {
-        "Data": {"summary": "train/val splits only (test untouched by training)", "rows": _data_summary(rows)},
-        "Preprocessing": f"decode (8/16-bit PNG, JPEG, DICOM with VOI LUT), window to percentiles {list(window)}, "
-        f"MONOCHROME1 inverted, resize to {s} x {s}, uint8",
-        "Training": f"{config['backbone']} (in_chans 1, pretrained={params.model.pretrained}) + MLP head; weighted "
-        f"BCE, AdamW lr {tp.lr}, warmup {tp.warmup_epochs} epochs + cosine, batch {tp.batch_size} x "
-        f"{tp.accumulation_steps} accumulation, {prog.epoch} of {tp.epochs} epochs, best epoch {prog.best_epoch} "
-        "by val AUROC",
-        "Input": f"one grayscale wrist radiograph, {s} x {s} uint8 after preprocessing",
-        "Output": "probability of a visible fracture and a yes/no decision at the frozen threshold",
-        "Performance": {
-            "val_auroc": best,
-            "threshold": config["threshold"],
-            "threshold_method": config["threshold_method"],
-            "note": "test metrics are in the evaluate step's metrics.json",
-        },
-        "Limitations": "image-level labels (MURA labels are study-level 'abnormal', not fracture); trained on the "
-        "listed sources and age groups only; casts, metal and follow-up exams can confound; not calibrated for "
-        "other body parts or modalities",
-        "Intended use": "decision support for trained readers of wrist radiographs; not a diagnosis and not for "
-        "use without a clinician",
     }
 
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from fracture.config import Params
+from fracture.modelcard import INTENDED_USE, card_limitations
 from fracture.report.artifacts import Artifacts, load_artifacts
 from fracture.report.figures import curve_figures, gallery, plot_history
 from fracture.report.tables import (
@@ -30,24 +31,6 @@ log = logging.getLogger(__name__)
 
 TEMPLATE = "report.html.j2"
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"  # fracture/templates (package data)
-LIMITATIONS = (
-    "MURA labels are per study and mean 'abnormal' (fracture, hardware, degenerative change...), not only "
-    "fracture; they are image labels here only by inheritance from the study.",
-    "GRAZPEDWRI-DX is paediatric and confounded: casts are on about 41 % of positives vs 3.5 % of negatives, and "
-    "follow-up exams dominate the positives. The clinically relevant subset (initial exam, no cast, no metal) is "
-    "reported as its own subgroup; read it before the overall figures.",
-    "The hospital set is cropped by part and holds offline-augmented copies; copies are grouped with their "
-    "original so they never straddle a split.",
-    "Grad-CAM maps are coarse (one cell per 32 px of input at the last Swin stage) and show where the model "
-    "looks, not why; they are not evidence of a fracture.",
-    "Performance is reported for the listed sources, age groups and body parts only; other populations, devices, "
-    "projections or modalities are untested.",
-)
-INTENDED_USE = (
-    "Decision support for trained readers of wrist radiographs: a second look that flags images likely to show a "
-    "fracture. It is not a diagnosis, must not be used without a clinician reading the image, and is not a "
-    "cleared medical device."
-)
 
 
 def model_card(art: Artifacts) -> dict:
@@ -56,14 +39,13 @@ def model_card(art: Artifacts) -> dict:
     data = card.get("Data") if isinstance(card.get("Data"), dict) else {}
     return {
         "intended_use": INTENDED_USE,
-        "card_intended_use": card.get("Intended use"),
         "data_rows": data.get("rows") or [],
         "data_summary": data.get("summary"),
         "preprocessing": card.get("Preprocessing"),
         "training": card.get("Training"),
         "input": (art.metadata.get("input") or {}).get("description") or card.get("Input"),
         "output": (art.metadata.get("output") or {}).get("description") or card.get("Output"),
-        "limitations": [*LIMITATIONS, *([card["Limitations"]] if card.get("Limitations") else [])],
+        "limitations": card_limitations(card),
         "lineage": lineage_rows(art.metadata, art.config, art.fingerprints),
     }
 
