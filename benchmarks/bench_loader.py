@@ -65,7 +65,7 @@ def write_cache(cache_dir: Path, n: int, size: int) -> None:
     import pandas as pd
 
     from fracture.io import write_json, write_parquet
-    from fracture.synth import make_radiograph
+    from fracture.synth.render import make_radiograph
 
     bases = [make_radiograph(np.random.default_rng(i), size, size, bool(i % 2)) for i in range(min(n, 16))]
     cache_dir.mkdir(parents=True)

@@ -21,7 +21,7 @@ import pandas as pd
 from fracture.config import Params, parse_params
 from fracture.errors import InputError
 from fracture.io import read_json, write_json
-from fracture.synth import SOURCE_DIRS
+from fracture.sources import SOURCE_DIRS
 
 log = logging.getLogger(__name__)
 
