@@ -471,7 +471,7 @@ def score_frame(
     Raises:
         InputError: the cache is unusable, no test image is in it, or the model returns non-finite probabilities.
     """
-    from fracture.data import load_cache
+    from fracture.cache import load_cache
 
     images, index = load_cache(cache_dir)
     row_of = pd.Series(index["row"].to_numpy(np.int64), index=index["image_id"].astype("string").to_numpy())

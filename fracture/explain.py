@@ -311,8 +311,8 @@ def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path
     Returns:
         meta.json's content (threshold, rule, grid, cell size, counts per category).
     """
+    from fracture.cache import load_cache
     from fracture.config import dump_params
-    from fracture.data import load_cache
     from fracture.io import write_json
 
     model, config, predictions = _load_inputs(model_dir, eval_dir)
