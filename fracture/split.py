@@ -292,6 +292,7 @@ def run_split(
     df, _ = read_manifest(manifest_path)
     _check_manifest(df, Path(manifest_path))
     splits = make_splits(df, params.split, strategy, fold, params.base.seed)
+    splits["cluster_id"] = group_components(df).astype("string").to_numpy()  # evaluate's bootstrap cluster
     summary = summarise_splits(df, splits)
     out_path = Path(out_path)
     write_parquet(splits, out_path)
