@@ -431,3 +431,41 @@ def test_demo_chain_eval_dir(request: pytest.FixtureRequest) -> None:
     assert set(gate) == {"passed", "reasons", "checks"}
     preds = pd.read_parquet(demo_eval / "predictions.parquet")
     assert set(preds["split"]) <= {"val", "test"} and preds["prob"].between(0, 1).all()
+
+
+def test_run_evaluate_scores_cohort_exclusions_as_spectrum_only(eval_inputs, tmp_path) -> None:
+    root, params, _ = eval_inputs
+    splits = pd.read_parquet(root / "splits.parquet")
+    test_rows = splits.index[splits["split"] == "test"]
+    splits.loc[test_rows[:6], ["split", "reason"]] = ["excluded", "metal"]
+    splits.loc[test_rows[6:9], ["split", "reason"]] = ["excluded", "source kaggle not in split.test_sources"]
+    splits["cluster_id"] = splits["image_id"]  # no excluded case shares a cluster with train
+    splits.to_parquet(tmp_path / "splits.parquet")
+    out = tmp_path / "eval"
+    result = evaluate.run_evaluate(
+        params, root / "model", root / "manifest.parquet", tmp_path / "splits.parquet", root / "cache", out
+    )
+    spectrum = pd.read_parquet(out / "spectrum_predictions.parquet")
+    assert sorted(spectrum["image_id"]) == sorted(splits.loc[test_rows[:6], "image_id"])  # cohort reasons only
+    assert set(spectrum["reason"]) == {"metal"} and spectrum["prob"].between(0, 1).all()
+    assert result["spectrum.n"] == 6 and result["test.n"] == 21  # 30 test rows less 9 excluded
+    assert set(pd.read_parquet(out / "predictions.parquet")["image_id"]).isdisjoint(spectrum["image_id"])
+    table = pd.read_csv(out / "spectrum.csv")
+    assert table.loc[table["reason"] == "any", "n"].iloc[0] == 6
+    for name in (
+        "intervals.csv",
+        "per_source.csv",
+        "reliability.csv",
+        "decision_curve.csv",
+        "plots/decision_curve.csv",
+    ):
+        assert (out / name).is_file(), name
+
+
+def test_run_evaluate_refuses_splits_without_cluster_ids(eval_inputs, tmp_path) -> None:
+    root, params, _ = eval_inputs
+    pd.read_parquet(root / "splits.parquet").drop(columns="cluster_id").to_parquet(tmp_path / "splits.parquet")
+    with pytest.raises(InputError, match=r"splits\.parquet: missing columns cluster_id"):
+        evaluate.run_evaluate(
+            params, root / "model", root / "manifest.parquet", tmp_path / "splits.parquet", root / "cache", tmp_path
+        )
