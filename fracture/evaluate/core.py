@@ -17,7 +17,8 @@ from fracture.evaluate.thresholds import report_points, study_threshold, thresho
 
 log = logging.getLogger(__name__)
 
-# metrics.json is numeric except these (so `dvc metrics diff` shows which endpoint was compared).
+# The primary endpoint's names: strings, so they live in primary.json (a DVC metrics file beside metrics.json,
+# which stays numeric for every consumer that reads its values as numbers).
 STRING_METRICS = ("primary.population", "primary.metric")
 SPECTRUM_COLUMNS = (
     "image_id",
@@ -48,6 +49,7 @@ class Evaluation:
     spectrum_predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
     decision: pd.DataFrame = field(default_factory=pd.DataFrame)
+    primary: dict = field(default_factory=dict)
 
 
 def evaluate_gate(values: dict, gate: GateParams) -> dict:
@@ -75,13 +77,12 @@ def evaluate_gate(values: dict, gate: GateParams) -> dict:
     return {"passed": not reasons, "reasons": reasons, "checks": results}
 
 
-def finite_metrics(values: dict) -> dict[str, float | int | str]:
+def finite_metrics(values: dict) -> dict[str, float | int]:
     """metrics.json content: flat keys, finite numbers only (undefined values are left out, never NaN).
 
-    The primary endpoint's population and metric names are the only strings kept; CI methods go to
-    intervals.csv.
+    Strings are left out too: CI methods go to intervals.csv, the primary endpoint's names to primary.json.
     """
-    out: dict[str, float | int | str] = {}
+    out: dict[str, float | int] = {}
     for key, value in values.items():
         if isinstance(value, bool | np.bool_):
             out[key] = int(value)
@@ -89,9 +90,13 @@ def finite_metrics(values: dict) -> dict[str, float | int | str]:
             out[key] = int(value)
         elif isinstance(value, float | np.floating) and math.isfinite(value):
             out[key] = float(value)
-        elif key in STRING_METRICS and isinstance(value, str):
-            out[key] = value
     return out
+
+
+def primary_record(values: dict) -> dict:
+    """primary.json: the pre-specified primary endpoint, names and numbers (`primary.*` keys, flat)."""
+    numbers = finite_metrics({k: v for k, v in values.items() if k.startswith("primary.")})
+    return {**{k: values[k] for k in STRING_METRICS if k in values}, **numbers}
 
 
 def _operating_points(preds, studies, frozen, method, config_thresholds, ep, seed) -> tuple[dict, dict, float]:
@@ -185,4 +190,5 @@ def assemble_evaluation(
         spectrum_predictions=spectrum_preds,
         reliability=curves.reliability_table(preds, ep, seed),
         decision=curves.decision_table(plots["decision_curve"]),
+        primary=primary_record(values),
     )

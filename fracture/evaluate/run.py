@@ -162,6 +162,7 @@ def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
     """Write the eval dir, every file atomically, with the resolved params beside it."""
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", ev.metrics)
+    write_json(out_dir / "primary.json", ev.primary)
     write_parquet(ev.predictions, out_dir / "predictions.parquet")
     write_parquet(ev.spectrum_predictions, out_dir / "spectrum_predictions.parquet")
     write_json(out_dir / "thresholds.json", ev.thresholds)
@@ -220,11 +221,11 @@ def run_evaluate(
     ev.metrics.update({f"{s}.n_unscored": n for s, n in missing.items()})
     ev.metrics["spectrum.n"] = len(spectrum)
     write_evaluation(ev, Path(out_dir), params)
-    m = ev.metrics
+    pr = ev.primary
     log.info(
         "primary endpoint: %s on %s = %s (CI low %s); test AUROC %s at frozen threshold %.4f (%s); wrote %s",
-        m.get("primary.metric"), m.get("primary.population"), m.get("primary.value"), m.get("primary.ci_low"),
-        m.get("test.auroc"), frozen, method, out_dir,
+        pr.get("primary.metric"), pr.get("primary.population"), pr.get("primary.value"), pr.get("primary.ci_low"),
+        ev.metrics.get("test.auroc"), frozen, method, out_dir,
     )  # fmt: skip
     log_gate(ev.gate)
     return ev.metrics

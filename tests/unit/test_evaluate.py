@@ -107,9 +107,10 @@ def test_metrics_are_flat_finite_and_hold_the_headline_keys(tmp_path, make_param
     evaluate.write_evaluation(ev, tmp_path, make_params())
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert all(isinstance(k, str) for k in written)
-    numbers = {k: v for k, v in written.items() if k not in evaluate.core.STRING_METRICS}
-    assert all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers.values())
-    assert written["primary.population"] == "clinically_relevant" and written["primary.metric"] == "auroc"
+    assert all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in written.values())
+    primary = json.loads((tmp_path / "primary.json").read_text())
+    assert primary["primary.population"] == "clinically_relevant" and primary["primary.metric"] == "auroc"
+    assert primary["primary.value"] == written["primary.value"] and primary["primary.n_images"] > 0
     assert "val.auroc" not in written and "val.prevalence" in written  # undefined values are left out, not NaN
     for key in (
         "test.auroc",
@@ -356,6 +357,7 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
     assert sum(scored) == 60  # val + test only; train rows are never scored
     for name in (
         "metrics.json",
+        "primary.json",
         "predictions.parquet",
         "thresholds.json",
         "subgroups.csv",
@@ -422,10 +424,16 @@ def test_demo_chain_eval_dir(request: pytest.FixtureRequest) -> None:
         pytest.importorskip(f"fracture.{step}", reason=f"fracture/{step}.py not there yet")
     demo_eval = request.getfixturevalue("demo_eval")
     written = json.loads((demo_eval / "metrics.json").read_text())
-    numbers = [v for k, v in written.items() if k not in evaluate.core.STRING_METRICS]
-    assert all(isinstance(v, int | float) and math.isfinite(v) for v in numbers)
-    assert {"test.auroc", "test.frozen.sensitivity", "threshold", "primary.value", "primary.population"} <= set(written)
-    for name in ("intervals.csv", "per_source.csv", "spectrum.csv", "reliability.csv", "plots/decision_curve.csv"):
+    assert all(isinstance(v, int | float) and math.isfinite(v) for v in written.values())
+    assert {"test.auroc", "test.frozen.sensitivity", "threshold", "primary.value", "primary.ci_low"} <= set(written)
+    for name in (
+        "primary.json",
+        "intervals.csv",
+        "per_source.csv",
+        "spectrum.csv",
+        "reliability.csv",
+        "plots/decision_curve.csv",
+    ):
         assert (demo_eval / name).is_file(), name
     gate = json.loads((demo_eval / "gate.json").read_text())
     assert set(gate) == {"passed", "reasons", "checks"}

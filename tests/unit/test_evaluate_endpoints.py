@@ -84,7 +84,7 @@ def test_primary_endpoint_is_the_clinically_relevant_subset_of_a_kaggle_test_set
     ev = _assemble(frame)
     test = ev.predictions[ev.predictions["split"] == "test"]
     relevant = test[test["clinically_relevant"]]
-    assert ev.metrics["primary.population"] == "clinically_relevant" and ev.metrics["primary.metric"] == "auroc"
+    assert ev.primary["primary.population"] == "clinically_relevant" and ev.primary["primary.metric"] == "auroc"
     assert ev.metrics["primary.n_images"] == len(relevant) < len(test)
     assert ev.metrics["primary.n_patients"] == relevant["patient_id"].nunique()
     assert ev.metrics["primary.value"] == pytest.approx(metrics.auroc(relevant["label"], relevant["prob"]))
@@ -95,12 +95,12 @@ def test_primary_endpoint_is_every_image_of_another_test_source_and_follows_para
     frame = scored_frame()
     frame["split"] = np.where(frame["source"] == "mura", "test", "val")  # a MURA test set
     ev = _assemble(frame)
-    assert ev.metrics["primary.population"] == "all"
+    assert ev.primary["primary.population"] == "all"
     assert ev.metrics["primary.n_images"] == ev.metrics["test.n"]
     assert ev.metrics["primary.value"] == pytest.approx(ev.metrics["test.auroc"])
     ep = EP.model_copy(update={"primary": PrimaryParams(population="all", metric="sensitivity")})
     ev = _assemble(scored_frame(), ep=ep)
-    assert ev.metrics["primary.population"] == "all" and ev.metrics["primary.metric"] == "sensitivity"
+    assert ev.primary["primary.population"] == "all" and ev.primary["primary.metric"] == "sensitivity"
     assert ev.metrics["primary.value"] == pytest.approx(ev.metrics["test.frozen.sensitivity"])
     assert ev.metrics["primary.ci_low"] == pytest.approx(ev.metrics["test.frozen.sensitivity_ci_low"])
 
