@@ -60,8 +60,5 @@ def bootstrap_cis(frame: pd.DataFrame, threshold: float, ep: EvaluateParams, see
     if r.resamples is None:
         return {}
     cis = {**ranking_cis(r), **operating_point_cis(r, threshold)}
-    return {
-        k: float(v)
-        for k, v in cis.items()
-        if k.split("_ci_")[0] in ("auroc", "auprc", "f1") and k[-3:] in ("low", "igh")
-    }
+    keys = [f"{name}_ci_{end}" for name in ("auroc", "auprc", "f1") for end in ("low", "high")]
+    return {k: float(cis[k]) for k in keys}

@@ -69,7 +69,9 @@ def report_points(val_thresholds: dict[str, float], config_thresholds: dict | No
     return {**{k: float(source[k]) for k in TUNED if k in source}, "fixed": 0.5}
 
 
-def study_threshold(val_studies: pd.DataFrame, method: str, image_threshold: float, ep: EvaluateParams, seed: int):
+def study_threshold(
+    val_studies: pd.DataFrame, method: str, image_threshold: float, ep: EvaluateParams, seed: int
+) -> tuple[float, str]:
     """The study-level operating point: the image rule (`method`) re-tuned on VAL studies' max-over-views scores.
 
     Max-over-views shifts the score distribution up, so the image threshold reused on it over-calls studies.
