@@ -11,7 +11,7 @@ Baselines, same rows, same shuffled order, same batch size, same single core:
   (b) decode each epoch: the same Dataset, DataLoader and normalisation whose image rows are decoded from 16-bit PNGs by
       `fracture.imaging.prepare_image` instead of read from the cache. The PNGs are 1000 x 800 px to keep the run
       short (said so in the result); full-size (2500 x 2000) decode cost is measured separately on a few images.
-The cache is written directly in the CONTRACTS.md format (images.npy, index.parquet, meta.json) and opened with
+The cache is written directly in fracture/cache.py's format (images.npy, index.parquet, meta.json) and opened with
 the real `load_cache`. Per-core figures run with one torch thread and num_workers=0; the whole-machine figure at
 384 px uses num_workers=2. Targets: >= 0.5 of the bare read; >= 20x faster than decoding each epoch.
 """

@@ -205,21 +205,44 @@ class GateParams(_Section):
 
     min_auroc: float = Field(0.75, ge=0, le=1)
     min_sensitivity: float = Field(0.7, ge=0, le=1)
+    min_primary: float | None = Field(
+        None, ge=0, le=1, description="Minimum of the primary endpoint (evaluate.primary); null: not gated on it."
+    )
+    primary_bound: Literal["point", "ci_low"] = Field(
+        "point", description="Gate the primary endpoint's point estimate or its lower CI bound."
+    )
+
+
+class PrimaryParams(_Section):
+    """The pre-specified primary endpoint, fixed before anything is run."""
+
+    population: Literal["auto", "all", "clinically_relevant"] = Field(
+        "auto",
+        description="auto: GRAZPEDWRI-DX's clinically relevant subset (initial exam, no cast, no metal) when the "
+        "test set is Kaggle only, else all test images.",
+    )
+    metric: Literal["auroc", "auprc", "sensitivity", "specificity"] = "auroc"
 
 
 class EvaluateParams(_Section):
     """Clinical-study style evaluation."""
 
-    threshold_method: Literal["youden", "f1_max", "target_sensitivity", "fixed"] = "youden"
+    threshold_method: Literal["youden", "f1_max", "target_sensitivity", "target_sensitivity_conservative", "fixed"] = (
+        "youden"
+    )
     target_sensitivity: float = Field(0.9, gt=0, le=1)
     n_bootstrap: int = Field(1000, ge=0)
     ci_level: float = Field(0.95, gt=0, lt=1)
     calibration_bins: int = Field(10, ge=2)
     min_subgroup_n: int = Field(30, ge=1)
+    min_subgroup_patients: int = Field(
+        10, ge=1, description="A subgroup is reliable only with this many positive AND negative patients (clusters)."
+    )
     age_bands: tuple[int, ...] = Field(
         (6, 12, 20, 40, 65), description="Age band edges in years: <6, 6-11, 12-19, 20-39, 40-64, 65+ (and unknown)."
     )
     batch_size: int = Field(64, gt=0)
+    primary: PrimaryParams = PrimaryParams()
     gate: GateParams = GateParams()
 
     @field_validator("age_bands")

@@ -128,6 +128,10 @@ def inspect_file(item: tuple[str, str], cfg: InspectConfig) -> FileResult:
             header, ds = read_header(fp, size, os.path.splitext(abs_path)[1], cfg.limits)
             identity = extract_identity(ds, cfg.key) if ds is not None else None
             del ds  # the header Dataset holds PHI: it never leaves this function
+            if identity is not None and identity.unreadable:
+                log.warning(
+                    "%s: malformed DICOM header values left empty: %s", abs_path, ", ".join(identity.unreadable)
+                )
             digest = None
             if cfg.hash_contents:
                 fp.seek(0)

@@ -1,4 +1,4 @@
-"""Column contracts of the artifacts that steps exchange (see DESIGN.md, Artifacts)."""
+"""Column contracts of the artifacts that steps exchange; this module is their one owner."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from fracture.sources.kaggle import (
 )
 from tests.spec import GRAZ_COLUMNS
 
-COLUMNS = GRAZ_COLUMNS  # the documented layout (DATASETS.md)
+COLUMNS = GRAZ_COLUMNS  # the documented layout (README, "The datasets")
 
 
 def kaggle_record(stem: str, **values: str) -> dict[str, str]:

@@ -70,7 +70,13 @@ def write_tiny_dataset(root: Path, n: dict[str, int] | None = None, size: int = 
     paths = {"manifest": root / "manifest.parquet", "splits": root / "splits.parquet", "cache": root / "cache"}
     write_manifest(coerce_manifest(manifest), paths["manifest"], {"kaggle": str(root), "mura": str(root)})
     splits = pd.DataFrame(
-        {"image_id": ids, "split": split, "fold": pd.array([pd.NA] * len(ids), "Int8"), "reason": None}
+        {
+            "image_id": ids,
+            "split": split,
+            "fold": pd.array([pd.NA] * len(ids), "Int8"),
+            "reason": None,
+            "cluster_id": pd.array(ids, "string"),  # one image per patient here
+        }
     )
     write_parquet(splits, paths["splits"])
     write_cache(paths["cache"], images, ids)
