@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture import evaluate, metrics
+from fracture import evaluate
 from fracture.config import EvaluateParams, GateParams
 from fracture.errors import InputError
+from fracture.operating_points import tune_thresholds
 
 EP = EvaluateParams(n_bootstrap=200, min_subgroup_n=20)
 
@@ -53,7 +54,7 @@ def val_tuned(frame: pd.DataFrame, ep: EvaluateParams = EP, seed: int = 42) -> d
     """The thresholds train stores in config.json: tuned on val, the conservative rule resampling val clusters."""
     val = frame[frame["split"] == "val"]
     y, p = val["label"].to_numpy(), val["prob"].to_numpy()
-    return metrics.tune_thresholds(y, p, ep.target_sensitivity, val["cluster_id"], ep.n_bootstrap, seed)
+    return tune_thresholds(y, p, ep.target_sensitivity, val["cluster_id"], ep.n_bootstrap, seed)
 
 
 def _assemble(frame: pd.DataFrame, ep: EvaluateParams = EP, config_thresholds: dict | None = None, **kwargs):
@@ -179,7 +180,7 @@ def test_no_bootstrap_means_no_bootstrap_cis() -> None:
 def test_bootstrap_is_seeded() -> None:
     frame = scored_frame()
     val = frame[frame["split"] == "val"]
-    tuned = metrics.tune_thresholds(val["label"].to_numpy(), val["prob"].to_numpy(), EP.target_sensitivity)
+    tuned = tune_thresholds(val["label"].to_numpy(), val["prob"].to_numpy(), EP.target_sensitivity)
 
     def cis(seed: int) -> dict:
         ev = evaluate.assemble_evaluation(frame, tuned["youden"], "youden", tuned, EP, seed=seed)
@@ -339,7 +340,7 @@ def eval_inputs(tmp_path_factory, make_params):
     model = build_model(params.model, 64, pretrained=False).eval()
     is_val = split[split != "train"] == "val"
     val_probs = predict_proba(model, images[is_val], params.model.mean, params.model.std, 16)
-    tuned = metrics.tune_thresholds(frame.loc[split == "val", "label"].to_numpy(), val_probs, 0.9)
+    tuned = tune_thresholds(frame.loc[split == "val", "label"].to_numpy(), val_probs, 0.9)
     (root / "model").mkdir()
     torch.save(model.state_dict(), root / "model" / "model.pt")
     config = model_config(params.model, 64, tuned, "youden")

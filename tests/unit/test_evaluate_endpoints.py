@@ -10,6 +10,7 @@ import pytest
 from fracture import bootstrap, metrics
 from fracture.config import EvaluateParams, GateParams, PrimaryParams
 from fracture.evaluate import core, curves, tables
+from fracture.operating_points import tune_thresholds
 from tests.unit.test_evaluate import scored_frame, val_tuned
 
 EP = EvaluateParams(n_bootstrap=200, min_subgroup_n=20, min_subgroup_patients=5)
@@ -119,7 +120,7 @@ def test_conservative_threshold_puts_the_val_sensitivity_lower_bound_at_the_targ
     frame = scored_frame(n=1500, seed=3)
     val = frame[frame["split"] == "val"]
     y, p, groups = val["label"].to_numpy(), val["prob"].to_numpy(), val["cluster_id"]
-    tuned = metrics.tune_thresholds(y, p, 0.85, groups, n_resamples=500, seed=7)
+    tuned = tune_thresholds(y, p, 0.85, groups, n_resamples=500, seed=7)
     conservative = tuned["target_sensitivity_conservative"]
     rs = bootstrap.draw_resamples(groups, 500, 7)  # the same draws the rule used
     low, _ = bootstrap.percentile_interval(bootstrap.rate_replicates(rs, y, p, conservative)["sensitivity"], 0.95)
@@ -141,7 +142,7 @@ def test_study_threshold_is_tuned_on_val_studies_and_never_reads_test() -> None:
     ev = _assemble(frame)
     studies = tables.study_frame(ev.predictions)
     val = studies[studies["split"] == "val"]
-    expected = metrics.tune_thresholds(val["label"], val["prob"], EP.target_sensitivity, val["cluster_id"], 200, 42)
+    expected = tune_thresholds(val["label"], val["prob"], EP.target_sensitivity, val["cluster_id"], 200, 42)
     assert ev.thresholds["study"]["threshold"] == pytest.approx(expected["youden"])
     assert ev.metrics["test.study.frozen.threshold"] == pytest.approx(expected["youden"])
     assert ev.metrics["test.study.image_threshold.threshold"] == ev.thresholds["frozen"]
