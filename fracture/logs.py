@@ -20,3 +20,6 @@ def setup_logging(verbose: bool) -> None:
     )
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pydicom logs decoder failures with a traceback and quotes element values (PHI); the package reports
+    # every DICOM problem itself in one line, so pydicom's records never reach the user's terminal.
+    logging.getLogger("pydicom").propagate = False
