@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fracture.errors import FractureError
+from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
 
 app = typer.Typer(
@@ -56,7 +56,7 @@ def step(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except FractureError as err:
-            log.error("%s", err)
+            log.error("%s", printable(str(err)))  # one line: newlines in quoted values are escaped too
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             log.error("interrupted")

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from fracture.config import IngestParams, Params, dump_params
-from fracture.errors import InputError
+from fracture.errors import InputError, printable
 from fracture.imageheader import DICOM_SUFFIXES, FILE_MISSING, ImageRejected, Limits, read_header
 from fracture.io import atomic_write_text, write_json, write_manifest
 from fracture.parallel import parallel_map
@@ -197,6 +197,8 @@ def assemble(scans: dict[str, SourceScan], results: list[FileResult]) -> tuple[p
         fallbacks += fallback
     manifest = coerce_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
     manifest = manifest.sort_values(["source", "path"], ignore_index=True)
+    # Paths and reasons can quote table cells: control characters (a NUL) are escaped, never written raw.
+    quarantine = [(src, printable(path), printable(reason), code) for src, path, reason, code in quarantine]
     qdf = pd.DataFrame(quarantine, columns=[*QUARANTINE_COLUMNS, "code"]).astype("string")
     return manifest, qdf.sort_values(["source", "path"], ignore_index=True), fallbacks
 

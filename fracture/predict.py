@@ -6,7 +6,7 @@ percentiles: the same decode -> window -> letterbox path that built the training
 Single image (`--img file`): `<stem>.json` (probability, frozen threshold, decision, model lineage) and
 `<stem>_gradcam.png` in the output dir; an unreadable image is an InputError (exit 2).
 
-Batch (`--img DIR` searched recursively for PNG/JPEG/TIFF/DICOM, skipping AppleDouble `._*` files, or
+Batch (`--img DIR` searched recursively, every file but hidden and AppleDouble `._*` files getting a row, or
 `--img list.csv` with a `path` column, relative paths resolved against the CSV's folder): images are decoded and
 scored in chunks of `predict.batch_size`, and each chunk is appended to `predictions.csv` and
 `predictions.jsonl` before the next is read, so memory stays flat however many images there are and an
@@ -38,7 +38,6 @@ from fracture.errors import InputError
 
 log = logging.getLogger(__name__)
 
-RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 RESULT_COLUMNS = ("path", "part", "prob", "threshold", "decision", "overlay", "error")
 DISCLAIMER = "Decision support only, not a diagnosis: a clinician reads the image."
 _LOAD_ERRORS = (
@@ -90,13 +89,6 @@ def decide(prob: float, threshold: float) -> str:
     return "fracture" if prob >= threshold else "normal"
 
 
-def is_image_file(path: Path) -> bool:
-    """An image or DICOM file by suffix; AppleDouble `._*` junk is not."""
-    from fracture.imageheader import DICOM_SUFFIXES
-
-    return not path.name.startswith("._") and path.suffix.lower() in RASTER_SUFFIXES | DICOM_SUFFIXES
-
-
 def is_batch_input(img: Path) -> bool:
     """A directory or a CSV list means batch mode."""
     return img.is_dir() or img.suffix.lower() == ".csv"
@@ -109,9 +101,13 @@ def list_inputs(img: Path) -> list[Path]:
         InputError: the directory holds no images, or the CSV cannot be read or has no `path` column.
     """
     if img.is_dir():
-        paths = sorted(p for p in img.rglob("*") if p.is_file() and is_image_file(p))
+        from fracture.sources import walk_files
+
+        # Every file gets a row, as every file of a hospital folder is an ingest candidate: DICOMs from a PACS
+        # often have no suffix, and a file that is not an image gets its reason instead of vanishing.
+        paths = [img / rel for rel in walk_files(img).files]
         if not paths:
-            raise InputError(f"{img}: no image files (PNG, JPEG, TIFF or DICOM) found")
+            raise InputError(f"{img}: no files found (hidden files and AppleDouble `._*` files are skipped)")
         return paths
     try:
         table = pd.read_csv(img, dtype=str, keep_default_na=False)

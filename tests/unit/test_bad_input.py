@@ -268,13 +268,14 @@ def test_batch_predict_keeps_every_row_and_names_each_error(tmp_path, model_dir,
 
 @pytest.mark.parametrize(
     ("name", "needle"),
-    [("missing.png", "no such file"), ("empty_dir", "no image files"), ("list.csv", "'path' column")],
+    [("missing.png", "no such file"), ("empty_dir", "no files found"), ("list.csv", "'path' column")],
 )
 def test_predict_refuses_unusable_batch_inputs(tmp_path, model_dir, small_params_file, name, needle):
     target = tmp_path / name
     if name == "empty_dir":
         target.mkdir()
-        (target / "readme.txt").write_text("no images here")
+        (target / ".DS_Store").write_text("finder junk")  # hidden and AppleDouble files get no row
+        (target / "._x.png").write_bytes(b"\x00\x05\x16\x07")
     elif name == "list.csv":
         target.write_text("file\nx.png\n")
     result = invoke("predict", "--img", target, "--weight", model_dir, "--params", small_params_file,
