@@ -149,7 +149,9 @@ def _decode_raster_file(path: Path, header: ImageHeader, max_pixels: int, max_si
     raw = decode_png_file(path, max_pixels=max_pixels, max_side=max_side) if header.format == "png" else None
     if raw is None:
         raw = decode_raster(path, _read_bytes(path), max_pixels=max_pixels, max_side=max_side)
-    return apply_orientation(raw, read_orientation(path))
+    if header.format == "tiff":  # OpenCV's TIFF decoder applies the Orientation tag itself (libtiff)
+        return raw
+    return apply_orientation(raw, read_orientation(path))  # OpenCV ignores EXIF in PNG and JPEG (UNCHANGED mode)
 
 
 def read_orientation(path: Path) -> int:

@@ -17,7 +17,9 @@ matplotlib figure per image); they go to `overlays/`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
 import pickle
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -35,6 +38,7 @@ from torch import nn
 
 from fracture.config import Params
 from fracture.errors import InputError
+from fracture.outputs import prepare_out_dir, write_error_message
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +145,25 @@ def _stage_weights_file(weights: Path, tmp_dir: Path) -> Path:
     return staged
 
 
+def check_registry_reachable(weight: str) -> None:
+    """Refuse a `models:/` URI when the tracking URI is a sqlite file that does not exist.
+
+    Without `MLFLOW_TRACKING_URI` the URI is `sqlite:///<cwd>/mlflow.db`; MLflow would create that database (and
+    run its migrations) in the user's working directory only to report that the model is unknown.
+
+    Raises:
+        InputError: naming the URI and how to point at a registry.
+    """
+    from fracture.tracking import redact, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise InputError(
+            f"{weight}: no model registry at {redact(uri)} (no such file); set MLFLOW_TRACKING_URI to the "
+            "tracking server, or pass a local model dir"
+        )
+
+
 def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
     """A local model dir for `--weight`.
 
@@ -153,6 +176,7 @@ def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
     if weight.startswith("models:/"):
         from fracture.registry import download_model_dir
 
+        check_registry_reachable(weight)
         return download_model_dir(weight, tmp_dir / "registry")
     path = Path(weight)
     if path.is_dir():
@@ -305,6 +329,37 @@ def _score_chunk(params: Params, predictor: Predictor, paths: list[Path], start:
     return rows
 
 
+def _append_rows(fcsv: BinaryIO, fjs: BinaryIO, rows: list[dict], header: bool = False) -> None:
+    """Append one chunk's rows to both (unbuffered) files, all or nothing.
+
+    On an OS error (a full disk) both files are cut back to their last complete chunk, so predictions.csv and
+    predictions.jsonl always hold the same complete rows.
+
+    Raises:
+        InputError: "no space left on <file>" or another write error naming the file.
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    marks = [(f, f.tell()) for f in (fcsv, fjs)]
+    current = fcsv.name
+    try:
+        for f, text in ((fcsv, buf.getvalue()), (fjs, lines)):
+            current = f.name
+            data = memoryview(text.encode("utf-8"))
+            while data:  # an unbuffered write may be partial
+                data = data[f.write(data) :]
+    except OSError as err:
+        for f, mark in marks:
+            with contextlib.suppress(OSError):
+                f.truncate(mark)
+                f.seek(mark)
+        raise InputError(write_error_message(err, current)) from None
+
+
 def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part: str | None, out_dir: Path) -> dict:
     """Stream a batch through the model chunk by chunk into predictions.csv and predictions.jsonl.
 
@@ -315,21 +370,19 @@ def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part:
 
     csv_path, jsonl_path = out_dir / "predictions.csv", out_dir / "predictions.jsonl"
     counts = {"count": 0, "scored": 0, "errors": 0, "positives": 0}
-    with open(csv_path, "w", newline="", encoding="utf-8") as fcsv, open(jsonl_path, "w", encoding="utf-8") as fjs:
-        writer = csv.DictWriter(fcsv, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
+    with open(csv_path, "wb", buffering=0) as fcsv, open(jsonl_path, "wb", buffering=0) as fjs:
+        _append_rows(fcsv, fjs, [], header=True)
         n_chunks = -(-len(paths) // params.predict.batch_size)
         for i, chunk in enumerate(progress(chunks(paths, params.predict.batch_size), total=n_chunks, desc="predict")):
-            for row in _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir):
+            rows = _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir)
+            for row in rows:
                 row["part"] = part
-                writer.writerow(row)
-                fjs.write(json.dumps(row) + "\n")
+            _append_rows(fcsv, fjs, rows)
+            for row in rows:
                 counts["count"] += 1
                 counts["errors"] += row["error"] is not None
                 counts["scored"] += row["error"] is None
                 counts["positives"] += row["decision"] == "fracture"
-            fcsv.flush()
-            fjs.flush()
     log.info(
         "predict: %d images, %d scored, %d unreadable -> %s",
         counts["count"],
@@ -362,10 +415,11 @@ def run_predict(
     if not img.exists():
         raise InputError(f"{img}: no such file or directory")
     paths = list_inputs(img) if is_batch_input(img) else None
+    # An output folder inside a batch folder would be scored, overlays and all, by the next run.
+    prepare_out_dir(out_dir, inputs=[img] if img.is_dir() else [])
     with ExitStack() as stack:
         tmp_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fracture-predict-")))
         predictor = load_predictor(weight, tmp_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         if paths is None:
             result = predict_one(params, predictor, img, part, out_dir)
         else:

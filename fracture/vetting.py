@@ -46,7 +46,7 @@ def vet_file(path: Path, limits: Limits) -> ImageHeader:
     except ImageRejected as err:
         raise InputError(f"{path}: {err.reason}") from None
     except (FileNotFoundError, NotADirectoryError):
-        raise InputError(f"{path}: {FILE_MISSING} (file not found)") from None
+        raise InputError(f"{path}: {FILE_MISSING}") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, not an image file") from None
     except OSError as err:
