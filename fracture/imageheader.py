@@ -34,6 +34,7 @@ TOO_SMALL = "image too small"
 UNREADABLE_DICOM = "unreadable DICOM"
 NO_PIXEL_DATA = "DICOM without pixel data"
 UNSUPPORTED_DICOM = "unsupported DICOM"
+CORRUPT_PIXELS = "corrupt DICOM pixel data"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"

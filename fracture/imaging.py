@@ -25,6 +25,7 @@ import numpy as np
 
 from fracture.errors import InputError, first_line
 from fracture.imageheader import (
+    CORRUPT_PIXELS,
     DICOM_SUFFIXES,
     JPEG_SOI,
     PNG_SIGNATURE,
@@ -451,7 +452,10 @@ def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
         with quiet_pydicom():
             return ds.pixel_array
     except Exception as err:  # truncated or malformed pixel data, in any of pydicom's error types
-        raise InputError(f"{path}: corrupt DICOM pixel data ({type(err).__name__}: {first_line(err)})") from None
+        # pydicom puts each plugin's own reason on the lines after "Unable to decode ...": keep the last one.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[-1][:300] if len(lines) > 1 else first_line(err)
+        raise InputError(f"{path}: {CORRUPT_PIXELS} ({type(err).__name__}: {detail})") from None
 
 
 def _dicom_voi(path: Path, ds: Dataset, values: np.ndarray, window_percentiles: tuple[float, float]) -> np.ndarray:

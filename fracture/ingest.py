@@ -41,6 +41,7 @@ from fracture.sources import (
     image_id_for,
 )
 from fracture.sources.dicom import DicomIdentity, extract_identity
+from fracture.vetting import check_compressed_dicom
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def inspect_file(item: tuple[str, str], cfg: InspectConfig) -> FileResult:
         with open(real, "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
             header, ds = read_header(fp, size, os.path.splitext(abs_path)[1], cfg.limits)
+            if ds is not None:  # whether compressed pixel data decode depends on the installed plugins
+                check_compressed_dicom(real, ds, cfg.limits)
             identity = extract_identity(ds, cfg.key) if ds is not None else None
             del ds  # the header Dataset holds PHI: it never leaves this function
             digest = None

@@ -14,19 +14,24 @@ A file is usable when its header (fracture.imageheader.read_header, which never 
 - Whole (PNG ends with IEND, JPEG with EOI, TIFF strips and DICOM pixel data fit in the file), at least
   `min_side` px on the short side, within `max_side` and `max_pixels`.
 
+- For compressed DICOM only, the pixel data must also decode with the installed plugins: whether a JPEG 2000
+  or JPEG stream decodes depends on the plugin, not on the header, so ingest decodes these once
+  (`check_compressed_dicom`). Uncompressed pixel data and raster files are judged from the header alone.
+
 Ingest quarantines a file that breaks the rule with the reason; preprocess and predict call `vet_file` before
-decoding and refuse it with the same reason, so a file is either usable everywhere or nowhere. A file that
-passes the header check but whose pixel data turn out corrupt fails at decode time (preprocess: failures.csv;
-predict: an error row). EXIF / TIFF orientation is applied to raster images before anything else.
+decoding and refuse it with the same reason, so a file is either usable everywhere or nowhere. A raster file
+that passes the header check but whose entropy-coded data is corrupt can still fail at decode time
+(preprocess: failures.csv; predict: an error row). EXIF / TIFF orientation is applied before anything else.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from fracture.errors import InputError
-from fracture.imageheader import FILE_MISSING, ImageHeader, ImageRejected, Limits, read_header
+from fracture.imageheader import CORRUPT_PIXELS, FILE_MISSING, ImageHeader, ImageRejected, Limits, read_header
 
 
 def vet_file(path: Path, limits: Limits) -> ImageHeader:
@@ -51,3 +56,25 @@ def vet_file(path: Path, limits: Limits) -> ImageHeader:
         raise InputError(f"{path}: is a directory, not an image file") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+
+
+def check_compressed_dicom(path: Path, ds: Any, limits: Limits) -> None:
+    """Decode a compressed DICOM's pixel data once, as preprocess will; uncompressed files return at once.
+
+    Args:
+        path: the file.
+        ds: its header Dataset (from `read_header`).
+        limits: the size limits.
+
+    Raises:
+        ImageRejected: CORRUPT_PIXELS with the decoder's reason, the words predict uses for the same file.
+    """
+    from fracture.imaging import read_grayscale
+
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsyntax is None or not tsyntax.is_compressed:
+        return
+    try:
+        read_grayscale(Path(path), (0.0, 100.0), max_pixels=limits.max_pixels, max_side=limits.max_side)
+    except InputError as err:
+        raise ImageRejected(CORRUPT_PIXELS, reason=str(err).removeprefix(f"{path}: ")) from None
