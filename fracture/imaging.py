@@ -18,7 +18,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -32,6 +32,7 @@ from fracture.imageheader import (
     TAIL_BYTES,
     UNSUPPORTED_DICOM,
     ImageHeader,
+    ImageRejected,
     Limits,
     decoder_problem,
     quiet_pydicom,
@@ -397,6 +398,26 @@ def _read_bytes(path: Path) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------------------- DICOM
+def check_compressed_dicom(path: Path, ds: Any, limits: Limits) -> None:
+    """Decode a compressed DICOM's pixel data once, as preprocess will; uncompressed files return at once.
+
+    Args:
+        path: the file.
+        ds: its header Dataset (from `read_header`).
+        limits: the size limits.
+
+    Raises:
+        ImageRejected: CORRUPT_PIXELS with the decoder's reason, the words predict uses for the same file.
+    """
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsyntax is None or not tsyntax.is_compressed:
+        return
+    try:
+        read_grayscale(Path(path), (0.0, 100.0), max_pixels=limits.max_pixels, max_side=limits.max_side)
+    except InputError as err:
+        raise ImageRejected(CORRUPT_PIXELS, reason=str(err).removeprefix(f"{path}: ")) from None
+
+
 def _read_dicom(
     path: Path, data: bytes, window_percentiles: tuple[float, float], max_pixels: int, max_side: int
 ) -> np.ndarray:

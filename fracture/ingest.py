@@ -27,6 +27,7 @@ import pandas as pd
 from fracture.config import IngestParams, Params, dump_params
 from fracture.errors import InputError, printable
 from fracture.imageheader import DICOM_SUFFIXES, FILE_MISSING, ImageRejected, Limits, read_header
+from fracture.imaging import check_compressed_dicom
 from fracture.io import atomic_write_text, write_json, write_manifest
 from fracture.outputs import out_dir_lock, prepare_out_dir
 from fracture.parallel import parallel_map
@@ -41,7 +42,6 @@ from fracture.sources import (
     image_id_for,
 )
 from fracture.sources.dicom import DicomIdentity, extract_identity
-from fracture.vetting import check_compressed_dicom
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ A file is usable when its header (fracture.imageheader.read_header, which never 
 
 - For compressed DICOM only, the pixel data must also decode with the installed plugins: whether a JPEG 2000
   or JPEG stream decodes depends on the plugin, not on the header, so ingest decodes these once
-  (`check_compressed_dicom`). Uncompressed pixel data and raster files are judged from the header alone.
+  (`fracture.imaging.check_compressed_dicom`). Uncompressed pixel data and raster files are judged from the
+  header alone.
 
 Ingest quarantines a file that breaks the rule with the reason; preprocess and predict call `vet_file` before
 decoding and refuse it with the same reason, so a file is either usable everywhere or nowhere. A raster file
@@ -28,10 +29,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from fracture.errors import InputError
-from fracture.imageheader import CORRUPT_PIXELS, FILE_MISSING, ImageHeader, ImageRejected, Limits, read_header
+from fracture.imageheader import FILE_MISSING, ImageHeader, ImageRejected, Limits, read_header
 
 
 def vet_file(path: Path, limits: Limits) -> ImageHeader:
@@ -56,25 +56,3 @@ def vet_file(path: Path, limits: Limits) -> ImageHeader:
         raise InputError(f"{path}: is a directory, not an image file") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
-
-
-def check_compressed_dicom(path: Path, ds: Any, limits: Limits) -> None:
-    """Decode a compressed DICOM's pixel data once, as preprocess will; uncompressed files return at once.
-
-    Args:
-        path: the file.
-        ds: its header Dataset (from `read_header`).
-        limits: the size limits.
-
-    Raises:
-        ImageRejected: CORRUPT_PIXELS with the decoder's reason, the words predict uses for the same file.
-    """
-    from fracture.imaging import read_grayscale
-
-    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if tsyntax is None or not tsyntax.is_compressed:
-        return
-    try:
-        read_grayscale(Path(path), (0.0, 100.0), max_pixels=limits.max_pixels, max_side=limits.max_side)
-    except InputError as err:
-        raise ImageRejected(CORRUPT_PIXELS, reason=str(err).removeprefix(f"{path}: ")) from None
