@@ -38,7 +38,7 @@ from torch import nn
 
 from fracture.config import Params
 from fracture.errors import InputError
-from fracture.outputs import prepare_out_dir, write_error_message
+from fracture.outputs import out_dir_lock, prepare_out_dir, write_error_message
 
 log = logging.getLogger(__name__)
 
@@ -418,11 +418,12 @@ def run_predict(
     # An output folder inside a batch folder would be scored, overlays and all, by the next run.
     prepare_out_dir(out_dir, inputs=[img] if img.is_dir() else [])
     with ExitStack() as stack:
+        stack.enter_context(out_dir_lock(out_dir))  # two batches into one dir would interleave their rows
         tmp_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fracture-predict-")))
         predictor = load_predictor(weight, tmp_dir)
         if paths is None:
             result = predict_one(params, predictor, img, part, out_dir)
         else:
             result = predict_batch(params, predictor, paths, part, out_dir)
-    dump_params(params, out_dir / "params.yaml")
+        dump_params(params, out_dir / "params.yaml")
     return result
