@@ -72,6 +72,24 @@ class IngestParams(_Section):
     max_side: int = Field(40_000, gt=0, description="Refuse images with a side longer than this, px.")
     min_side: int = Field(8, gt=0, description="Refuse images with a side shorter than this, px.")
     hash_contents: bool = True
+    augmented_copy_pattern: str | None = Field(
+        r"^(?P<base>.+_\d+)_\d{1,2}$",
+        description="Regex over a hospital file stem marking an offline-augmented copy; group `base` names the "
+        "original (`nega_1000_3` -> `nega_1000`). null: only a stem `base_k` beside an existing `base` is a copy.",
+    )
+
+    @field_validator("augmented_copy_pattern")
+    @classmethod
+    def _copy_pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            pattern = re.compile(v)
+        except re.error as err:
+            raise ValueError(f"not a valid regular expression ({err})") from None
+        if "base" not in pattern.groupindex:
+            raise ValueError("needs a named group (?P<base>...) holding the original's stem")
+        return v
 
 
 class ClassBalance(_Section):
@@ -112,6 +130,11 @@ class SplitParams(_Section):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     train_sources: tuple[Source, ...] = ("mura", "hospital")
     test_sources: tuple[Source, ...] = ("kaggle",)
+    mura_valid: Literal["pool", "val", "test"] = Field(
+        "pool",
+        description="MURA's own valid set: `pool` splits it like any other rows; `val` / `test` puts it (with the "
+        "rest of its patients) in that split, so results on MURA's official validation set can be reported.",
+    )
     exclude: ExclusionPolicy = ExclusionPolicy()
 
     @model_validator(mode="after")

@@ -177,6 +177,36 @@ def build_row(candidate: Candidate, info: FileInfo) -> tuple[dict[str, Any], boo
     return row, fallback
 
 
+def inherit_group_identity(rows: list[dict[str, Any]], fallbacks: list[bool]) -> list[bool]:
+    """Rows without a patient id of their own take the one patient known in their augmentation group (in place).
+
+    A copy missing from metadata.csv (or a PNG copy of a DICOM original) must not get a fallback patient that
+    separates it from its original: patient, and study, age and sex where the row lacks them, come from the first
+    row of its `group_id` that knows its patient. A group with two different known patients keeps the fallback (the
+    split merges such patients anyway).
+
+    Returns:
+        Per row, whether its patient id is still a fallback.
+    """
+    known: dict[str, set[str]] = {}
+    donors: dict[str, dict[str, Any]] = {}
+    for row, fallback in zip(rows, fallbacks, strict=True):
+        if not fallback:
+            known.setdefault(row["group_id"], set()).add(row["patient_id"])
+            donors.setdefault(row["group_id"], row)
+    still = []
+    for row, fallback in zip(rows, fallbacks, strict=True):
+        if fallback and len(known.get(row["group_id"], ())) == 1:
+            donor = donors[row["group_id"]]
+            row["patient_id"] = donor["patient_id"]
+            for column in ("study_id", "age", "sex"):
+                if row[column] is None:
+                    row[column] = donor[column]
+            fallback = False
+        still.append(fallback)
+    return still
+
+
 def assemble(scans: dict[str, SourceScan], results: list[FileResult]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Accepted rows -> manifest; rejections and failed files -> quarantine (with a `code` column).
 
@@ -190,7 +220,7 @@ def assemble(scans: dict[str, SourceScan], results: list[FileResult]) -> tuple[p
     candidates = [c for scan in scans.values() for c in scan.candidates]
     if len(candidates) != len(results):
         raise InputError(f"ingest: {len(results)} file results for {len(candidates)} candidates")
-    rows, fallbacks = [], 0
+    rows, fallbacks = [], []
     quarantine = [(r.source, r.path, r.reason, r.code) for scan in scans.values() for r in scan.rejected]
     for candidate, result in zip(candidates, results, strict=True):
         if result.info is None:
@@ -198,13 +228,14 @@ def assemble(scans: dict[str, SourceScan], results: list[FileResult]) -> tuple[p
             continue
         row, fallback = build_row(candidate, result.info)
         rows.append(row)
-        fallbacks += fallback
+        fallbacks.append(fallback)
+    n_fallback = sum(inherit_group_identity(rows, fallbacks))
     manifest = coerce_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
     manifest = manifest.sort_values(["source", "path"], ignore_index=True)
     # Paths and reasons can quote table cells: control characters (a NUL) are escaped, never written raw.
     quarantine = [(src, printable(path), printable(reason), code) for src, path, reason, code in quarantine]
-    qdf = pd.DataFrame(quarantine, columns=[*QUARANTINE_COLUMNS, "code"]).astype("string")
-    return manifest, qdf.sort_values(["source", "path"], ignore_index=True), fallbacks
+    qdf = pd.DataFrame(quarantine, columns=list(QUARANTINE_COLUMNS)).astype("string")
+    return manifest, qdf.sort_values(["source", "path"], ignore_index=True), n_fallback
 
 
 def summarise(manifest: pd.DataFrame, quarantine: pd.DataFrame, scans: dict[str, SourceScan]) -> dict[str, Any]:
@@ -286,7 +317,9 @@ def scan_sources(dirs: dict[str, Path], ingest: IngestParams, key: bytes | None)
     if "mura" in dirs:
         scans["mura"] = scan_mura(dirs["mura"], ingest.mura_study_types)
     if "hospital" in dirs:
-        scans["hospital"] = scan_hospital(dirs["hospital"], key or pseudonym_key("the hospital source"))
+        scans["hospital"] = scan_hospital(
+            dirs["hospital"], key or pseudonym_key("the hospital source"), ingest.augmented_copy_pattern
+        )
     return scans
 
 

@@ -3,8 +3,9 @@
 `--mura` is the `MURA-v1.1` folder. Its four CSVs list every image (`{train,valid}_image_paths.csv`, one path per
 line) and every study label (`{train,valid}_labeled_studies.csv`, `<study dir>/,<0|1>`). Paths in them start with
 `MURA-v1.1/` and resolve against the folder's parent. Images are joined to their study on the first five path
-parts; labels are per study (1 = abnormal). Only the CSVs define candidates, so AppleDouble `._*` junk in an
-archive never becomes an image.
+parts; labels are per study (1 = abnormal). Study numbers restart for each study type, so a study id holds the
+type (`mura:XR_WRIST/patient00001/study1`); patient ids do not (`mura:patient00001`). Only the CSVs define
+candidates, so AppleDouble `._*` junk in an archive never becomes an image.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def mura_row(split: str, raw: str, labels: dict[str, str | None], root_name: str
     study = parts[3].removesuffix("_positive").removesuffix("_negative")
     fields = {
         "patient_id": f"mura:{parts[2]}",
-        "study_id": f"mura:{parts[2]}/{study}",
+        "study_id": f"mura:{parts[1]}/{parts[2]}/{study}",  # study numbers restart per study type
         "label": label,
         "label_source": "study_abnormal",
         "body_part": BODY_PARTS.get(parts[1], parts[1].removeprefix("XR_").lower()),

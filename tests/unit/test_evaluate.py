@@ -276,6 +276,7 @@ def eval_inputs(tmp_path_factory, make_params):
         osteopenia=False,
         source_split=None,
         group_id=frame["image_id"],
+        augmented_from=None,
         width=64,
         height=64,
         bit_depth=8,

@@ -5,12 +5,14 @@ Bounded (about 200 examples per property, derandomised, no example database) so 
 
 import io
 import posixpath
+import re
 
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fracture.config import IngestParams
 from fracture.errors import InputError
 from fracture.imageheader import ImageHeader, ImageRejected, Limits, read_header
 from fracture.sources import Candidate, Rejected, decode_text, parse_age, parse_binary, safe_relpath
@@ -166,7 +168,7 @@ def test_hospital_rows_never_raise(files, meta_rows):
     ]
     df = pd.DataFrame(rows, columns=["path", "patient_id", "age", "sex", "label", "body_part"])
     meta, rejected = metadata_index(df)
-    scan = hospital_candidates(files, meta, b"k")
+    scan = hospital_candidates(files, meta, b"k", re.compile(IngestParams().augmented_copy_pattern))
     for item in scan.candidates + scan.rejected + rejected:
         assert isinstance(item, Candidate | Rejected)
     for c in scan.candidates:

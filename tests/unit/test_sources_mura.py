@@ -83,7 +83,7 @@ def test_study_labels_ids_and_source_split(tmp_path):
     by_path = {c.path: c.fields for c in scan.candidates}
     pos = by_path["train/XR_WRIST/patient00001/study1_positive/image1.png"]
     assert pos["label"] == 1 and pos["label_source"] == "study_abnormal"
-    assert pos["patient_id"] == "mura:patient00001" and pos["study_id"] == "mura:patient00001/study1"
+    assert pos["patient_id"] == "mura:patient00001" and pos["study_id"] == "mura:XR_WRIST/patient00001/study1"
     assert pos["source_split"] == "train" and pos["body_part"] == "wrist"
     valid = by_path["valid/XR_WRIST/patient11186/study2_negative/image1.png"]
     assert (valid["label"], valid["source_split"], valid["patient_id"]) == (0, "valid", "mura:patient11186")
@@ -242,3 +242,22 @@ def test_header_is_decided_by_content(fields, header):
     from fracture.sources.mura import is_header
 
     assert is_header(fields) is header
+
+
+def test_two_study_types_of_one_patient_are_two_studies(tmp_path):
+    """XR_WRIST/patient00001/study1 and XR_HAND/patient00001/study1 are different studies of one patient."""
+    hand = f"{P}/train/XR_HAND/patient00001/study1_negative"
+    root = write_mura(
+        tmp_path / P,
+        {"train": [f"{WRIST_POS}/image1.png", f"{WRIST_POS}/image2.png", f"{hand}/image1.png"]},
+        {"train": [f"{WRIST_POS}/,1", f"{hand}/,0"]},
+    )
+    scan = scan_mura(root, ("XR_WRIST", "XR_HAND"))
+    fields = {c.path: c.fields for c in scan.candidates}
+    wrist = fields["train/XR_WRIST/patient00001/study1_positive/image1.png"]
+    other_view = fields["train/XR_WRIST/patient00001/study1_positive/image2.png"]
+    hand_row = fields["train/XR_HAND/patient00001/study1_negative/image1.png"]
+    assert wrist["patient_id"] == hand_row["patient_id"] == "mura:patient00001"
+    assert wrist["study_id"] == other_view["study_id"] == "mura:XR_WRIST/patient00001/study1"
+    assert hand_row["study_id"] == "mura:XR_HAND/patient00001/study1" != wrist["study_id"]
+    assert (wrist["label"], hand_row["label"]) == (1, 0)  # merged, the study would look positive with a normal view
