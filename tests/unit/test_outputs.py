@@ -245,3 +245,16 @@ def test_two_preprocess_runs_into_one_cache_leave_one_complete_cache(tmp_path, k
     assert meta["count"] == len(pd.read_parquet(tmp_path / "cache" / "index.parquet")) == images.shape[0] == N_IMAGES
     assert leftovers(tmp_path / "cache") == []
     assert yaml.safe_load((tmp_path / "cache" / "params.yaml").read_text())["base"]["image_size"] == 64
+
+
+def test_batch_predict_into_a_locked_dir_fails_at_once(tmp_path, kaggle, params_file, model_dir):
+    out = tmp_path / "pred"
+    holder = hold_lock(out)
+    try:
+        run = cli("predict", "--img", kaggle / "images_part1", "--weight", model_dir, "--out", out,
+                  "--params", params_file)  # fmt: skip
+        assert_one_line_exit_2(run, str(out), "another fracture run is writing here")
+        assert not (out / "predictions.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
