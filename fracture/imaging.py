@@ -164,7 +164,12 @@ def read_orientation(path: Path) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
-                value = int(im.getexif().get(_ORIENTATION_TAG, 1))
+                if im.format == "PNG":  # Pillow's PNG getexif() decodes every pixel to look past IDAT
+                    exif = Image.Exif()
+                    exif.load(im.info.get("exif") or b"")  # an eXIf chunk before IDAT, parsed by open()
+                else:
+                    exif = im.getexif()
+                value = int(exif.get(_ORIENTATION_TAG, 1))
     except Exception:  # Pillow cannot parse every file OpenCV decodes; no readable tag means upright
         return 1
     return value if 1 <= value <= 8 else 1
