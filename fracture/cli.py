@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fracture.errors import FractureError
+from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
 
 app = typer.Typer(
@@ -56,13 +56,25 @@ def step(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except FractureError as err:
-            log.error("%s", err)
+            log.error("%s", printable(str(err)))  # one line: newlines in quoted values are escaped too
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:  # a full disk, a read-only or vanished dir the step did not name itself
+            from fracture.outputs import os_error_message
+
+            log.error("%s", printable(os_error_message(err)))
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             log.error("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def path_option(value: str, option: str) -> Path:
+    """A path option that must not be empty (Path("") would silently mean the working directory)."""
+    from fracture.outputs import path_option as checked
+
+    return checked(value, option)
 
 
 def _params(path: Path):  # noqa: ANN202 - Params, imported lazily
@@ -89,7 +101,7 @@ def synth(
 @app.command()
 @step
 def ingest(
-    out: Annotated[Path, typer.Option(help="Output dir for manifest.parquet, quarantine.csv, summary.json.")],
+    out: Annotated[str, typer.Option(help="Output dir for manifest.parquet, quarantine.csv, summary.json.")],
     kaggle: Annotated[Path | None, typer.Option(help="GRAZPEDWRI-DX root (holds dataset.csv).")] = None,
     mura: Annotated[Path | None, typer.Option(help="The MURA-v1.1 folder (holds the four CSVs).")] = None,
     hospital: Annotated[Path | None, typer.Option(help="Hospital root (<part>/{positive,negative}/...).")] = None,
@@ -100,7 +112,8 @@ def ingest(
     cfg = _params(params)
     from fracture.ingest import run_ingest
 
-    run_ingest(cfg, out, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
+    out_dir = path_option(out, "--out")
+    run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
 
 
 @app.command()
@@ -138,7 +151,7 @@ def split(
 @step
 def preprocess(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
-    out: Annotated[Path, typer.Option(help="Cache dir (memory-mappable uint8 array + index).")],
+    out: Annotated[str, typer.Option(help="Cache dir (memory-mappable uint8 array + index).")],
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
@@ -146,7 +159,7 @@ def preprocess(
     cfg = _params(params)
     from fracture.preprocess import run_preprocess
 
-    run_preprocess(cfg, manifest, out, data_root=data_root)
+    run_preprocess(cfg, manifest, path_option(out, "--out"), data_root=data_root)
 
 
 @app.command()
@@ -284,17 +297,18 @@ def rollback(
 @app.command()
 @step
 def predict(
-    img: Annotated[Path, typer.Option(help="Image (PNG 8/16-bit, JPEG, DICOM), a directory, or a CSV of paths.")],
+    img: Annotated[str, typer.Option(help="Image (PNG 8/16-bit, JPEG, TIFF, DICOM), a directory, or a CSV of paths.")],
     weight: Annotated[str, typer.Option(help="Model dir, model.pt, or models:/NAME@ALIAS.")],
     part: Annotated[str | None, typer.Option(help="Body part (recorded, validated).")] = None,
-    out: Annotated[Path, typer.Option(help="Output dir for JSON/CSV results and overlays.")] = Path("results"),
+    out: Annotated[str, typer.Option(help="Output dir for JSON/CSV results and overlays.")] = "results",
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Single-image or batch inference with the frozen threshold and a Grad-CAM overlay."""
     cfg = _params(params)
     from fracture.predict import run_predict
 
-    run_predict(cfg, img, weight, part=part, out_dir=out)
+    img_path, out_dir = path_option(img, "--img"), path_option(out, "--out")
+    run_predict(cfg, img_path, weight, part=part, out_dir=out_dir)
 
 
 @pipeline_app.command("compile")

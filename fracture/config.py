@@ -405,6 +405,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read params file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML text file (byte 0x{err.object[err.start]:02x} at {err.start})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

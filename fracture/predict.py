@@ -6,7 +6,7 @@ percentiles: the same decode -> window -> letterbox path that built the training
 Single image (`--img file`): `<stem>.json` (probability, frozen threshold, decision, model lineage) and
 `<stem>_gradcam.png` in the output dir; an unreadable image is an InputError (exit 2).
 
-Batch (`--img DIR` searched recursively for PNG/JPEG/TIFF/DICOM, skipping AppleDouble `._*` files, or
+Batch (`--img DIR` searched recursively, every file but hidden and AppleDouble `._*` files getting a row, or
 `--img list.csv` with a `path` column, relative paths resolved against the CSV's folder): images are decoded and
 scored in chunks of `predict.batch_size`, and each chunk is appended to `predictions.csv` and
 `predictions.jsonl` before the next is read, so memory stays flat however many images there are and an
@@ -17,7 +17,9 @@ matplotlib figure per image); they go to `overlays/`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
 import pickle
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -35,10 +38,10 @@ from torch import nn
 
 from fracture.config import Params
 from fracture.errors import InputError
+from fracture.outputs import out_dir_lock, prepare_out_dir, write_error_message
 
 log = logging.getLogger(__name__)
 
-RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 RESULT_COLUMNS = ("path", "part", "prob", "threshold", "decision", "overlay", "error")
 DISCLAIMER = "Decision support only, not a diagnosis: a clinician reads the image."
 _LOAD_ERRORS = (
@@ -90,13 +93,6 @@ def decide(prob: float, threshold: float) -> str:
     return "fracture" if prob >= threshold else "normal"
 
 
-def is_image_file(path: Path) -> bool:
-    """An image or DICOM file by suffix; AppleDouble `._*` junk is not."""
-    from fracture.imageheader import DICOM_SUFFIXES
-
-    return not path.name.startswith("._") and path.suffix.lower() in RASTER_SUFFIXES | DICOM_SUFFIXES
-
-
 def is_batch_input(img: Path) -> bool:
     """A directory or a CSV list means batch mode."""
     return img.is_dir() or img.suffix.lower() == ".csv"
@@ -109,9 +105,13 @@ def list_inputs(img: Path) -> list[Path]:
         InputError: the directory holds no images, or the CSV cannot be read or has no `path` column.
     """
     if img.is_dir():
-        paths = sorted(p for p in img.rglob("*") if p.is_file() and is_image_file(p))
+        from fracture.sources import walk_files
+
+        # Every file gets a row, as every file of a hospital folder is an ingest candidate: DICOMs from a PACS
+        # often have no suffix, and a file that is not an image gets its reason instead of vanishing.
+        paths = [img / rel for rel in walk_files(img).files]
         if not paths:
-            raise InputError(f"{img}: no image files (PNG, JPEG, TIFF or DICOM) found")
+            raise InputError(f"{img}: no files found (hidden files and AppleDouble `._*` files are skipped)")
         return paths
     try:
         table = pd.read_csv(img, dtype=str, keep_default_na=False)
@@ -145,6 +145,25 @@ def _stage_weights_file(weights: Path, tmp_dir: Path) -> Path:
     return staged
 
 
+def check_registry_reachable(weight: str) -> None:
+    """Refuse a `models:/` URI when the tracking URI is a sqlite file that does not exist.
+
+    Without `MLFLOW_TRACKING_URI` the URI is `sqlite:///<cwd>/mlflow.db`; MLflow would create that database (and
+    run its migrations) in the user's working directory only to report that the model is unknown.
+
+    Raises:
+        InputError: naming the URI and how to point at a registry.
+    """
+    from fracture.tracking import redact, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise InputError(
+            f"{weight}: no model registry at {redact(uri)} (no such file); set MLFLOW_TRACKING_URI to the "
+            "tracking server, or pass a local model dir"
+        )
+
+
 def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
     """A local model dir for `--weight`.
 
@@ -157,6 +176,7 @@ def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
     if weight.startswith("models:/"):
         from fracture.registry.download import download_model_dir
 
+        check_registry_reachable(weight)
         return download_model_dir(weight, tmp_dir / "registry")
     path = Path(weight)
     if path.is_dir():
@@ -309,6 +329,37 @@ def _score_chunk(params: Params, predictor: Predictor, paths: list[Path], start:
     return rows
 
 
+def _append_rows(fcsv: BinaryIO, fjs: BinaryIO, rows: list[dict], header: bool = False) -> None:
+    """Append one chunk's rows to both (unbuffered) files, all or nothing.
+
+    On an OS error (a full disk) both files are cut back to their last complete chunk, so predictions.csv and
+    predictions.jsonl always hold the same complete rows.
+
+    Raises:
+        InputError: "no space left on <file>" or another write error naming the file.
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    marks = [(f, f.tell()) for f in (fcsv, fjs)]
+    current = fcsv.name
+    try:
+        for f, text in ((fcsv, buf.getvalue()), (fjs, lines)):
+            current = f.name
+            data = memoryview(text.encode("utf-8"))
+            while data:  # an unbuffered write may be partial
+                data = data[f.write(data) :]
+    except OSError as err:
+        for f, mark in marks:
+            with contextlib.suppress(OSError):
+                f.truncate(mark)
+                f.seek(mark)
+        raise InputError(write_error_message(err, current)) from None
+
+
 def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part: str | None, out_dir: Path) -> dict:
     """Stream a batch through the model chunk by chunk into predictions.csv and predictions.jsonl.
 
@@ -319,21 +370,19 @@ def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part:
 
     csv_path, jsonl_path = out_dir / "predictions.csv", out_dir / "predictions.jsonl"
     counts = {"count": 0, "scored": 0, "errors": 0, "positives": 0}
-    with open(csv_path, "w", newline="", encoding="utf-8") as fcsv, open(jsonl_path, "w", encoding="utf-8") as fjs:
-        writer = csv.DictWriter(fcsv, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
+    with open(csv_path, "wb", buffering=0) as fcsv, open(jsonl_path, "wb", buffering=0) as fjs:
+        _append_rows(fcsv, fjs, [], header=True)
         n_chunks = -(-len(paths) // params.predict.batch_size)
         for i, chunk in enumerate(progress(chunks(paths, params.predict.batch_size), total=n_chunks, desc="predict")):
-            for row in _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir):
+            rows = _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir)
+            for row in rows:
                 row["part"] = part
-                writer.writerow(row)
-                fjs.write(json.dumps(row) + "\n")
+            _append_rows(fcsv, fjs, rows)
+            for row in rows:
                 counts["count"] += 1
                 counts["errors"] += row["error"] is not None
                 counts["scored"] += row["error"] is None
                 counts["positives"] += row["decision"] == "fracture"
-            fcsv.flush()
-            fjs.flush()
     log.info(
         "predict: %d images, %d scored, %d unreadable -> %s",
         counts["count"],
@@ -366,13 +415,15 @@ def run_predict(
     if not img.exists():
         raise InputError(f"{img}: no such file or directory")
     paths = list_inputs(img) if is_batch_input(img) else None
+    # An output folder inside a batch folder would be scored, overlays and all, by the next run.
+    prepare_out_dir(out_dir, inputs=[img] if img.is_dir() else [])
     with ExitStack() as stack:
+        stack.enter_context(out_dir_lock(out_dir))  # two batches into one dir would interleave their rows
         tmp_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fracture-predict-")))
         predictor = load_predictor(weight, tmp_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         if paths is None:
             result = predict_one(params, predictor, img, part, out_dir)
         else:
             result = predict_batch(params, predictor, paths, part, out_dir)
-    dump_params(params, out_dir / "params.yaml")
+        dump_params(params, out_dir / "params.yaml")
     return result
