@@ -283,8 +283,8 @@ class DeployParams(_Section):
     namespace: str = "fracture"
     service_name: str = Field("fracture-swin", pattern=r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
     image: str | None = Field(None, description="Predictor image; default: pipeline.image.")
+    params_in_image: str = Field("params.yaml", description="Params file inside the image (`serve` section used).")
     port: int = Field(8080, gt=0, lt=65536)
-    workers: int = Field(1, gt=0, le=64)
     canary_traffic_percent: int = Field(10, ge=0, le=100, description="Traffic to a new version while it is canary.")
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
