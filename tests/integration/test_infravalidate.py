@@ -16,7 +16,9 @@ import mlflow
 import psutil
 import pytest
 import torch
+import yaml
 
+from fracture.deploy import run_deploy
 from fracture.errors import GateError
 from fracture.infravalidate.version import InfraData
 from fracture.registry.aliases import run_promote
@@ -93,3 +95,10 @@ def test_demo_model_passes_and_broken_candidate_is_refused(registry_env, params,
     assert client.get_registered_model(name).aliases["champion"] == str(good_v)  # not moved
     assert not _mlflow_children(), "a scoring server outlived infra validation"
     assert result["server_stopped"]
+
+    # deploy renders the champion (pinned by number) and refuses the version that failed infra validation
+    manifest = yaml.safe_load(run_deploy(params, name, alias="champion", namespace="serving-test", dry_run=True))
+    assert manifest["metadata"]["namespace"] == "serving-test"
+    assert f"models:/{name}/{good_v}" in manifest["spec"]["predictor"]["containers"][0]["args"]
+    with pytest.raises(GateError, match="has not passed infra validation"):
+        run_deploy(params, name, version=bad_v, dry_run=True)
