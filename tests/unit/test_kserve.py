@@ -90,3 +90,40 @@ def test_the_example_in_infra_is_what_deploy_renders(schema):
     params = load_params(REPO / "configs" / "production.yaml")
     assert example == render_inference_service(params, name, version, meta["fracture-mlops.org/fingerprint"], True)
     validate(example, schema)
+
+
+class FakeApi:
+    """The CustomObjectsApi calls apply_manifest makes, recorded; `existing` says whether the service exists."""
+
+    def __init__(self, existing: bool, refuse: int | None = None) -> None:
+        self.existing, self.refuse, self.calls = existing, refuse, []
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):  # noqa: ANN001, ANN201
+        from kubernetes.client.rest import ApiException
+
+        self.calls.append(("get", namespace, name))
+        if not self.existing:
+            raise ApiException(status=404, reason="Not Found")
+        return {}
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):  # noqa: ANN001, ANN201
+        from kubernetes.client.rest import ApiException
+
+        self.calls.append(("create", namespace, body["metadata"]["name"]))
+        if self.refuse:
+            raise ApiException(status=self.refuse, reason="Unprocessable Entity")
+
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):  # noqa: ANN001, ANN201
+        self.calls.append(("patch", namespace, name))
+
+
+def test_apply_creates_a_new_service_and_patches_a_running_one():
+    from fracture.deploy import apply_manifest
+    from fracture.errors import InputError
+
+    manifest = render_inference_service(load_params(REPO / "params.yaml"), "m", "3", "x", True)
+    new, running = FakeApi(existing=False), FakeApi(existing=True)
+    assert apply_manifest(manifest, new) == "created" and new.calls[-1] == ("create", "fracture", "fracture-swin")
+    assert apply_manifest(manifest, running) == "patched" and running.calls[-1][0] == "patch"
+    with pytest.raises(InputError, match="InferenceService fracture/fracture-swin: 422"):
+        apply_manifest(manifest, FakeApi(existing=False, refuse=422))
