@@ -127,3 +127,15 @@ def test_apply_creates_a_new_service_and_patches_a_running_one():
     assert apply_manifest(manifest, running) == "patched" and running.calls[-1][0] == "patch"
     with pytest.raises(InputError, match="InferenceService fracture/fracture-swin: 422"):
         apply_manifest(manifest, FakeApi(existing=False, refuse=422))
+
+
+def test_apply_without_a_cluster_says_to_use_dry_run(monkeypatch, tmp_path):
+    from fracture.deploy import apply_manifest
+    from fracture.errors import InputError
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    manifest = render_inference_service(load_params(REPO / "params.yaml"), "m", "3", "x", True)
+    with pytest.raises(InputError, match="no Kubernetes configuration.*--dry-run"):
+        apply_manifest(manifest)
