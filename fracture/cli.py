@@ -40,6 +40,15 @@ DataRootOpt = Annotated[
     ),
 ]
 DEFAULT_DATA_ROOT = Path(".")
+ManifestOpt = Annotated[
+    Path,
+    typer.Option(
+        "--manifest",
+        help="manifest.parquet the model was evaluated on (infra validation's image files).",
+        dir_okay=False,
+    ),
+]
+DEFAULT_MANIFEST = Path("data/interim/ingest/manifest.parquet")
 
 
 @app.callback()
@@ -272,13 +281,17 @@ def promote(
     dry_run: Annotated[bool, typer.Option(help="Compare and print; change nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Promote although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (recorded on the version).")] = None,
+    manifest: ManifestOpt = DEFAULT_MANIFEST,
+    data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Move `champion` to the candidate when it passes the gate against the current champion."""
+    """Move `champion` to the candidate when it passes the gate and infra validation (served, replayed)."""
     cfg = _params(params)
+    from fracture.infravalidate.version import InfraData
     from fracture.registry.aliases import run_promote
 
-    run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason)
+    infra = InfraData(manifest, data_root)
+    run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason, infra=infra)
 
 
 @app.command()
@@ -292,6 +305,65 @@ def rollback(
     from fracture.registry.aliases import run_rollback
 
     run_rollback(cfg, name)
+
+
+@app.command()
+@step
+def infravalidate(
+    model: Annotated[Path, typer.Option(help="Model dir from train.")],
+    eval: Annotated[Path, typer.Option("--eval", help="Eval dir from evaluate (predictions.parquet).")],
+    manifest: ManifestOpt = DEFAULT_MANIFEST,
+    data_root: DataRootOpt = DEFAULT_DATA_ROOT,
+    out: Annotated[Path | None, typer.Option(help="Write the result (JSON) here.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Serve the model with `mlflow models serve` on loopback and replay its evaluation; exit 1 when it fails."""
+    cfg = _params(params)
+    from fracture.infravalidate.run import run_infravalidate
+
+    run_infravalidate(cfg, model, eval, manifest, data_root, out)
+
+
+@app.command()
+@step
+def serve(
+    model_uri: Annotated[
+        str | None,
+        typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a pyfunc dir (default: the champion)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default: params serve.host, loopback).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default: params serve.port).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Serve a registered model with `mlflow models serve` (this environment's uvicorn); Ctrl-C stops it."""
+    cfg = _params(params)
+    from fracture.serve import run_serve
+
+    run_serve(cfg, model_uri, host=host, port=port)
+
+
+@app.command()
+@step
+def deploy(
+    alias: Annotated[str, typer.Option(help="Registry alias of the version to deploy.")] = "champion",
+    version: Annotated[int | None, typer.Option(help="Version to deploy (instead of --alias).")] = None,
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Kubernetes namespace (default: params deploy.namespace).")
+    ] = None,
+    canary: Annotated[
+        bool, typer.Option(help="Roll out as a canary (deploy.canary_traffic_percent of traffic).")
+    ] = True,
+    dry_run: Annotated[bool, typer.Option(help="Print the InferenceService manifest; apply nothing.")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Render (and apply, unless --dry-run) the KServe InferenceService serving a registry version."""
+    cfg = _params(params)
+    from fracture.deploy import run_deploy
+
+    manifest = run_deploy(cfg, name, alias=alias, version=version, namespace=namespace, canary=canary, dry_run=dry_run)
+    if dry_run:
+        typer.echo(manifest, nl=False)
 
 
 @app.command()

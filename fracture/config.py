@@ -274,11 +274,23 @@ class PromoteParams(_Section):
     min_sensitivity: float = Field(0.7, ge=0, le=1)
 
 
+class InfraValidationParams(_Section):
+    """Infra validation before promotion: the candidate served by `mlflow models serve`, checked against evaluation."""
+
+    n_images: int = Field(6, gt=0, le=1000, description="Evaluation images in the request set (spread over formats).")
+    tolerance: float = Field(1e-4, gt=0, le=0.5, description="Max |served - offline| probability.")
+    max_p95_latency_s: float = Field(10.0, gt=0, description="p95 latency limit of one single-image request, s.")
+    latency_requests: int = Field(20, ge=5, le=10_000, description="Single-image requests timed for the p95.")
+    startup_timeout_s: float = Field(300.0, gt=0, description="Wait this long for the server's /ping.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Per-request timeout, s.")
+
+
 class RegisterParams(_Section):
     """MLflow model registry."""
 
     model_name: str = "fracture-swin"
     promote: PromoteParams = PromoteParams()
+    infra_validation: InfraValidationParams = InfraValidationParams()
 
 
 class PredictParams(_Section):
@@ -300,6 +312,40 @@ class PipelineParams(_Section):
     memory_limit: str = "64G"
     shm_size: str = "16Gi"
     node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+
+
+class ServeParams(_Section):
+    """`fracture serve`: the MLflow scoring server (loopback unless --host says otherwise)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5001, gt=0, lt=65536)
+    workers: int = Field(1, gt=0, le=64, description="uvicorn worker processes.")
+    timeout_s: int = Field(60, gt=0, description="Request timeout of the scoring server, s.")
+
+
+class DeployParams(_Section):
+    """`fracture deploy`: the KServe InferenceService serving a registry version (no secrets here)."""
+
+    namespace: str = "fracture"
+    service_name: str = Field("fracture-swin", pattern=r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
+    image: str | None = Field(None, description="Predictor image; default: pipeline.image.")
+    params_in_image: str = Field("params.yaml", description="Params file inside the image (`serve` section used).")
+    port: int = Field(8080, gt=0, lt=65536)
+    canary_traffic_percent: int = Field(10, ge=0, le=100, description="Traffic to a new version while it is canary.")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2Gi"
+    memory_limit: str = "4Gi"
+    gpu_limit: int = Field(0, ge=0)
+    service_account: str | None = Field(None, description="ServiceAccount of the predictor pods (None: default).")
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> DeployParams:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
 
 
 def swin_geometry_error(image_size: int, mp: ModelParams) -> str | None:
@@ -352,6 +398,8 @@ class Params(_Section):
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     predict: PredictParams = PredictParams()
     pipeline: PipelineParams = PipelineParams()
+    serve: ServeParams = ServeParams()
+    deploy: DeployParams = DeployParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 

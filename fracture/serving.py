@@ -193,8 +193,10 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
 
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
-        if model_input.empty:
-            return predictions_frame(np.zeros(0), self._threshold)
+        if len(model_input) == 0:
+            # MLflow's schema enforcement drops unknown columns and, with them, every row: a request of misnamed
+            # columns arrives here empty and must not be answered with an empty 200.
+            raise InputError(f"no rows to score: send one row per image with a column {' or '.join(INPUT_COLUMNS)}")
         images = load_images(model_input, self._size, self._window)
         mean, std = float(self._config["mean"]), float(self._config["std"])
         probs = predict_proba(self._model, images, mean, std, batch_size=BATCH_SIZE, device=self._device)
