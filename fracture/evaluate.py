@@ -139,10 +139,12 @@ def threshold_report(
     }
 
 
-def report_points(val_thresholds: dict[str, float], config_thresholds: dict | None) -> dict[str, float]:
-    """The reference operating points: recomputed on val, else config.json's (also val-tuned), and 0.5."""
+def report_points(
+    val_thresholds: dict[str, float], config_thresholds: dict | None, reference: float
+) -> dict[str, float]:
+    """The reference operating points: recomputed on val, else config.json's (also val-tuned), and `reference`."""
     source = val_thresholds or {k: v for k, v in (config_thresholds or {}).items() if isinstance(v, int | float)}
-    return {**{k: float(source[k]) for k in TUNED if k in source}, "fixed": 0.5}
+    return {**{k: float(source[k]) for k in TUNED if k in source}, "fixed": float(reference)}
 
 
 # ----------------------------------------------------------------------------------------------- split metrics
@@ -378,7 +380,7 @@ def assemble_evaluation(
     """
     preds = prepare_predictions(frame, frozen, ep.age_bands)
     val_thresholds = tune_on_val(preds[preds["split"] == "val"], ep.target_sensitivity)
-    points = {"frozen": float(frozen), **report_points(val_thresholds, config_thresholds)}
+    points = {"frozen": float(frozen), **report_points(val_thresholds, config_thresholds, ep.reference_threshold)}
     thresholds = {**threshold_report(frozen, method, val_thresholds, config_thresholds), "points": points}
     values: dict[str, float] = {"threshold": float(frozen)}
     studies = study_frame(preds)
@@ -536,10 +538,13 @@ def run_evaluate(
     Returns:
         The flat metrics written to metrics.json ("gate.passed" is 1 or 0).
     """
-    from fracture.model import load_model_dir
+    from fracture.io import read_json
+    from fracture.model import CONFIG_FILE, check_cache_contract, load_model_dir, read_contract
 
     frame = load_eval_rows(Path(manifest_path), Path(splits_path))
     model, config = load_model_dir(Path(model_dir))
+    contract = read_contract(config, Path(model_dir) / CONFIG_FILE)  # the model's inputs, never the current params
+    check_cache_contract(contract, read_json(Path(cache_dir) / "meta.json"), Path(cache_dir))
     frozen, method = frozen_threshold(config, Path(model_dir) / "config.json")
     log.info("scoring %d val/test images (%s)", len(frame), frame["split"].value_counts().to_dict())
     scored, missing = score_frame(frame, model, config, Path(cache_dir), params.evaluate.batch_size)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fracture import evaluate, metrics
-from fracture.config import EvaluateParams, GateParams
+from fracture.config import EvaluateParams, GateParams, load_params
 from fracture.errors import InputError
 
-EP = EvaluateParams(n_bootstrap=200, min_subgroup_n=20)
+EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(
+    update={"n_bootstrap": 200, "min_subgroup_n": 20}
+)
 
 
 def scored_frame(n: int = 900, seed: int = 0) -> pd.DataFrame:
@@ -136,7 +139,7 @@ def test_metrics_are_flat_finite_and_hold_the_headline_keys(tmp_path, make_param
 
 
 def test_no_bootstrap_means_no_bootstrap_cis() -> None:
-    ev = _assemble(scored_frame(), ep=EvaluateParams(n_bootstrap=0))
+    ev = _assemble(scored_frame(), ep=EP.model_copy(update={"n_bootstrap": 0}))
     assert "test.auroc" in ev.metrics and "test.auroc_ci_low" not in ev.metrics
     assert "test.frozen.f1_ci_low" not in ev.metrics
     assert "test.frozen.sensitivity_ci_low" in ev.metrics  # Wilson intervals need no resampling
@@ -253,7 +256,7 @@ def eval_inputs(tmp_path_factory, make_params):
     import torch
 
     from fracture.io import write_manifest
-    from fracture.model import build_model, model_config, predict_proba
+    from fracture.model import build_model, input_contract, model_config, predict_proba
     from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
 
     root = tmp_path_factory.mktemp("evalrun")
@@ -298,7 +301,7 @@ def eval_inputs(tmp_path_factory, make_params):
     tuned = metrics.tune_thresholds(frame.loc[split == "val", "label"].to_numpy(), val_probs, 0.9)
     (root / "model").mkdir()
     torch.save(model.state_dict(), root / "model" / "model.pt")
-    config = model_config(params.model, 64, tuned, "youden")
+    config = {**model_config(params.model, 64, tuned, "youden"), "input": input_contract(params, 64).to_dict()}
     (root / "model" / "config.json").write_text(json.dumps(config))
     return root, params, config
 
@@ -313,7 +316,11 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
         fracture.model, "predict_proba", lambda m, x, *a, **k: scored.append(len(x)) or real(m, x, *a, **k)
     )
     params = params.model_copy(
-        update={"evaluate": params.evaluate.model_copy(update={"gate": GateParams(min_auroc=1.0)})}
+        update={
+            "evaluate": params.evaluate.model_copy(
+                update={"gate": params.evaluate.gate.model_copy(update={"min_auroc": 1.0})}
+            )
+        }
     )
     out = tmp_path / "eval"
     result = evaluate.run_evaluate(
