@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_model_dir as write_untrained_model_dir
+
 BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 MLFLOW_BUCKET, DVC_BUCKET = "fracture-mlflow", "fracture-dvc"
@@ -254,15 +256,6 @@ class Candidate:
 
 def write_model_dir(model_dir: Path, params, seed: int, run_id: str | None = None) -> Path:  # noqa: ANN001
     """A tiny Swin model dir (random weights from `seed`) written through fracture.model's own save path."""
-    import pandas as pd
-    import torch
-
-    from fracture.model import build_model, model_config, save_model_dir
-
-    torch.manual_seed(seed)
-    model = build_model(params.model, params.base.image_size, pretrained=False)
-    thresholds = {"youden": 0.5, "f1_max": 0.45, "target_sensitivity": 0.3, "fixed": 0.5}
-    config = model_config(params.model, params.base.image_size, thresholds, "youden")
     metadata = {
         "mlflow_run_id": run_id,
         "git_commit": f"{seed:040x}",
@@ -273,9 +266,7 @@ def write_model_dir(model_dir: Path, params, seed: int, run_id: str | None = Non
         "best_epoch": 1,
         "val_auroc": 0.8,
     }
-    history = pd.DataFrame({"epoch": [1], "train_loss": [0.7], "val_loss": [0.69], "val_auroc": [0.8]})
-    save_model_dir(model_dir, model, config, metadata, history, params)
-    return model_dir
+    return write_untrained_model_dir(model_dir, params, seed, metadata)
 
 
 def write_eval_dir(eval_dir: Path, auroc: float, sensitivity: float, passed: bool, threshold: float = 0.5) -> Path:
