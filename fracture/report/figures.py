@@ -157,7 +157,9 @@ def plot_decision_curve(curve: pd.DataFrame) -> str:
     lows, highs = [0.0], [0.0]
     for split, part in _by_split(curve):
         test = split == "test"
-        (line,) = ax.plot(part["threshold"], part["net_benefit"], "-", lw=2.2 if test else 1.2, label=f"model ({split})")
+        (line,) = ax.plot(
+            part["threshold"], part["net_benefit"], "-", lw=2.2 if test else 1.2, label=f"model ({split})"
+        )
         ax.plot(part["threshold"], part["treat_all"], "--", lw=1.2 if test else 0.8, color=line.get_color(),
                 alpha=1 if test else 0.6, label=f"treat all ({split})")  # fmt: skip
         lows.append(float(part["net_benefit"].min()))

@@ -37,7 +37,9 @@ def general_exclusions(flow: dict) -> dict[str, int]:
 
 def split_boxes(name: str, entry: dict, metrics: dict, primary_n: Any) -> list[tuple[str, dict]]:
     """The boxes of one split's column, top to bottom: assigned, excluded from it, included, scored."""
-    excluded = "\n".join([f"excluded n = {entry.get('excluded', 0)}", *reason_lines(entry.get("excluded_by_reason", {}))])
+    excluded = "\n".join(
+        [f"excluded n = {entry.get('excluded', 0)}", *reason_lines(entry.get("excluded_by_reason", {}))]
+    )
     included = (
         f"included n = {entry.get('included')}\n{entry.get('patients')} patients, {entry.get('positives')} fractures"
     )
