@@ -604,8 +604,10 @@ def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
     if not dvc.is_file() or shutil.which("git") is None:
         pytest.skip("dvc or git not installed")
     repo = Path(__file__).resolve().parents[2]
-    shutil.copy(repo / "dvc.yaml", tmp_path / "dvc.yaml")
-    shutil.copytree(report_inputs["eval_dir"] / "plots", tmp_path / "reports" / "eval" / "plots")
+    for name in ("dvc.yaml", "params.yaml"):  # dvc.yaml fills ${paths.*} from params.yaml
+        shutil.copy(repo / name, tmp_path / name)
+    eval_path = yaml.safe_load((repo / "params.yaml").read_text())["paths"]["eval"]
+    shutil.copytree(report_inputs["eval_dir"] / "plots", tmp_path / eval_path / "plots")
     for cmd in (["git", "init", "-q"], [str(dvc), "init", "-q"]):
         subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
     shown = subprocess.run([str(dvc), "plots", "show", "--json"], cwd=tmp_path, capture_output=True, text=True)
@@ -616,7 +618,8 @@ def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
     assert "Decision curve" in curve["title"]["text"] and curve["encoding"]["x"]["title"] == "threshold probability"
     stage_plots = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]
     for entry in stage_plots:
-        ((path, spec),) = entry.items()
+        ((template, spec),) = entry.items()
+        path = template.replace("${paths.eval}", eval_path)
         columns = set(pd.read_csv(tmp_path / path, nrows=1).columns)
         assert {spec["x"], spec["y"]} <= columns, path
         assert spec.get("title") and spec.get("x_label") and spec.get("y_label"), path
