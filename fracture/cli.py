@@ -259,13 +259,25 @@ def promote(
     dry_run: Annotated[bool, typer.Option(help="Compare and print; change nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Promote although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (recorded on the version).")] = None,
+    allow_different_test_set: Annotated[
+        bool, typer.Option(help="Compare with a champion evaluated on another test set, unpaired (needs --reason).")
+    ] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Move `champion` to the candidate when it passes the gate against the current champion."""
+    """Move `champion` to the candidate when it passes the paired comparison with the current champion."""
     cfg = _params(params)
     from fracture.registry.aliases import run_promote
 
-    run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason)
+    run_promote(
+        cfg,
+        name,
+        version=version,
+        alias=alias,
+        dry_run=dry_run,
+        force=force,
+        reason=reason,
+        allow_different_test_set=allow_different_test_set,
+    )
 
 
 @app.command()

@@ -31,7 +31,13 @@ from fracture.registry.lineage import (
     load_register_inputs,
     version_tags,
 )
-from fracture.registry.names import CHALLENGER, CHAMPION, FINGERPRINT_TAG
+from fracture.registry.names import (
+    CHALLENGER,
+    CHAMPION,
+    FINGERPRINT_TAG,
+    TEST_PREDICTIONS_FILE,
+    TEST_PREDICTIONS_TAG,
+)
 from fracture.tracking import redact, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -220,14 +226,30 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
     return model.model_id
 
 
-def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs) -> None:
-    """The evaluation files, the report and the headline test metrics, on the run."""
+def _stage_test_predictions(inputs: RegisterInputs, tmp: Path) -> list[Path]:
+    """The test rows of predictions.parquet (image_id, label, prob, cluster_id only: no other patient fields)."""
+    from fracture.io import write_parquet
+
+    if inputs.test_predictions is None:
+        return []
+    path = tmp / TEST_PREDICTIONS_FILE
+    write_parquet(inputs.test_predictions, path)
+    return [path]
+
+
+def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs, tmp: Path) -> dict[str, str]:
+    """The evaluation files, the test predictions, the report and the headline test metrics, on the run.
+
+    Returns:
+        The evidence tags for the version (`test_predictions`: the runs:/ URI of the test predictions).
+    """
     import time
 
     from mlflow.entities import Metric
 
+    staged = _stage_test_predictions(inputs, tmp)
     try:
-        for path in inputs.eval_files:
+        for path in (*inputs.eval_files, *staged):
             client.log_artifact(run_id, str(path), "evaluation")
         if inputs.report_path is not None:
             client.log_artifact(run_id, str(inputs.report_path), "evaluation")
@@ -236,6 +258,7 @@ def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs) -> None:
     now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in headline_metrics(inputs.metrics).items()]
     client.log_batch(run_id, metrics=metrics)
+    return {TEST_PREDICTIONS_TAG: f"runs:/{run_id}/evaluation/{TEST_PREDICTIONS_FILE}"} if staged else {}
 
 
 def _create_version(client: Any, name: str, model_id: str, run_id: str, tags: dict[str, str]) -> Any:
@@ -320,8 +343,8 @@ def run_register(
         staged = _stage_model_dir(Path(model_dir), Path(tmp))
         with _all_or_nothing(client, _Pending(run_id, origin == "register_run")) as pending:
             model_id = _log_pyfunc(client, pending, staged, inputs.config, fingerprint)
-            _log_evidence(client, run_id, inputs)
-            tags = version_tags(inputs, fingerprint, origin, reason if forced else None)
+            evidence_tags = _log_evidence(client, run_id, inputs, Path(tmp))
+            tags = {**version_tags(inputs, fingerprint, origin, reason if forced else None), **evidence_tags}
             if inputs.report_path is not None:
                 tags["evaluation_report"] = f"runs:/{run_id}/evaluation/{Path(inputs.report_path).name}"
             version = _create_version(client, name, model_id, run_id, tags)
