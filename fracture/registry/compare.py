@@ -102,7 +102,7 @@ def differing_test_set(candidate: dict[str, str], champion: dict[str, str]) -> l
     for key in SAME_TEST_SET_KEYS:
         a, b = candidate.get(key), champion.get(key)
         if not a or not b or "unknown" in (a, b):
-            out.append(f"{key} unknown (candidate {a or 'none'}, champion {b or 'none'})")
+            out.append(f"{key} unknown (candidate {(a or 'none')[:12]}, champion {(b or 'none')[:12]})")
         elif a != b:
             out.append(f"{key} differs (candidate {a[:12]}, champion {b[:12]})")
     return out
