@@ -102,7 +102,7 @@ def primary_record(values: dict) -> dict:
 def _operating_points(preds, studies, frozen, method, config_thresholds, ep, seed) -> tuple[dict, dict, float]:
     """(thresholds.json, image points, study threshold): every one tuned on val rows / val studies only."""
     val_thresholds = tune_on_val(preds[preds["split"] == "val"], ep, seed)
-    points = {"frozen": float(frozen), **report_points(val_thresholds, config_thresholds)}
+    points = {"frozen": float(frozen), **report_points(val_thresholds, config_thresholds, ep.reference_threshold)}
     val_studies = studies[(studies["split"] == "val") & ~studies["excluded_positive_view"]]
     study_point, how = study_threshold(val_studies, method, frozen, ep, seed)
     report = {**threshold_report(frozen, method, val_thresholds, config_thresholds), "points": points}

@@ -6,8 +6,8 @@ import logging
 
 import pandas as pd
 
-from fracture import metrics
 from fracture.config import EvaluateParams
+from fracture.operating_points import tune_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def tune_on_val(val: pd.DataFrame, ep: EvaluateParams, seed: int) -> dict[str, f
         log.warning("val has %d rows and %d class(es): val thresholds not recomputed", len(val), val["label"].nunique())
         return {}
     y, p = val["label"].to_numpy(), val["prob"].to_numpy()
-    return metrics.tune_thresholds(y, p, ep.target_sensitivity, val["cluster_id"], ep.n_bootstrap, seed)
+    return tune_thresholds(y, p, ep.target_sensitivity, val["cluster_id"], ep.n_bootstrap, seed)
 
 
 def threshold_report(
@@ -63,10 +63,12 @@ def threshold_report(
     }
 
 
-def report_points(val_thresholds: dict[str, float], config_thresholds: dict | None) -> dict[str, float]:
-    """The reference operating points: recomputed on val, else config.json's (also val-tuned), and 0.5."""
+def report_points(
+    val_thresholds: dict[str, float], config_thresholds: dict | None, reference: float
+) -> dict[str, float]:
+    """The reference operating points: recomputed on val, else config.json's (also val-tuned), and `reference`."""
     source = val_thresholds or {k: v for k, v in (config_thresholds or {}).items() if isinstance(v, int | float)}
-    return {**{k: float(source[k]) for k in TUNED if k in source}, "fixed": 0.5}
+    return {**{k: float(source[k]) for k in TUNED if k in source}, "fixed": float(reference)}
 
 
 def study_threshold(

@@ -18,7 +18,9 @@ from fracture.registry.names import AUROC, FINGERPRINT_TAG, HEADLINE_METRICS, LI
 log = logging.getLogger(__name__)
 
 EVAL_FILES = ("metrics.json", "gate.json", "thresholds.json")
-PREDICTIONS_FILE = "predictions.parquet"  # its test rows become the version's paired-comparison evidence
+# Required and uploaded: its test rows are the paired-comparison evidence (registry.compare), and infra validation
+# before promotion replays its offline probabilities.
+PREDICTIONS_FILE = "predictions.parquet"
 _AUROC_TOL = 1e-6
 
 
@@ -187,6 +189,6 @@ def load_register_inputs(model_dir: Path, eval_dir: Path, report_path: Path | No
         report_path = eval_dir.parent / "report.html"
     if report_path is not None and not Path(report_path).is_file():
         raise InputError(f"{report_path}: report not found")
-    files = tuple(eval_dir / name for name in EVAL_FILES)
-    test = read_test_predictions(eval_dir, metrics)
+    test = read_test_predictions(eval_dir, metrics)  # required: the paired-comparison evidence
+    files = tuple(eval_dir / name for name in (*EVAL_FILES, PREDICTIONS_FILE))
     return RegisterInputs(config, metadata, metrics, gate, thresholds, report_path, files, test)

@@ -22,6 +22,7 @@ from fracture.config import Params
 from fracture.errors import InputError
 from fracture.registry.client import first_line, mlflow_client, registry_errors
 from fracture.registry.lineage import (
+    PREDICTIONS_FILE,
     RegisterInputs,
     check_force,
     check_gate,
@@ -35,7 +36,6 @@ from fracture.registry.names import (
     CHALLENGER,
     CHAMPION,
     FINGERPRINT_TAG,
-    TEST_PREDICTIONS_FILE,
     TEST_PREDICTIONS_TAG,
 )
 from fracture.tracking import redact, tracking_uri
@@ -188,6 +188,43 @@ def _try_cleanup(undo: Callable[[str], Any], target: str) -> None:
         log.warning("clean-up after a failed registration could not remove %s (%s)", target, first_line(err))
 
 
+def pyfunc_spec(staged: Path, config: dict) -> dict[str, Any]:
+    """The pyfunc's definition: wrapper, model dir artifact, signature, input example, requirements.
+
+    The one place it is spelled, shared by registration and by `save_pyfunc`.
+    """
+    import pandas as pd
+
+    from fracture.serving import MODEL_DIR_ARTIFACT, FracturePyfunc, encode_bytes, signature
+
+    example = pd.DataFrame({"image": [encode_bytes(example_image_png(int(config["img_size"])))]})
+    return {
+        "python_model": FracturePyfunc(),
+        "artifacts": {MODEL_DIR_ARTIFACT: str(staged)},
+        "signature": signature(),
+        "input_example": example,
+        "pip_requirements": _pip_requirements(),
+    }
+
+
+def save_pyfunc(model_dir: Path, dst: Path) -> Path:
+    """Save the model dir as a local MLflow pyfunc at `dst` (what registration logs, without a registry).
+
+    Raises:
+        InputError: the model dir does not rebuild the configured network.
+    """
+    import json
+
+    import mlflow.pyfunc
+
+    _check_loadable(Path(model_dir))
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="fracture-pyfunc-") as tmp:
+        staged = _stage_model_dir(Path(model_dir), Path(tmp))
+        mlflow.pyfunc.save_model(path=str(dst), **pyfunc_spec(staged, config))
+    return Path(dst)
+
+
 def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fingerprint: str) -> str:
     """Log the pyfunc (artifacts uploaded to the artifact store) and link it to the run; returns the model id.
 
@@ -195,26 +232,14 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
         InputError: the artifact upload failed (endpoint down, bucket missing, refused credentials).
     """
     import mlflow.pyfunc
-    import pandas as pd
     from mlflow.entities import LoggedModelOutput
-
-    from fracture.serving import MODEL_DIR_ARTIFACT, FracturePyfunc, encode_bytes, signature
 
     exp_id = client.get_run(pending.run_id).info.experiment_id
     tags = {FINGERPRINT_TAG: fingerprint}
     model = client.create_logged_model(exp_id, name=MODEL_NAME, source_run_id=pending.run_id, tags=tags)
     pending.model_id = model.model_id
-    example = pd.DataFrame({"image": [encode_bytes(example_image_png(int(config["img_size"])))]})
     try:
-        mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            model_id=model.model_id,
-            python_model=FracturePyfunc(),
-            artifacts={MODEL_DIR_ARTIFACT: str(staged)},
-            signature=signature(),
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-        )
+        mlflow.pyfunc.log_model(name=MODEL_NAME, model_id=model.model_id, **pyfunc_spec(staged, config))
     except Exception as err:
         target = _upload_target(client, model.model_id)
         detail = first_line(_root_error(err))
@@ -226,30 +251,19 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
     return model.model_id
 
 
-def _stage_test_predictions(inputs: RegisterInputs, tmp: Path) -> list[Path]:
-    """The test rows of predictions.parquet (image_id, label, prob, cluster_id only: no other patient fields)."""
-    from fracture.io import write_parquet
-
-    if inputs.test_predictions is None:
-        return []
-    path = tmp / TEST_PREDICTIONS_FILE
-    write_parquet(inputs.test_predictions, path)
-    return [path]
-
-
-def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs, tmp: Path) -> dict[str, str]:
-    """The evaluation files, the test predictions, the report and the headline test metrics, on the run.
+def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs) -> dict[str, str]:
+    """The evaluation files (predictions.parquet included), the report and the headline test metrics, on the run.
 
     Returns:
-        The evidence tags for the version (`test_predictions`: the runs:/ URI of the test predictions).
+        The evidence tags for the version (`test_predictions`: the runs:/ URI of predictions.parquet, whose test
+        rows a paired promotion comparison reads).
     """
     import time
 
     from mlflow.entities import Metric
 
-    staged = _stage_test_predictions(inputs, tmp)
     try:
-        for path in (*inputs.eval_files, *staged):
+        for path in inputs.eval_files:
             client.log_artifact(run_id, str(path), "evaluation")
         if inputs.report_path is not None:
             client.log_artifact(run_id, str(inputs.report_path), "evaluation")
@@ -258,7 +272,9 @@ def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs, tmp: Path) -
     now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in headline_metrics(inputs.metrics).items()]
     client.log_batch(run_id, metrics=metrics)
-    return {TEST_PREDICTIONS_TAG: f"runs:/{run_id}/evaluation/{TEST_PREDICTIONS_FILE}"} if staged else {}
+    if PREDICTIONS_FILE not in {Path(path).name for path in inputs.eval_files}:
+        return {}
+    return {TEST_PREDICTIONS_TAG: f"runs:/{run_id}/evaluation/{PREDICTIONS_FILE}"}
 
 
 def _create_version(client: Any, name: str, model_id: str, run_id: str, tags: dict[str, str]) -> Any:
@@ -343,7 +359,7 @@ def run_register(
         staged = _stage_model_dir(Path(model_dir), Path(tmp))
         with _all_or_nothing(client, _Pending(run_id, origin == "register_run")) as pending:
             model_id = _log_pyfunc(client, pending, staged, inputs.config, fingerprint)
-            evidence_tags = _log_evidence(client, run_id, inputs, Path(tmp))
+            evidence_tags = _log_evidence(client, run_id, inputs)
             tags = {**version_tags(inputs, fingerprint, origin, reason if forced else None), **evidence_tags}
             if inputs.report_path is not None:
                 tags["evaluation_report"] = f"runs:/{run_id}/evaluation/{Path(inputs.report_path).name}"

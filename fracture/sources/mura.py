@@ -53,9 +53,20 @@ def _rows(text: str, name: str) -> list[tuple[int, list[str]]]:
     except csv.Error as err:
         raise InputError(f"{name}: not a valid CSV file ({err})") from None
     rows = [(n, fields) for n, fields in rows if any(fields)]
-    if rows and rows[0][1][0] and "/" not in rows[0][1][0]:  # e.g. `Img_Path` or `Img_Path,Label`
+    if rows and is_header(rows[0][1]):
         rows = rows[1:]
     return rows
+
+
+def is_header(fields: list[str]) -> bool:
+    """Whether a first line is a header (`Img_Path`, `Study_Path,Label`), judged by content.
+
+    Every MURA data line starts with a path that has a folder part, written with a slash or a Windows
+    backslash; a header's first cell has neither, and a second cell, when present, is not a 0/1 label.
+    """
+    first = fields[0].replace("\\", "/") if fields else ""
+    label = fields[1].strip() if len(fields) > 1 else ""
+    return bool(first) and "/" not in first and label not in ("0", "1")
 
 
 def parse_image_paths(text: str, name: str) -> list[str]:

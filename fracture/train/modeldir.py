@@ -12,9 +12,9 @@ import pandas as pd
 
 from fracture.config import Params
 from fracture.io import hash_file, read_json, write_json
-from fracture.metrics import tune_thresholds
 from fracture.model import METADATA_FILE, model_config, predict_proba, save_model_dir
 from fracture.modelcard import build_model_card
+from fracture.operating_points import tune_thresholds
 from fracture.tracking import Tracker, git_commit, params_hash, redact
 from fracture.train.checkpoint import LoopState, load_checkpoint
 from fracture.train.loop import Session

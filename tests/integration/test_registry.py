@@ -62,8 +62,8 @@ def test_register_records_lineage_evidence_and_is_idempotent(registry_env, param
     assert mv.tags["evaluation_report"] == f"runs:/{rec['run_id']}/evaluation/report.html"
     artifacts = {a.path for a in client.list_artifacts(rec["run_id"], "evaluation")}
     assert {"evaluation/report.html", "evaluation/metrics.json", "evaluation/gate.json"} <= artifacts
-    assert "evaluation/test_predictions.parquet" in artifacts  # the paired-comparison evidence
-    assert mv.tags["test_predictions"] == f"runs:/{rec['run_id']}/evaluation/test_predictions.parquet"
+    assert "evaluation/predictions.parquet" in artifacts  # the paired-comparison evidence
+    assert mv.tags["test_predictions"] == f"runs:/{rec['run_id']}/evaluation/predictions.parquet"
     assert len(mv.tags["test_set_fingerprint"]) == 64 and mv.tags["test.n_images"] == "200"
     assert client.get_run(rec["run_id"]).data.metrics["test.auroc"] == pytest.approx(0.85)
 
@@ -161,9 +161,11 @@ def test_promotion_compares_like_with_like(registry_env, params, params_file, ma
     with pytest.raises(InputError, match="--allow-different-test-set needs --reason"):
         run_promote(params, name, allow_different_test_set=True)
     cli = [str(BIN / "fracture"), "promote", "--name", name, "--params", str(params_file), "--allow-different-test-set"]
-    proc = subprocess.run([*cli, "--reason", "new hospital test set"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "DIFFERENT, allowed: new hospital test set" in proc.stderr and "unpaired" in proc.stderr
+    proc = subprocess.run(cli, capture_output=True, text=True)  # the flag reaches run_promote: no reason, exit 2
+    assert proc.returncode == 2 and "--allow-different-test-set needs --reason" in proc.stderr, proc.stderr[-2000:]
+    caplog.clear()
+    rec = run_promote(params, name, allow_different_test_set=True, reason="new hospital test set")
+    assert rec["promoted"] and "DIFFERENT, allowed: new hospital test set" in caplog.text and "unpaired" in caplog.text
     allowed = client.get_model_version(name, str(v2)).tags
     assert allowed["comparison.allowed_different_test_set"] == "true" and allowed["comparison.passed"] == "true"
     assert allowed["comparison.different_test_set_reason"] == "new hospital test set"

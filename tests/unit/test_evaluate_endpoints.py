@@ -3,16 +3,21 @@ operating points, excluded views and cases, per source, decision curve, reliabil
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from fracture import bootstrap, metrics
-from fracture.config import EvaluateParams, GateParams, PrimaryParams
+from fracture.config import EvaluateParams, GateParams, PrimaryParams, load_params
 from fracture.evaluate import core, curves, tables
+from fracture.operating_points import tune_thresholds
 from tests.unit.test_evaluate import scored_frame, val_tuned
 
-EP = EvaluateParams(n_bootstrap=200, min_subgroup_n=20, min_subgroup_patients=5)
+EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(
+    update={"n_bootstrap": 200, "min_subgroup_n": 20, "min_subgroup_patients": 5}
+)
 
 
 def _assemble(frame: pd.DataFrame, ep: EvaluateParams = EP, **kwargs) -> core.Evaluation:
@@ -107,7 +112,9 @@ def test_primary_endpoint_is_every_image_of_another_test_source_and_follows_para
 
 def test_gate_can_use_the_lower_ci_bound_of_the_primary_endpoint() -> None:
     values = {"test.auroc": 0.9, "test.frozen.sensitivity": 0.9, "primary.value": 0.82, "primary.ci_low": 0.74}
-    point = core.evaluate_gate(values, GateParams(min_auroc=0.7, min_sensitivity=0.7, min_primary=0.8))
+    point = core.evaluate_gate(
+        values, GateParams(min_auroc=0.7, min_sensitivity=0.7, min_primary=0.8, primary_bound="point")
+    )
     assert point["passed"] and point["checks"][-1]["name"] == "primary.value"
     bound = GateParams(min_auroc=0.7, min_sensitivity=0.7, min_primary=0.8, primary_bound="ci_low")
     failed = core.evaluate_gate(values, bound)
@@ -119,7 +126,7 @@ def test_conservative_threshold_puts_the_val_sensitivity_lower_bound_at_the_targ
     frame = scored_frame(n=1500, seed=3)
     val = frame[frame["split"] == "val"]
     y, p, groups = val["label"].to_numpy(), val["prob"].to_numpy(), val["cluster_id"]
-    tuned = metrics.tune_thresholds(y, p, 0.85, groups, n_resamples=500, seed=7)
+    tuned = tune_thresholds(y, p, 0.85, groups, n_resamples=500, seed=7)
     conservative = tuned["target_sensitivity_conservative"]
     rs = bootstrap.draw_resamples(groups, 500, 7)  # the same draws the rule used
     low, _ = bootstrap.percentile_interval(bootstrap.rate_replicates(rs, y, p, conservative)["sensitivity"], 0.95)
@@ -141,7 +148,7 @@ def test_study_threshold_is_tuned_on_val_studies_and_never_reads_test() -> None:
     ev = _assemble(frame)
     studies = tables.study_frame(ev.predictions)
     val = studies[studies["split"] == "val"]
-    expected = metrics.tune_thresholds(val["label"], val["prob"], EP.target_sensitivity, val["cluster_id"], 200, 42)
+    expected = tune_thresholds(val["label"], val["prob"], EP.target_sensitivity, val["cluster_id"], 200, 42)
     assert ev.thresholds["study"]["threshold"] == pytest.approx(expected["youden"])
     assert ev.metrics["test.study.frozen.threshold"] == pytest.approx(expected["youden"])
     assert ev.metrics["test.study.image_threshold.threshold"] == ev.thresholds["frozen"]

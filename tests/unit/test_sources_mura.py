@@ -206,6 +206,44 @@ def test_counts_add_up_on_a_messy_folder(tmp_path, make_params):
     assert len(quarantine) == entry["quarantined"] == 3
 
 
+@pytest.mark.parametrize("header", [False, True])
+def test_windows_backslash_csvs_lose_no_row(tmp_path, header):
+    # Before: the first backslash path was taken for a header (no "/" in it) and vanished without a quarantine
+    # row, and the first study of the studies CSV lost its label.
+    root = standard_mura(tmp_path / P, header)
+    for name in ("train_image_paths.csv", "train_labeled_studies.csv"):
+        (root / name).write_text((root / name).read_text().replace("/", "\\"))
+    scan = scan_mura(root, ("XR_WRIST",))
+    assert sorted(c.path for c in scan.candidates) == [
+        "train/XR_WRIST/patient00001/study1_positive/image1.png",
+        "train/XR_WRIST/patient00001/study1_positive/image2.png",
+        "train/XR_WRIST/patient00002/study1_negative/image1.png",
+        "valid/XR_WRIST/patient11186/study2_negative/image1.png",
+    ]
+    assert not scan.rejected
+    assert {c.path.split("/")[3]: c.fields["label"] for c in scan.candidates} == {
+        "study1_positive": 1,
+        "study1_negative": 0,
+        "study2_negative": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "header"),
+    [
+        (["Img_Path"], True),
+        (["Study_Path", "Label"], True),
+        (["MURA-v1.1\\train\\XR_WRIST\\patient00001\\study1_positive\\image1.png"], False),
+        (["MURA-v1.1\\train\\XR_WRIST\\patient00001\\study1_positive\\", "1"], False),
+        (["image1.png", "1"], False),  # a 0/1 second cell is a label, never a header
+    ],
+)
+def test_header_is_decided_by_content(fields, header):
+    from fracture.sources.mura import is_header
+
+    assert is_header(fields) is header
+
+
 def test_two_study_types_of_one_patient_are_two_studies(tmp_path):
     """XR_WRIST/patient00001/study1 and XR_HAND/patient00001/study1 are different studies of one patient."""
     hand = f"{P}/train/XR_HAND/patient00001/study1_negative"
