@@ -159,8 +159,13 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Train the Swin fracture classifier (val-only model selection), tracked in MLflow."""
+    """Train the Swin fracture classifier (val-only model selection), tracked in MLflow; torchrun on several GPUs."""
     cfg = _params(params)
+    from fracture.launch import maybe_relaunch
+
+    code = maybe_relaunch(cfg.train.devices)
+    if code is not None:  # trained by torchrun's processes
+        raise typer.Exit(code)
     from fracture.train import run_train
 
     run_train(cfg, manifest, splits, cache, out, resume=resume)
