@@ -187,7 +187,11 @@ class TrainParams(_Section):
     weight_decay: float = Field(ge=0)
     warmup_epochs: float = Field(ge=0)
     grad_clip: float = Field(ge=0, description="Max grad norm; 0 disables clipping.")
-    accumulation_steps: int = Field(gt=0)
+    effective_batch_size: int = Field(
+        gt=0,
+        description="Images per optimizer step over all processes; gradient accumulation makes up the rest "
+        "(effective_batch_size / (batch_size x processes) micro-batches per step).",
+    )
     amp: Literal["auto", "bf16", "fp16", "off"]
     compile: bool
     early_stopping_patience: int = Field(gt=0)
@@ -197,6 +201,15 @@ class TrainParams(_Section):
         description="Training processes: `auto` = one per visible GPU (torchrun when more than one), or a count."
     )
     augment: AugmentParams
+
+    @model_validator(mode="after")
+    def _whole_accumulation(self) -> TrainParams:
+        if self.effective_batch_size % self.batch_size:
+            raise ValueError(
+                f"train.effective_batch_size: {self.effective_batch_size} is not a multiple of "
+                f"train.batch_size {self.batch_size} (images per step = batch_size x processes x accumulation)"
+            )
+        return self
 
     @field_validator("devices")
     @classmethod
