@@ -301,3 +301,48 @@ def test_each_node_runs_torchrun_over_fracture_train_on_the_staged_inputs(tmp_pa
     assert "--standalone" not in cmd  # nodes, processes and rendezvous come from the runtime's PET_* variables
     assert cmd[cmd.index("--params") + 1] == str(tmp_path / "inputs" / "params.yaml")
     assert cmd[-1] == "--resume"
+
+
+# ------------------------------------------------------------------------------------------------ Kubernetes client
+
+
+class Recorder:
+    """Stands in for CustomObjectsApi / CoreV1Api: records calls, answers from `answers` (an exception is raised)."""
+
+    def __init__(self, **answers: Any) -> None:
+        self.answers, self.calls = answers, []
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((method, args, kwargs))
+            answer = self.answers.get(method)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return call
+
+
+def test_the_kubernetes_api_addresses_trainjobs_and_node_zero_and_tolerates_gone_objects():
+    from types import SimpleNamespace
+
+    from kubernetes.client.exceptions import ApiException
+
+    from fracture.kubeflow.trainjob_api import KubeTrainJobApi
+
+    pod = SimpleNamespace(metadata=SimpleNamespace(name="job-node-0-0-abc", creation_timestamp=1))
+    custom = Recorder(delete_namespaced_custom_object=ApiException(status=404))
+    core = Recorder(list_namespaced_pod=SimpleNamespace(items=[pod]), read_namespaced_pod_log=ApiException(status=400))
+    api = KubeTrainJobApi("ml", custom=custom, core=core)
+    api.create({"metadata": {"name": "job"}})
+    api.get("job")
+    api.delete("job")  # already gone: no error
+    assert api.node_log("job", 45) == ""  # container not started yet
+    assert [c[1][:4] for c in custom.calls] == [("trainer.kubeflow.org", "v1alpha1", "ml", "trainjobs")] * 3
+    selector = core.calls[0][2]["label_selector"]
+    assert selector == "jobset.sigs.k8s.io/jobset-name=job,batch.kubernetes.io/job-completion-index=0"
+    assert core.calls[1][1][:2] == ("job-node-0-0-abc", "ml")
+    assert core.calls[1][2] == {"container": "node", "timestamps": True, "since_seconds": 45}
+    custom.answers["delete_namespaced_custom_object"] = ApiException(status=403)
+    with pytest.raises(ApiException):
+        api.delete("job")
