@@ -91,6 +91,23 @@ class IngestParams(_Section):
     max_side: int = Field(gt=0, description="Refuse images with a side longer than this, px.")
     min_side: int = Field(gt=0, description="Refuse images with a side shorter than this, px.")
     hash_contents: bool
+    augmented_copy_pattern: str | None = Field(
+        description="Regex over a hospital file stem marking an offline-augmented copy; group `base` names the "
+        "original (`nega_1000_3` -> `nega_1000`). null: only a stem `base_k` beside an existing `base` is a copy.",
+    )
+
+    @field_validator("augmented_copy_pattern")
+    @classmethod
+    def _copy_pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            pattern = re.compile(v)
+        except re.error as err:
+            raise ValueError(f"not a valid regular expression ({err})") from None
+        if "base" not in pattern.groupindex:
+            raise ValueError("needs a named group (?P<base>...) holding the original's stem")
+        return v
 
 
 class ClassBalance(_Section):
@@ -131,6 +148,10 @@ class SplitParams(_Section):
     val_fraction: float = Field(gt=0, lt=1)
     train_sources: tuple[Source, ...]
     test_sources: tuple[Source, ...]
+    mura_valid: Literal["pool", "val", "test"] = Field(
+        description="MURA's own valid set: `pool` splits it like any other rows; `val` / `test` puts it (with the "
+        "rest of its patients) in that split, so results on MURA's official validation set can be reported.",
+    )
     exclude: ExclusionPolicy
 
     @model_validator(mode="after")
@@ -224,17 +245,36 @@ class GateParams(_Section):
 
     min_auroc: float = Field(ge=0, le=1)
     min_sensitivity: float = Field(ge=0, le=1)
+    min_primary: float | None = Field(
+        ge=0, le=1, description="Minimum of the primary endpoint (evaluate.primary); null: not gated on it."
+    )
+    primary_bound: Literal["point", "ci_low"] = Field(
+        description="Gate the primary endpoint's point estimate or its lower CI bound."
+    )
+
+
+class PrimaryParams(_Section):
+    """The pre-specified primary endpoint, fixed before anything is run."""
+
+    population: Literal["auto", "all", "clinically_relevant"] = Field(
+        description="auto: GRAZPEDWRI-DX's clinically relevant subset (initial exam, no cast, no metal) when the "
+        "test set is Kaggle only, else all test images.",
+    )
+    metric: Literal["auroc", "auprc", "sensitivity", "specificity"]
 
 
 class EvaluateParams(_Section):
     """Clinical-study style evaluation."""
 
-    threshold_method: Literal["youden", "f1_max", "target_sensitivity", "fixed"]
+    threshold_method: Literal["youden", "f1_max", "target_sensitivity", "target_sensitivity_conservative", "fixed"]
     target_sensitivity: float = Field(gt=0, le=1)
     n_bootstrap: int = Field(ge=0)
     ci_level: float = Field(gt=0, lt=1)
     calibration_bins: int = Field(ge=2)
     min_subgroup_n: int = Field(ge=1)
+    min_subgroup_patients: int = Field(
+        ge=1, description="A subgroup is reliable only with this many positive AND negative patients (clusters)."
+    )
     age_bands: tuple[int, ...] = Field(
         description="Age band edges in years: <6, 6-11, 12-19, 20-39, 40-64, 65+ (and unknown)."
     )
@@ -242,6 +282,7 @@ class EvaluateParams(_Section):
         gt=0, lt=1, description="The fixed operating point reported beside the val-tuned ones (`fixed`)."
     )
     batch_size: int = Field(gt=0)
+    primary: PrimaryParams
     gate: GateParams
 
     @field_validator("age_bands")
@@ -273,11 +314,23 @@ class PromoteParams(_Section):
     min_sensitivity: float = Field(ge=0, le=1)
 
 
+class InfraValidationParams(_Section):
+    """Infra validation before promotion: the candidate served by `mlflow models serve`, checked against evaluation."""
+
+    n_images: int = Field(gt=0, le=1000, description="Evaluation images in the request set (spread over formats).")
+    tolerance: float = Field(gt=0, le=0.5, description="Max |served - offline| probability.")
+    max_p95_latency_s: float = Field(gt=0, description="p95 latency limit of one single-image request, s.")
+    latency_requests: int = Field(ge=5, le=10_000, description="Single-image requests timed for the p95.")
+    startup_timeout_s: float = Field(gt=0, description="Wait this long for the server's /ping.")
+    request_timeout_s: float = Field(gt=0, description="Per-request timeout, s.")
+
+
 class RegisterParams(_Section):
     """MLflow model registry."""
 
     model_name: str
     promote: PromoteParams
+    infra_validation: InfraValidationParams
 
 
 class PredictParams(_Section):
@@ -333,6 +386,40 @@ class PipelineParams(_Section):
     trainjob: TrainJobParams
 
 
+class ServeParams(_Section):
+    """`fracture serve`: the MLflow scoring server (loopback unless --host says otherwise)."""
+
+    host: str
+    port: int = Field(gt=0, lt=65536)
+    workers: int = Field(gt=0, le=64, description="uvicorn worker processes.")
+    timeout_s: int = Field(gt=0, description="Request timeout of the scoring server, s.")
+
+
+class DeployParams(_Section):
+    """`fracture deploy`: the KServe InferenceService serving a registry version (no secrets here)."""
+
+    namespace: str
+    service_name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
+    image: str | None = Field(description="Predictor image; default: pipeline.image.")
+    params_in_image: str = Field(description="Params file inside the image (`serve` section used).")
+    port: int = Field(gt=0, lt=65536)
+    canary_traffic_percent: int = Field(ge=0, le=100, description="Traffic to a new version while it is canary.")
+    min_replicas: int = Field(ge=0)
+    max_replicas: int = Field(ge=1)
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    gpu_limit: int = Field(ge=0)
+    service_account: str | None = Field(description="ServiceAccount of the predictor pods (None: default).")
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> DeployParams:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
 def swin_geometry_error(image_size: int, mp: ModelParams) -> str | None:
     """Why `image_size` does not fit a Swin backbone's patch/merge/window arithmetic, or None when it does.
 
@@ -384,6 +471,8 @@ class Params(_Section):
     register_: RegisterParams = Field(alias="register")
     predict: PredictParams
     pipeline: PipelineParams
+    serve: ServeParams
+    deploy: DeployParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
@@ -437,6 +526,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read params file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML text file (byte 0x{err.object[err.start]:02x} at {err.start})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

@@ -1,10 +1,12 @@
 """The training DAG as one Kubeflow Pipelines v2 pipeline.
 
 ingest -> validate -> split -> preprocess -> train (GPU, or a TrainJob launcher) -> evaluate -> explain -> report
--> register (only when the evaluation gate passes). Pipeline parameters: the resolved params as JSON plus the
-knobs people change (split strategy, epochs, learning rate, data source/location/revision). Infrastructure settings
-(image, GPU, node selector, shared memory, secrets, `train_mode`) come from params.yaml `pipeline:` at compile time:
-`train_mode: pod` trains in the KFP task, `trainjob` makes that task launch a Kubeflow Trainer TrainJob.
+-> infravalidate (only when the evaluation gate passes: the model served by `mlflow models serve` in the task, its
+evaluation replayed) -> register (only when infra validation passes too). Pipeline parameters: the resolved params
+as JSON plus the knobs people change (split strategy, epochs, learning rate, data source/location/revision).
+Infrastructure settings (image, GPU, node selector, shared memory, secrets, `train_mode`) come from params.yaml
+`pipeline:` at compile time: `train_mode: pod` trains in the KFP task, `trainjob` makes that task launch a Kubeflow
+Trainer TrainJob.
 """
 
 import json
@@ -15,6 +17,7 @@ from kfp import dsl, kubernetes
 from fracture.config import Params
 from fracture.kubeflow.components.evaluate import evaluate
 from fracture.kubeflow.components.explain import explain
+from fracture.kubeflow.components.infravalidate import infravalidate
 from fracture.kubeflow.components.ingest import ingest
 from fracture.kubeflow.components.preprocess import preprocess
 from fracture.kubeflow.components.register import register
@@ -71,7 +74,7 @@ def build_pipeline(params: Params) -> Callable:
     def training_pipeline(
         params_json: str = params_default,
         data_source: str = params.pipeline.data_source,
-        data_location: str = "/data/raw",
+        data_location: str = params.pipeline.data_location,
         data_revision: str = params.pipeline.data_revision,
         split_strategy: str = params.split.strategy,
         epochs: int = params.train.epochs,
@@ -131,13 +134,23 @@ def build_pipeline(params: Params) -> Callable:
         )
         tasks += [ev, ex, rep]
         with dsl.If(ev.outputs["Output"] == True, name="evaluation-gate-passed"):  # noqa: E712 - KFP condition
-            reg = register(
+            iv = infravalidate(
                 params_json=params_json,
+                raw_data=ing.outputs["raw_data"],
+                ingest_dir=ing.outputs["ingest_dir"],
                 model=trn.outputs["model"],
                 eval_dir=ev.outputs["eval_dir"],
-                report=rep.outputs["report"],
             )
-            tasks.append(_with_secrets(reg, mlflow=True))
+            tasks.append(_with_secrets(iv))
+            with dsl.If(iv.outputs["Output"] == True, name="infra-validation-passed"):  # noqa: E712
+                reg = register(
+                    params_json=params_json,
+                    model=trn.outputs["model"],
+                    eval_dir=ev.outputs["eval_dir"],
+                    report=rep.outputs["report"],
+                    infra_validation=iv.outputs["infra_validation"],
+                )
+                tasks.append(_with_secrets(reg, mlflow=True))
         for task in tasks:
             task.set_container_image(image)
 

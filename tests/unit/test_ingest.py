@@ -14,7 +14,7 @@ from fracture import imageheader as ih
 from fracture import sources
 from fracture.cli import app
 from fracture.errors import InputError
-from fracture.ingest import run_ingest
+from fracture.ingest import inherit_group_identity, run_ingest
 from fracture.io import read_manifest
 from fracture.privacy import KEY_ENV
 from fracture.schema import MANIFEST_COLUMNS
@@ -258,3 +258,21 @@ def test_cli_ingest_succeeds(tmp_path, params_file):
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "manifest.parquet").is_file()
+
+
+def test_fallback_rows_inherit_the_one_patient_known_in_their_group() -> None:
+    def row(group, patient, age=None, sex=None, study=None):
+        return {"group_id": group, "patient_id": patient, "age": age, "sex": sex, "study_id": study}
+
+    rows = [
+        row("g1", "hospital:dicom", 45.0, "M", "hospital:study"),  # a DICOM original: identity from its header
+        row("g1", "hospital:fallback-g1"),  # its PNG copy, in no table
+        row("g2", "hospital:a"),
+        row("g2", "hospital:b"),  # a group filed under two patients: ambiguous, the copy keeps its fallback
+        row("g2", "hospital:fallback-g2"),
+        row("g3", "hospital:fallback-g3"),  # nobody in the group knows the patient
+    ]
+    still = inherit_group_identity(rows, [False, True, False, False, True, True])
+    assert still == [False, False, False, False, True, True]
+    assert rows[1] == {**rows[0], "group_id": "g1"}
+    assert rows[4]["patient_id"] == "hospital:fallback-g2" and rows[5]["patient_id"] == "hospital:fallback-g3"
