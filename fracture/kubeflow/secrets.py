@@ -1,0 +1,15 @@
+"""Kubernetes Secrets the cluster tasks read as environment variables (templates in infra/base/secrets.example.yaml).
+
+Names only, never values: the KFP tasks map them with `kfp.kubernetes.use_secret_as_env`, the TrainJob nodes with
+`secretKeyRef` environment entries.
+"""
+
+MLFLOW_SECRET = "fracture-mlflow"
+S3_SECRET = "fracture-s3"
+# secret key -> environment variable
+MLFLOW_ENV = {"tracking_uri": "MLFLOW_TRACKING_URI", "tracking_token": "MLFLOW_TRACKING_TOKEN"}
+S3_ENV = {
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "endpoint_url": "MLFLOW_S3_ENDPOINT_URL",
+}
