@@ -259,13 +259,30 @@ def register(
     force: Annotated[bool, typer.Option(help="Register although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why --force is justified (recorded).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the registration record (JSON) here.")] = None,
+    gate_failure_ok: Annotated[
+        bool,
+        typer.Option(
+            "--gate-failure-ok",
+            help="A failed gate is a result: record 'not registered' in --out and exit 0 (the DVC stage uses it).",
+        ),
+    ] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Register the model in MLflow with its lineage and evidence; alias `challenger`."""
-    cfg = _params(params)
-    from fracture.registry.register import run_register
+    """Register the model in MLflow with its lineage and evidence; alias `challenger`.
 
-    record = run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
+    Exits 1 when the evaluation gate failed, unless --gate-failure-ok (then the record says why, and exit is 0).
+    """
+    cfg = _params(params)
+    from fracture.errors import GateError
+    from fracture.registry.register import not_registered_record, run_register
+
+    try:
+        record = run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
+    except GateError:
+        if not gate_failure_ok:
+            raise
+        record = not_registered_record(eval)
+        log.warning("not registered: gate failed (%s)", "; ".join(record["reasons"]))
     if out is not None:
         from fracture.io import write_json
 
