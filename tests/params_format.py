@@ -1,9 +1,10 @@
 """params.yaml in the form `dvc exp run -S` writes back, so an experiment's diff is just the values it changed.
 
-DVC applies `-S key=value` by loading the file with ruamel.yaml (round-trip), merging the overridden values back
-from plain Python objects and dumping it again: every flow list becomes a block list, `null` becomes an empty value, quotes are dropped where not needed. A file already in that
-form comes back unchanged apart from the values set. `make params-format` rewrites the files into that form;
-tests/unit/test_params_format.py fails when one is not.
+DVC applies `-S key=value` by loading the file with ruamel.yaml (round-trip), merging the overridden values
+back from plain Python objects and dumping it again: every flow list becomes a block list, `null` becomes an
+empty value, quotes are dropped where not needed, a blank line after a section's last list goes. A file already
+in that form comes back unchanged apart from the values set. `make params-format` rewrites the files into that
+form; tests/unit/test_params_format.py fails when one is not.
 """
 
 from __future__ import annotations
