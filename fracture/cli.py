@@ -13,12 +13,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+class VerboseAnywhere(TyperGroup):
+    """`-v/--verbose` accepted after the subcommand too (`fracture train -v ...`): moved before it on parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Move the verbose flags (before any `--`) to the front, where the group's own option reads them."""
+        end = args.index("--") if "--" in args else len(args)
+        head = args[:end]
+        flags = [a for a in head if a in VERBOSE_FLAGS]
+        return super().parse_args(ctx, flags[:1] + [a for a in head if a not in VERBOSE_FLAGS] + args[end:])
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fracture {version('fracture-mlops')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
+    cls=VerboseAnywhere,
     help="fracture-mlops: train, evaluate, explain and ship a wrist fracture classifier.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -52,7 +77,12 @@ DEFAULT_MANIFEST = Path("data/interim/ingest/manifest.parquet")
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (also after the command).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """fracture-mlops command line."""
     setup_logging(verbose)
 

@@ -1,0 +1,76 @@
+"""The command line as a user meets it: --version, -v after the command, and a failed gate inside DVC."""
+
+import json
+import logging
+
+import pytest
+from typer.testing import CliRunner
+
+from fracture.cli import app
+
+
+def test_version_prints_the_package_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"fracture {version('fracture-mlops')}"
+
+
+@pytest.mark.parametrize("argv", [["-v", "demo-summary"], ["demo-summary", "-v"], ["demo-summary", "--verbose"]])
+def test_verbose_is_accepted_before_and_after_the_command(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*argv, "--params", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2, result.output  # the missing params file, not "No such option: -v"
+    assert logging.getLogger("fracture").getEffectiveLevel() == logging.DEBUG
+
+
+def test_verbose_after_a_double_dash_is_left_alone(tmp_path):
+    result = CliRunner().invoke(app, ["demo-summary", "--", "-v"])
+    assert result.exit_code == 2 and "unexpected extra argument" in result.output.lower()
+
+
+def _failed_gate_dirs(tmp_path):  # noqa: ANN001, ANN202
+    model, ev = tmp_path / "model", tmp_path / "eval"
+    for d in (model, ev):
+        d.mkdir()
+    (model / "model.pt").write_bytes(b"weights")
+    (model / "config.json").write_text(json.dumps({"threshold": 0.5, "img_size": 64}))
+    (model / "metadata.json").write_text("{}")
+    (ev / "metrics.json").write_text(json.dumps({"test.auroc": 0.55, "test.frozen.sensitivity": 0.4}))
+    gate = {"passed": False, "reasons": ["test.auroc 0.5500 < 0.7", "test.frozen.sensitivity 0.4000 < 0.6"]}
+    (ev / "gate.json").write_text(json.dumps(gate))
+    (ev / "thresholds.json").write_text(json.dumps({"frozen": 0.5, "method": "youden"}))
+    return model, ev
+
+
+def test_register_exits_1_on_a_failed_gate_by_default(tmp_path, params_file, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens: must not be reached
+    model, ev = _failed_gate_dirs(tmp_path)
+    out = tmp_path / "registration.json"
+    args = ["register", "--model", str(model), "--eval", str(ev), "--out", str(out), "--params", str(params_file)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and not out.exists()
+
+
+def test_register_records_a_failed_gate_as_a_result_with_the_flag(tmp_path, params_file, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    model, ev = _failed_gate_dirs(tmp_path)
+    out = tmp_path / "registration.json"
+    args = ["register", "--model", str(model), "--eval", str(ev), "--out", str(out), "--params", str(params_file)]
+    result = CliRunner().invoke(app, [*args, "--gate-failure-ok"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record == {
+        "registered": False,
+        "why": "gate failed",
+        "reasons": ["test.auroc 0.5500 < 0.7", "test.frozen.sensitivity 0.4000 < 0.6"],
+    }
+    assert "not registered: gate failed (test.auroc 0.5500 < 0.7; test.frozen.sensitivity" in result.output
+
+
+def test_demo_summary_says_why_a_model_was_not_registered():
+    from fracture.demo import registration_line
+
+    line = registration_line({"registered": False, "why": "gate failed", "reasons": ["test.auroc 0.55 < 0.7"]})
+    assert line.strip() == "not registered: gate failed (test.auroc 0.55 < 0.7)"
+    assert "version 3" in registration_line({"name": "fracture-swin", "version": "3", "registered": True})
