@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -74,3 +75,13 @@ def test_demo_summary_says_why_a_model_was_not_registered():
     line = registration_line({"registered": False, "why": "gate failed", "reasons": ["test.auroc 0.55 < 0.7"]})
     assert line.strip() == "not registered: gate failed (test.auroc 0.55 < 0.7)"
     assert "version 3" in registration_line({"name": "fracture-swin", "version": "3", "registered": True})
+
+
+def test_mlflow_info_lines_and_progress_bar_stay_out_of_the_log(monkeypatch):
+    from fracture.logs import setup_logging
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    setup_logging(verbose=False)
+    assert not logging.getLogger("mlflow.system_metrics.system_metrics_monitor").isEnabledFor(logging.INFO)
+    assert logging.getLogger("fracture.train").isEnabledFor(logging.INFO)
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
