@@ -74,3 +74,5 @@ def test_demo_summary_points_at_the_report(demo_project):
     assert proc.returncode == 0, proc.stderr
     assert "report.html" in proc.stdout
     assert "mlflow ui" in proc.stdout
+    assert "/#/experiments/" in proc.stdout and "/runs" in proc.stdout  # direct links into the MLflow UI
+    assert "/#/models/fracture-swin" in proc.stdout

@@ -85,3 +85,17 @@ def test_mlflow_info_lines_and_progress_bar_stay_out_of_the_log(monkeypatch):
     assert not logging.getLogger("mlflow.system_metrics.system_metrics_monitor").isEnabledFor(logging.INFO)
     assert logging.getLogger("fracture.train").isEnabledFor(logging.INFO)
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+
+
+def test_demo_summary_links_to_the_experiment_runs_and_the_registered_model(params, tmp_path, monkeypatch):
+    import mlflow
+
+    from fracture.demo import mlflow_links
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp_id = mlflow.MlflowClient().create_experiment(params.train.experiment)
+    links = mlflow_links("http://127.0.0.1:5000", params)
+    assert links == [
+        f"runs:   http://127.0.0.1:5000/#/experiments/{exp_id}/runs",
+        f"models: http://127.0.0.1:5000/#/models/{params.register_.model_name}",
+    ]
