@@ -187,9 +187,14 @@ def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
     dump_params(params, out_dir / "params.yaml")
 
 
+def _g4(value: object) -> str:
+    """A number in a log line: 4 significant digits (metrics.json keeps full precision); anything else as is."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def log_gate(gate: dict) -> None:
     """State the gate's outcome in the log (evaluate exits 0 either way; register and KFP act on gate.json)."""
-    summary = "; ".join(f"{c['name']} = {c['value']} (min {c['threshold']})" for c in gate["checks"])
+    summary = "; ".join(f"{c['name']} = {_g4(c['value'])} (min {c['threshold']})" for c in gate["checks"])
     if gate["passed"]:
         log.info("evaluation gate PASSED: %s", summary)
     else:
@@ -228,8 +233,8 @@ def run_evaluate(
     pr = ev.primary
     log.info(
         "primary endpoint: %s on %s = %s (CI low %s); test AUROC %s at frozen threshold %.4f (%s); wrote %s",
-        pr.get("primary.metric"), pr.get("primary.population"), pr.get("primary.value"), pr.get("primary.ci_low"),
-        ev.metrics.get("test.auroc"), frozen, method, out_dir,
+        pr.get("primary.metric"), pr.get("primary.population"), _g4(pr.get("primary.value")),
+        _g4(pr.get("primary.ci_low")), _g4(ev.metrics.get("test.auroc")), frozen, method, out_dir,
     )  # fmt: skip
     log_gate(ev.gate)
     return ev.metrics

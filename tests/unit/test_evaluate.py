@@ -494,3 +494,12 @@ def test_run_evaluate_refuses_splits_without_cluster_ids(eval_inputs, tmp_path) 
         evaluate.run_evaluate(
             params, root / "model", root / "manifest.parquet", tmp_path / "splits.parquet", root / "cache", tmp_path
         )
+
+
+def test_gate_log_line_rounds_to_4_significant_digits(caplog: pytest.LogCaptureFixture) -> None:
+    from fracture.evaluate.run import log_gate
+
+    check = {"name": "test.auroc", "value": 0.9450856291883842, "threshold": 0.7, "passed": True}
+    with caplog.at_level(logging.INFO, logger="fracture.evaluate"):
+        log_gate({"passed": True, "reasons": [], "checks": [check]})
+    assert "test.auroc = 0.9451 (min 0.7)" in caplog.text and "0.94508" not in caplog.text
