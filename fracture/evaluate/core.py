@@ -100,7 +100,8 @@ def primary_record(values: dict) -> dict:
 
 
 # headline.json, THE DVC metric (`dvc metrics diff`, `dvc exp show`): key -> metrics.json key. Short names keep
-# `dvc exp show` within 120 columns; metrics.json (every number) stays an output beside it.
+# `dvc exp show` (CI bounds dropped, fracture.demo.EXP_SHOW_FLAGS) within 120 columns; metrics.json (every number)
+# stays an output beside it.
 HEADLINE_KEYS = {
     "primary": "primary.value",
     "primary_lo": "primary.ci_low",
@@ -108,8 +109,8 @@ HEADLINE_KEYS = {
     "auroc": "test.auroc",
     "auroc_lo": "test.auroc_ci_low",
     "auroc_hi": "test.auroc_ci_high",
-    "sensitivity": "test.frozen.sensitivity",
-    "specificity": "test.frozen.specificity",
+    "sens": "test.frozen.sensitivity",
+    "spec": "test.frozen.specificity",
     "threshold": "threshold",
     "gate_passed": "gate.passed",
 }

@@ -60,11 +60,8 @@ def test_fresh_demo_reproduces_the_committed_lock(demo_project):
 
 @pytest.fixture(scope="module")
 def experiment(demo_project):
-    """A two-epoch experiment whose gate fails (a minimum AUROC of 1), run beside the demo's workspace run."""
-    proc = _run(
-        demo_project, "dvc", "exp", "run", "--temp", "-n", EXPERIMENT,
-        "-S", "train.epochs=2", "-S", "evaluate.gate.min_auroc=1.0",
-    )  # fmt: skip
+    """A two-epoch experiment (its model fails the gate: test AUROC about 0.62), run beside the demo's workspace run."""
+    proc = _run(demo_project, "dvc", "exp", "run", "--temp", "-n", EXPERIMENT, "-S", "train.epochs=2")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return EXPERIMENT
 
@@ -74,15 +71,16 @@ def test_a_failed_gate_is_a_recorded_experiment(demo_project, experiment):
     assert shown.returncode == 0, shown.stderr
     assert experiment in shown.stdout
     diff = _run(demo_project, "dvc", "params", "diff", experiment, "--json")
-    assert json.loads(diff.stdout)["params.yaml"]["train.epochs"] == {"old": 2, "new": 24}
+    epochs = json.loads(diff.stdout)["params.yaml"]["train.epochs"]
+    assert (epochs["old"], epochs["new"]) == (2, 24)
 
 
 def test_metrics_diff_prints_numeric_changes_of_the_headline(demo_project, experiment):
     proc = _run(demo_project, "dvc", "metrics", "diff", experiment, "--all", "--json")
     assert proc.returncode == 0, proc.stderr
     headline = json.loads(proc.stdout)[HEADLINE]
-    assert headline["gate_passed"]["old"] == 0  # the experiment's gate failed; it was still recorded
-    for key in ("primary", "auroc", "auroc_lo", "auroc_hi", "sensitivity", "specificity", "threshold"):
+    assert headline["gate_passed"]["old"] == 0, "the 2-epoch model passed the gate: this test needs one it refuses"
+    for key in ("primary", "primary_lo", "auroc", "auroc_lo", "auroc_hi", "sens", "spec", "threshold"):
         old, new, change = headline[key]["old"], headline[key]["new"], headline[key].get("diff")
         assert isinstance(old, float) and isinstance(new, float) and change == pytest.approx(new - old), key
     text = _run(demo_project, "dvc", "metrics", "diff", experiment)
@@ -95,5 +93,6 @@ def test_exp_show_fits_120_columns_with_the_documented_flags(demo_project, exper
     lines = proc.stdout.splitlines()
     assert max(len(line) for line in lines) <= 120, proc.stdout
     header = " ".join(lines[:4])
-    for name in ("auroc", "sensitivity", "specificity", "train.epochs"):
+    for name in ("primary", "auroc", "sens", "spec", "threshold", "gate_passed", "train.epochs"):
         assert name in header, proc.stdout
+    assert "…" not in proc.stdout, proc.stdout  # no column cut off
