@@ -30,19 +30,26 @@ def _run(project, *cmd, **env):
     return subprocess.run(list(cmd), cwd=project, env=demo_env(**env), capture_output=True, text=True)
 
 
+def _is_volatile(path: str, volatile: set[str]) -> bool:
+    """A volatile output, or a directory holding one (`reports/eval` holds evaluate's files)."""
+    return path in volatile or any(v.startswith(path.rstrip("/") + "/") for v in volatile)
+
+
 def _comparable(lock: dict) -> dict:
     """dvc.lock without the hashes of volatile outputs and of everything made from them."""
     volatile = set(VOLATILE_OUTS)
     out = {}
     for name, stage in lock["stages"].items():
-        entries = {e["path"]: e for e in stage.get("deps", [])}
-        made_from_volatile = volatile & set(entries)
+        deps = {e["path"]: e for e in stage.get("deps", [])}
         outs = {e["path"]: e for e in stage.get("outs", [])}
-        if made_from_volatile:
+        if any(_is_volatile(p, volatile) for p in deps):
             volatile |= set(outs)
-        kept_outs = {p: e for p, e in outs.items() if p not in volatile}
-        deps = {p: e for p, e in entries.items() if p not in volatile}
-        out[name] = {"cmd": stage["cmd"], "params": stage.get("params"), "deps": deps, "outs": kept_outs}
+        out[name] = {
+            "cmd": stage["cmd"],
+            "params": stage.get("params"),
+            "deps": {p: e for p, e in deps.items() if not _is_volatile(p, volatile)},
+            "outs": {p: e for p, e in outs.items() if not _is_volatile(p, volatile)},
+        }
     return out
 
 
