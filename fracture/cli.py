@@ -211,8 +211,13 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Train the Swin fracture classifier (val-only model selection), tracked in MLflow."""
+    """Train the Swin fracture classifier (val-only model selection), tracked in MLflow; torchrun on several GPUs."""
     cfg = _params(params)
+    from fracture.launch import maybe_relaunch
+
+    code = maybe_relaunch(cfg.train.devices)
+    if code is not None:  # trained by torchrun's processes
+        raise typer.Exit(code)
     from fracture.train import run_train
 
     run_train(cfg, manifest, splits, cache, out, resume=resume)
@@ -254,28 +259,29 @@ def explain(
 @app.command()
 @step
 def report(
-    out: Annotated[Path, typer.Option(help="report.html to write.")],
-    ingest_dir: Annotated[Path, typer.Option(help="Ingest output dir.")] = Path("data/interim/ingest"),
-    validation: Annotated[Path, typer.Option(help="Validate output dir.")] = Path("reports/validation"),
-    splits: Annotated[Path, typer.Option(help="splits.parquet.")] = Path("data/interim/split/splits.parquet"),
-    model: Annotated[Path, typer.Option(help="Model dir.")] = Path("models/demo"),
-    eval: Annotated[Path, typer.Option("--eval", help="Eval dir.")] = Path("reports/eval"),
-    explain_dir: Annotated[Path, typer.Option("--explain", help="Explain dir.")] = Path("reports/explain"),
+    out: Annotated[Path | None, typer.Option(help="report.html to write (default: params paths.report).")] = None,
+    ingest_dir: Annotated[Path | None, typer.Option(help="Ingest output dir (default: paths.ingest).")] = None,
+    validation: Annotated[Path | None, typer.Option(help="Validate output dir (default: paths.validation).")] = None,
+    splits: Annotated[Path | None, typer.Option(help="splits.parquet (default: in paths.split).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model dir (default: paths.model).")] = None,
+    eval: Annotated[Path | None, typer.Option("--eval", help="Eval dir (default: paths.eval).")] = None,
+    explain_dir: Annotated[Path | None, typer.Option("--explain", help="Explain dir (default: paths.explain).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Render the self-contained HTML evaluation report and model card."""
     cfg = _params(params)
     from fracture.report import run_report
 
+    p = cfg.paths
     run_report(
         cfg,
-        out,
-        ingest_dir=ingest_dir,
-        validation_dir=validation,
-        splits_path=splits,
-        model_dir=model,
-        eval_dir=eval,
-        explain_dir=explain_dir,
+        out or Path(p.report),
+        ingest_dir=ingest_dir or Path(p.ingest),
+        validation_dir=validation or Path(p.validation),
+        splits_path=splits or Path(p.split) / "splits.parquet",
+        model_dir=model or Path(p.model),
+        eval_dir=eval or Path(p.eval),
+        explain_dir=explain_dir or Path(p.explain),
     )
 
 
@@ -328,17 +334,30 @@ def promote(
     dry_run: Annotated[bool, typer.Option(help="Compare and print; change nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Promote although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (recorded on the version).")] = None,
+    allow_different_test_set: Annotated[
+        bool, typer.Option(help="Compare with a champion evaluated on another test set, unpaired (needs --reason).")
+    ] = False,
     manifest: ManifestOpt = DEFAULT_MANIFEST,
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Move `champion` to the candidate when it passes the gate and infra validation (served, replayed)."""
+    """Move `champion` to the candidate when it passes the paired comparison and infra validation (served, replayed)."""
     cfg = _params(params)
     from fracture.infravalidate.version import InfraData
     from fracture.registry.aliases import run_promote
 
     infra = InfraData(manifest, data_root)
-    run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason, infra=infra)
+    run_promote(
+        cfg,
+        name,
+        version=version,
+        alias=alias,
+        dry_run=dry_run,
+        force=force,
+        reason=reason,
+        infra=infra,
+        allow_different_test_set=allow_different_test_set,
+    )
 
 
 @app.command()

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from fracture.config import IngestParams, Params, dump_params
+from fracture.config import IngestParams, Params, PathsParams, dump_params
 from fracture.errors import InputError, printable
 from fracture.imageheader import DICOM_SUFFIXES, FILE_MISSING, ImageRejected, Limits, read_header
 from fracture.imaging import check_compressed_dicom
@@ -283,29 +283,28 @@ def summarise(manifest: pd.DataFrame, quarantine: pd.DataFrame, scans: dict[str,
 
 
 def source_dirs(
-    ingest: IngestParams,
+    paths: PathsParams,
     kaggle_dir: Path | None,
     mura_dir: Path | None,
     hospital_dir: Path | None,
     data_root: Path = Path("."),
 ) -> dict[str, Path]:
-    """The source roots to ingest (as given, relative to `data_root` unless absolute), else the params defaults.
+    """The source roots to ingest: those given, else all three of `paths.kaggle / mura / hospital` from params.
+
+    Relative roots are taken relative to `data_root` (and recorded so in the manifest).
 
     Raises:
-        InputError: no source at all, or a root that is not a directory.
+        InputError: a root that is not a directory.
     """
     given = {"kaggle": kaggle_dir, "mura": mura_dir, "hospital": hospital_dir}
+    origin = "--{}"
     if all(d is None for d in given.values()):
-        given = {"kaggle": ingest.kaggle_dir, "mura": ingest.mura_dir, "hospital": ingest.hospital_dir}
+        given = {"kaggle": paths.kaggle, "mura": paths.mura, "hospital": paths.hospital}
+        origin = "params paths.{}"
     dirs = {source: Path(d) for source, d in given.items() if d is not None}
-    if not dirs:
-        raise InputError(
-            "ingest: no source given; pass --kaggle, --mura and/or --hospital "
-            "(or set ingest.kaggle_dir / mura_dir / hospital_dir in params.yaml)"
-        )
     for source, d in dirs.items():
         if not (data_root / d).is_dir():
-            raise InputError(f"--{source} {d}: not a directory under the data root {data_root}")
+            raise InputError(f"{origin.format(source)} {d}: not a directory under the data root {data_root}")
     return dirs
 
 
@@ -409,7 +408,7 @@ def run_ingest(
         InputError: no source, a bad table, hospital/DICOM data without FRACTURE_PSEUDONYM_KEY, an unusable
             `out_dir` (checked first), or another run writing into it.
     """
-    recorded = source_dirs(params.ingest, kaggle_dir, mura_dir, hospital_dir, Path(data_root))
+    recorded = source_dirs(params.paths, kaggle_dir, mura_dir, hospital_dir, Path(data_root))
     dirs = {source: Path(data_root) / d for source, d in recorded.items()}
     key = pseudonym_key("the hospital source") if "hospital" in dirs else None
     out_dir = prepare_out_dir(Path(out_dir), inputs=list(dirs.values()))  # a bad --out fails before the work

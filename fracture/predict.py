@@ -1,7 +1,8 @@
 """Single-image and batch inference with the frozen threshold and a Grad-CAM overlay.
 
-Every image goes through `fracture.imaging.prepare_image` at the model's `img_size` with the params' window
-percentiles: the same decode -> window -> letterbox path that built the training cache.
+Every image goes through `fracture.imaging.prepare_image` with the model's input contract (config.json `input`:
+size, window percentiles, decode limits), the same decode -> window -> letterbox path that built the training
+cache; the current params never change how a trained model sees an image.
 
 Single image (`--img file`): `<stem>.json` (probability, frozen threshold, decision, model lineage) and
 `<stem>_gradcam.png` in the output dir; an unreadable image is an InputError (exit 2).
@@ -38,6 +39,7 @@ from torch import nn
 
 from fracture.config import Params
 from fracture.errors import InputError
+from fracture.model import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, InputContract, read_contract
 from fracture.outputs import out_dir_lock, prepare_out_dir, write_error_message
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class Predictor:
     mean: float
     std: float
     grid: tuple[int, int]  # Grad-CAM grid at img_size
+    contract: InputContract
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -131,15 +134,15 @@ def chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
 # ------------------------------------------------------------------------------------------------ model loading
 def _stage_weights_file(weights: Path, tmp_dir: Path) -> Path:
     """A model dir for a bare weights file: config.json (and metadata.json) from beside it, the file as model.pt."""
-    config = weights.parent / "config.json"
+    config = weights.parent / CONFIG_FILE
     if not config.is_file():
-        raise InputError(f"{weights}: no config.json beside the weights file; pass the model dir instead")
-    if weights.name == "model.pt":
+        raise InputError(f"{weights}: no {CONFIG_FILE} beside the weights file; pass the model dir instead")
+    if weights.name == WEIGHTS_FILE:
         return weights.parent
     staged = tmp_dir / "model"
     staged.mkdir(parents=True, exist_ok=True)
-    (staged / "model.pt").symlink_to(weights.resolve())
-    for name in ("config.json", "metadata.json"):
+    (staged / WEIGHTS_FILE).symlink_to(weights.resolve())
+    for name in (CONFIG_FILE, METADATA_FILE):
         if (weights.parent / name).is_file():
             (staged / name).symlink_to((weights.parent / name).resolve())
     return staged
@@ -180,8 +183,8 @@ def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
         return download_model_dir(weight, tmp_dir / "registry")
     path = Path(weight)
     if path.is_dir():
-        if not (path / "model.pt").is_file() or not (path / "config.json").is_file():
-            raise InputError(f"{path}: not a model dir (needs model.pt and config.json)")
+        if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
+            raise InputError(f"{path}: not a model dir (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
         return path
     if path.is_file():
         return _stage_weights_file(path, tmp_dir)
@@ -201,14 +204,15 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
     model_dir = resolve_model_dir(weight, tmp_dir)
     try:
         model, config = load_model_dir(model_dir)
-        threshold, size = float(config["threshold"]), int(config["img_size"])
-        mean, std = float(config["mean"]), float(config["std"])
+        contract = read_contract(config, model_dir / CONFIG_FILE)
+        threshold, size = float(config["threshold"]), contract.image_size
+        mean, std = contract.mean, contract.std
     except InputError:
         raise
     except _LOAD_ERRORS as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{weight}: cannot load the model (corrupt or mismatched weights/config: {reason})") from None
-    metadata = read_json(model_dir / "metadata.json") if (model_dir / "metadata.json").is_file() else {}
+    metadata = read_json(model_dir / METADATA_FILE) if (model_dir / METADATA_FILE).is_file() else {}
     lineage = {k: metadata.get(k) for k in ("mlflow_run_id", "git_commit", "manifest_hash", "params_hash")}
     lineage |= {
         "weight": weight,
@@ -216,7 +220,7 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
         "threshold_method": config.get("threshold_method"),
     }
     model = model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    return Predictor(model, config, lineage, size, threshold, mean, std, cam_grid(model, size))
+    return Predictor(model, config, lineage, size, threshold, mean, std, cam_grid(model, size), contract)
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -258,14 +262,11 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
         InputError: the image cannot be read (missing, not an image, truncated ...).
     """
     from fracture.explain import gradcam
-    from fracture.imaging import prepare_image
     from fracture.io import atomic_write_bytes, write_json
 
     if not img.is_file():
         raise InputError(f"{img}: no such image file")
-    image = prepare_image(  # [S, S] uint8
-        img, predictor.img_size, params.preprocess.window_percentiles, min_side=params.ingest.min_side
-    )
+    image = predictor.contract.decode(img)  # [S, S] uint8
     prob = float(score(predictor, image[None], 1)[0])
     cam = gradcam(predictor.model, image[None], predictor.mean, predictor.std, 1)[0]
     overlay = f"{img.stem}_gradcam.png"
@@ -274,10 +275,7 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
     result.pop("error")
     result |= {
         "threshold_method": predictor.config.get("threshold_method"),
-        "preprocess": {
-            "img_size": predictor.img_size,
-            "window_percentiles": list(params.preprocess.window_percentiles),
-        },
+        "preprocess": predictor.contract.to_dict(),
         "model": predictor.lineage,
         "intended_use": DISCLAIMER,
     }
@@ -289,14 +287,11 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
 # ------------------------------------------------------------------------------------------------ batch
 def _decode_chunk(params: Params, predictor: Predictor, paths: list[Path]) -> tuple[list[np.ndarray], list[dict]]:
     """Decode a chunk; unreadable files become rows with an error instead of raising."""
-    from fracture.imaging import prepare_image
-
     images, rows = [], []
     for path in paths:
         row = _result(path, None, None, predictor.threshold, None)
         try:
-            window, min_side = params.preprocess.window_percentiles, params.ingest.min_side
-            images.append(prepare_image(path, predictor.img_size, window, min_side=min_side))
+            images.append(predictor.contract.decode(path))
         except InputError as err:
             row["error"] = str(err)
         rows.append(row)

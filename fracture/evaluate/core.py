@@ -17,9 +17,9 @@ from fracture.evaluate.thresholds import report_points, study_threshold, thresho
 
 log = logging.getLogger(__name__)
 
-# The primary endpoint's names: strings, so they live in primary.json (a DVC metrics file beside metrics.json,
-# which stays numeric for every consumer that reads its values as numbers).
-STRING_METRICS = ("primary.population", "primary.metric")
+# The primary endpoint's names and its CI method: strings, so they live in primary.json (a DVC metrics file beside
+# metrics.json, which stays numeric for every consumer that reads its values as numbers).
+STRING_METRICS = ("primary.population", "primary.metric", "primary.ci_method")
 SPECTRUM_COLUMNS = (
     "image_id",
     "cluster_split",
@@ -128,7 +128,7 @@ def headline_record(metrics: dict) -> dict[str, float | int]:
 def _operating_points(preds, studies, frozen, method, config_thresholds, ep, seed) -> tuple[dict, dict, float]:
     """(thresholds.json, image points, study threshold): every one tuned on val rows / val studies only."""
     val_thresholds = tune_on_val(preds[preds["split"] == "val"], ep, seed)
-    points = {"frozen": float(frozen), **report_points(val_thresholds, config_thresholds)}
+    points = {"frozen": float(frozen), **report_points(val_thresholds, config_thresholds, ep.reference_threshold)}
     val_studies = studies[(studies["split"] == "val") & ~studies["excluded_positive_view"]]
     study_point, how = study_threshold(val_studies, method, frozen, ep, seed)
     report = {**threshold_report(frozen, method, val_thresholds, config_thresholds), "points": points}

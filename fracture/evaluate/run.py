@@ -209,12 +209,16 @@ def run_evaluate(
     Returns:
         The flat metrics written to metrics.json ("gate.passed" is 1 or 0).
     """
-    from fracture.model import load_model_dir
+    from fracture.cache import META_FILE
+    from fracture.io import read_json
+    from fracture.model import CONFIG_FILE, check_cache_contract, load_model_dir, read_contract
 
     frame = load_eval_rows(Path(manifest_path), Path(splits_path))
     spectrum, excluded = load_excluded_rows(Path(manifest_path), Path(splits_path))
     model, config = load_model_dir(Path(model_dir))
-    frozen, method = frozen_threshold(config, Path(model_dir) / "config.json")
+    contract = read_contract(config, Path(model_dir) / CONFIG_FILE)  # the model's inputs, never the current params
+    check_cache_contract(contract, read_json(Path(cache_dir) / META_FILE), Path(cache_dir))
+    frozen, method = frozen_threshold(config, Path(model_dir) / CONFIG_FILE)
     log.info("scoring %d val/test images (%s)", len(frame), frame["split"].value_counts().to_dict())
     batch = params.evaluate.batch_size
     scored, unscored = score_frame(frame, model, config, Path(cache_dir), batch)

@@ -63,10 +63,12 @@ def threshold_report(
     }
 
 
-def report_points(val_thresholds: dict[str, float], config_thresholds: dict | None) -> dict[str, float]:
-    """The reference operating points: recomputed on val, else config.json's (also val-tuned), and 0.5."""
+def report_points(
+    val_thresholds: dict[str, float], config_thresholds: dict | None, reference: float
+) -> dict[str, float]:
+    """The reference operating points: recomputed on val, else config.json's (also val-tuned), and `reference`."""
     source = val_thresholds or {k: v for k, v in (config_thresholds or {}).items() if isinstance(v, int | float)}
-    return {**{k: float(source[k]) for k in TUNED if k in source}, "fixed": 0.5}
+    return {**{k: float(source[k]) for k in TUNED if k in source}, "fixed": float(reference)}
 
 
 def study_threshold(

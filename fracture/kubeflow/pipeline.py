@@ -68,7 +68,7 @@ def build_pipeline(params: Params) -> Callable:
     def training_pipeline(
         params_json: str = params_default,
         data_source: str = params.pipeline.data_source,
-        data_location: str = "/data/raw",
+        data_location: str = params.pipeline.data_location,
         data_revision: str = params.pipeline.data_revision,
         split_strategy: str = params.split.strategy,
         epochs: int = params.train.epochs,

@@ -55,11 +55,16 @@ def test_second_repro_is_a_no_op(demo_project):
 def test_dvc_metrics_and_plots(demo_project):
     shown = _run(demo_project, "dvc", "metrics", "show", "--json")
     assert shown.returncode == 0, shown.stderr
-    assert "test.auroc" in shown.stdout
+    assert set(json.loads(shown.stdout)[""]["data"]["reports/eval/headline.json"]["data"]) >= {"auroc", "gate_passed"}
     plots = _run(demo_project, "dvc", "plots", "show", "--json")
     assert plots.returncode == 0, plots.stderr
-    for name in ("roc.csv", "pr.csv", "calibration.csv", "confusion.csv"):
-        assert name in plots.stdout
+    assert set(json.loads(plots.stdout)["data"]) == {
+        "roc",
+        "precision_recall",
+        "calibration",
+        "confusion",
+        "decision_curve",
+    }
 
 
 def test_demo_model_is_registered_in_the_embedded_store(demo_project):

@@ -31,16 +31,12 @@ def test_verbose_after_a_double_dash_is_left_alone(tmp_path):
 
 
 def _failed_gate_dirs(tmp_path):  # noqa: ANN001, ANN202
-    model, ev = tmp_path / "model", tmp_path / "eval"
-    for d in (model, ev):
-        d.mkdir()
-    (model / "model.pt").write_bytes(b"weights")
-    (model / "config.json").write_text(json.dumps({"threshold": 0.5, "img_size": 64}))
-    (model / "metadata.json").write_text("{}")
-    (ev / "metrics.json").write_text(json.dumps({"test.auroc": 0.55, "test.frozen.sensitivity": 0.4}))
+    """A model dir and an eval dir registration accepts, except that the gate refused the model."""
+    from tests.unit.test_registry_core import _model_and_eval
+
+    model, ev = _model_and_eval(tmp_path)
     gate = {"passed": False, "reasons": ["test.auroc 0.5500 < 0.7", "test.frozen.sensitivity 0.4000 < 0.6"]}
     (ev / "gate.json").write_text(json.dumps(gate))
-    (ev / "thresholds.json").write_text(json.dumps({"frozen": 0.5, "method": "youden"}))
     return model, ev
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fracture import evaluate
-from fracture.config import EvaluateParams, GateParams
+from fracture.config import EvaluateParams, GateParams, load_params
 from fracture.errors import InputError
 from fracture.operating_points import tune_thresholds
 
-EP = EvaluateParams(n_bootstrap=200, min_subgroup_n=20)
+EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(
+    update={"n_bootstrap": 200, "min_subgroup_n": 20}
+)
 
 
 def scored_frame(n: int = 900, seed: int = 0) -> pd.DataFrame:
@@ -167,7 +170,8 @@ def test_metrics_are_flat_finite_and_hold_the_headline_keys(tmp_path, make_param
 
 def test_no_bootstrap_means_no_bootstrap_cis() -> None:
     frame = scored_frame()
-    ev = _assemble(frame, ep=EvaluateParams(n_bootstrap=0))
+    no_bootstrap = EP.model_copy(update={"n_bootstrap": 0})
+    ev = _assemble(frame, ep=no_bootstrap)
     assert "test.auroc" in ev.metrics and "test.auroc_ci_low" not in ev.metrics
     assert "test.frozen.f1_ci_low" not in ev.metrics
     # several images per patient: an image-level Wilson interval would overstate precision, so there is none
@@ -175,7 +179,7 @@ def test_no_bootstrap_means_no_bootstrap_cis() -> None:
     single = frame.assign(
         cluster_id=frame["image_id"]
     )  # one image per cluster: Wilson is valid and needs no resampling
-    ev = _assemble(single, ep=EvaluateParams(n_bootstrap=0))
+    ev = _assemble(single, ep=no_bootstrap)
     assert "test.frozen.sensitivity_ci_low" in ev.metrics
     methods = ev.intervals.set_index("key")["method"]
     assert methods["test.frozen.sensitivity"] == "wilson"
@@ -280,7 +284,7 @@ def test_plot_tables_follow_the_dvc_formats() -> None:
 
 
 def test_gate_passes_fails_and_treats_undefined_as_failed() -> None:
-    gate = GateParams(min_auroc=0.8, min_sensitivity=0.7)
+    gate = GateParams(min_auroc=0.8, min_sensitivity=0.7, min_primary=None, primary_bound="point")
     passed = evaluate.evaluate_gate({"test.auroc": 0.85, "test.frozen.sensitivity": 0.75}, gate)
     assert passed["passed"] and passed["reasons"] == [] and all(c["passed"] for c in passed["checks"])
     failed = evaluate.evaluate_gate({"test.auroc": 0.85, "test.frozen.sensitivity": 0.65}, gate)
@@ -300,7 +304,7 @@ def eval_inputs(tmp_path_factory, make_params):
     import torch
 
     from fracture.io import write_manifest
-    from fracture.model import build_model, model_config, predict_proba
+    from fracture.model import build_model, input_contract, model_config, predict_proba
     from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
 
     root = tmp_path_factory.mktemp("evalrun")
@@ -347,7 +351,7 @@ def eval_inputs(tmp_path_factory, make_params):
     tuned = tune_thresholds(frame.loc[split == "val", "label"].to_numpy(), val_probs, 0.9)
     (root / "model").mkdir()
     torch.save(model.state_dict(), root / "model" / "model.pt")
-    config = model_config(params.model, 64, tuned, "youden")
+    config = {**model_config(params.model, 64, tuned, "youden"), "input": input_contract(params, 64).to_dict()}
     (root / "model" / "config.json").write_text(json.dumps(config))
     return root, params, config
 
@@ -362,7 +366,11 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
         fracture.model, "predict_proba", lambda m, x, *a, **k: scored.append(len(x)) or real(m, x, *a, **k)
     )
     params = params.model_copy(
-        update={"evaluate": params.evaluate.model_copy(update={"gate": GateParams(min_auroc=1.0)})}
+        update={
+            "evaluate": params.evaluate.model_copy(
+                update={"gate": params.evaluate.gate.model_copy(update={"min_auroc": 1.0})}
+            )
+        }
     )
     out = tmp_path / "eval"
     result = evaluate.run_evaluate(

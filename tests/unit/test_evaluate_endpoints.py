@@ -3,17 +3,21 @@ operating points, excluded views and cases, per source, decision curve, reliabil
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from fracture import bootstrap, metrics
-from fracture.config import EvaluateParams, GateParams, PrimaryParams
+from fracture.config import EvaluateParams, GateParams, PrimaryParams, load_params
 from fracture.evaluate import core, curves, tables
 from fracture.operating_points import tune_thresholds
 from tests.unit.test_evaluate import scored_frame, val_tuned
 
-EP = EvaluateParams(n_bootstrap=200, min_subgroup_n=20, min_subgroup_patients=5)
+EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(
+    update={"n_bootstrap": 200, "min_subgroup_n": 20, "min_subgroup_patients": 5}
+)
 
 
 def _assemble(frame: pd.DataFrame, ep: EvaluateParams = EP, **kwargs) -> core.Evaluation:
@@ -108,7 +112,9 @@ def test_primary_endpoint_is_every_image_of_another_test_source_and_follows_para
 
 def test_gate_can_use_the_lower_ci_bound_of_the_primary_endpoint() -> None:
     values = {"test.auroc": 0.9, "test.frozen.sensitivity": 0.9, "primary.value": 0.82, "primary.ci_low": 0.74}
-    point = core.evaluate_gate(values, GateParams(min_auroc=0.7, min_sensitivity=0.7, min_primary=0.8))
+    point = core.evaluate_gate(
+        values, GateParams(min_auroc=0.7, min_sensitivity=0.7, min_primary=0.8, primary_bound="point")
+    )
     assert point["passed"] and point["checks"][-1]["name"] == "primary.value"
     bound = GateParams(min_auroc=0.7, min_sensitivity=0.7, min_primary=0.8, primary_bound="ci_low")
     failed = core.evaluate_gate(values, bound)

@@ -195,15 +195,12 @@ def test_everything_quarantined_still_writes_a_typed_empty_manifest(tmp_path, se
     assert summary["totals"]["quarantine_reasons"] == {ih.NOT_IMAGE: 1}
 
 
-def test_defaults_come_from_params(tmp_path, make_params):
+def test_defaults_come_from_params_paths(tmp_path, make_params):
     root = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A)])
-    params = make_params({"base": {"num_workers": 1}, "ingest": {"kaggle_dir": str(root)}})
-    assert run_ingest(params, tmp_path / "out")["sources"]["kaggle"]["total"] == 1
-
-
-def test_no_source_is_an_input_error(tmp_path, serial):
-    with pytest.raises(InputError, match="no source given"):
-        run_ingest(serial, tmp_path / "out")
+    paths = {"kaggle": str(root), "mura": str(tmp_path / "no-mura"), "hospital": str(tmp_path / "no-hospital")}
+    params = make_params({"base": {"num_workers": 1}, "paths": paths})
+    with pytest.raises(InputError, match=r"params paths\.mura .*no-mura: not a directory"):
+        run_ingest(params, tmp_path / "out")
 
 
 def test_source_that_is_not_a_directory(tmp_path, serial):

@@ -11,6 +11,7 @@ import pytest
 
 from fracture.config import PromoteParams
 from fracture.errors import GateError, InputError
+from fracture.model import InputContract
 from fracture.registry.download import parse_model_uri
 from fracture.registry.gate import compare_versions, format_comparison
 from fracture.registry.lineage import (
@@ -23,6 +24,8 @@ from fracture.registry.lineage import (
 )
 from fracture.serving import encode_image_file, load_images, predictions_frame
 
+# 32 px, window (0.5, 99.5), the demo decode limits, normalisation and batch size.
+CONTRACT = InputContract(32, 1, (0.5, 99.5), 200_000_000, 40_000, 8, 0.5, 0.5, 16)
 PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6)
 
 
@@ -91,7 +94,24 @@ def _write(path, obj):  # noqa: ANN001, ANN202
     path.write_text(json.dumps(obj))
 
 
+def _predictions() -> pd.DataFrame:
+    """Test rows with AUROC exactly 0.8 (20 of 25 pairs), plus a val row that must not count."""
+    probs = [0.9, 0.8, 0.7, 0.6, 0.01, 0.5, 0.4, 0.3, 0.1, 0.05, 0.99]
+    return pd.DataFrame(
+        {
+            "image_id": [f"img{k:02d}" for k in range(11)],
+            "split": ["test"] * 10 + ["val"],
+            "label": [1] * 5 + [0] * 6,
+            "prob": probs,
+            "cluster_id": [f"p{k // 2}" for k in range(11)],
+            "age": 40,
+        }
+    )
+
+
 def _model_and_eval(tmp_path, frozen=0.5):  # noqa: ANN001, ANN202
+    from fracture.io import write_parquet
+
     model, ev = tmp_path / "run" / "model", tmp_path / "run" / "eval"
     model.mkdir(parents=True)
     (model / "model.pt").write_bytes(b"weights")
@@ -100,6 +120,7 @@ def _model_and_eval(tmp_path, frozen=0.5):  # noqa: ANN001, ANN202
     _write(ev / "metrics.json", {"test.auroc": 0.8, "test.frozen.sensitivity": 0.7})
     _write(ev / "gate.json", {"passed": True, "reasons": []})
     _write(ev / "thresholds.json", {"frozen": frozen, "method": "youden"})
+    write_parquet(_predictions(), ev / "predictions.parquet")
     return model, ev
 
 
@@ -116,6 +137,25 @@ def test_register_inputs_are_cross_checked(tmp_path):
         load_register_inputs(model, ev)
     (ev / "gate.json").unlink()
     with pytest.raises(InputError, match="gate.json: missing"):
+        load_register_inputs(model, ev)
+
+
+def test_register_inputs_carry_the_test_predictions_that_reproduce_the_test_auroc(tmp_path):
+    from fracture.io import write_parquet
+    from fracture.registry.compare import fingerprint_test_set
+
+    model, ev = _model_and_eval(tmp_path)
+    inputs = load_register_inputs(model, ev)
+    test = inputs.test_predictions
+    assert list(test.columns) == ["image_id", "label", "prob", "cluster_id"] and len(test) == 10  # no val, no age
+    tags = version_tags(inputs, "f" * 64, "register_run", None)
+    assert tags["test_set_fingerprint"] == fingerprint_test_set(test)
+    assert (tags["test.n_images"], tags["test.n_clusters"]) == ("10", "5")
+    write_parquet(_predictions().assign(prob=lambda d: d["prob"][::-1].to_numpy()), ev / "predictions.parquet")
+    with pytest.raises(InputError, match=r"test AUROC 0\.\d+ is not test\.auroc 0\.800000 in metrics\.json"):
+        load_register_inputs(model, ev)
+    (ev / "predictions.parquet").unlink()
+    with pytest.raises(InputError, match="predictions.parquet: missing"):
         load_register_inputs(model, ev)
 
 
@@ -174,24 +214,24 @@ def png16(tmp_path):
 
 def test_path_and_base64_inputs_decode_identically(png16):
     df = pd.DataFrame({"path": [str(png16), None], "image": [None, encode_image_file(png16)]})
-    images = load_images(df, 32, (0.5, 99.5))
+    images = load_images(df, CONTRACT)
     assert images.shape == (2, 32, 32) and images.dtype == np.uint8
     assert np.array_equal(images[0], images[1]) and images[0].max() > images[0].min()
     uri = pd.DataFrame({"image": ["data:image/png;base64," + encode_image_file(png16)]})
-    assert np.array_equal(load_images(uri, 32, (0.5, 99.5))[0], images[0])
+    assert np.array_equal(load_images(uri, CONTRACT)[0], images[0])
 
 
 def test_bad_inputs_name_the_row(png16):
     both = pd.DataFrame({"path": [str(png16)], "image": [encode_image_file(png16)]})
     with pytest.raises(InputError, match="row 0: give exactly one"):
-        load_images(both, 32, (0.5, 99.5))
+        load_images(both, CONTRACT)
     with pytest.raises(InputError, match="row 1: column 'image' is not valid base64"):
-        load_images(pd.DataFrame({"image": [encode_image_file(png16), "%%%"]}), 32, (0.5, 99.5))
+        load_images(pd.DataFrame({"image": [encode_image_file(png16), "%%%"]}), CONTRACT)
     with pytest.raises(InputError, match=r"row 0 \(column 'image'\)") as err:
-        load_images(pd.DataFrame({"image": [encode_image_file(png16)[:40]]}), 32, (0.5, 99.5))
+        load_images(pd.DataFrame({"image": [encode_image_file(png16)[:40]]}), CONTRACT)
     assert "fracture-serve-" not in str(err.value)  # no temp paths in user-facing errors
     with pytest.raises(InputError, match="needs a column 'path' or 'image'"):
-        load_images(pd.DataFrame({"file": ["x"]}), 32, (0.5, 99.5))
+        load_images(pd.DataFrame({"file": ["x"]}), CONTRACT)
 
 
 def test_decision_uses_the_frozen_threshold_inclusively():

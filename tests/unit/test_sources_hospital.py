@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fracture import sources
-from fracture.config import IngestParams
+from fracture.config import load_params
 from fracture.errors import InputError
 from fracture.ingest import run_ingest
 from fracture.io import read_manifest
@@ -21,10 +21,11 @@ from fracture.sources.hospital import (
     parse_metadata,
     scan_hospital,
 )
+from tests.conftest import REPO
 from tests.unit.test_dicom import PHI, make_dicom
 
 KEY = b"hospital-test-key"
-PATTERN = IngestParams().augmented_copy_pattern  # the params default
+PATTERN = load_params(REPO / "params.yaml").ingest.augmented_copy_pattern  # the params value
 
 
 def write_image(path: Path, shape=(24, 20)) -> None:
