@@ -1,11 +1,11 @@
 """Benchmark 2: the training data loader over the preprocess cache vs a bare memmap read and vs decoding PNGs.
 
-Product: the train DataLoader exactly as training builds it (`fracture.train.make_loaders`: UnifiedFractureDataset
-over `fracture.data.load_cache`, SeededSampler, batch 32), one epoch per timed call, each uint8 batch then scaled and
-normalised by the dataset's `BatchPrep` as the train step does on its device (here the CPU), so both sides end with
-the same normalised float batches. The train augmentation runs once per batch in the train step on the training
-device (`BatchPrep`), not in the loader: its cost on this CPU is measured too (`product_augmented_cpu_w0`), for CPU
-training; on a GPU it is a few kernels per batch.
+Product: the train DataLoader exactly as training builds it (`fracture.train.loader.make_loaders`:
+UnifiedFractureDataset over `fracture.data.load_cache`, SeededSampler, batch 32), one epoch per timed call, each
+uint8 batch then scaled and normalised by the dataset's `BatchPrep` as the train step does on its device (here the
+CPU), so both sides end with the same normalised float batches. The train augmentation runs once per batch in the
+train step on the training device (`BatchPrep`), not in the loader: its cost on this CPU is measured too
+(`product_augmented_cpu_w0`), for CPU training; on a GPU it is a few kernels per batch.
 Baselines, same rows, same shuffled order, same batch size, same single core:
   (a) bare read: fancy-index the memmap, `torch.from_numpy`, float, scale, normalise (the upper bound);
   (b) decode each epoch: the same Dataset, DataLoader and normalisation whose image rows are decoded from 16-bit PNGs by
@@ -65,7 +65,7 @@ def write_cache(cache_dir: Path, n: int, size: int) -> None:
     import pandas as pd
 
     from fracture.io import write_json, write_parquet
-    from fracture.synth import make_radiograph
+    from fracture.synth.render import make_radiograph
 
     bases = [make_radiograph(np.random.default_rng(i), size, size, bool(i % 2)) for i in range(min(n, 16))]
     cache_dir.mkdir(parents=True)
@@ -96,7 +96,8 @@ def product_loaders(images: Any, rows: Any, size: int, workers: int) -> tuple[An
     """The train and val DataLoaders as `fracture.train` builds them (batch 32; augmentation seeds on train only)."""
     import torch
 
-    from fracture.train import Runtime, make_loaders
+    from fracture.train.loader import make_loaders
+    from fracture.train.runtime import Runtime
 
     params = demo_params({"base": {"image_size": size}, "train": {"batch_size": BATCH, "num_workers": workers}})
     return make_loaders(params, images, rows, Runtime(torch.device("cpu")), torch.Generator().manual_seed(0))

@@ -1,7 +1,8 @@
 """Benchmark 1: preprocess cache build on full-size 16-bit radiographs vs a bare OpenCV decode + resize loop.
 
-Generated data: N synthetic wrist radiographs (fracture.synth.make_radiograph) of about 2500 x 2000 px, written as
-16-bit PNGs in the GRAZPEDWRI-DX layout and ingested with the real `run_ingest`, so the manifest is the real one.
+Generated data: N synthetic wrist radiographs (fracture.synth.render.make_radiograph) of about 2500 x 2000 px,
+written as 16-bit PNGs in the GRAZPEDWRI-DX layout and ingested with the real `run_ingest`, so the manifest is the
+real one.
 Product: `run_preprocess` (decode, percentile window, letterbox resize, memmap write) with base.num_workers = 1 and
 2. Baseline: `cv2.imread(IMREAD_UNCHANGED)` + `cv2.resize(INTER_AREA)` over a ProcessPoolExecutor with the same
 number of worker processes, results gathered into one array. Every file is distinct (the cache de-duplicates by
@@ -41,7 +42,7 @@ WORKERS = (1, 2)
 
 def write_radiograph(task: tuple[Path, int, int, int]) -> int:
     """Render one synthetic radiograph and write it as a 16-bit PNG; returns its size in bytes."""
-    from fracture.synth import make_radiograph, to_uint16
+    from fracture.synth.render import make_radiograph, to_uint16
 
     path, height, width, seed = task
     rng = np.random.default_rng([20_250, seed])

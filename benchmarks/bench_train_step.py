@@ -1,10 +1,11 @@
 """Benchmark 3: the project's training step vs a bare timm forward/backward/AdamW loop, same tiny Swin, same batches.
 
-Product, per epoch of K steps: `fracture.train.train_one_epoch` (autocast context, weighted BCE, loss scaler,
-gradient clipping, scheduler step, on-device loss accumulation) inside `fracture.train.deterministic` as `run_train`
-runs it, then the per-epoch cadence of `_run_epoch`: MLflow metric logging through `fracture.tracking.Tracker` (a
-live run in a throw-away sqlite store, with its system-metrics monitor) and the best.pt + last.pt checkpoints
-(`save_checkpoint`, `checkpoint_payload`). Checkpoint and logging costs are thereby amortised over the K steps.
+Product, per epoch of K steps: `fracture.train.epoch.train_one_epoch` (autocast context, weighted BCE, loss scaler,
+gradient clipping, scheduler step, on-device loss accumulation) inside `fracture.train.runtime.deterministic` as
+`run_train` runs it, then the per-epoch cadence of `fracture.train.loop._run_epoch`: MLflow metric logging through
+`fracture.tracking.Tracker` (a live run in a throw-away sqlite store, with its system-metrics monitor) and the
+best.pt + last.pt checkpoints (`save_checkpoint`, `checkpoint_payload`). Checkpoint and logging costs are thereby
+amortised over the K steps.
 Baseline: `model(x)`, BCE-with-logits, `backward()`, `AdamW.step()`, `zero_grad()` on an identical copy of the
 model (same init, same optimizer settings) and the same pre-built batches (no data loading on either side).
 Target: >= 0.95 of the bare loop's throughput.
@@ -90,7 +91,9 @@ class ProjectLoop:
         import torch
 
         from fracture.tracking import Tracker
-        from fracture.train import LoopState, make_optimisation, setup_runtime
+        from fracture.train.checkpoint import LoopState
+        from fracture.train.optim import make_optimisation
+        from fracture.train.runtime import setup_runtime
 
         self.params, self.model, self.out_dir = params, model, out_dir
         self.rt = setup_runtime(params.train)
@@ -103,7 +106,9 @@ class ProjectLoop:
 
     def epoch(self, batches: list[tuple[Any, Any]]) -> None:
         """Train one epoch as `run_train` does, then log and checkpoint as `_run_epoch` does."""
-        from fracture.train import checkpoint_payload, deterministic, save_checkpoint, train_one_epoch
+        from fracture.train.checkpoint import checkpoint_payload, save_checkpoint
+        from fracture.train.epoch import train_one_epoch
+        from fracture.train.runtime import deterministic
 
         with deterministic(self.rt.device):
             loss = train_one_epoch(self.model, batches, self.opt, self.rt, self.params.train)
@@ -179,7 +184,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def _epoch_cadence(project: ProjectLoop) -> None:
     """Only the once-per-epoch part (metrics to MLflow, best.pt, last.pt), to report its cost on its own."""
-    from fracture.train import checkpoint_payload, save_checkpoint
+    from fracture.train.checkpoint import checkpoint_payload, save_checkpoint
 
     project.tracker.log_metrics({"train_loss": 0.5}, step=project.prog.epoch)
     save_checkpoint(project.out_dir / "best.pt", project.model.state_dict())

@@ -266,7 +266,7 @@ def kaggle_stem(patient: int, study: int, view: int, seed: int = 0) -> str:
 
 def write_kaggle_table(root: Path, stems: list[str], labels: list[int]) -> Path:
     """dataset.csv in the real GRAZPEDWRI-DX format (UTF-8 with BOM, 17 columns) for the given stems."""
-    from fracture.synth import KAGGLE_COLUMNS
+    from fracture.synth.kaggle import KAGGLE_COLUMNS
 
     lines = [",".join(KAGGLE_COLUMNS)]
     for stem, label in zip(stems, labels, strict=True):

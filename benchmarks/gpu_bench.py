@@ -3,7 +3,7 @@
 Run on a CUDA machine from the repo root: `python -m benchmarks.gpu_bench` (about 5 minutes; `--quick` for a
 short check). Synthetic tensors only, no dataset. The model is the product's: `fracture.model.build_model` with the
 production params (configs/production.yaml: timm swin_large_patch4_window12_384, 1 channel, the seed's head),
-`pretrained` off. Training steps are the product's `fracture.train.train_one_epoch` (bf16 autocast from
+`pretrained` off. Training steps are the product's `fracture.train.epoch.train_one_epoch` (bf16 autocast from
 `setup_runtime`, fused AdamW from `make_optimisation`, gradient clipping), eager and under `torch.compile` as
 `fracture.train` wraps it, with timm's fused attention (scaled_dot_product_attention) on and off. Swin's window
 attention is "experimental" in timm 1.0, i.e. OFF unless enabled (TIMM_FUSED_ATTN=2 or set per module, as here).
@@ -180,7 +180,7 @@ def synthetic_batches(n: int, batch: int, size: int, device: Any) -> list[tuple[
 
 def time_train(net: Any, opt: Any, rt: Any, tp: Any, batch: int, size: int, steps: int, warmup: int) -> dict:
     """Warm-up epoch (compile happens here) then a timed epoch of the product's `train_one_epoch`."""
-    from fracture.train import train_one_epoch
+    from fracture.train.epoch import train_one_epoch
 
     start = time.perf_counter()
     train_one_epoch(net, synthetic_batches(warmup, batch, size, rt.device), opt, rt, tp)
@@ -195,15 +195,15 @@ def time_train(net: Any, opt: Any, rt: Any, tp: Any, batch: int, size: int, step
 
 
 def time_inference(model: Any, rt: Any, batch: int, size: int, iters: int, warmup: int) -> dict:
-    """Forward passes under inference_mode and the runtime's autocast (as `fracture.train.validate` runs them)."""
+    """Forward passes under inference_mode and the runtime's autocast (as `fracture.train.epoch.score_val` does)."""
     import torch
 
-    from fracture.train import _autocast
+    from fracture.train.runtime import autocast
 
     model.eval()
     x = torch.randn(batch, 1, size, size, device=rt.device)
     times = []
-    with torch.inference_mode(), _autocast(rt):
+    with torch.inference_mode(), autocast(rt):
         for i in range(warmup + iters):
             start = time.perf_counter()
             model(x).float()
@@ -259,7 +259,8 @@ class Bench:
         import torch
 
         from fracture.model import build_model
-        from fracture.train import Runtime, make_optimisation, resolve_amp
+        from fracture.train.optim import make_optimisation
+        from fracture.train.runtime import Runtime, resolve_amp
 
         self.params, self.peak, self.budget, self.sizes = params, peak, budget, sizes
         self.size = params.base.image_size

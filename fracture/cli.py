@@ -241,7 +241,7 @@ def register(
 ) -> None:
     """Register the model in MLflow with its lineage and evidence; alias `challenger`."""
     cfg = _params(params)
-    from fracture.registry import run_register
+    from fracture.registry.register import run_register
 
     record = run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
     if out is not None:
@@ -263,7 +263,7 @@ def promote(
 ) -> None:
     """Move `champion` to the candidate when it passes the gate against the current champion."""
     cfg = _params(params)
-    from fracture.registry import run_promote
+    from fracture.registry.aliases import run_promote
 
     run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason)
 
@@ -276,7 +276,7 @@ def rollback(
 ) -> None:
     """Restore the previous champion."""
     cfg = _params(params)
-    from fracture.registry import run_rollback
+    from fracture.registry.aliases import run_rollback
 
     run_rollback(cfg, name)
 

@@ -155,7 +155,7 @@ def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
         InputError: the path does not exist or is not a model.
     """
     if weight.startswith("models:/"):
-        from fracture.registry import download_model_dir
+        from fracture.registry.download import download_model_dir
 
         return download_model_dir(weight, tmp_dir / "registry")
     path = Path(weight)

@@ -21,7 +21,7 @@ from fracture.config import Params, parse_params
 from fracture.errors import InputError
 from fracture.io import read_json, write_json
 from fracture.logs import setup_logging
-from fracture.synth import SOURCE_DIRS
+from fracture.sources import SOURCE_DIRS
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def report_step(
 
 def register_step(params_json: str, model_path: str, eval_path: str, report_path: str, out_path: str) -> None:
     """`fracture register` (the pipeline calls it only when the gate passed); writes the registration record."""
-    from fracture.registry import run_register
+    from fracture.registry.register import run_register
 
     _setup()
     record = run_register(resolve_params(params_json), Path(model_path), Path(eval_path), report_path=Path(report_path))

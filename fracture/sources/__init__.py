@@ -39,6 +39,8 @@ MISSING_ID = "missing identifier"
 NOT_A_FILE = "not a regular file"
 UNREADABLE_FILE = "unreadable file"
 
+# Each source's folder under a raw-data root, as the datasets ship (and as `fracture synth` writes them).
+SOURCE_DIRS = {"kaggle": "GRAZPEDWRI-DX", "mura": "MURA-v1.1", "hospital": "hospital"}
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".dic"})
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "pipes"}

@@ -275,7 +275,8 @@ def test_train_while_mlflow_is_down_then_register_later(tmp_path, make_params, m
     import torch
 
     from fracture.evaluate import run_evaluate
-    from fracture.registry import download_model_dir, run_register
+    from fracture.registry.download import download_model_dir
+    from fracture.registry.register import run_register
     from fracture.train import run_train
     from tests.unit.test_train import TINY, assert_same_weights, closed_port_uri, write_tiny_dataset
 

@@ -141,7 +141,7 @@ def spellings(value: str) -> set[str]:
 
 
 def phi_tokens(raw: Path) -> set[str]:
-    from fracture.synth import SYNTH_PHI_STRINGS
+    from fracture.synth.dicom import SYNTH_PHI_STRINGS
 
     values = dicom_phi_values(raw) | set(SYNTH_PHI_STRINGS) | set(OWN_PHI.values()) | {PRIVATE_PHI}
     assert {OWN_PHI["PatientName"], PRIVATE_PHI, "Quixbert wrist query fracture"} <= values  # the reader saw them

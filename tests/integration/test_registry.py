@@ -18,7 +18,10 @@ import pytest
 from mlflow import MlflowClient
 
 from fracture.errors import GateError, InputError
-from fracture.registry import download_model_dir, fingerprint_model_dir, run_promote, run_register, run_rollback
+from fracture.registry.aliases import run_promote, run_rollback
+from fracture.registry.download import download_model_dir
+from fracture.registry.lineage import fingerprint_model_dir
+from fracture.registry.register import run_register
 from tests.integration.conftest import BIN, PLANTED_KEY_ID, PLANTED_SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

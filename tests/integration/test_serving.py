@@ -15,7 +15,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from fracture.registry import run_promote, run_register
+from fracture.registry.aliases import run_promote
+from fracture.registry.register import run_register
 from tests.integration.conftest import BIN, LOOPBACK, free_port, start_process, stop_process, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -103,7 +103,7 @@ def test_weights_file_and_renamed_weights_load(inputs, model_dir, predict_params
 
 
 def test_registry_uri_downloads_lazily(inputs, model_dir, predict_params, tmp_path, monkeypatch):
-    import fracture.registry
+    import fracture.registry.download
 
     calls = []
 
@@ -112,7 +112,7 @@ def test_registry_uri_downloads_lazily(inputs, model_dir, predict_params, tmp_pa
         shutil.copytree(model_dir, dst / "model")
         return dst / "model"
 
-    monkeypatch.setattr(fracture.registry, "download_model_dir", fake_download)
+    monkeypatch.setattr(fracture.registry.download, "download_model_dir", fake_download)
     result = run_predict(predict_params, inputs["png8"], "models:/fracture-swin@champion", out_dir=tmp_path)
     assert calls == ["models:/fracture-swin@champion"]
     assert result["model"]["weight"] == "models:/fracture-swin@champion"

@@ -11,15 +11,14 @@ import pytest
 
 from fracture.config import PromoteParams
 from fracture.errors import GateError, InputError
-from fracture.registry import (
+from fracture.registry.download import parse_model_uri
+from fracture.registry.gate import compare_versions, format_comparison
+from fracture.registry.lineage import (
     RegisterInputs,
     check_force,
     check_gate,
-    compare_versions,
     fingerprint_model_dir,
-    format_comparison,
     load_register_inputs,
-    parse_model_uri,
     version_tags,
 )
 from fracture.serving import encode_image_file, load_images, predictions_frame
@@ -132,6 +131,21 @@ def test_fingerprint_follows_weights_and_config_not_the_dir(tmp_path):
     assert fingerprint_model_dir(copy) != first
 
 
+def test_registration_uploads_every_file_the_model_dir_contract_writes_and_no_other(make_params, tmp_path):
+    from fracture.model import build_model, model_config, save_model_dir
+    from fracture.registry.register import MODEL_DIR_FILES, _stage_model_dir
+
+    params = make_params({"base": {"image_size": 32}})
+    model_dir = tmp_path / "model"
+    config = model_config(params.model, 32, {"youden": 0.5, "fixed": 0.5}, "youden")
+    history = pd.DataFrame([{"epoch": 1, "train_loss": 0.7, "val_loss": 0.7, "val_auroc": 0.5, "lr": 1e-3}])
+    save_model_dir(model_dir, build_model(params.model, 32, pretrained=False), config, {}, history, params)
+    (tmp_path / "stage").mkdir()
+    staged = _stage_model_dir(model_dir, tmp_path / "stage")
+    written = sorted(p.name for p in model_dir.iterdir())
+    assert sorted(p.name for p in staged.iterdir()) == written == sorted(MODEL_DIR_FILES)  # no file listed unwritten
+
+
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [
@@ -188,14 +202,14 @@ def test_decision_uses_the_frozen_threshold_inclusively():
 
 @pytest.mark.parametrize("name", ["a'b", " padded", "x/y", ""])
 def test_register_refuses_unsafe_model_names_before_touching_mlflow(params, tmp_path, name):
-    from fracture.registry import run_register
+    from fracture.registry.register import run_register
 
     with pytest.raises(InputError, match="registered model name"):
         run_register(params, tmp_path, tmp_path, name=name or " ")
 
 
 def test_register_refuses_a_model_dir_that_does_not_load(params, tmp_path, monkeypatch):
-    from fracture.registry import run_register
+    from fracture.registry.register import run_register
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens: must not be reached
     model, ev = _model_and_eval(tmp_path)

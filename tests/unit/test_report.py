@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture.report import fmt, run_report
+from fracture.modelcard import INTENDED_USE, LIMITATIONS
+from fracture.report import run_report
+from fracture.report.tables import fmt
 
 N_IMAGES = 96
 SIZE = 64
@@ -79,8 +81,8 @@ def write_model_dir(params, model_dir: Path) -> None:
                 "summary": "train/val only",
                 "rows": [{"split": "train", "source": "mura", "images": 40, "positives": 17, "patients": 20}],
             },
-            "Limitations": "demo model",
-            "Intended use": "decision support",
+            "Limitations": [*LIMITATIONS, "demo model"],  # a card as train writes it, plus one of its own
+            "Intended use": INTENDED_USE,
         },
         "git_commit": "0123456789abcdef0123456789abcdef01234567",
         "manifest_hash": "a" * 64,
@@ -388,6 +390,10 @@ def test_model_card_has_intended_use_limitations_and_lineage(report_html):
     text = {e["attrs"].get("id"): e["text"] for e in doc.elements if e["attrs"].get("id")}
     assert "not a diagnosis" in text["intended-use"]
     assert "abnormal" in text["limitations"] and "cast" in text["limitations"]
+    # the card's text exists once: one intended-use statement, each limitation once, the dir's own one added
+    assert report_html[1].count(">Intended use<") == 1 and report_html[1].count(INTENDED_USE) == 1
+    items = [e["text"].strip() for e in doc.elements if e["tag"] == "li" and e["section"] == "model-card"]
+    assert sorted(items) == sorted([*LIMITATIONS, "demo model"])
     lineage = {e["attrs"]["data-lineage"]: e["text"] for e in with_attr(doc, "data-lineage")}
     assert lineage["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
     assert lineage["mlflow_run_id"] == "3f2c9d7e0b1a4c5d"

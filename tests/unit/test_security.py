@@ -24,7 +24,7 @@ from fracture.config import dump_params
 from fracture.errors import InputError
 from fracture.model import build_model, load_model_dir, model_config, save_model_dir
 from fracture.privacy import KEY_ENV
-from fracture.train import load_checkpoint
+from fracture.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = ("fracture", "components", "pipelines", "benchmarks")

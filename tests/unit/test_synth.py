@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,15 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from fracture.errors import InputError
-from fracture.synth import (
-    SYNTH_PHI_STRINGS,
-    make_radiograph,
-    plan_sources,
-    render_spec,
-    run_synth,
-    to_uint8,
-    to_uint16,
-)
+from fracture.sources import SOURCE_DIRS
+from fracture.synth import run_synth
+from fracture.synth.dicom import SYNTH_PHI_STRINGS
+from fracture.synth.render import make_radiograph, to_uint8, to_uint16
+from fracture.synth.run import plan_sources, render_spec
 from tests.spec import GRAZ_COLUMNS, GRAZ_FLAGS
 
 STEM_RE = re.compile(r"^(\d{4})_(\d{10})_(\d{2})_WRI-([LR])([123])_([MFO])(\d{3})$")
@@ -63,6 +61,16 @@ def _file_hashes(root: Path) -> dict[str, str]:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_synth_writes_the_source_folders_ingest_looks_for(raw: Path) -> None:
+    assert sorted(p.name for p in raw.iterdir() if p.is_dir()) == sorted(SOURCE_DIRS.values())
+
+
+def test_the_kfp_steps_find_source_folders_without_loading_the_simulator() -> None:
+    code = "import sys, fracture.kubeflow.steps; print(sorted(m for m in ('fracture.synth', 'cv2') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 # ----------------------------------------------------------------------------------------- GRAZPEDWRI-DX

@@ -13,13 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
-from fracture import train as train_mod
 from fracture.errors import InputError
 from fracture.io import write_json, write_manifest, write_parquet
 from fracture.metrics import tune_thresholds
 from fracture.model import load_model_dir, predict_proba
 from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
-from fracture.train import lr_factor, pos_weight, run_train, select_rows
+from fracture.train import loop as train_loop
+from fracture.train import run_train
+from fracture.train.loader import pos_weight, select_rows
+from fracture.train.optim import lr_factor
 
 SIZE = 32
 # Tiny runs: the demo Swin at 32 px (token grids 8, 4, 2, 1), no augmentation unless a test wants it.
@@ -263,19 +265,19 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, make_params, 
     params = make_params({**TINY, "train": {**TINY["train"], "augment": {"enabled": True}}, "model": {"dropout": 0.3}})
     run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], tmp_path / "full")
 
-    real_save = train_mod.save_checkpoint
+    real_save = train_loop.save_checkpoint
 
     def crash_after_first_epoch(path: Path, state: dict) -> None:
         real_save(path, state)
         if path.name == "last.pt" and state["epoch"] == 1:
             raise KeyboardInterrupt("simulated kill after epoch 1")
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", crash_after_first_epoch)
+    monkeypatch.setattr(train_loop, "save_checkpoint", crash_after_first_epoch)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], out)
     assert not (out / "model.pt").exists()
-    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    monkeypatch.setattr(train_loop, "save_checkpoint", real_save)
 
     result = run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], out, resume=True)
     assert result["epochs_run"] == 3

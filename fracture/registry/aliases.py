@@ -1,0 +1,159 @@
+"""Alias moves: `promote` (gated, keeps `previous-champion`) and `rollback`, each recorded in the history tags."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fracture.config import Params
+from fracture.errors import GateError, InputError
+from fracture.registry.client import current_user, mlflow_client, now_iso, registry_errors, tag_text
+from fracture.registry.gate import compare_versions, format_comparison
+from fracture.registry.lineage import check_force
+from fracture.registry.names import CHALLENGER, CHAMPION, PREVIOUS
+from fracture.tracking import redact, tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+def _aliases(client: Any, name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_registered_model(name).aliases)
+    except MlflowException:
+        raise InputError(f"no registered model {name!r} on {redact(tracking_uri())}") from None
+
+
+def _candidate(client: Any, name: str, version: int | None, alias: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    aliases = _aliases(client, name)
+    if version is None:
+        if alias not in aliases:
+            raise InputError(f"registered model {name!r} has no alias {alias!r} (aliases: {sorted(aliases) or 'none'})")
+        version = int(aliases[alias])
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise InputError(f"registered model {name!r} has no version {version}") from None
+
+
+def _append_history(client: Any, name: str, event: dict) -> None:
+    """Model-level history: tags `history.0001`, `history.0002`, ... (JSON), shown on the registered model."""
+    tags = client.get_registered_model(name).tags
+    n = 1 + sum(1 for key in tags if key.startswith("history."))
+    client.set_registered_model_tag(name, f"history.{n:04d}", tag_text(event))
+
+
+def _apply_promotion(client: Any, name: str, candidate: Any, champion: Any | None, event: dict) -> None:
+    v = candidate.version
+    for key, value in {
+        "promoted_by": event["by"],
+        "promoted_at": event["at"],
+        "promotion_reason": event["reason"] or "",
+        "promotion_forced": "true" if event["forced"] else "false",
+        "promoted_from": champion.version if champion is not None else "none",
+        "promotion_comparison": tag_text(event["comparison"]),
+    }.items():
+        client.set_model_version_tag(name, v, key, value)
+    if champion is not None:
+        client.set_registered_model_alias(name, PREVIOUS, champion.version)
+        client.set_model_version_tag(name, champion.version, "demoted_at", event["at"])
+        client.set_model_version_tag(name, champion.version, "superseded_by", v)
+    client.set_registered_model_alias(name, CHAMPION, v)
+    if _aliases(client, name).get(CHALLENGER) == v:
+        client.delete_registered_model_alias(name, CHALLENGER)  # the challenger has become the champion
+    _append_history(client, name, {k: event[k] for k in ("event", "version", "from", "by", "at", "reason", "forced")})
+
+
+@registry_errors
+def run_promote(
+    params: Params,
+    name: str | None,
+    version: int | None = None,
+    alias: str = "challenger",
+    dry_run: bool = False,
+    force: bool = False,
+    reason: str | None = None,
+) -> dict:
+    """Move `champion` to the candidate when it passes the gate against the current champion.
+
+    Args:
+        params: resolved params (`register.promote` gates, default model name).
+        name: registered model name (default: params).
+        version: the candidate version; when None, the version holding `alias`.
+        alias: alias of the candidate when no version is given.
+        dry_run: compare and log, change nothing.
+        force: promote although the gate failed (needs reason).
+        reason: why (recorded on the version, required with force).
+
+    Returns:
+        {"name", "candidate_version", "champion_version", "passed", "promoted", "dry_run", "forced", "comparison"}.
+
+    Raises:
+        GateError: the candidate fails the gate and force was not given (also in a dry run, exit 1).
+        InputError: unknown model, version or alias, or force without reason.
+    """
+    name = name or params.register_.model_name
+    check_force(force, reason)
+    client = mlflow_client()
+    candidate = _candidate(client, name, version, alias)
+    champ_v = _aliases(client, name).get(CHAMPION)
+    champion = client.get_model_version(name, champ_v) if champ_v else None
+    record = {"name": name, "candidate_version": int(candidate.version), "dry_run": dry_run, "promoted": False}
+    record["champion_version"] = int(champ_v) if champ_v else None
+    if champion is not None and champion.version == candidate.version:
+        log.info("%s version %s is already the champion; nothing to do", name, candidate.version)
+        return {**record, "passed": True, "forced": False, "comparison": None}
+    cmp = compare_versions(
+        candidate.tags, champion.tags if champion else None, params.register_.promote, (candidate.version, champ_v)
+    )
+    log.info("promotion gate for %s:\n%s", name, format_comparison(cmp))
+    record.update(passed=cmp["passed"], forced=not cmp["passed"] and force, comparison=cmp)
+    if not cmp["passed"] and not force:
+        raise GateError(f"{name} version {candidate.version} not promoted: {'; '.join(cmp['reasons'])}")
+    if dry_run:
+        log.info("dry run: would move %s of %s to version %s; nothing changed", CHAMPION, name, candidate.version)
+        return record
+    event = {
+        "event": "promote",
+        "version": candidate.version,
+        "from": champ_v,
+        "by": current_user(),
+        "at": now_iso(),
+        "reason": reason,
+        "forced": record["forced"],
+        "comparison": cmp,
+    }
+    _apply_promotion(client, name, candidate, champion, event)
+    log.info("%s: %s -> version %s (previous: %s)", name, CHAMPION, candidate.version, champ_v or "none")
+    return {**record, "promoted": True, "promoted_by": event["by"], "promoted_at": event["at"]}
+
+
+@registry_errors
+def run_rollback(params: Params, name: str | None) -> dict:
+    """Point `champion` back at `previous-champion`; the demoted version is tagged `rolled_back_at`.
+
+    Returns:
+        {"name", "champion_version" (restored), "rolled_back_version"}.
+
+    Raises:
+        InputError: no champion, or no previous champion to return to.
+    """
+    name = name or params.register_.model_name
+    client = mlflow_client()
+    aliases = _aliases(client, name)
+    if CHAMPION not in aliases:
+        raise InputError(f"registered model {name!r} has no {CHAMPION}; nothing to roll back")
+    if PREVIOUS not in aliases:
+        raise InputError(f"registered model {name!r} has no {PREVIOUS} to roll back to")
+    current, previous, at, by = aliases[CHAMPION], aliases[PREVIOUS], now_iso(), current_user()
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS)  # a second rollback must not bring the bad model back
+    for key, value in {"rolled_back_at": at, "rolled_back_by": by, "rolled_back_to": previous}.items():
+        client.set_model_version_tag(name, current, key, value)
+    client.set_model_version_tag(name, previous, "restored_at", at)
+    _append_history(client, name, {"event": "rollback", "version": previous, "from": current, "by": by, "at": at})
+    log.info("%s: %s rolled back from version %s to version %s", name, CHAMPION, current, previous)
+    return {"name": name, "champion_version": int(previous), "rolled_back_version": int(current)}

@@ -1,0 +1,9 @@
+"""The registry's vocabulary: alias names, tag keys and the headline test metrics."""
+
+from __future__ import annotations
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+FINGERPRINT_TAG = "fingerprint"
+AUROC, SENSITIVITY = "test.auroc", "test.frozen.sensitivity"
+HEADLINE_METRICS = (AUROC, SENSITIVITY, "test.frozen.specificity", "test.auprc", "test.prevalence")
+LINEAGE_KEYS = ("git_commit", "manifest_hash", "splits_hash", "params_hash", "split_strategy")

@@ -1,0 +1,123 @@
+"""Loading: every artifact the report reads, into one `Artifacts` record (the report's only file reads)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fracture.config import Params
+from fracture.errors import InputError
+
+
+@dataclass
+class Artifacts:
+    """Everything the report reads; `missing` lists artifacts that were not found (shown as a warning)."""
+
+    params: Params
+    metrics: dict
+    config: dict
+    metadata: dict = field(default_factory=dict)
+    summary: dict | None = None
+    quarantine: pd.DataFrame | None = None
+    validation: dict | None = None
+    data_docs_href: str | None = None
+    split_summary: dict | None = None
+    history: pd.DataFrame | None = None
+    thresholds: dict | None = None
+    gate: dict | None = None
+    subgroups: pd.DataFrame | None = None
+    plots: dict[str, pd.DataFrame] = field(default_factory=dict)
+    explain_index: list[dict] | None = None
+    explain_meta: dict | None = None
+    explain_dir: Path | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def _json_or_none(path: Path, art_missing: list[str]) -> Any:
+    if not path.is_file():
+        art_missing.append(str(path))
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: cannot read JSON ({err})") from None
+
+
+def _csv_or_none(path: Path, art_missing: list[str]) -> pd.DataFrame | None:
+    if not path.is_file():
+        art_missing.append(str(path))
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise InputError(f"{path}: cannot read CSV ({err})") from None
+
+
+def _required_json(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: missing; the report needs it (run the step that writes it first)")
+    return _json_or_none(path, [])
+
+
+def _fingerprints(paths: dict[str, Path]) -> dict[str, str]:
+    from fracture.io import sha256_file
+
+    return {name: sha256_file(p) for name, p in paths.items() if p.is_file()}
+
+
+def load_artifacts(
+    params: Params,
+    out_path: Path,
+    *,
+    ingest_dir: Path,
+    validation_dir: Path,
+    splits_path: Path,
+    model_dir: Path,
+    eval_dir: Path,
+    explain_dir: Path,
+) -> Artifacts:
+    """Read every artifact the report shows; metrics.json and config.json are required, the rest are optional.
+
+    Raises:
+        InputError: a required artifact is missing, or any artifact is unreadable.
+    """
+    missing: list[str] = []
+    art = Artifacts(params, _required_json(eval_dir / "metrics.json"), _required_json(model_dir / "config.json"))
+    art.metadata = _json_or_none(model_dir / "metadata.json", missing) or {}
+    art.summary = _json_or_none(ingest_dir / "summary.json", missing)
+    art.quarantine = _csv_or_none(ingest_dir / "quarantine.csv", missing)
+    art.validation = _json_or_none(validation_dir / "validation.json", missing)
+    docs = validation_dir / "data_docs" / "index.html"
+    if docs.is_file():
+        art.data_docs_href = Path(os.path.relpath(docs.resolve(), Path(out_path).resolve().parent)).as_posix()
+    art.split_summary = _json_or_none(Path(splits_path).with_name("split_summary.json"), missing)
+    art.history = _csv_or_none(model_dir / "history.csv", missing)
+    art.thresholds = _json_or_none(eval_dir / "thresholds.json", missing)
+    art.gate = _json_or_none(eval_dir / "gate.json", missing)
+    art.subgroups = _csv_or_none(eval_dir / "subgroups.csv", missing)
+    for name in ("roc", "pr", "calibration"):
+        # test curve in plots/<name>.csv (what DVC draws), val curve in plots/val/<name>.csv
+        parts = [_csv_or_none(eval_dir / "plots" / f"{name}.csv", missing)]
+        if (eval_dir / "plots" / "val" / f"{name}.csv").is_file():
+            parts.append(pd.read_csv(eval_dir / "plots" / "val" / f"{name}.csv"))
+        parts = [t for t in parts if t is not None]
+        art.plots[name] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    art.explain_index = _json_or_none(explain_dir / "index.json", missing)
+    art.explain_meta = _json_or_none(explain_dir / "meta.json", missing)
+    art.explain_dir = explain_dir
+    art.fingerprints = _fingerprints(
+        {
+            "model.pt": model_dir / "model.pt",
+            "metrics.json": eval_dir / "metrics.json",
+            "predictions.parquet": eval_dir / "predictions.parquet",
+            "splits.parquet": Path(splits_path),
+        }
+    )
+    art.missing = missing
+    return art

@@ -1,0 +1,173 @@
+"""The GRAZPEDWRI-DX layout planner: `dataset.csv` (BOM, 17 columns, `1`-or-empty flags) and nested PNG folders."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fracture.synth.plan import ImageSpec, SourcePlan, assign_positive, count_images, csv_bytes, pick, sample_size
+
+KAGGLE_COLUMNS = (
+    "filestem",
+    "patient_id",
+    "study_number",
+    "timehash",
+    "gender",
+    "age",
+    "laterality",
+    "projection",
+    "initial_exam",
+    "ao_classification",
+    "cast",
+    "diagnosis_uncertain",
+    "osteopenia",
+    "fracture_visible",
+    "metal",
+    "pixel_spacing",
+    "device_manufacturer",
+)
+KAGGLE_FLAGS = ("initial_exam", "cast", "diagnosis_uncertain", "osteopenia", "fracture_visible", "metal")
+KAGGLE_PARTS = 4
+AO_CODES = (
+    "23r-M/2.1",
+    "23r-M/3.1",
+    "23r-E/2.1",
+    "23r-E/1.1",
+    "23u-E/7",
+    "23-M/3.1",
+    "23r-M/3.1; 23u-E/7",
+    "23r-E/2.1; 23u-E/7",
+    "23r-M/2.1; 23u-M/2.1",
+)
+
+
+def _kaggle_studies(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
+    """(patient index, study number, views) with two views per study and 1-3 studies per patient."""
+    studies: list[tuple[int, int, int]] = []
+    left, patient = n, 0
+    while left > 0:
+        for number in range(1, 1 + int(rng.choice([1, 2, 3], p=[0.65, 0.25, 0.10]))):
+            if left == 0:
+                break
+            studies.append((patient, number, min(2, left)))
+            left -= min(2, left)
+        patient += 1
+    return studies
+
+
+def _kaggle_study_flags(rng: np.random.Generator, studies: list, positive: np.ndarray) -> dict[str, set[int]]:
+    """Study indices carrying each flag; casts and follow-ups concentrate on positives, as in the real data."""
+    n = len(studies)
+    follow = np.array([s[1] > 1 for s in studies])
+    p_cast = np.where(positive, np.where(follow, 0.45, 0.08), 0.03)
+    few = max(1, round(0.03 * n))
+    return {
+        "initial_exam": {i for i in range(n) if not follow[i]},
+        "cast": set(np.flatnonzero(rng.random(n) < p_cast).tolist()),
+        "metal": pick(rng, range(n), few),
+        "diagnosis_uncertain": pick(rng, range(n), few),
+        "osteopenia": pick(rng, range(n), few),
+    }
+
+
+def _kaggle_patients(rng: np.random.Generator, n_patients: int) -> list[dict]:
+    ids = np.sort(rng.choice(np.arange(1, 10000), size=n_patients, replace=False))
+    sex = rng.choice(["M", "F"], size=n_patients, p=[0.56, 0.44])
+    sex[rng.integers(n_patients)] = "O"  # rare in the real data; the cohort policy excludes it
+    ages = 0.2 + 16.5 * rng.beta(2.2, 1.6, size=n_patients)
+    times = rng.integers(100_000_000, 1_300_000_000, size=n_patients)
+    return [
+        {"pid": f"{ids[i]:04d}", "sex": str(sex[i]), "age": float(ages[i]), "time": int(times[i])}
+        for i in range(n_patients)
+    ]
+
+
+def _kaggle_labels(rng: np.random.Generator, sizes: list[int], target: int) -> tuple[np.ndarray, dict[int, int]]:
+    """Positive studies, and for some of them the one view where the fracture is not visible."""
+    n_hidden = max(1, round(0.08 * target))
+    positive = assign_positive(rng, sizes, target + n_hidden)
+    two_view = [i for i in np.flatnonzero(positive) if sizes[i] == 2]
+    return positive, {i: int(rng.integers(2)) for i in sorted(pick(rng, two_view, n_hidden))}
+
+
+def _kaggle_view_rows(rng: np.random.Generator, study: dict, flags: dict[str, bool]) -> list[dict]:
+    """dataset.csv rows of one study (views a few seconds apart, same side)."""
+    rows, t = [], study["time"]
+    for view in range(study["views"]):
+        proj = 3 if view in study["proj3"] else view + 1
+        visible = study["positive"] and study["hidden"] != view
+        stem = f"{study['pid']}_{t:010d}_{study['number']:02d}_WRI-{study['side']}{proj}_{study['sex']}"
+        rows.append(
+            {
+                **{name: "1" if on else "" for name, on in flags.items()},
+                "filestem": f"{stem}{int(study['age']):03d}",
+                "patient_id": study["pid"],
+                "study_number": study["number"],
+                "timehash": f"{t:010d}",
+                "gender": study["sex"],
+                "age": f"{study['age']:.1f}",
+                "laterality": study["side"],
+                "projection": proj,
+                "ao_classification": study["ao"],
+                "fracture_visible": "1" if visible else "",
+                "pixel_spacing": study["spacing"],
+                "device_manufacturer": study["maker"],
+            }
+        )
+        t += int(rng.integers(15, 150))
+    return rows
+
+
+def _kaggle_study(rng: np.random.Generator, patient: dict, number: int, views: int) -> dict:
+    agfa = rng.random() < 0.15
+    return {
+        **patient,
+        "number": number,
+        "views": views,
+        "age": min(19.0, patient["age"] + (number - 1) * rng.uniform(0.05, 0.4)),
+        "time": patient["time"] + (number - 1) * int(rng.integers(500_000, 5_000_000)),
+        "side": str(rng.choice(["L", "R"])),
+        "spacing": "0.1" if agfa else "0.144",
+        "maker": "Agfa" if agfa else "Siemens",
+    }
+
+
+def _kaggle_table(rng: np.random.Generator, n: int, positive_fraction: float) -> list[dict]:
+    """All dataset.csv rows (as dicts) in filestem order."""
+    studies = _kaggle_studies(rng, n)
+    patients = _kaggle_patients(rng, studies[-1][0] + 1)
+    positive, hidden = _kaggle_labels(rng, [s[2] for s in studies], round(n * positive_fraction))
+    flags = _kaggle_study_flags(rng, studies, positive)
+    proj3 = pick(rng, [i for i, s in enumerate(studies) if s[2] == 2], max(1, round(0.02 * n)))
+    rows = []
+    for i, (p, number, views) in enumerate(studies):
+        study = _kaggle_study(rng, patients[p], number, views)
+        uncertain = i in flags["diagnosis_uncertain"]
+        ao = str(rng.choice(AO_CODES)) if positive[i] or (uncertain and rng.random() < 0.5) else ""
+        study.update(positive=bool(positive[i]), hidden=hidden.get(i, -1), proj3={1} if i in proj3 else set(), ao=ao)
+        rows += _kaggle_view_rows(rng, study, {name: i in members for name, members in flags.items()})
+    return rows
+
+
+def plan_kaggle(rng: np.random.Generator, n: int, positive_fraction: float, sides: tuple[int, int]) -> SourcePlan:
+    """GRAZPEDWRI-DX: `dataset.csv` (BOM, 17 columns) + 16-bit PNGs in `images_part1..4` (the last one nested)."""
+    rows = _kaggle_table(rng, n, positive_fraction)
+    specs = []
+    for i, row in enumerate(rows):
+        part = 1 + i * KAGGLE_PARTS // len(rows)
+        folder = f"images_part{part}/images_part{part}" if part == KAGGLE_PARTS else f"images_part{part}"
+        h, w = sample_size(rng, sides, portrait=1.0)
+        specs.append(
+            ImageSpec(
+                rel_path=f"{folder}/{row['filestem']}.png",
+                height=h,
+                width=w,
+                fracture=row["fracture_visible"] == "1",
+                kind="png16",
+                key=i,
+                lateral=row["projection"] == 2,
+                cast=row["cast"] == "1",
+                metal=row["metal"] == "1",
+            )
+        )
+    table = csv_bytes(KAGGLE_COLUMNS, [[row[c] for c in KAGGLE_COLUMNS] for row in rows], bom=True)
+    return SourcePlan(specs, {"dataset.csv": table}, count_images(specs))

@@ -1,0 +1,114 @@
+"""The epoch loop: the objects of one run (Session), an epoch with its checkpoint, early stopping, resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from fracture.config import Params
+from fracture.model import build_model
+from fracture.tracking import Tracker
+from fracture.train.checkpoint import LoopState, checkpoint_payload, restore_checkpoint, resume_key, save_checkpoint
+from fracture.train.epoch import score_val, train_one_epoch
+from fracture.train.loader import make_loaders, pos_weight
+from fracture.train.optim import Optimisation, make_optimisation
+from fracture.train.runtime import Runtime, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """The objects one training run works with."""
+
+    params: Params
+    rt: Runtime
+    model: nn.Module  # the plain module (state_dict keys without DDP/compile prefixes)
+    net: nn.Module  # what the train step calls: maybe DDP- and compile-wrapped
+    opt: Optimisation
+    train_dl: DataLoader
+    val_dl: DataLoader
+    generator: torch.Generator
+    out_dir: Path
+    key: str
+    tracker: Tracker
+
+
+def build_session(params: Params, rt: Runtime, images: np.ndarray, rows: pd.DataFrame, out_dir: Path) -> Session:
+    """Seed, then build the loaders, the model (DDP- and compile-wrapped when asked) and the optimisation."""
+    seed_everything(params.base.seed)
+    generator = torch.Generator().manual_seed(params.base.seed)
+    train_dl, val_dl = make_loaders(params, images, rows, rt, generator)
+    model = build_model(params.model, params.base.image_size).to(rt.device)
+    net: nn.Module = model
+    if rt.distributed:
+        net = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if params.train.compile:
+        net = torch.compile(net)
+    steps = math.ceil(len(train_dl) / params.train.accumulation_steps)
+    pw = pos_weight(rows.loc[rows["split"] == "train", "label"].to_numpy())
+    if rt.is_main:
+        log.info("train %d / val %d images, pos_weight %.3f", len(train_dl.dataset), len(val_dl.dataset), pw)
+    opt = make_optimisation(model, params.train, rt, steps, pw)
+    return Session(
+        params, rt, model, net, opt, train_dl, val_dl, generator, out_dir, resume_key(params), Tracker(rt.is_main)
+    )
+
+
+def _run_epoch(s: Session, prog: LoopState) -> None:
+    """Train, validate, record, checkpoint one epoch (rank 0 writes)."""
+    start = time.perf_counter()
+    s.train_dl.sampler.set_epoch(prog.epoch)
+    train_loss = train_one_epoch(s.net, s.train_dl, s.opt, s.rt, s.params.train, s.train_dl.dataset.prep)
+    val_loss, val_auc = score_val(s.model, s.val_dl, s.opt.loss_fn, s.rt, s.val_dl.dataset.prep)
+    prog.epoch += 1
+    row = {
+        "epoch": prog.epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_auroc": val_auc,
+        "lr": s.opt.scheduler.get_last_lr()[0],
+        "seconds": time.perf_counter() - start,
+    }
+    improved = prog.record(row)
+    if s.rt.is_main:
+        log.info("epoch %(epoch)d: train_loss %(train_loss).4f val_loss %(val_loss).4f val_auroc %(val_auroc).4f", row)
+        s.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=prog.epoch)
+        if improved:
+            save_checkpoint(s.out_dir / "checkpoints" / "best.pt", s.model.state_dict())
+        payload = checkpoint_payload(s.model, s.opt, prog, s.generator, s.key)
+        save_checkpoint(s.out_dir / "checkpoints" / "last.pt", payload)
+    if s.rt.distributed:
+        dist.barrier()
+
+
+def fit(s: Session, prog: LoopState) -> LoopState:
+    """Epochs until `train.epochs` or early stopping on val AUROC."""
+    tp = s.params.train
+    while prog.epoch < tp.epochs and not prog.should_stop(tp.early_stopping_patience):
+        _run_epoch(s, prog)
+    if prog.should_stop(tp.early_stopping_patience) and prog.epoch < tp.epochs:
+        log.info("early stop after epoch %d (best val AUROC at epoch %d)", prog.epoch, prog.best_epoch)
+    return prog
+
+
+def maybe_resume(s: Session, resume: bool) -> LoopState:
+    """The loop's progress: restored from checkpoints/last.pt when `resume` is set and it exists, else fresh."""
+    last = s.out_dir / "checkpoints" / "last.pt"
+    if not resume:
+        return LoopState()
+    if not last.is_file():
+        log.warning("--resume: no checkpoint at %s; starting from scratch", last)
+        return LoopState()
+    return restore_checkpoint(last, s.model, s.opt, s.generator, s.key)
