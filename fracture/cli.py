@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 pipeline_app = typer.Typer(help="Kubeflow Pipelines: compile, run locally, submit.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
+registry_app = typer.Typer(help="MLflow registry access: users and roles.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 log = logging.getLogger("fracture")
 
@@ -295,6 +297,26 @@ def predict(
     from fracture.predict import run_predict
 
     run_predict(cfg, img, weight, part=part, out_dir=out)
+
+
+@registry_app.command("setup-roles")
+@step
+def registry_setup_roles(
+    pipeline_user: Annotated[list[str], typer.Option(help="MLflow user the pipeline runs as (repeatable).")],
+    reviewer: Annotated[list[str], typer.Option(help="MLflow user who may promote and roll back (repeatable).")],
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the roles and resulting permissions (JSON) here.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Create the pipeline and reviewer roles on the MLflow server (as its admin) and assign the users."""
+    cfg = _params(params)
+    from fracture.access.roles import run_setup_roles
+
+    record = run_setup_roles(cfg, name, pipeline_user, reviewer)
+    if out is not None:
+        from fracture.io import write_json
+
+        write_json(out, record)
 
 
 @pipeline_app.command("compile")

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from fracture.errors import InputError
-from fracture.registry.client import mlflow_client, registry_errors
+from fracture.registry.client import access_error, mlflow_client, registry_errors
 from fracture.registry.lineage import fingerprint_model_dir
 from fracture.registry.names import FINGERPRINT_TAG
 from fracture.tracking import redact, tracking_uri
@@ -51,8 +51,9 @@ def download_model_dir(uri: str, dst: Path) -> Path:
     client = mlflow_client()
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException:
-        raise InputError(f"{uri}: no such registered model version on {redact(tracking_uri())}") from None
+    except MlflowException as err:
+        missing = InputError(f"{uri}: no such registered model version on {redact(tracking_uri())}")
+        raise access_error(err) or missing from None
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     repo = ModelsArtifactRepository(f"models:/{name}/{mv.version}")

@@ -54,6 +54,26 @@ def _check_loadable(model_dir: Path) -> None:
     load_model_dir(model_dir, map_location="cpu")
 
 
+def _check_can_register(client: Any, name: str) -> None:
+    """A user without EDIT on an existing registered model is refused before anything is uploaded.
+
+    Raises:
+        AccessError: 401 / 403, one line naming who and what.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from fracture.access.identity import require_permission
+    from fracture.access.names import REGISTER_PERMISSION
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return  # a new model: creating it is MLflow's own check
+    require_permission(tracking_uri(), name, REGISTER_PERMISSION, "register a version of")
+
+
 def find_version(client: Any, name: str, fingerprint: str) -> Any | None:
     """The registered version of `name` whose fingerprint tag matches, if any."""
     found = client.search_model_versions(f"name = '{name}' and tags.{FINGERPRINT_TAG} = '{fingerprint}'")
@@ -312,6 +332,7 @@ def run_register(
     _check_loadable(Path(model_dir))
     fingerprint = fingerprint_model_dir(model_dir)
     client = mlflow_client()
+    _check_can_register(client, name)
     existing = find_version(client, name, fingerprint)
     if existing is not None:
         return _reuse_version(client, name, existing)
