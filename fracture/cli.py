@@ -319,6 +319,18 @@ def registry_setup_roles(
         write_json(out, record)
 
 
+@registry_app.command("fetch")
+@step
+def registry_fetch(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS or models:/NAME/VERSION.")],
+    out: Annotated[Path, typer.Option(help="New directory for the verified MLflow model.")],
+) -> None:
+    """Download a registered model for serving, verified: no pickle, this package's model code, registered weights."""
+    from fracture.registry.download import fetch_model
+
+    fetch_model(model, out)
+
+
 @pipeline_app.command("compile")
 @step
 def pipeline_compile(

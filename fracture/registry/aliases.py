@@ -51,6 +51,21 @@ def _candidate(client: Any, name: str, version: int | None, alias: str) -> Any:
         raise access_error(err) or InputError(f"registered model {name!r} has no version {version}") from None
 
 
+def _verify_candidate(name: str, version: str) -> None:
+    """Fetch the candidate as serving would and check it (no pickle, our model code, registered weights).
+
+    Raises:
+        InputError: the candidate fails a check; nothing is moved.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from fracture.registry.download import fetch_model
+
+    with tempfile.TemporaryDirectory(prefix="fracture-promote-") as tmp:
+        fetch_model(f"models:/{name}/{version}", Path(tmp) / "model")
+
+
 def _append_history(client: Any, name: str, event: dict) -> None:
     """Model-level history: tags `history.0001`, `history.0002`, ... (JSON), shown on the registered model."""
     tags = client.get_registered_model(name).tags
@@ -106,13 +121,15 @@ def run_promote(
     Raises:
         AccessError: the user may not move `champion` (401 / 403; checked before anything changes).
         GateError: the candidate fails the gate and force was not given (also in a dry run, exit 1).
-        InputError: unknown model, version or alias, or force without reason.
+        InputError: unknown model, version or alias, force without reason, or a candidate that fails
+            `fracture.registry.verify` (a pickled pyfunc, foreign model code, weights that do not match).
     """
     name = name or params.register_.model_name
     check_force(force, reason)
     client = mlflow_client()
     candidate = _candidate(client, name, version, alias)
     by = None if dry_run else _reviewer(name, f"move {CHAMPION!r} of")
+    _verify_candidate(name, candidate.version)
     champ_v = _aliases(client, name).get(CHAMPION)
     champion = client.get_model_version(name, champ_v) if champ_v else None
     record = {"name": name, "candidate_version": int(candidate.version), "dry_run": dry_run, "promoted": False}

@@ -212,7 +212,8 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
     import pandas as pd
     from mlflow.entities import LoggedModelOutput
 
-    from fracture.serving import MODEL_DIR_ARTIFACT, FracturePyfunc, encode_bytes, signature
+    from fracture.registry.verify import model_code_path
+    from fracture.serving import FINGERPRINT_CONFIG_KEY, MODEL_DIR_ARTIFACT, encode_bytes, signature
 
     exp_id = client.get_run(pending.run_id).info.experiment_id
     tags = {FINGERPRINT_TAG: fingerprint}
@@ -223,8 +224,9 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
         mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             model_id=model.model_id,
-            python_model=FracturePyfunc(),
+            python_model=str(model_code_path()),  # models from code: a Python file, no pickle
             artifacts={MODEL_DIR_ARTIFACT: str(staged)},
+            model_config={FINGERPRINT_CONFIG_KEY: fingerprint},
             signature=signature(),
             input_example=example,
             pip_requirements=_pip_requirements(),
