@@ -252,6 +252,8 @@ class PipelineParams(_Section):
     gpu_limit: int = Field(1, ge=0)
     cpu_limit: str = "8"
     memory_limit: str = "64G"
+    task_cpu_limit: str = "2"
+    task_memory_limit: str = "8G"
     shm_size: str = "16Gi"
     node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
 

@@ -26,7 +26,15 @@ PIPELINE_NAME = "fracture-training"
 # Kubernetes Secrets read as environment variables (templates in infra/base/secrets.example.yaml).
 MLFLOW_SECRET = "fracture-mlflow"
 S3_SECRET = "fracture-s3"
-MLFLOW_ENV = {"tracking_uri": "MLFLOW_TRACKING_URI", "tracking_token": "MLFLOW_TRACKING_TOKEN"}
+# The pipeline's MLflow user (role fracture-pipeline, see fracture/access): basic-auth credentials or a token.
+MLFLOW_ENV = {
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "username": "MLFLOW_TRACKING_USERNAME",
+    "password": "MLFLOW_TRACKING_PASSWORD",
+    "tracking_token": "MLFLOW_TRACKING_TOKEN",
+}
+# The image's non-root user (docker/Dockerfile `USER`); a unit test keeps the two equal.
+IMAGE_UID = 10001
 S3_ENV = {
     "access_key_id": "AWS_ACCESS_KEY_ID",
     "secret_access_key": "AWS_SECRET_ACCESS_KEY",
@@ -40,6 +48,22 @@ def _with_secrets(task: dsl.PipelineTask, mlflow: bool = False) -> dsl.PipelineT
     if mlflow:
         kubernetes.use_secret_as_env(task, MLFLOW_SECRET, secret_key_to_env=MLFLOW_ENV, optional=True)
     return task
+
+
+def _limited(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
+    """CPU and memory limits for a task that has none yet (train sets its own in `_on_gpu`)."""
+    if task.container_spec is not None and task.container_spec.resources is None:
+        task.set_cpu_limit(params.pipeline.task_cpu_limit).set_memory_limit(params.pipeline.task_memory_limit)
+    return task
+
+
+def _locked_down(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Run the task as the image's non-root user.
+
+    kfp-kubernetes 2.17 documents that the KFP backend itself sets allowPrivilegeEscalation false, drops all
+    capabilities and uses seccomp RuntimeDefault; it cannot ask for a read-only root file system.
+    """
+    return kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
 
 
 def _on_gpu(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
@@ -133,6 +157,6 @@ def build_pipeline(params: Params) -> Callable:
             )
             tasks.append(_with_secrets(reg, mlflow=True))
         for task in tasks:
-            task.set_container_image(image)
+            _locked_down(_limited(task.set_container_image(image), params))
 
     return training_pipeline
