@@ -67,8 +67,8 @@ $(SCAN_STAMP): requirements-scan.lock
 scan: $(STAMP) $(SCAN_STAMP)
 	rm -rf build/scan
 	$(BIN)/python infra/kfp/pods.py params.yaml build/scan/kfp
-	$(SCAN_VENV)/bin/checkov --framework kubernetes --skip-download --compact --quiet \
-		-d infra -d build/scan/kfp --skip-path overlays
+	$(SCAN_VENV)/bin/checkov --framework kubernetes --skip-download --compact --quiet -d infra --skip-path overlays
+	$(SCAN_VENV)/bin/checkov --framework kubernetes --skip-download --compact --quiet -d build/scan/kfp
 
 clean:
 	rm -rf data/raw/demo data/interim data/processed models reports mlflow.db mlruns .dvc/tmp
