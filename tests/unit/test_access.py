@@ -59,3 +59,48 @@ def test_without_a_server_the_audit_name_says_unauthenticated(monkeypatch):
     assert identity == Identity("alice", authenticated=False)
     assert identity.audit_name == "alice (unauthenticated)"
     assert Identity("bob", authenticated=True).audit_name == "bob"
+
+
+@pytest.fixture
+def users_endpoint():  # noqa: ANN201
+    """A loopback HTTP server answering MLflow's users/current path with a chosen status and body."""
+    import http.server
+    import threading
+
+    answer = {"status": 404, "body": b""}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(answer["status"])
+            self.end_headers()
+            self.wfile.write(answer["body"])
+
+        def log_message(self, *args) -> None:  # noqa: ANN002 - quiet
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", answer
+    server.shutdown()
+
+
+def test_whoami_reads_the_servers_answer(users_endpoint, monkeypatch):
+    from fracture.errors import AccessError
+
+    url, answer = users_endpoint
+    monkeypatch.setenv("FRACTURE_USER", "alice")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    assert whoami(url) == Identity("alice", authenticated=False)  # 404: a server without MLflow auth
+    answer.update(status=200, body=b'{"user": {"id": 3, "username": "bob", "is_admin": false}}')
+    assert whoami(url) == Identity("bob", authenticated=True)
+    answer.update(status=200, body=b"<html>a proxy page</html>")
+    assert whoami(url) == Identity("alice", authenticated=False)
+    answer.update(status=401, body=b"")
+    with pytest.raises(AccessError, match="^401 not authenticated: .* needs credentials"):
+        whoami(url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "carol")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    with pytest.raises(AccessError, match="refused the credentials of 'carol'"):
+        whoami(url)
