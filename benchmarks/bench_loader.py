@@ -1,7 +1,7 @@
 """Benchmark 2: the training data loader over the preprocess cache vs a bare memmap read and vs decoding PNGs.
 
 Product: the train DataLoader exactly as training builds it (`fracture.train.loader.make_loaders`:
-UnifiedFractureDataset over `fracture.data.load_cache`, SeededSampler, batch 32), one epoch per timed call, each
+UnifiedFractureDataset over `fracture.cache.load_cache`, SeededSampler, batch 32), one epoch per timed call, each
 uint8 batch then scaled and normalised by the dataset's `BatchPrep` as the train step does on its device (here the
 CPU), so both sides end with the same normalised float batches. The train augmentation runs once per batch in the
 train step on the training device (`BatchPrep`), not in the loader: its cost on this CPU is measured too
@@ -11,7 +11,7 @@ Baselines, same rows, same shuffled order, same batch size, same single core:
   (b) decode each epoch: the same Dataset, DataLoader and normalisation whose image rows are decoded from 16-bit PNGs by
       `fracture.imaging.prepare_image` instead of read from the cache. The PNGs are 1000 x 800 px to keep the run
       short (said so in the result); full-size (2500 x 2000) decode cost is measured separately on a few images.
-The cache is written directly in the CONTRACTS.md format (images.npy, index.parquet, meta.json) and opened with
+The cache is written directly in fracture/cache.py's format (images.npy, index.parquet, meta.json) and opened with
 the real `load_cache`. Per-core figures run with one torch thread and num_workers=0; the whole-machine figure at
 384 px uses num_workers=2. Targets: >= 0.5 of the bare read; >= 20x faster than decoding each epoch.
 """
@@ -138,7 +138,7 @@ def bare_batches(images: np.ndarray, rows: np.ndarray, mean: float, std: float, 
 
 def measure_size(work: Path, size: int, n: int, reps: int) -> dict[str, Any]:
     """Interleaved epochs at one size: train and val loaders (0 workers, 1 thread) and the bare read; then 2 workers."""
-    from fracture.data import load_cache
+    from fracture.cache import load_cache
 
     write_cache(work / f"cache{size}", n, size)
     images, index = load_cache(work / f"cache{size}")

@@ -40,7 +40,7 @@ RESULT_KEYS = (
 # Swin-L/384 training FLOPs per image (forward + backward, ~3x the 208 GFLOP forward) and H100 SXM dense bf16 peak.
 SWIN_L_TRAIN_FLOP = 624.5e9
 H100_BF16_PEAK = 989e12
-# Dataset sizes from shared/DATASETS.md: GRAZPEDWRI-DX 20,327 + MURA XR_WRIST 9,752 + 659 + hospital ~2,000.
+# Dataset sizes (README, "The datasets"): GRAZPEDWRI-DX 20,327 + MURA XR_WRIST 9,752 + 659 + hospital ~2,000.
 FULL_DATASET_FILES = 32_700
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fracture.errors import FractureError
+from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
 
 app = typer.Typer(
@@ -42,6 +42,15 @@ DataRootOpt = Annotated[
     ),
 ]
 DEFAULT_DATA_ROOT = Path(".")
+ManifestOpt = Annotated[
+    Path,
+    typer.Option(
+        "--manifest",
+        help="manifest.parquet the model was evaluated on (infra validation's image files).",
+        dir_okay=False,
+    ),
+]
+DEFAULT_MANIFEST = Path("data/interim/ingest/manifest.parquet")
 
 
 @app.callback()
@@ -58,13 +67,25 @@ def step(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except FractureError as err:
-            log.error("%s", err)
+            log.error("%s", printable(str(err)))  # one line: newlines in quoted values are escaped too
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:  # a full disk, a read-only or vanished dir the step did not name itself
+            from fracture.outputs import os_error_message
+
+            log.error("%s", printable(os_error_message(err)))
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             log.error("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def path_option(value: str, option: str) -> Path:
+    """A path option that must not be empty (Path("") would silently mean the working directory)."""
+    from fracture.outputs import path_option as checked
+
+    return checked(value, option)
 
 
 def _params(path: Path):  # noqa: ANN202 - Params, imported lazily
@@ -91,7 +112,7 @@ def synth(
 @app.command()
 @step
 def ingest(
-    out: Annotated[Path, typer.Option(help="Output dir for manifest.parquet, quarantine.csv, summary.json.")],
+    out: Annotated[str, typer.Option(help="Output dir for manifest.parquet, quarantine.csv, summary.json.")],
     kaggle: Annotated[Path | None, typer.Option(help="GRAZPEDWRI-DX root (holds dataset.csv).")] = None,
     mura: Annotated[Path | None, typer.Option(help="The MURA-v1.1 folder (holds the four CSVs).")] = None,
     hospital: Annotated[Path | None, typer.Option(help="Hospital root (<part>/{positive,negative}/...).")] = None,
@@ -102,7 +123,8 @@ def ingest(
     cfg = _params(params)
     from fracture.ingest import run_ingest
 
-    run_ingest(cfg, out, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
+    out_dir = path_option(out, "--out")
+    run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
 
 
 @app.command()
@@ -140,7 +162,7 @@ def split(
 @step
 def preprocess(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
-    out: Annotated[Path, typer.Option(help="Cache dir (memory-mappable uint8 array + index).")],
+    out: Annotated[str, typer.Option(help="Cache dir (memory-mappable uint8 array + index).")],
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
@@ -148,7 +170,7 @@ def preprocess(
     cfg = _params(params)
     from fracture.preprocess import run_preprocess
 
-    run_preprocess(cfg, manifest, out, data_root=data_root)
+    run_preprocess(cfg, manifest, path_option(out, "--out"), data_root=data_root)
 
 
 @app.command()
@@ -161,8 +183,13 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Train the Swin fracture classifier (val-only model selection), tracked in MLflow."""
+    """Train the Swin fracture classifier (val-only model selection), tracked in MLflow; torchrun on several GPUs."""
     cfg = _params(params)
+    from fracture.launch import maybe_relaunch
+
+    code = maybe_relaunch(cfg.train.devices)
+    if code is not None:  # trained by torchrun's processes
+        raise typer.Exit(code)
     from fracture.train import run_train
 
     run_train(cfg, manifest, splits, cache, out, resume=resume)
@@ -204,28 +231,29 @@ def explain(
 @app.command()
 @step
 def report(
-    out: Annotated[Path, typer.Option(help="report.html to write.")],
-    ingest_dir: Annotated[Path, typer.Option(help="Ingest output dir.")] = Path("data/interim/ingest"),
-    validation: Annotated[Path, typer.Option(help="Validate output dir.")] = Path("reports/validation"),
-    splits: Annotated[Path, typer.Option(help="splits.parquet.")] = Path("data/interim/split/splits.parquet"),
-    model: Annotated[Path, typer.Option(help="Model dir.")] = Path("models/demo"),
-    eval: Annotated[Path, typer.Option("--eval", help="Eval dir.")] = Path("reports/eval"),
-    explain_dir: Annotated[Path, typer.Option("--explain", help="Explain dir.")] = Path("reports/explain"),
+    out: Annotated[Path | None, typer.Option(help="report.html to write (default: params paths.report).")] = None,
+    ingest_dir: Annotated[Path | None, typer.Option(help="Ingest output dir (default: paths.ingest).")] = None,
+    validation: Annotated[Path | None, typer.Option(help="Validate output dir (default: paths.validation).")] = None,
+    splits: Annotated[Path | None, typer.Option(help="splits.parquet (default: in paths.split).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model dir (default: paths.model).")] = None,
+    eval: Annotated[Path | None, typer.Option("--eval", help="Eval dir (default: paths.eval).")] = None,
+    explain_dir: Annotated[Path | None, typer.Option("--explain", help="Explain dir (default: paths.explain).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Render the self-contained HTML evaluation report and model card."""
     cfg = _params(params)
     from fracture.report import run_report
 
+    p = cfg.paths
     run_report(
         cfg,
-        out,
-        ingest_dir=ingest_dir,
-        validation_dir=validation,
-        splits_path=splits,
-        model_dir=model,
-        eval_dir=eval,
-        explain_dir=explain_dir,
+        out or Path(p.report),
+        ingest_dir=ingest_dir or Path(p.ingest),
+        validation_dir=validation or Path(p.validation),
+        splits_path=splits or Path(p.split) / "splits.parquet",
+        model_dir=model or Path(p.model),
+        eval_dir=eval or Path(p.eval),
+        explain_dir=explain_dir or Path(p.explain),
     )
 
 
@@ -261,13 +289,17 @@ def promote(
     dry_run: Annotated[bool, typer.Option(help="Compare and print; change nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Promote although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (recorded on the version).")] = None,
+    manifest: ManifestOpt = DEFAULT_MANIFEST,
+    data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Move `champion` to the candidate when it passes the gate against the current champion."""
+    """Move `champion` to the candidate when it passes the gate and infra validation (served, replayed)."""
     cfg = _params(params)
+    from fracture.infravalidate.version import InfraData
     from fracture.registry.aliases import run_promote
 
-    run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason)
+    infra = InfraData(manifest, data_root)
+    run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason, infra=infra)
 
 
 @app.command()
@@ -285,18 +317,78 @@ def rollback(
 
 @app.command()
 @step
+def infravalidate(
+    model: Annotated[Path, typer.Option(help="Model dir from train.")],
+    eval: Annotated[Path, typer.Option("--eval", help="Eval dir from evaluate (predictions.parquet).")],
+    manifest: ManifestOpt = DEFAULT_MANIFEST,
+    data_root: DataRootOpt = DEFAULT_DATA_ROOT,
+    out: Annotated[Path | None, typer.Option(help="Write the result (JSON) here.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Serve the model with `mlflow models serve` on loopback and replay its evaluation; exit 1 when it fails."""
+    cfg = _params(params)
+    from fracture.infravalidate.run import run_infravalidate
+
+    run_infravalidate(cfg, model, eval, manifest, data_root, out)
+
+
+@app.command()
+@step
+def serve(
+    model_uri: Annotated[
+        str | None,
+        typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a pyfunc dir (default: the champion)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default: params serve.host, loopback).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default: params serve.port).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Serve a registered model with `mlflow models serve` (this environment's uvicorn); Ctrl-C stops it."""
+    cfg = _params(params)
+    from fracture.serve import run_serve
+
+    run_serve(cfg, model_uri, host=host, port=port)
+
+
+@app.command()
+@step
+def deploy(
+    alias: Annotated[str, typer.Option(help="Registry alias of the version to deploy.")] = "champion",
+    version: Annotated[int | None, typer.Option(help="Version to deploy (instead of --alias).")] = None,
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Kubernetes namespace (default: params deploy.namespace).")
+    ] = None,
+    canary: Annotated[
+        bool, typer.Option(help="Roll out as a canary (deploy.canary_traffic_percent of traffic).")
+    ] = True,
+    dry_run: Annotated[bool, typer.Option(help="Print the InferenceService manifest; apply nothing.")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Render (and apply, unless --dry-run) the KServe InferenceService serving a registry version."""
+    cfg = _params(params)
+    from fracture.deploy import run_deploy
+
+    manifest = run_deploy(cfg, name, alias=alias, version=version, namespace=namespace, canary=canary, dry_run=dry_run)
+    if dry_run:
+        typer.echo(manifest, nl=False)
+
+
+@app.command()
+@step
 def predict(
-    img: Annotated[Path, typer.Option(help="Image (PNG 8/16-bit, JPEG, DICOM), a directory, or a CSV of paths.")],
+    img: Annotated[str, typer.Option(help="Image (PNG 8/16-bit, JPEG, TIFF, DICOM), a directory, or a CSV of paths.")],
     weight: Annotated[str, typer.Option(help="Model dir, model.pt, or models:/NAME@ALIAS.")],
     part: Annotated[str | None, typer.Option(help="Body part (recorded, validated).")] = None,
-    out: Annotated[Path, typer.Option(help="Output dir for JSON/CSV results and overlays.")] = Path("results"),
+    out: Annotated[str, typer.Option(help="Output dir for JSON/CSV results and overlays.")] = "results",
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Single-image or batch inference with the frozen threshold and a Grad-CAM overlay."""
     cfg = _params(params)
     from fracture.predict import run_predict
 
-    run_predict(cfg, img, weight, part=part, out_dir=out)
+    img_path, out_dir = path_option(img, "--img"), path_option(out, "--out")
+    run_predict(cfg, img_path, weight, part=part, out_dir=out_dir)
 
 
 @registry_app.command("setup-roles")

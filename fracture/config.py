@@ -38,21 +38,43 @@ class _Section(BaseModel):
         return data
 
 
+class PathsParams(_Section):
+    """Where the DAG's steps read and write: `dvc.yaml` fills its `${paths.*}` from here (DVC templating).
+
+    They are locations handed to the steps as CLI arguments, not tunables; they live here so that one file
+    switches the DAG between the demo and the real datasets.
+    """
+
+    synth: dict[str, str] = Field(description="Name -> root of a `synth@<name>` stage's output; {} for real data.")
+    kaggle: str = Field(min_length=1, description="GRAZPEDWRI-DX root (holds dataset.csv).")
+    mura: str = Field(min_length=1, description="The MURA-v1.1 folder (holds the four CSVs).")
+    hospital: str = Field(min_length=1, description="Hospital root (<part>/{positive,negative}/...).")
+    ingest: str = Field(min_length=1)
+    validation: str = Field(min_length=1)
+    split: str = Field(min_length=1)
+    cache: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    eval: str = Field(min_length=1)
+    explain: str = Field(min_length=1)
+    report: str = Field(min_length=1)
+    registration: str = Field(min_length=1)
+
+
 class BaseParams(_Section):
     """Cross-stage values."""
 
-    seed: int = 42
-    image_size: int = Field(64, gt=0, le=2048, description="Square side of the preprocess cache and model input, px.")
-    num_workers: int = Field(2, ge=0, le=256, description="Worker processes for parallel steps.")
+    seed: int
+    image_size: int = Field(gt=0, le=2048, description="Square side of the preprocess cache and model input, px.")
+    num_workers: int = Field(ge=0, le=256, description="Worker processes for parallel steps.")
 
 
 class SynthParams(_Section):
     """Synthetic demo data."""
 
-    n_per_source: int = Field(80, gt=0, le=100_000)
-    min_side: int = Field(160, ge=32)
-    max_side: int = Field(256, ge=32)
-    positive_fraction: float = Field(0.45, gt=0, lt=1)
+    n_per_source: int = Field(gt=0, le=100_000)
+    min_side: int = Field(ge=32)
+    max_side: int = Field(ge=32)
+    positive_fraction: float = Field(gt=0, lt=1)
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> SynthParams:
@@ -64,55 +86,73 @@ class SynthParams(_Section):
 class IngestParams(_Section):
     """Ingest and label harmonisation."""
 
-    kaggle_dir: str | None = None
-    mura_dir: str | None = None
-    hospital_dir: str | None = None
-    mura_study_types: tuple[str, ...] = ("XR_WRIST",)
-    max_pixels: int = Field(200_000_000, gt=0, description="Refuse images with more pixels (decompression bombs).")
-    max_side: int = Field(40_000, gt=0, description="Refuse images with a side longer than this, px.")
-    min_side: int = Field(8, gt=0, description="Refuse images with a side shorter than this, px.")
-    hash_contents: bool = True
+    mura_study_types: tuple[str, ...]
+    max_pixels: int = Field(gt=0, description="Refuse images with more pixels (decompression bombs).")
+    max_side: int = Field(gt=0, description="Refuse images with a side longer than this, px.")
+    min_side: int = Field(gt=0, description="Refuse images with a side shorter than this, px.")
+    hash_contents: bool
+    augmented_copy_pattern: str | None = Field(
+        description="Regex over a hospital file stem marking an offline-augmented copy; group `base` names the "
+        "original (`nega_1000_3` -> `nega_1000`). null: only a stem `base_k` beside an existing `base` is a copy.",
+    )
+
+    @field_validator("augmented_copy_pattern")
+    @classmethod
+    def _copy_pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            pattern = re.compile(v)
+        except re.error as err:
+            raise ValueError(f"not a valid regular expression ({err})") from None
+        if "base" not in pattern.groupindex:
+            raise ValueError("needs a named group (?P<base>...) holding the original's stem")
+        return v
 
 
 class ClassBalance(_Section):
     """Allowed per-source fraction of positives."""
 
-    min_positive: float = Field(0.05, ge=0, le=1)
-    max_positive: float = Field(0.95, ge=0, le=1)
+    min_positive: float = Field(ge=0, le=1)
+    max_positive: float = Field(ge=0, le=1)
 
 
 class ValidateParams(_Section):
     """Great Expectations suite over the manifest."""
 
-    image_sample: int = Field(32, ge=0, description="Images decoded for the blank/constant/decodable checks.")
+    image_sample: int = Field(ge=0, description="Images decoded for the blank/constant/decodable checks.")
     min_image_std: float = Field(
-        0.01, ge=0, le=0.5, description="A sampled image whose windowed [0, 1] pixel std is below this is blank."
+        ge=0, le=0.5, description="A sampled image whose windowed [0, 1] pixel std is below this is blank."
     )
-    age_range: tuple[float, float] = (0.0, 110.0)
-    max_side: int = Field(40_000, gt=0)
-    class_balance: ClassBalance = ClassBalance()
-    severity: dict[str, Literal["blocking", "warning"]] = Field(default_factory=dict)
+    age_range: tuple[float, float]
+    max_side: int = Field(gt=0)
+    class_balance: ClassBalance
+    severity: dict[str, Literal["blocking", "warning"]]
 
 
 class ExclusionPolicy(_Section):
     """Cohort policy: rows marked `excluded` with a reason, never dropped."""
 
-    metal: bool = True
-    diagnosis_uncertain: bool = True
-    sex_other: bool = True
-    projection_other: bool = True
+    metal: bool
+    diagnosis_uncertain: bool
+    sex_other: bool
+    projection_other: bool
 
 
 class SplitParams(_Section):
     """Patient-grouped splits."""
 
-    strategy: Literal["cross_domain", "kfold", "loso"] = "cross_domain"
-    fold: int = Field(0, ge=0)
-    n_folds: int = Field(5, ge=2)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    train_sources: tuple[Source, ...] = ("mura", "hospital")
-    test_sources: tuple[Source, ...] = ("kaggle",)
-    exclude: ExclusionPolicy = ExclusionPolicy()
+    strategy: Literal["cross_domain", "kfold", "loso"]
+    fold: int = Field(ge=0)
+    n_folds: int = Field(ge=2)
+    val_fraction: float = Field(gt=0, lt=1)
+    train_sources: tuple[Source, ...]
+    test_sources: tuple[Source, ...]
+    mura_valid: Literal["pool", "val", "test"] = Field(
+        description="MURA's own valid set: `pool` splits it like any other rows; `val` / `test` puts it (with the "
+        "rest of its patients) in that split, so results on MURA's official validation set can be reported.",
+    )
+    exclude: ExclusionPolicy
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> SplitParams:
@@ -124,7 +164,7 @@ class SplitParams(_Section):
 class PreprocessParams(_Section):
     """Decode -> window -> resize -> uint8 cache."""
 
-    window_percentiles: tuple[float, float] = (0.5, 99.5)
+    window_percentiles: tuple[float, float]
 
     @field_validator("window_percentiles")
     @classmethod
@@ -137,67 +177,100 @@ class PreprocessParams(_Section):
 class ModelParams(_Section):
     """The seed's architecture: timm Swin backbone -> Linear -> ReLU -> Dropout -> Linear(1)."""
 
-    backbone: str = "swin_large_patch4_window12_384"
-    backbone_kwargs: dict[str, int | float | str | bool | list[int] | tuple[int, ...]] = Field(default_factory=dict)
-    pretrained: bool = False
-    weights_path: str | None = None
-    head_hidden: int = Field(256, gt=0)
-    dropout: float = Field(0.3, ge=0, lt=1)
-    mean: float = 0.5
-    std: float = Field(0.5, gt=0)
+    backbone: str
+    backbone_kwargs: dict[str, int | float | str | bool | list[int] | tuple[int, ...]]
+    pretrained: bool
+    weights_path: str | None
+    head_hidden: int = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    mean: float
+    std: float = Field(gt=0)
 
 
 class AugmentParams(_Section):
     """Train-time augmentation for radiographs (none at eval)."""
 
-    enabled: bool = True
-    degrees: float = Field(10.0, ge=0, le=45)
-    translate: float = Field(0.05, ge=0, le=0.5)
-    scale: tuple[float, float] = (0.9, 1.1)
-    brightness: float = Field(0.1, ge=0, le=1)
-    contrast: float = Field(0.1, ge=0, le=1)
-    hflip: bool = False
+    enabled: bool
+    degrees: float = Field(ge=0, le=45)
+    translate: float = Field(ge=0, le=0.5)
+    scale: tuple[float, float]
+    brightness: float = Field(ge=0, le=1)
+    contrast: float = Field(ge=0, le=1)
+    hflip: bool
 
 
 class TrainParams(_Section):
     """Training loop."""
 
-    epochs: int = Field(10, gt=0)
-    batch_size: int = Field(16, gt=0)
-    lr: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0, description="Max grad norm; 0 disables clipping.")
-    accumulation_steps: int = Field(1, gt=0)
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    compile: bool = False
-    early_stopping_patience: int = Field(5, gt=0)
-    num_workers: int = Field(2, ge=0)
-    experiment: str = "fracture-swin"
-    augment: AugmentParams = AugmentParams()
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_epochs: float = Field(ge=0)
+    grad_clip: float = Field(ge=0, description="Max grad norm; 0 disables clipping.")
+    accumulation_steps: int = Field(gt=0)
+    amp: Literal["auto", "bf16", "fp16", "off"]
+    compile: bool
+    early_stopping_patience: int = Field(gt=0)
+    num_workers: int = Field(ge=0)
+    experiment: str
+    devices: Literal["auto"] | int = Field(
+        description="Training processes: `auto` = one per visible GPU (torchrun when more than one), or a count."
+    )
+    augment: AugmentParams
+
+    @field_validator("devices")
+    @classmethod
+    def _positive_devices(cls, v: str | int) -> str | int:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("need `auto` or a count >= 1")
+        return v
 
 
 class GateParams(_Section):
     """Absolute evaluation gate: register only when it passes."""
 
-    min_auroc: float = Field(0.75, ge=0, le=1)
-    min_sensitivity: float = Field(0.7, ge=0, le=1)
+    min_auroc: float = Field(ge=0, le=1)
+    min_sensitivity: float = Field(ge=0, le=1)
+    min_primary: float | None = Field(
+        ge=0, le=1, description="Minimum of the primary endpoint (evaluate.primary); null: not gated on it."
+    )
+    primary_bound: Literal["point", "ci_low"] = Field(
+        description="Gate the primary endpoint's point estimate or its lower CI bound."
+    )
+
+
+class PrimaryParams(_Section):
+    """The pre-specified primary endpoint, fixed before anything is run."""
+
+    population: Literal["auto", "all", "clinically_relevant"] = Field(
+        description="auto: GRAZPEDWRI-DX's clinically relevant subset (initial exam, no cast, no metal) when the "
+        "test set is Kaggle only, else all test images.",
+    )
+    metric: Literal["auroc", "auprc", "sensitivity", "specificity"]
 
 
 class EvaluateParams(_Section):
     """Clinical-study style evaluation."""
 
-    threshold_method: Literal["youden", "f1_max", "target_sensitivity", "fixed"] = "youden"
-    target_sensitivity: float = Field(0.9, gt=0, le=1)
-    n_bootstrap: int = Field(1000, ge=0)
-    ci_level: float = Field(0.95, gt=0, lt=1)
-    calibration_bins: int = Field(10, ge=2)
-    min_subgroup_n: int = Field(30, ge=1)
-    age_bands: tuple[int, ...] = Field(
-        (6, 12, 20, 40, 65), description="Age band edges in years: <6, 6-11, 12-19, 20-39, 40-64, 65+ (and unknown)."
+    threshold_method: Literal["youden", "f1_max", "target_sensitivity", "target_sensitivity_conservative", "fixed"]
+    target_sensitivity: float = Field(gt=0, le=1)
+    n_bootstrap: int = Field(ge=0)
+    ci_level: float = Field(gt=0, lt=1)
+    calibration_bins: int = Field(ge=2)
+    min_subgroup_n: int = Field(ge=1)
+    min_subgroup_patients: int = Field(
+        ge=1, description="A subgroup is reliable only with this many positive AND negative patients (clusters)."
     )
-    batch_size: int = Field(64, gt=0)
-    gate: GateParams = GateParams()
+    age_bands: tuple[int, ...] = Field(
+        description="Age band edges in years: <6, 6-11, 12-19, 20-39, 40-64, 65+ (and unknown)."
+    )
+    reference_threshold: float = Field(
+        gt=0, lt=1, description="The fixed operating point reported beside the val-tuned ones (`fixed`)."
+    )
+    batch_size: int = Field(gt=0)
+    primary: PrimaryParams
+    gate: GateParams
 
     @field_validator("age_bands")
     @classmethod
@@ -210,52 +283,99 @@ class EvaluateParams(_Section):
 class ExplainParams(_Section):
     """Grad-CAM gallery."""
 
-    n_per_category: int = Field(2, ge=1)
-    batch_size: int = Field(8, gt=0)
-    alpha: float = Field(0.4, ge=0, le=1)
+    n_per_category: int = Field(ge=1)
+    batch_size: int = Field(gt=0)
+    alpha: float = Field(ge=0, le=1)
 
 
 class ReportParams(_Section):
     """HTML evaluation report."""
 
-    title: str = "Wrist fracture classifier: evaluation report"
+    title: str
 
 
 class PromoteParams(_Section):
     """Gated promotion challenger -> champion."""
 
-    max_auroc_drop: float = Field(0.01, ge=0, le=1)
-    min_sensitivity: float = Field(0.7, ge=0, le=1)
+    max_auroc_drop: float = Field(ge=0, le=1)
+    min_sensitivity: float = Field(ge=0, le=1)
+
+
+class InfraValidationParams(_Section):
+    """Infra validation before promotion: the candidate served by `mlflow models serve`, checked against evaluation."""
+
+    n_images: int = Field(gt=0, le=1000, description="Evaluation images in the request set (spread over formats).")
+    tolerance: float = Field(gt=0, le=0.5, description="Max |served - offline| probability.")
+    max_p95_latency_s: float = Field(gt=0, description="p95 latency limit of one single-image request, s.")
+    latency_requests: int = Field(ge=5, le=10_000, description="Single-image requests timed for the p95.")
+    startup_timeout_s: float = Field(gt=0, description="Wait this long for the server's /ping.")
+    request_timeout_s: float = Field(gt=0, description="Per-request timeout, s.")
 
 
 class RegisterParams(_Section):
     """MLflow model registry."""
 
-    model_name: str = "fracture-swin"
-    promote: PromoteParams = PromoteParams()
+    model_name: str
+    promote: PromoteParams
+    infra_validation: InfraValidationParams
 
 
 class PredictParams(_Section):
     """Inference."""
 
-    batch_size: int = Field(16, gt=0, description="Images decoded, scored and written per chunk in batch mode.")
-    batch_overlays: bool = Field(False, description="Grad-CAM overlay PNGs in batch mode (about 10x slower on CPU).")
+    batch_size: int = Field(gt=0, description="Images decoded, scored and written per chunk in batch mode.")
+    batch_overlays: bool = Field(description="Grad-CAM overlay PNGs in batch mode (about 10x slower on CPU).")
 
 
 class PipelineParams(_Section):
     """Kubeflow Pipelines settings (no secrets here)."""
 
-    image: str = "ghcr.io/fracture-mlops/fracture:latest"
-    data_source: Literal["dvc", "volume"] = "volume"
-    data_revision: str = "main"
-    gpu_type: str = "nvidia.com/gpu"
-    gpu_limit: int = Field(1, ge=0)
-    cpu_limit: str = "8"
-    memory_limit: str = "64G"
-    task_cpu_limit: str = "2"
-    task_memory_limit: str = "8G"
-    shm_size: str = "16Gi"
-    node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    image: str
+    data_source: Literal["dvc", "volume"]
+    data_location: str = Field(min_length=1, description="The data volume's mount path, or the DVC repo URL.")
+    data_revision: str
+    gpu_type: str
+    gpu_limit: int = Field(ge=0)
+    cpu_limit: str
+    memory_limit: str
+    task_cpu_limit: str = Field(description="CPU limit of every task but train (KFP sets requests = limits).")
+    task_memory_limit: str = Field(description="Memory limit of every task but train.")
+    shm_size: str
+    node_selector: dict[str, str]
+
+
+class ServeParams(_Section):
+    """`fracture serve`: the MLflow scoring server (loopback unless --host says otherwise)."""
+
+    host: str
+    port: int = Field(gt=0, lt=65536)
+    workers: int = Field(gt=0, le=64, description="uvicorn worker processes.")
+    timeout_s: int = Field(gt=0, description="Request timeout of the scoring server, s.")
+
+
+class DeployParams(_Section):
+    """`fracture deploy`: the KServe InferenceService serving a registry version (no secrets here)."""
+
+    namespace: str
+    service_name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
+    image: str | None = Field(description="Predictor image; default: pipeline.image.")
+    params_in_image: str = Field(description="Params file inside the image (`serve` section used).")
+    port: int = Field(gt=0, lt=65536)
+    canary_traffic_percent: int = Field(ge=0, le=100, description="Traffic to a new version while it is canary.")
+    min_replicas: int = Field(ge=0)
+    max_replicas: int = Field(ge=1)
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    gpu_limit: int = Field(ge=0)
+    service_account: str | None = Field(description="ServiceAccount of the predictor pods (None: default).")
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> DeployParams:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
 
 
 def swin_geometry_error(image_size: int, mp: ModelParams) -> str | None:
@@ -294,20 +414,23 @@ def swin_geometry_error(image_size: int, mp: ModelParams) -> str | None:
 class Params(_Section):
     """The whole of params.yaml."""
 
-    base: BaseParams = BaseParams()
-    synth: SynthParams = SynthParams()
-    ingest: IngestParams = IngestParams()
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
-    split: SplitParams = SplitParams()
-    preprocess: PreprocessParams = PreprocessParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    explain: ExplainParams = ExplainParams()
-    report: ReportParams = ReportParams()
-    register_: RegisterParams = Field(RegisterParams(), alias="register")
-    predict: PredictParams = PredictParams()
-    pipeline: PipelineParams = PipelineParams()
+    paths: PathsParams
+    base: BaseParams
+    synth: SynthParams
+    ingest: IngestParams
+    validate_: ValidateParams = Field(alias="validate")
+    split: SplitParams
+    preprocess: PreprocessParams
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    explain: ExplainParams
+    report: ReportParams
+    register_: RegisterParams = Field(alias="register")
+    predict: PredictParams
+    pipeline: PipelineParams
+    serve: ServeParams
+    deploy: DeployParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
@@ -361,6 +484,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read params file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML text file (byte 0x{err.object[err.start]:02x} at {err.start})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from fracture.cache import load_cache  # noqa: F401  (train, evaluate, explain import it from here until they move)
 from fracture.config import AugmentParams
 
 NO_SEED = -1  # a sample without augmentation (eval, or indexed without a seed)

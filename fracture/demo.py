@@ -10,25 +10,23 @@ import typer
 from fracture.config import Params
 from fracture.tracking import tracking_uri
 
-REPORT = Path("reports/report.html")
-METRICS = Path("reports/eval/metrics.json")
-REGISTRATION = Path("reports/registration.json")
-
 
 def summary_lines(params: Params) -> list[str]:
-    """Human-readable pointers to the demo's report, metrics, registered model and MLflow UI."""
+    """Human-readable pointers to the demo's report, metrics, registered model and MLflow UI (params `paths`)."""
+    report, registration = Path(params.paths.report), Path(params.paths.registration)
+    metrics = Path(params.paths.eval) / "metrics.json"
     lines = ["", "Demo finished."]
-    if METRICS.exists():
-        m = json.loads(METRICS.read_text())
+    if metrics.exists():
+        m = json.loads(metrics.read_text())
         auroc = m.get("test.auroc")
         lo, hi = m.get("test.auroc_ci_low"), m.get("test.auroc_ci_high")
         if auroc is not None:
             ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
             lines.append(f"  test AUROC (external domain): {auroc:.3f}{ci}")
-    if REPORT.exists():
-        lines.append(f"  evaluation report: {REPORT.resolve()}  (open in a browser)")
-    if REGISTRATION.exists():
-        reg = json.loads(REGISTRATION.read_text())
+    if report.exists():
+        lines.append(f"  evaluation report: {report.resolve()}  (open in a browser)")
+    if registration.exists():
+        reg = json.loads(registration.read_text())
         lines.append(f"  registered model: {reg.get('name')} version {reg.get('version')} (alias challenger)")
     uri = tracking_uri()
     lines.append(f"  MLflow store: {uri}")

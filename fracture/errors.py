@@ -30,3 +30,16 @@ def first_line(err: BaseException, limit: int = 400) -> str:
     text = getattr(err, "message", None) or str(err)
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return (lines[0] if lines else type(err).__name__)[:limit]
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
+def printable(text: str, keep: str = "") -> str:
+    """`text` with control characters (NUL, ESC, CR, ...) escaped as backslash-x-hex, except those in `keep`.
+
+    Values from untrusted tables reach file names, quarantine.csv and log lines; a raw NUL or terminal escape
+    there corrupts the CSV for other readers or the user's terminal.
+    """
+    table = {c: v for c, v in _CONTROL.items() if chr(c) not in keep}
+    return text.translate(table)

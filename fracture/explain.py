@@ -311,19 +311,20 @@ def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path
     Returns:
         meta.json's content (threshold, rule, grid, cell size, counts per category).
     """
+    from fracture.cache import load_cache
     from fracture.config import dump_params
-    from fracture.data import load_cache
-    from fracture.io import write_json
+    from fracture.io import read_json, write_json
+    from fracture.model import CONFIG_FILE, check_cache_contract, read_contract
 
     model, config, predictions = _load_inputs(model_dir, eval_dir)
     threshold = float(config["threshold"])
     examples = select_examples(predictions, threshold, params.explain.n_per_category)
+    contract = read_contract(config, Path(model_dir) / CONFIG_FILE)  # the model's inputs, never the current params
+    check_cache_contract(contract, read_json(Path(cache_dir) / "meta.json"), cache_dir)
     images_all, index = load_cache(cache_dir)
-    size = int(images_all.shape[1])
-    if size != int(config["img_size"]):
-        raise InputError(f"{cache_dir}: cache images are {size} px but the model takes {config['img_size']} px")
+    size = contract.image_size
     images = np.asarray(images_all[_cache_rows(index, examples["image_id"], cache_dir)])  # [K, S, S] uint8
-    cams = gradcam(model, images, float(config["mean"]), float(config["std"]), params.explain.batch_size)
+    cams = gradcam(model, images, contract.mean, contract.std, params.explain.batch_size)
     grid = cam_grid(model, size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ TOO_SMALL = "image too small"
 UNREADABLE_DICOM = "unreadable DICOM"
 NO_PIXEL_DATA = "DICOM without pixel data"
 UNSUPPORTED_DICOM = "unsupported DICOM"
+CORRUPT_PIXELS = "corrupt DICOM pixel data"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
@@ -70,8 +71,8 @@ class ImageHeader:
 
     @property
     def decoded_bit_depth(self) -> int:
-        """Bits per sample of the decoded array: 16 for anything deeper than 8 bits, else 8."""
-        return 16 if self.bit_depth > 8 else 8
+        """Bits per sample of the decoded array: 32 for float TIFF, 16 for anything else deeper than 8 bits, else 8."""
+        return 32 if self.bit_depth == 32 else 16 if self.bit_depth > 8 else 8
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,19 @@ class _Parsed(NamedTuple):
 
 
 def sniff_format(head: bytes) -> str:
-    """Image format from the leading bytes (132 are enough): png, jpeg, tiff, dicom, another name, or unknown."""
+    """Image format from the leading bytes (132 are enough): png, jpeg, tiff, dicom, another name, or unknown.
+
+    `DICM` at offset 128 wins over every other signature: PS3.10 lets the 128-byte preamble hold anything, and
+    "dual-personality" files put a TIFF header there.
+    """
+    if head[128:132] == b"DICM":
+        return "dicom"
     if head.startswith(PNG_SIGNATURE):
         return "png"
     if head.startswith(JPEG_SOI + b"\xff"):
         return "jpeg"
     if head[:4] in TIFF_MAGICS:
         return "tiff"
-    if head[128:132] == b"DICM":
-        return "dicom"
     others = {
         b"II+\x00": "BigTIFF",
         b"MM\x00+": "BigTIFF",
@@ -268,6 +273,25 @@ class _Ifd:
         return list(struct.unpack(f"{self.order}{n}{fmt}", data))
 
 
+def _check_tiff_samples(bits: int, channels: int, sample_format: int, planar: int) -> None:
+    """Refuse TIFF sample layouts the decoder does not read faithfully.
+
+    Accepted: integer samples of 1 to 16 bits, and single-channel 32-bit IEEE float. Refused: other float or
+    integer widths, and separate colour planes (PlanarConfiguration 2), which OpenCV decodes as garbage that
+    differs from run to run at 16 bits.
+
+    Raises:
+        ImageRejected: UNSUPPORTED_FORMAT naming the layout.
+    """
+    if planar == 2 and channels > 1:
+        raise ImageRejected(UNSUPPORTED_FORMAT, "TIFF with separate colour planes (PlanarConfiguration 2)")
+    if sample_format == 3:
+        if bits != 32 or channels != 1:
+            raise ImageRejected(UNSUPPORTED_FORMAT, f"TIFF with {bits}-bit float samples in {channels} channels")
+    elif bits > 16:
+        raise ImageRejected(UNSUPPORTED_FORMAT, f"TIFF with {bits} bits per sample")
+
+
 def parse_tiff(read_at: Reader, size: int) -> _Parsed:
     """Classic TIFF: the first IFD (width, length, bits, samples, photometric) and strip/tile extents."""
     head = read_at(0, 8)
@@ -283,8 +307,7 @@ def parse_tiff(read_at: Reader, size: int) -> _Parsed:
     photometric = (ifd.values(262) or [1])[0]
     names = {0: "gray (min-is-white)", 1: "gray", 2: "rgb", 3: "palette", 5: "cmyk", 6: "ycbcr"}
     header = ImageHeader("tiff", width[0], height[0], bits, channels, names.get(photometric, "other"))
-    if bits > 16:
-        raise ImageRejected(UNSUPPORTED_FORMAT, f"TIFF with {bits} bits per sample")
+    _check_tiff_samples(bits, channels, (ifd.values(339) or [1])[0], (ifd.values(284) or [1])[0])
     offsets = ifd.values(273) or ifd.values(324)
     counts = ifd.values(279) or ifd.values(325)
     end = max((o + c for o, c in zip(offsets, counts, strict=False)), default=0)
@@ -436,24 +459,50 @@ def _pixel_extent_problem(read_at: Reader, size: int, element: tuple[str, int, i
     return None
 
 
-def _check_transfer_syntax(ds: Any) -> tuple[str, bool]:
-    """(transfer syntax UID, compressed?); refuses compressed syntaxes no installed plugin can decode."""
+_PILLOW_ONLY_LIMITS = {  # what pydicom's Pillow plugin refuses (pydicom/pixels/decoders/pillow.py)
+    "1.2.840.10008.1.2.4.51": "Pillow decodes JPEG Extended only with 8-bit samples",
+}
+
+
+def decoder_problem(uid: str, bits_stored: int, samples: int) -> str | None:
+    """Why no installed pydicom plugin can decode this compressed pixel data, naming the plugin to install; else None.
+
+    Shared by ingest's header check and the decoder (fracture.imaging), so a file accepted by one is decodable
+    by the other. Uncompressed transfer syntaxes never have a problem.
+    """
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
-    uid = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1")))
-    if not uid.is_compressed:
-        return str(uid), False
+    tsyntax = UID(uid)
+    if not tsyntax.is_compressed:
+        return None
+    name = tsyntax.name or "unknown"
     try:
-        available = get_decoder(uid).is_available
+        decoder = get_decoder(tsyntax)
     except NotImplementedError:
-        available = False
-    if not available:
-        detail = (
-            f"transfer syntax {uid.name or 'unknown'} needs a decoder plugin (pylibjpeg-libjpeg/openjpeg, pyjpegls)"
-        )
-        raise ImageRejected(UNSUPPORTED_DICOM, detail)
-    return str(uid), True
+        return f"transfer syntax {name} is not supported by pydicom"
+    plugins = set(decoder.available_plugins)
+    others = "; ".join(d for d in decoder.missing_dependencies if not d.startswith("pillow")) or "none listed"
+    if not plugins:
+        return f"transfer syntax {name} needs a decoder plugin; install one of: {others}"
+    limit = _PILLOW_ONLY_LIMITS.get(str(tsyntax))
+    if plugins == {"pillow"} and (
+        (limit and bits_stored > 8) or (tsyntax.name.startswith("JPEG 2000") and samples > 1 and bits_stored > 8)
+    ):
+        why = limit or "Pillow decodes multi-sample JPEG 2000 only with 8-bit samples"
+        return f"transfer syntax {name} with {bits_stored}-bit samples: {why}; install one of: {others}"
+    return None
+
+
+def _check_transfer_syntax(ds: Any, header: ImageHeader) -> bool:
+    """Whether the pixel data is compressed; refuses compressed data no installed plugin can decode."""
+    from pydicom.uid import UID
+
+    uid = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1")))
+    problem = decoder_problem(str(uid), header.bit_depth, header.channels)
+    if problem:
+        raise ImageRejected(UNSUPPORTED_DICOM, problem)
+    return uid.is_compressed
 
 
 def _dicom_header(ds: Any) -> tuple[ImageHeader, int]:
@@ -500,7 +549,7 @@ def _parse_dicom_dataset(fp: IO[bytes], size: int) -> _Parsed:
     if element is None:
         raise ImageRejected(NO_PIXEL_DATA)
     header, native_bytes = _dicom_header(ds)
-    _, compressed = _check_transfer_syntax(ds)
+    compressed = _check_transfer_syntax(ds, header)
     if uid == _DEFLATED:
         return _Parsed(header, None, ds)
     problem = _pixel_extent_problem(read_at, size, element, 0 if compressed else native_bytes)

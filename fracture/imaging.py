@@ -18,21 +18,27 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from fracture.errors import InputError, first_line
 from fracture.imageheader import (
+    CORRUPT_PIXELS,
     DICOM_SUFFIXES,
     JPEG_SOI,
     PNG_SIGNATURE,
     TAIL_BYTES,
-    TIFF_MAGICS,
+    UNSUPPORTED_DICOM,
+    ImageHeader,
+    ImageRejected,
+    Limits,
+    decoder_problem,
     quiet_pydicom,
     raster_dims,
 )
+from fracture.vetting import vet_file
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -44,6 +50,7 @@ MAX_SIDE = 40_000
 _SAMPLE_PIXELS = 1 << 18  # percentiles are estimated on a strided view of about this many pixels
 _PNG_HEAD_BYTES = 4096  # signature, IHDR and (for the DICOM check) byte 132
 _LUMA_BGR = (0.114, 0.587, 0.299)  # ITU-R BT.601 weights in OpenCV's BGR channel order
+_ORIENTATION_TAG = 0x0112  # EXIF / TIFF Orientation
 
 
 # ----------------------------------------------------------------------------------------------------- public API
@@ -71,13 +78,10 @@ def read_grayscale(
             DICOM without pixel data or without the decoder plugin its transfer syntax needs).
     """
     path = Path(path)
-    raw = decode_png_file(path, max_pixels=max_pixels, max_side=max_side)
-    if raw is None:
-        data = _read_bytes(path)
-        if _is_dicom(path, data):
-            return _read_dicom(path, data, window_percentiles, max_pixels, max_side)
-        raw = decode_raster(path, data, max_pixels=max_pixels, max_side=max_side)
-    return percentile_window(raw, window_percentiles)
+    header = vet_file(path, Limits(max_pixels, max_side, 1))
+    if header.format == "dicom":
+        return _read_dicom(path, _read_bytes(path), window_percentiles, max_pixels, max_side)
+    return percentile_window(_decode_raster_file(path, header, max_pixels, max_side), window_percentiles)
 
 
 def resize_square(img01: np.ndarray, size: int) -> np.ndarray:
@@ -127,14 +131,11 @@ def prepare_image(
         InputError: naming the file and the reason it cannot be used.
     """
     path = Path(path)
-    raw = decode_png_file(path, max_pixels=max_pixels, max_side=max_side)
-    if raw is None:
-        data = _read_bytes(path)
-        if _is_dicom(path, data):
-            img01 = _read_dicom(path, data, window_percentiles, max_pixels, max_side)
-            return resize_square(_check_min_side(path, img01, min_side), size)
-        raw = decode_raster(path, data, max_pixels=max_pixels, max_side=max_side)
-    raw = _check_min_side(path, raw, min_side)
+    header = vet_file(path, Limits(max_pixels, max_side, min_side))
+    if header.format == "dicom":
+        img01 = _read_dicom(path, _read_bytes(path), window_percentiles, max_pixels, max_side)
+        return resize_square(_check_min_side(path, img01, min_side), size)
+    raw = _check_min_side(path, _decode_raster_file(path, header, max_pixels, max_side), min_side)
     if raw.dtype != np.uint16:
         return resize_square(percentile_window(raw, window_percentiles), size)
     lo, hi = window_bounds(raw, window_percentiles)
@@ -143,6 +144,50 @@ def prepare_image(
     np.clip(raw, round(lo), round(hi), out=raw)  # raw is this call's own decoded buffer
     small = _letterbox_resize(raw, size)
     return _pad_square(quantize(apply_linear_window(small, lo, hi)), size)
+
+
+def _decode_raster_file(path: Path, header: ImageHeader, max_pixels: int, max_side: int) -> np.ndarray:
+    """A vetted PNG/JPEG/TIFF decoded to [H, W] in its own units, upright (EXIF / TIFF orientation applied)."""
+    raw = decode_png_file(path, max_pixels=max_pixels, max_side=max_side) if header.format == "png" else None
+    if raw is None:
+        raw = decode_raster(path, _read_bytes(path), max_pixels=max_pixels, max_side=max_side)
+    if header.format == "tiff":  # OpenCV's TIFF decoder applies the Orientation tag itself (libtiff)
+        return raw
+    return apply_orientation(raw, read_orientation(path))  # OpenCV ignores EXIF in PNG and JPEG (UNCHANGED mode)
+
+
+def read_orientation(path: Path) -> int:
+    """The EXIF / TIFF Orientation tag (1-8) of a raster file, read by Pillow without decoding pixels; 1 if none."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                if im.format == "PNG":  # Pillow's PNG getexif() decodes every pixel to look past IDAT
+                    exif = Image.Exif()
+                    exif.load(im.info.get("exif") or b"")  # an eXIf chunk before IDAT, parsed by open()
+                else:
+                    exif = im.getexif()
+                value = int(exif.get(_ORIENTATION_TAG, 1))
+    except Exception:  # Pillow cannot parse every file OpenCV decodes; no readable tag means upright
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a decoded [H, W] array upright, as Pillow's `ImageOps.exif_transpose` does for orientation 1-8."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.T,
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].T,
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return arr if op is None else np.ascontiguousarray(op(arr))
 
 
 def _letterbox_resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -358,25 +403,40 @@ def _read_bytes(path: Path) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------------------- DICOM
-def _is_dicom(path: Path, data: bytes) -> bool:
-    """DICOM by its preamble, or by its suffix unless the bytes are a PNG/JPEG/TIFF (content wins, as in ingest)."""
-    if data[128:132] == b"DICM":
-        return True
-    raster = data.startswith((PNG_SIGNATURE, JPEG_SOI, *TIFF_MAGICS))
-    return path.suffix.lower() in DICOM_SUFFIXES and not raster
+def check_compressed_dicom(path: Path, ds: Any, limits: Limits) -> None:
+    """Decode a compressed DICOM's pixel data once, as preprocess will; uncompressed files return at once.
+
+    Args:
+        path: the file.
+        ds: its header Dataset (from `read_header`).
+        limits: the size limits.
+
+    Raises:
+        ImageRejected: CORRUPT_PIXELS with the decoder's reason, the words predict uses for the same file.
+    """
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsyntax is None or not tsyntax.is_compressed:
+        return
+    try:
+        read_grayscale(Path(path), (0.0, 100.0), max_pixels=limits.max_pixels, max_side=limits.max_side)
+    except InputError as err:
+        raise ImageRejected(CORRUPT_PIXELS, reason=str(err).removeprefix(f"{path}: ")) from None
 
 
 def _read_dicom(
     path: Path, data: bytes, window_percentiles: tuple[float, float], max_pixels: int, max_side: int
 ) -> np.ndarray:
     """DICOM -> modality LUT -> VOI LUT / window (else percentiles) -> MONOCHROME1 inverted -> [0, 1]."""
-    from pydicom.pixels import apply_modality_lut
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     ds = _read_dicom_dataset(path, data)
     check_dims(path, int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), max_pixels=max_pixels, max_side=max_side)
     arr = _dicom_pixels(path, ds)
     if int(ds.get("SamplesPerPixel") or 1) > 1:  # colour: pydicom returns RGB (YBR converted); no LUTs apply
         return percentile_window(to_gray(np.ascontiguousarray(arr[..., 2::-1])), window_percentiles)
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)  # indices -> the file's own colour table, [H, W, 3]
+        return percentile_window(to_gray(np.ascontiguousarray(rgb[..., ::-1])), window_percentiles)
     values = apply_modality_lut(arr, ds)
     img01 = _dicom_voi(path, ds, values, window_percentiles)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
@@ -403,41 +463,25 @@ def _read_dicom_dataset(path: Path, data: bytes) -> Dataset:
 
 
 def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
-    """Decoded pixel array of the first frame; a clear plugin hint for compressed syntaxes without a decoder."""
-    from pydicom.pixels import get_decoder
+    """Decoded pixel array; compressed data without a capable plugin is refused naming the plugin to install.
 
+    pydicom logs a decoder's failure with its traceback through the `pydicom` logger: quiet_pydicom keeps it off
+    the user's terminal, and the error is reported here in one line.
+    """
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if tsyntax is not None and tsyntax.is_compressed:
-        try:
-            decoder = get_decoder(tsyntax)
-        except NotImplementedError:
-            raise InputError(f"{path}: DICOM transfer syntax {tsyntax.name} ({tsyntax}) is not supported") from None
-        if not decoder.is_available:
-            raise InputError(
-                f"{path}: DICOM pixel data is compressed as {tsyntax.name} ({tsyntax}) and no decoder plugin is "
-                f"installed; install {_plugin_hint(str(tsyntax))} (pydicom lists: "
-                f"{'; '.join(decoder.missing_dependencies)})"
-            )
+    if tsyntax is not None:
+        bits, spp = int(ds.get("BitsStored") or 8), int(ds.get("SamplesPerPixel") or 1)
+        problem = decoder_problem(str(tsyntax), bits, spp)
+        if problem:
+            raise InputError(f"{path}: {UNSUPPORTED_DICOM} ({problem})")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = ds.pixel_array
+        with quiet_pydicom():
+            return ds.pixel_array
     except Exception as err:  # truncated or malformed pixel data, in any of pydicom's error types
-        raise InputError(f"{path}: corrupt DICOM pixel data ({type(err).__name__}: {first_line(err)})") from None
-    if int(ds.get("NumberOfFrames") or 1) > 1:
-        log.warning("%s: multi-frame DICOM (%s frames); using the first frame", path, ds.NumberOfFrames)
-        arr = arr[0]
-    return arr
-
-
-def _plugin_hint(uid: str) -> str:
-    if uid in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"):  # JPEG-LS
-        return "pyjpegls, or pylibjpeg + pylibjpeg-libjpeg"
-    if uid.startswith("1.2.840.10008.1.2.4.9") or uid.startswith("1.2.840.10008.1.2.4.20"):  # JPEG 2000 / HTJ2K
-        return "pylibjpeg + pylibjpeg-openjpeg"
-    if uid == "1.2.840.10008.1.2.5":  # RLE
-        return "pylibjpeg + pylibjpeg-rle"
-    return "pylibjpeg + pylibjpeg-libjpeg"
+        # pydicom puts each plugin's own reason on the lines after "Unable to decode ...": keep the last one.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[-1][:300] if len(lines) > 1 else first_line(err)
+        raise InputError(f"{path}: {CORRUPT_PIXELS} ({type(err).__name__}: {detail})") from None
 
 
 def _dicom_voi(path: Path, ds: Dataset, values: np.ndarray, window_percentiles: tuple[float, float]) -> np.ndarray:

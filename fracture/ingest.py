@@ -24,10 +24,12 @@ from typing import Any
 
 import pandas as pd
 
-from fracture.config import IngestParams, Params, dump_params
-from fracture.errors import InputError
+from fracture.config import IngestParams, Params, PathsParams, dump_params
+from fracture.errors import InputError, printable
 from fracture.imageheader import DICOM_SUFFIXES, FILE_MISSING, ImageRejected, Limits, read_header
+from fracture.imaging import check_compressed_dicom
 from fracture.io import atomic_write_text, write_json, write_manifest
+from fracture.outputs import out_dir_lock, prepare_out_dir
 from fracture.parallel import parallel_map
 from fracture.privacy import pseudonym_key
 from fracture.schema import MANIFEST_COLUMNS, QUARANTINE_COLUMNS, coerce_manifest
@@ -126,8 +128,14 @@ def inspect_file(item: tuple[str, str], cfg: InspectConfig) -> FileResult:
         with open(real, "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
             header, ds = read_header(fp, size, os.path.splitext(abs_path)[1], cfg.limits)
+            if ds is not None:  # whether compressed pixel data decode depends on the installed plugins
+                check_compressed_dicom(real, ds, cfg.limits)
             identity = extract_identity(ds, cfg.key) if ds is not None else None
             del ds  # the header Dataset holds PHI: it never leaves this function
+            if identity is not None and identity.unreadable:
+                log.warning(
+                    "%s: malformed DICOM header values left empty: %s", abs_path, ", ".join(identity.unreadable)
+                )
             digest = None
             if cfg.hash_contents:
                 fp.seek(0)
@@ -173,6 +181,36 @@ def build_row(candidate: Candidate, info: FileInfo) -> tuple[dict[str, Any], boo
     return row, fallback
 
 
+def inherit_group_identity(rows: list[dict[str, Any]], fallbacks: list[bool]) -> list[bool]:
+    """Rows without a patient id of their own take the one patient known in their augmentation group (in place).
+
+    A copy missing from metadata.csv (or a PNG copy of a DICOM original) must not get a fallback patient that
+    separates it from its original: patient, and study, age and sex where the row lacks them, come from the first
+    row of its `group_id` that knows its patient. A group with two different known patients keeps the fallback (the
+    split merges such patients anyway).
+
+    Returns:
+        Per row, whether its patient id is still a fallback.
+    """
+    known: dict[str, set[str]] = {}
+    donors: dict[str, dict[str, Any]] = {}
+    for row, fallback in zip(rows, fallbacks, strict=True):
+        if not fallback:
+            known.setdefault(row["group_id"], set()).add(row["patient_id"])
+            donors.setdefault(row["group_id"], row)
+    still = []
+    for row, fallback in zip(rows, fallbacks, strict=True):
+        if fallback and len(known.get(row["group_id"], ())) == 1:
+            donor = donors[row["group_id"]]
+            row["patient_id"] = donor["patient_id"]
+            for column in ("study_id", "age", "sex"):
+                if row[column] is None:
+                    row[column] = donor[column]
+            fallback = False
+        still.append(fallback)
+    return still
+
+
 def assemble(scans: dict[str, SourceScan], results: list[FileResult]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Accepted rows -> manifest; rejections and failed files -> quarantine (with a `code` column).
 
@@ -186,7 +224,7 @@ def assemble(scans: dict[str, SourceScan], results: list[FileResult]) -> tuple[p
     candidates = [c for scan in scans.values() for c in scan.candidates]
     if len(candidates) != len(results):
         raise InputError(f"ingest: {len(results)} file results for {len(candidates)} candidates")
-    rows, fallbacks = [], 0
+    rows, fallbacks = [], []
     quarantine = [(r.source, r.path, r.reason, r.code) for scan in scans.values() for r in scan.rejected]
     for candidate, result in zip(candidates, results, strict=True):
         if result.info is None:
@@ -194,11 +232,14 @@ def assemble(scans: dict[str, SourceScan], results: list[FileResult]) -> tuple[p
             continue
         row, fallback = build_row(candidate, result.info)
         rows.append(row)
-        fallbacks += fallback
+        fallbacks.append(fallback)
+    n_fallback = sum(inherit_group_identity(rows, fallbacks))
     manifest = coerce_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
     manifest = manifest.sort_values(["source", "path"], ignore_index=True)
-    qdf = pd.DataFrame(quarantine, columns=[*QUARANTINE_COLUMNS, "code"]).astype("string")
-    return manifest, qdf.sort_values(["source", "path"], ignore_index=True), fallbacks
+    # Paths and reasons can quote table cells: control characters (a NUL) are escaped, never written raw.
+    quarantine = [(src, printable(path), printable(reason), code) for src, path, reason, code in quarantine]
+    qdf = pd.DataFrame(quarantine, columns=list(QUARANTINE_COLUMNS)).astype("string")
+    return manifest, qdf.sort_values(["source", "path"], ignore_index=True), n_fallback
 
 
 def summarise(manifest: pd.DataFrame, quarantine: pd.DataFrame, scans: dict[str, SourceScan]) -> dict[str, Any]:
@@ -242,29 +283,28 @@ def summarise(manifest: pd.DataFrame, quarantine: pd.DataFrame, scans: dict[str,
 
 
 def source_dirs(
-    ingest: IngestParams,
+    paths: PathsParams,
     kaggle_dir: Path | None,
     mura_dir: Path | None,
     hospital_dir: Path | None,
     data_root: Path = Path("."),
 ) -> dict[str, Path]:
-    """The source roots to ingest (as given, relative to `data_root` unless absolute), else the params defaults.
+    """The source roots to ingest: those given, else all three of `paths.kaggle / mura / hospital` from params.
+
+    Relative roots are taken relative to `data_root` (and recorded so in the manifest).
 
     Raises:
-        InputError: no source at all, or a root that is not a directory.
+        InputError: a root that is not a directory.
     """
     given = {"kaggle": kaggle_dir, "mura": mura_dir, "hospital": hospital_dir}
+    origin = "--{}"
     if all(d is None for d in given.values()):
-        given = {"kaggle": ingest.kaggle_dir, "mura": ingest.mura_dir, "hospital": ingest.hospital_dir}
+        given = {"kaggle": paths.kaggle, "mura": paths.mura, "hospital": paths.hospital}
+        origin = "params paths.{}"
     dirs = {source: Path(d) for source, d in given.items() if d is not None}
-    if not dirs:
-        raise InputError(
-            "ingest: no source given; pass --kaggle, --mura and/or --hospital "
-            "(or set ingest.kaggle_dir / mura_dir / hospital_dir in params.yaml)"
-        )
     for source, d in dirs.items():
         if not (data_root / d).is_dir():
-            raise InputError(f"--{source} {d}: not a directory under the data root {data_root}")
+            raise InputError(f"{origin.format(source)} {d}: not a directory under the data root {data_root}")
     return dirs
 
 
@@ -280,7 +320,9 @@ def scan_sources(dirs: dict[str, Path], ingest: IngestParams, key: bytes | None)
     if "mura" in dirs:
         scans["mura"] = scan_mura(dirs["mura"], ingest.mura_study_types)
     if "hospital" in dirs:
-        scans["hospital"] = scan_hospital(dirs["hospital"], key or pseudonym_key("the hospital source"))
+        scans["hospital"] = scan_hospital(
+            dirs["hospital"], key or pseudonym_key("the hospital source"), ingest.augmented_copy_pattern
+        )
     return scans
 
 
@@ -363,11 +405,21 @@ def run_ingest(
         The summary written to summary.json.
 
     Raises:
-        InputError: no source, a bad table, or hospital/DICOM data without FRACTURE_PSEUDONYM_KEY.
+        InputError: no source, a bad table, hospital/DICOM data without FRACTURE_PSEUDONYM_KEY, an unusable
+            `out_dir` (checked first), or another run writing into it.
     """
-    recorded = source_dirs(params.ingest, kaggle_dir, mura_dir, hospital_dir, Path(data_root))
+    recorded = source_dirs(params.paths, kaggle_dir, mura_dir, hospital_dir, Path(data_root))
     dirs = {source: Path(data_root) / d for source, d in recorded.items()}
     key = pseudonym_key("the hospital source") if "hospital" in dirs else None
+    out_dir = prepare_out_dir(Path(out_dir), inputs=list(dirs.values()))  # a bad --out fails before the work
+    with out_dir_lock(out_dir):
+        return _ingest_locked(params, out_dir, dirs, recorded, key)
+
+
+def _ingest_locked(
+    params: Params, out_dir: Path, dirs: dict[str, Path], recorded: dict[str, Path], key: bytes | None
+) -> dict:
+    """The body of `run_ingest`, run while this process holds the output dir's lock."""
     scans = scan_sources(dirs, params.ingest, key)
     if key is None and _needs_dicom_key(scans):
         key = pseudonym_key("DICOM files")
@@ -377,6 +429,5 @@ def run_ingest(
         raise InputError("ingest: duplicate image_id in the manifest (the same file listed twice)")
     summary = summarise(manifest, quarantine, scans)
     _log_summary(summary, fallbacks)
-    out_dir = Path(out_dir)
     write_outputs(out_dir, manifest, quarantine, summary, {s: str(d) for s, d in recorded.items()}, params)
     return summary

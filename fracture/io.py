@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fracture.errors import InputError
+from fracture.outputs import os_error_message, write_error_message
 
 ROOTS_KEY = b"fracture.roots"
 _UMASK = os.umask(0o022)
@@ -27,18 +28,29 @@ os.umask(_UMASK)
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    Raises:
+        InputError: an OS error while writing (a full disk: "no space left on <path>"), naming `path`, not the
+            temporary name; the temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp_path = Path(tmp)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
+        os.close(fd)
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.filename is not None and tmp_path is not None and Path(err.filename) not in (tmp_path, path):
+            raise InputError(os_error_message(err)) from None  # an input read inside the block
+        raise InputError(write_error_message(err, path)) from None
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -5,8 +5,22 @@ from __future__ import annotations
 import logging
 import sys
 
+from fracture.errors import printable
+
 # Libraries whose INFO lines drown the project's own.
 NOISY_LOGGERS = ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations")
+
+
+class EscapeControlFilter(logging.Filter):
+    """Escape control characters (NUL, ESC, ...) in a record's message; newlines and tabs stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Render the message once, escaped (the record then carries no args)."""
+        message = record.getMessage()
+        escaped = printable(message, keep="\n\t")
+        if escaped != message or record.args:
+            record.msg, record.args = escaped, None
+        return True
 
 
 def setup_logging(verbose: bool) -> None:
@@ -18,5 +32,10 @@ def setup_logging(verbose: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(EscapeControlFilter())
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pydicom logs decoder failures with a traceback and quotes element values (PHI); the package reports
+    # every DICOM problem itself in one line, so pydicom's records never reach the user's terminal.
+    logging.getLogger("pydicom").propagate = False

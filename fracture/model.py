@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,103 @@ def model_config(mp: ModelParams, image_size: int, thresholds: dict[str, float],
     }
 
 
+@dataclass(frozen=True)
+class InputContract:
+    """How an image becomes this model's input: recorded in config.json (`input`) at training time.
+
+    Every reader (predict, the MLflow pyfunc, explain, evaluate) takes it from the model dir, never from the current
+    params, so editing params.yaml cannot change a trained model's predictions.
+    """
+
+    image_size: int  # px, square; the letterboxed grayscale the network sees
+    channels: int
+    window_percentiles: tuple[float, float]  # raw values at these percentiles map to 0 and 1 (no VOI LUT)
+    max_pixels: int  # decode limits, checked from the header before decoding
+    max_side: int
+    min_side: int
+    mean: float  # the network sees (uint8 / 255 - mean) / std
+    std: float
+    batch_size: int  # images per forward pass when serving
+
+    def decode(self, path: Path) -> np.ndarray:
+        """One image file decoded exactly as this contract says: uint8 `[S, S]`.
+
+        Raises:
+            InputError: the file cannot be read or breaks a decode limit.
+        """
+        from fracture.imaging import prepare_image
+
+        return prepare_image(
+            Path(path),
+            self.image_size,
+            self.window_percentiles,
+            min_side=self.min_side,
+            max_pixels=self.max_pixels,
+            max_side=self.max_side,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """config.json's `input` block."""
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "dtype": "uint8",
+            "decoder": "fracture.imaging.prepare_image: 8/16-bit PNG, JPEG, TIFF, DICOM (modality + VOI LUT, "
+            "MONOCHROME1 inverted), RGB to luma, percentile window, letterbox resize",
+            "window_percentiles": list(self.window_percentiles),
+            "decode_limits": {"max_pixels": self.max_pixels, "max_side": self.max_side, "min_side": self.min_side},
+            "normalisation": {"scale": 1 / 255, "mean": self.mean, "std": self.std},
+            "batch_size": self.batch_size,
+        }
+
+
+def input_contract(params: Params, image_size: int) -> InputContract:
+    """The contract of a model trained with `params` at `image_size` px."""
+    ip, mp = params.ingest, params.model
+    lo, hi = params.preprocess.window_percentiles
+    return InputContract(
+        image_size, IN_CHANS, (float(lo), float(hi)), ip.max_pixels, ip.max_side, ip.min_side, mp.mean, mp.std,
+        params.predict.batch_size,
+    )  # fmt: skip
+
+
+def read_contract(config: dict[str, Any], source: Path) -> InputContract:
+    """The input contract recorded in a model's config.json.
+
+    Raises:
+        InputError: naming the missing or malformed `input.*` key.
+    """
+    block = config.get("input")
+    if not isinstance(block, dict):
+        raise InputError(f"{source}: no 'input' contract (a model dir from before it was recorded: re-run train)")
+    try:
+        limits, norm = block["decode_limits"], block["normalisation"]
+        lo, hi = block["window_percentiles"]
+        return InputContract(
+            int(block["image_size"]), int(block["channels"]), (float(lo), float(hi)), int(limits["max_pixels"]),
+            int(limits["max_side"]), int(limits["min_side"]), float(norm["mean"]), float(norm["std"]),
+            int(block["batch_size"]),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{source}: input contract is incomplete or malformed ({type(err).__name__}: {err})") from None
+
+
+def check_cache_contract(contract: InputContract, cache_meta: dict[str, Any], cache_dir: Path) -> None:
+    """A preprocess cache must have been made the way the model's inputs were (size and window).
+
+    Raises:
+        InputError: naming the cache and the setting that differs.
+    """
+    size, window = cache_meta.get("image_size"), cache_meta.get("window_percentiles")
+    if size != contract.image_size:
+        raise InputError(f"{cache_dir}: cache images are {size} px but the model takes {contract.image_size} px")
+    if window is None or tuple(float(w) for w in window) != contract.window_percentiles:
+        raise InputError(
+            f"{cache_dir}: cache window_percentiles {window} differ from the model's input contract "
+            f"{list(contract.window_percentiles)}; re-run preprocess with the model's settings"
+        )
+
+
 def model_params_from_config(config: dict[str, Any], source: Path) -> ModelParams:
     """Rebuild ModelParams from config.json (pretrained off: the weights come from model.pt)."""
     keys = ("backbone", "backbone_kwargs", "head_hidden", "dropout", "mean", "std")
@@ -215,7 +313,7 @@ def model_params_from_config(config: dict[str, Any], source: Path) -> ModelParam
     if missing:
         raise InputError(f"{source}: missing keys {', '.join(missing)}")
     try:
-        return ModelParams(**{k: config[k] for k in keys}, pretrained=False)
+        return ModelParams(**{k: config[k] for k in keys}, pretrained=False, weights_path=None)
     except ValueError as err:
         raise InputError(f"{source}: invalid model config ({err})") from None
 
@@ -223,8 +321,12 @@ def model_params_from_config(config: dict[str, Any], source: Path) -> ModelParam
 def save_model_dir(
     model_dir: Path, model: nn.Module, config: dict, metadata: dict, history: pd.DataFrame, params: Params
 ) -> None:
-    """Write model.pt, config.json, metadata.json, history.csv and params.yaml, each atomically."""
+    """Write model.pt, config.json, metadata.json, history.csv and params.yaml, each atomically.
+
+    config.json gets the input contract of `params` (`input`) unless `config` already holds one.
+    """
     model_dir = Path(model_dir)
+    config = {**config, "input": config.get("input") or input_contract(params, int(config["img_size"])).to_dict()}
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(model_dir / WEIGHTS_FILE) as tmp:

@@ -1,12 +1,13 @@
 """Single-image and batch inference with the frozen threshold and a Grad-CAM overlay.
 
-Every image goes through `fracture.imaging.prepare_image` at the model's `img_size` with the params' window
-percentiles: the same decode -> window -> letterbox path that built the training cache.
+Every image goes through `fracture.imaging.prepare_image` with the model's input contract (config.json `input`:
+size, window percentiles, decode limits), the same decode -> window -> letterbox path that built the training
+cache; the current params never change how a trained model sees an image.
 
 Single image (`--img file`): `<stem>.json` (probability, frozen threshold, decision, model lineage) and
 `<stem>_gradcam.png` in the output dir; an unreadable image is an InputError (exit 2).
 
-Batch (`--img DIR` searched recursively for PNG/JPEG/TIFF/DICOM, skipping AppleDouble `._*` files, or
+Batch (`--img DIR` searched recursively, every file but hidden and AppleDouble `._*` files getting a row, or
 `--img list.csv` with a `path` column, relative paths resolved against the CSV's folder): images are decoded and
 scored in chunks of `predict.batch_size`, and each chunk is appended to `predictions.csv` and
 `predictions.jsonl` before the next is read, so memory stays flat however many images there are and an
@@ -17,7 +18,9 @@ matplotlib figure per image); they go to `overlays/`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
 import pickle
@@ -27,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -35,10 +39,11 @@ from torch import nn
 
 from fracture.config import Params
 from fracture.errors import InputError
+from fracture.model import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, InputContract, read_contract
+from fracture.outputs import out_dir_lock, prepare_out_dir, write_error_message
 
 log = logging.getLogger(__name__)
 
-RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 RESULT_COLUMNS = ("path", "part", "prob", "threshold", "decision", "overlay", "error")
 DISCLAIMER = "Decision support only, not a diagnosis: a clinician reads the image."
 _LOAD_ERRORS = (
@@ -66,6 +71,7 @@ class Predictor:
     mean: float
     std: float
     grid: tuple[int, int]  # Grad-CAM grid at img_size
+    contract: InputContract
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -90,13 +96,6 @@ def decide(prob: float, threshold: float) -> str:
     return "fracture" if prob >= threshold else "normal"
 
 
-def is_image_file(path: Path) -> bool:
-    """An image or DICOM file by suffix; AppleDouble `._*` junk is not."""
-    from fracture.imageheader import DICOM_SUFFIXES
-
-    return not path.name.startswith("._") and path.suffix.lower() in RASTER_SUFFIXES | DICOM_SUFFIXES
-
-
 def is_batch_input(img: Path) -> bool:
     """A directory or a CSV list means batch mode."""
     return img.is_dir() or img.suffix.lower() == ".csv"
@@ -109,9 +108,13 @@ def list_inputs(img: Path) -> list[Path]:
         InputError: the directory holds no images, or the CSV cannot be read or has no `path` column.
     """
     if img.is_dir():
-        paths = sorted(p for p in img.rglob("*") if p.is_file() and is_image_file(p))
+        from fracture.sources import walk_files
+
+        # Every file gets a row, as every file of a hospital folder is an ingest candidate: DICOMs from a PACS
+        # often have no suffix, and a file that is not an image gets its reason instead of vanishing.
+        paths = [img / rel for rel in walk_files(img).files]
         if not paths:
-            raise InputError(f"{img}: no image files (PNG, JPEG, TIFF or DICOM) found")
+            raise InputError(f"{img}: no files found (hidden files and AppleDouble `._*` files are skipped)")
         return paths
     try:
         table = pd.read_csv(img, dtype=str, keep_default_na=False)
@@ -131,18 +134,37 @@ def chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
 # ------------------------------------------------------------------------------------------------ model loading
 def _stage_weights_file(weights: Path, tmp_dir: Path) -> Path:
     """A model dir for a bare weights file: config.json (and metadata.json) from beside it, the file as model.pt."""
-    config = weights.parent / "config.json"
+    config = weights.parent / CONFIG_FILE
     if not config.is_file():
-        raise InputError(f"{weights}: no config.json beside the weights file; pass the model dir instead")
-    if weights.name == "model.pt":
+        raise InputError(f"{weights}: no {CONFIG_FILE} beside the weights file; pass the model dir instead")
+    if weights.name == WEIGHTS_FILE:
         return weights.parent
     staged = tmp_dir / "model"
     staged.mkdir(parents=True, exist_ok=True)
-    (staged / "model.pt").symlink_to(weights.resolve())
-    for name in ("config.json", "metadata.json"):
+    (staged / WEIGHTS_FILE).symlink_to(weights.resolve())
+    for name in (CONFIG_FILE, METADATA_FILE):
         if (weights.parent / name).is_file():
             (staged / name).symlink_to((weights.parent / name).resolve())
     return staged
+
+
+def check_registry_reachable(weight: str) -> None:
+    """Refuse a `models:/` URI when the tracking URI is a sqlite file that does not exist.
+
+    Without `MLFLOW_TRACKING_URI` the URI is `sqlite:///<cwd>/mlflow.db`; MLflow would create that database (and
+    run its migrations) in the user's working directory only to report that the model is unknown.
+
+    Raises:
+        InputError: naming the URI and how to point at a registry.
+    """
+    from fracture.tracking import redact, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise InputError(
+            f"{weight}: no model registry at {redact(uri)} (no such file); set MLFLOW_TRACKING_URI to the "
+            "tracking server, or pass a local model dir"
+        )
 
 
 def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
@@ -157,11 +179,12 @@ def resolve_model_dir(weight: str, tmp_dir: Path) -> Path:
     if weight.startswith("models:/"):
         from fracture.registry.download import download_model_dir
 
+        check_registry_reachable(weight)
         return download_model_dir(weight, tmp_dir / "registry")
     path = Path(weight)
     if path.is_dir():
-        if not (path / "model.pt").is_file() or not (path / "config.json").is_file():
-            raise InputError(f"{path}: not a model dir (needs model.pt and config.json)")
+        if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
+            raise InputError(f"{path}: not a model dir (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
         return path
     if path.is_file():
         return _stage_weights_file(path, tmp_dir)
@@ -181,14 +204,15 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
     model_dir = resolve_model_dir(weight, tmp_dir)
     try:
         model, config = load_model_dir(model_dir)
-        threshold, size = float(config["threshold"]), int(config["img_size"])
-        mean, std = float(config["mean"]), float(config["std"])
+        contract = read_contract(config, model_dir / CONFIG_FILE)
+        threshold, size = float(config["threshold"]), contract.image_size
+        mean, std = contract.mean, contract.std
     except InputError:
         raise
     except _LOAD_ERRORS as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{weight}: cannot load the model (corrupt or mismatched weights/config: {reason})") from None
-    metadata = read_json(model_dir / "metadata.json") if (model_dir / "metadata.json").is_file() else {}
+    metadata = read_json(model_dir / METADATA_FILE) if (model_dir / METADATA_FILE).is_file() else {}
     lineage = {k: metadata.get(k) for k in ("mlflow_run_id", "git_commit", "manifest_hash", "params_hash")}
     lineage |= {
         "weight": weight,
@@ -196,7 +220,7 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
         "threshold_method": config.get("threshold_method"),
     }
     model = model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    return Predictor(model, config, lineage, size, threshold, mean, std, cam_grid(model, size))
+    return Predictor(model, config, lineage, size, threshold, mean, std, cam_grid(model, size), contract)
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -238,14 +262,11 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
         InputError: the image cannot be read (missing, not an image, truncated ...).
     """
     from fracture.explain import gradcam
-    from fracture.imaging import prepare_image
     from fracture.io import atomic_write_bytes, write_json
 
     if not img.is_file():
         raise InputError(f"{img}: no such image file")
-    image = prepare_image(  # [S, S] uint8
-        img, predictor.img_size, params.preprocess.window_percentiles, min_side=params.ingest.min_side
-    )
+    image = predictor.contract.decode(img)  # [S, S] uint8
     prob = float(score(predictor, image[None], 1)[0])
     cam = gradcam(predictor.model, image[None], predictor.mean, predictor.std, 1)[0]
     overlay = f"{img.stem}_gradcam.png"
@@ -254,10 +275,7 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
     result.pop("error")
     result |= {
         "threshold_method": predictor.config.get("threshold_method"),
-        "preprocess": {
-            "img_size": predictor.img_size,
-            "window_percentiles": list(params.preprocess.window_percentiles),
-        },
+        "preprocess": predictor.contract.to_dict(),
         "model": predictor.lineage,
         "intended_use": DISCLAIMER,
     }
@@ -269,14 +287,11 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
 # ------------------------------------------------------------------------------------------------ batch
 def _decode_chunk(params: Params, predictor: Predictor, paths: list[Path]) -> tuple[list[np.ndarray], list[dict]]:
     """Decode a chunk; unreadable files become rows with an error instead of raising."""
-    from fracture.imaging import prepare_image
-
     images, rows = [], []
     for path in paths:
         row = _result(path, None, None, predictor.threshold, None)
         try:
-            window, min_side = params.preprocess.window_percentiles, params.ingest.min_side
-            images.append(prepare_image(path, predictor.img_size, window, min_side=min_side))
+            images.append(predictor.contract.decode(path))
         except InputError as err:
             row["error"] = str(err)
         rows.append(row)
@@ -309,6 +324,37 @@ def _score_chunk(params: Params, predictor: Predictor, paths: list[Path], start:
     return rows
 
 
+def _append_rows(fcsv: BinaryIO, fjs: BinaryIO, rows: list[dict], header: bool = False) -> None:
+    """Append one chunk's rows to both (unbuffered) files, all or nothing.
+
+    On an OS error (a full disk) both files are cut back to their last complete chunk, so predictions.csv and
+    predictions.jsonl always hold the same complete rows.
+
+    Raises:
+        InputError: "no space left on <file>" or another write error naming the file.
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    marks = [(f, f.tell()) for f in (fcsv, fjs)]
+    current = fcsv.name
+    try:
+        for f, text in ((fcsv, buf.getvalue()), (fjs, lines)):
+            current = f.name
+            data = memoryview(text.encode("utf-8"))
+            while data:  # an unbuffered write may be partial
+                data = data[f.write(data) :]
+    except OSError as err:
+        for f, mark in marks:
+            with contextlib.suppress(OSError):
+                f.truncate(mark)
+                f.seek(mark)
+        raise InputError(write_error_message(err, current)) from None
+
+
 def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part: str | None, out_dir: Path) -> dict:
     """Stream a batch through the model chunk by chunk into predictions.csv and predictions.jsonl.
 
@@ -319,21 +365,19 @@ def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part:
 
     csv_path, jsonl_path = out_dir / "predictions.csv", out_dir / "predictions.jsonl"
     counts = {"count": 0, "scored": 0, "errors": 0, "positives": 0}
-    with open(csv_path, "w", newline="", encoding="utf-8") as fcsv, open(jsonl_path, "w", encoding="utf-8") as fjs:
-        writer = csv.DictWriter(fcsv, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
+    with open(csv_path, "wb", buffering=0) as fcsv, open(jsonl_path, "wb", buffering=0) as fjs:
+        _append_rows(fcsv, fjs, [], header=True)
         n_chunks = -(-len(paths) // params.predict.batch_size)
         for i, chunk in enumerate(progress(chunks(paths, params.predict.batch_size), total=n_chunks, desc="predict")):
-            for row in _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir):
+            rows = _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir)
+            for row in rows:
                 row["part"] = part
-                writer.writerow(row)
-                fjs.write(json.dumps(row) + "\n")
+            _append_rows(fcsv, fjs, rows)
+            for row in rows:
                 counts["count"] += 1
                 counts["errors"] += row["error"] is not None
                 counts["scored"] += row["error"] is None
                 counts["positives"] += row["decision"] == "fracture"
-            fcsv.flush()
-            fjs.flush()
     log.info(
         "predict: %d images, %d scored, %d unreadable -> %s",
         counts["count"],
@@ -366,13 +410,15 @@ def run_predict(
     if not img.exists():
         raise InputError(f"{img}: no such file or directory")
     paths = list_inputs(img) if is_batch_input(img) else None
+    # An output folder inside a batch folder would be scored, overlays and all, by the next run.
+    prepare_out_dir(out_dir, inputs=[img] if img.is_dir() else [])
     with ExitStack() as stack:
+        stack.enter_context(out_dir_lock(out_dir))  # two batches into one dir would interleave their rows
         tmp_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fracture-predict-")))
         predictor = load_predictor(weight, tmp_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         if paths is None:
             result = predict_one(params, predictor, img, part, out_dir)
         else:
             result = predict_batch(params, predictor, paths, part, out_dir)
-    dump_params(params, out_dir / "params.yaml")
+        dump_params(params, out_dir / "params.yaml")
     return result

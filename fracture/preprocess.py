@@ -40,6 +40,7 @@ from fracture.io import (
     write_json,
     write_parquet,
 )
+from fracture.outputs import out_dir_lock, prepare_out_dir, reserve_file
 from fracture.parallel import parallel_map
 
 log = logging.getLogger(__name__)
@@ -226,13 +227,18 @@ def load_previous_cache(
 def _compact(tmp_path: Path, images: np.ndarray, count: int) -> Path:
     """Copy the first `count` rows of an over-allocated array into a new exactly-sized .npy (failures left gaps)."""
     compact_path = tmp_path.with_name(tmp_path.name + ".compact")
-    out = np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.uint8, shape=(count, *images.shape[1:]))
-    step = 1024
-    for start in range(0, count, step):
-        end = min(start + step, count)
-        out[start:end] = images[start:end]
-    out.flush()
-    del out
+    try:
+        out = np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.uint8, shape=(count, *images.shape[1:]))
+        reserve_file(compact_path)
+        step = 1024
+        for start in range(0, count, step):
+            end = min(start + step, count)
+            out[start:end] = images[start:end]
+        out.flush()
+        del out
+    except BaseException:
+        compact_path.unlink(missing_ok=True)
+        raise
     return compact_path
 
 
@@ -269,12 +275,18 @@ def run_preprocess(params: Params, manifest_path: Path, out_dir: Path, data_root
         InputError: the manifest is unreadable or empty, or no image at all could be decoded.
     """
     out_dir = Path(out_dir)
-    size, window = params.base.image_size, tuple(params.preprocess.window_percentiles)
     df, roots = read_manifest(Path(manifest_path))
     if df.empty:
         raise InputError(f"{manifest_path}: manifest has no rows")
     items = manifest_items(df, roots, Path(data_root))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out_dir, inputs=[Path(data_root) / root for root in roots.values()])
+    with out_dir_lock(out_dir):
+        return _preprocess_locked(params, manifest_path, out_dir, items)
+
+
+def _preprocess_locked(params: Params, manifest_path: Path, out_dir: Path, items: list[Item]) -> dict:
+    """The body of `run_preprocess`, run while this process holds the cache dir's lock."""
+    size, window = params.base.image_size, tuple(params.preprocess.window_percentiles)
     _remove_stale_temps(out_dir)
     previous = load_previous_cache(out_dir, size, window)
     start = time.perf_counter()
@@ -303,6 +315,7 @@ def _build_images(
         max_side=params.ingest.max_side,
     )
     images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), size, size))
+    reserve_file(tmp)  # a full disk is an error now, not a SIGBUS on the first page written
     decoded = parallel_map(worker, tasks, params.base.num_workers, desc="preprocess")
     build = fill_rows(images, items, decoded, previous)
     if next(decoded, None) is not None:  # also lets parallel_map shut its pool down

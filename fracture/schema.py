@@ -1,4 +1,4 @@
-"""Column contracts of the artifacts that steps exchange (see DESIGN.md, Artifacts)."""
+"""Column contracts of the artifacts that steps exchange; this module is their one owner."""
 
 from __future__ import annotations
 
@@ -27,16 +27,32 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "osteopenia": "boolean",
     "source_split": "string",
     "group_id": "string",
+    "augmented_from": "string",  # an offline-augmented copy's original (its group key); null for originals
     "width": "int32",
     "height": "int32",
     "bit_depth": "int8",
     "sha256": "string",
 }
 
-QUARANTINE_COLUMNS = ("source", "path", "reason")
+QUARANTINE_COLUMNS = ("source", "path", "reason", "code")  # code: the reason's stable category (flow counts)
 
-SPLIT_COLUMNS: dict[str, str] = {"image_id": "string", "split": "string", "fold": "Int8", "reason": "string"}
+# cluster_id: the leakage group the split keeps whole (connected patient_id / group_id component); the bootstrap
+# resamples it, so one value per group and never shared by two groups.
+SPLIT_COLUMNS: dict[str, str] = {
+    "image_id": "string",
+    "split": "string",
+    "fold": "Int8",
+    "reason": "string",
+    "cluster_id": "string",
+}
 SPLITS = ("train", "val", "test", "excluded")
+COPY_REASON = "augmented_copy"  # splits.parquet reason of an augmented copy kept out of val/test
+
+
+def copy_exclusion_reason(split: str) -> str:
+    """The splits.parquet reason of an augmented copy whose group landed in `split` (val or test)."""
+    return f"{COPY_REASON} (group in {split})"
+
 
 BODY_PARTS = ("wrist", "radius", "scaphoid", "styloid", "ulna", "distal_forearm")
 SEXES = ("M", "F", "O")

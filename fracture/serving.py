@@ -2,9 +2,10 @@
 
 The wrapper carries no pickled network and is itself logged as code (`fracture/model_code.py`, MLflow "models
 from code"). `load_context` checks the weights' sha256 against the fingerprint in the model's config, then
-rebuilds the classifier from the model dir artifact (`model.pt` state dict + `config.json`) with
-`fracture.model.load_model_dir`, and `predict` decodes every input
-through `fracture.imaging.prepare_image`, the one decode path shared with preprocess and `fracture predict`.
+rebuilds the classifier from the model dir artifact (state dict + `config.json`) with
+`fracture.model.load_model_dir`, and `predict` decodes every input through `fracture.imaging.prepare_image` with
+the model's input contract (config.json `input`: size, window, decode limits, normalisation, batch size), the one
+decode path shared with preprocess and `fracture predict`.
 
 Input: a DataFrame with one row per image and, per row, exactly one of
 
@@ -27,7 +28,7 @@ import binascii
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -35,15 +36,15 @@ import pandas as pd
 
 from fracture.errors import InputError
 
+if TYPE_CHECKING:
+    from fracture.model import InputContract
+
 log = logging.getLogger(__name__)
 
 INPUT_COLUMNS = ("path", "image")
 OUTPUT_COLUMNS = ("probability", "decision", "threshold")
 MODEL_DIR_ARTIFACT = "model_dir"
 FINGERPRINT_CONFIG_KEY = "fingerprint"  # model_config key: the sha256 of model.pt + config.json at registration
-MODEL_DIR_FILES = ("model.pt", "config.json", "metadata.json")
-DEFAULT_WINDOW = (0.5, 99.5)
-BATCH_SIZE = 16
 
 
 def signature() -> Any:
@@ -70,35 +71,6 @@ def encode_bytes(data: bytes) -> str:
 def encode_image_file(path: Path) -> str:
     """Base64 text of an image file's bytes: the value of the `image` input column."""
     return encode_bytes(Path(path).read_bytes())
-
-
-def window_percentiles(model_dir: Path, config: dict) -> tuple[float, float]:
-    """The preprocessing window the model was trained with (config, metadata, resolved params, or default)."""
-    import json
-
-    import yaml
-
-    if "window_percentiles" in config:
-        return _pair(config["window_percentiles"])
-    meta_path = model_dir / "metadata.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        for section in ("preprocessing", "input"):
-            value = meta.get(section)
-            if isinstance(value, dict) and "window_percentiles" in value:
-                return _pair(value["window_percentiles"])
-    params_path = model_dir / "params.yaml"
-    if params_path.is_file():
-        resolved = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
-        value = (resolved.get("preprocess") or {}).get("window_percentiles")
-        if value is not None:
-            return _pair(value)
-    return DEFAULT_WINDOW
-
-
-def _pair(value: Any) -> tuple[float, float]:
-    lo, hi = value
-    return float(lo), float(hi)
 
 
 def decode_base64(text: str, row: int) -> bytes:
@@ -128,32 +100,30 @@ def _cell(df: pd.DataFrame, col: str, row: int) -> str | None:
     return text or None
 
 
-def load_images(df: pd.DataFrame, size: int, window: tuple[float, float]) -> np.ndarray:
-    """Decode every row of the input frame to the model's input.
+def load_images(df: pd.DataFrame, contract: InputContract) -> np.ndarray:
+    """Decode every row of the input frame to the model's input, as its input contract says.
 
     Returns:
-        uint8 [N, size, size].
+        uint8 [N, S, S], S = the contract's image size.
 
     Raises:
         InputError: a row has neither or both of `path` / `image`, or its image cannot be decoded.
     """
-    from fracture.imaging import prepare_image
-
     if not any(col in df.columns for col in INPUT_COLUMNS):
         raise InputError(f"input needs a column 'path' or 'image'; got columns {list(df.columns)}")
-    out = np.zeros((len(df), size, size), dtype=np.uint8)
+    out = np.zeros((len(df), contract.image_size, contract.image_size), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="fracture-serve-") as tmp:
         for row in range(len(df)):
             path, image = _cell(df, "path", row), _cell(df, "image", row)
             if (path is None) == (image is None):
                 raise InputError(f"row {row}: give exactly one of 'path' or 'image'")
             if path is not None:
-                out[row] = prepare_image(Path(path), size, window)
+                out[row] = contract.decode(Path(path))
                 continue
             tmp_path = Path(tmp) / f"image-{row}"
             tmp_path.write_bytes(decode_base64(image, row))
             try:
-                out[row] = prepare_image(tmp_path, size, window)
+                out[row] = contract.decode(tmp_path)
             except InputError as err:
                 raise InputError(str(err).replace(str(tmp_path), f"row {row} (column 'image')")) from None
     return out
@@ -202,14 +172,13 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
         """Rebuild the network from the model dir artifact."""
         import torch
 
-        from fracture.model import load_model_dir
+        from fracture.model import CONFIG_FILE, load_model_dir, read_contract
 
         model_dir = Path(context.artifacts[MODEL_DIR_ARTIFACT])
-        verify_weights(model_dir, (context.model_config or {}).get(FINGERPRINT_CONFIG_KEY))
+        verify_weights(model_dir, (getattr(context, "model_config", None) or {}).get(FINGERPRINT_CONFIG_KEY))
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model, self._config = load_model_dir(model_dir, map_location=self._device)
-        self._size = int(self._config["img_size"])
-        self._window = window_percentiles(model_dir, self._config)
+        self._contract = read_contract(self._config, model_dir / CONFIG_FILE)
         self._threshold = float(self._config["threshold"])
         log.info("loaded fracture model from %s on %s (threshold %.4f)", model_dir, self._device, self._threshold)
 
@@ -221,9 +190,11 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
 
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
-        if model_input.empty:
-            return predictions_frame(np.zeros(0), self._threshold)
-        images = load_images(model_input, self._size, self._window)
-        mean, std = float(self._config["mean"]), float(self._config["std"])
-        probs = predict_proba(self._model, images, mean, std, batch_size=BATCH_SIZE, device=self._device)
+        if len(model_input) == 0:
+            # MLflow's schema enforcement drops unknown columns and, with them, every row: a request of misnamed
+            # columns arrives here empty and must not be answered with an empty 200.
+            raise InputError(f"no rows to score: send one row per image with a column {' or '.join(INPUT_COLUMNS)}")
+        c = self._contract
+        images = load_images(model_input, c)
+        probs = predict_proba(self._model, images, c.mean, c.std, batch_size=c.batch_size, device=self._device)
         return predictions_frame(probs, self._threshold)

@@ -10,7 +10,11 @@ image's offline-augmented copies, always land in the same split), stratified by 
 - `loso`: leave one source out; `fold` indexes the sorted sources present, that source is test, the others
   are split by patient into train/val.
 
-Rows hit by the cohort policy are kept with split `excluded` and a reason; nothing is dropped.
+Rows hit by the cohort policy are kept with split `excluded` and a reason; nothing is dropped. Offline-augmented
+copies (`augmented_from` set) stay with their group: in train they train, in val or test they are `excluded`
+(`augmented_copy`), so only originals are ever scored. `split.mura_valid` (`val` / `test`) puts MURA's own valid
+set, with the rest of its leakage groups, in that split before the strategy splits the remaining rows.
+Each row's `cluster_id` is its leakage group: the unit evaluate's bootstrap resamples.
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from fracture.cohort import baseline_table, flow_counts
 from fracture.config import ExclusionPolicy, Params, SplitParams, dump_params
 from fracture.errors import InputError
 from fracture.io import atomic_write_text, read_manifest, write_json, write_parquet
-from fracture.schema import SPLIT_COLUMNS, SPLITS
+from fracture.schema import SPLIT_COLUMNS, SPLITS, copy_exclusion_reason
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("cross_domain", "kfold", "loso")
 SUMMARY_COLUMNS = ("split", "source", "images", "patients", "positives", "prevalence")
+MANIFEST_NEEDS = ("image_id", "source", "patient_id", "group_id", "augmented_from", "label")
 
 
 def _flag(df: pd.DataFrame, column: str) -> np.ndarray:
@@ -176,6 +182,42 @@ def assign_loso(df: pd.DataFrame, groups: pd.Series, sp: SplitParams, fold: int,
     _train_val(df, open_rows & ~is_test, groups, sp, seed, f"sources other than {held_out}")
 
 
+def mura_trains(df: pd.DataFrame, sp: SplitParams, strategy: str, fold: int) -> bool:
+    """Whether the strategy trains on MURA (then `split.mura_valid` applies; a held-out MURA is all test anyway)."""
+    if strategy == "cross_domain":
+        return "mura" in sp.train_sources
+    if strategy == "loso":
+        sources = sorted(df["source"].astype(str).unique())
+        return fold < len(sources) and sources[fold] != "mura"
+    return True
+
+
+def pin_mura_valid(df: pd.DataFrame, work: pd.DataFrame, groups: pd.Series, sp: SplitParams, how: tuple) -> None:
+    """Honour MURA's own split (`split.mura_valid`) where the strategy trains on MURA.
+
+    `test`: MURA's valid rows go to test; MURA's train rows are split by the strategy. `val`: MURA's valid rows go
+    to val and its train rows to train. Whole leakage groups move (MURA's two sets share no patient), and only rows
+    the cohort policy kept.
+    """
+    if sp.mura_valid == "pool" or "source_split" not in df.columns or not mura_trains(df, sp, *how):
+        return
+    mura = (df["source"].astype(str) == "mura").to_numpy()
+    official = mura & df["source_split"].astype("string").eq("valid").fillna(False).to_numpy(dtype=bool)
+    targets = [(official, sp.mura_valid)] + ([(mura & ~official, "train")] if sp.mura_valid == "val" else [])
+    for rows, target in targets:
+        moved = groups.isin(set(groups[rows])).to_numpy() & work["split"].isna().to_numpy()
+        work.loc[moved, "split"] = target
+        log.info("split.mura_valid=%s: %d MURA image(s) placed in %s", sp.mura_valid, moved.sum(), target)
+
+
+def exclude_scored_copies(df: pd.DataFrame, work: pd.DataFrame) -> None:
+    """Augmented copies whose group landed in val or test are excluded (only originals are scored)."""
+    is_copy = df["augmented_from"].notna().to_numpy()
+    for name in ("val", "test"):
+        rows = is_copy & (work["split"] == name).to_numpy()
+        work.loc[rows, ["split", "reason", "fold"]] = ["excluded", copy_exclusion_reason(name), pd.NA]
+
+
 def _check_not_empty(splits: pd.DataFrame, df: pd.DataFrame, sp: SplitParams, strategy: str, fold: int) -> None:
     present = sorted(df["source"].astype(str).unique())
     for name in ("train", "val", "test"):
@@ -196,13 +238,14 @@ def make_splits(df: pd.DataFrame, sp: SplitParams, strategy: str, fold: int, see
 
     Args:
         df: the manifest.
-        sp: split params (sources, n_folds, val_fraction, cohort policy); `strategy`/`fold` win over theirs.
+        sp: split params (sources, n_folds, val_fraction, mura_valid, cohort policy); `strategy`/`fold` win over
+            theirs.
         strategy: cross_domain | kfold | loso.
         fold: kfold test fold, or loso source index.
         seed: base seed; the same seed and manifest give identical splits.
 
     Returns:
-        One row per manifest row, in manifest order, with schema.SPLIT_COLUMNS.
+        One row per manifest row, in manifest order, with schema.SPLIT_COLUMNS (`cluster_id`: the leakage group).
 
     Raises:
         InputError: a strategy leaves a split empty, or has too few patients to fill its folds.
@@ -211,14 +254,22 @@ def make_splits(df: pd.DataFrame, sp: SplitParams, strategy: str, fold: int, see
     work = pd.DataFrame({"source": df["source"], "label": df["label"], "fold": pd.NA, "reason": reasons})
     work["split"] = pd.Series(np.where(reasons.notna(), "excluded", None), index=df.index, dtype=object)
     groups = group_components(df)
+    pin_mura_valid(df, work, groups, sp, (strategy, fold))
     assign = {
         "cross_domain": lambda: assign_cross_domain(work, groups, sp, seed),
         "kfold": lambda: assign_kfold(work, groups, sp, fold, seed),
         "loso": lambda: assign_loso(work, groups, sp, fold, seed),
     }
     assign[strategy]()
+    exclude_scored_copies(df, work)
     out = pd.DataFrame(
-        {"image_id": df["image_id"], "split": work["split"], "fold": work["fold"], "reason": work["reason"]}
+        {
+            "image_id": df["image_id"],
+            "split": work["split"],
+            "fold": work["fold"],
+            "reason": work["reason"],
+            "cluster_id": groups,
+        }
     )
     out = out.astype(SPLIT_COLUMNS).reset_index(drop=True)
     _check_not_empty(out, df, sp, strategy, fold)
@@ -270,19 +321,53 @@ def _summary_json(summary: pd.DataFrame, splits: pd.DataFrame, strategy: str, fo
 
 
 def _check_manifest(df: pd.DataFrame, path: Path) -> None:
-    missing = [c for c in ("image_id", "source", "patient_id", "group_id", "label") if c not in df.columns]
+    missing = [c for c in MANIFEST_NEEDS if c not in df.columns]
     if missing:
-        raise InputError(f"{path}: manifest lacks column(s) {', '.join(missing)} needed to split")
+        raise InputError(f"{path}: manifest lacks column(s) {', '.join(missing)} needed to split (re-run ingest)")
     if df["image_id"].duplicated().any():
         raise InputError(f"{path}: duplicate image_id values; run `fracture validate` first")
     if df[["image_id", "source", "label"]].isna().any().any():
         raise InputError(f"{path}: null image_id, source or label; run `fracture validate` first")
 
 
+def read_quarantine(manifest_path: Path) -> pd.DataFrame | None:
+    """Ingest's quarantine.csv beside the manifest; None (with a warning) when there is none.
+
+    Raises:
+        InputError: the file exists but is not a CSV with `source` and `reason` columns.
+    """
+    path = Path(manifest_path).parent / "quarantine.csv"
+    if not path.is_file():
+        log.warning("%s not found: flow.json counts accepted images only (no quarantine stage)", path)
+        return None
+    try:
+        quarantine = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise InputError(f"{path}: cannot read quarantine table ({err})") from None
+    missing = [c for c in ("source", "reason") if c not in quarantine.columns]
+    if missing:
+        raise InputError(f"{path}: quarantine table lacks column(s) {', '.join(missing)}")
+    return quarantine.replace("", pd.NA)
+
+
+def write_cohort_tables(df: pd.DataFrame, splits: pd.DataFrame, manifest_path: Path, out_dir: Path, how: dict) -> dict:
+    """flow.json (STARD flow counts) and baseline.csv (characteristics per split) into `out_dir`.
+
+    Returns:
+        The flow counts.
+    """
+    flow = flow_counts(df, splits, read_quarantine(manifest_path), how["strategy"], how["fold"])
+    write_json(out_dir / "flow.json", flow)
+    atomic_write_text(out_dir / "baseline.csv", baseline_table(df, splits).to_csv(index=False))
+    return flow
+
+
 def run_split(
     params: Params, manifest_path: Path, out_path: Path, strategy: str | None = None, fold: int | None = None
 ) -> dict:
-    """Write splits.parquet, split_summary.json/.csv and the resolved params beside it.
+    """Write splits.parquet, split_summary.json/.csv, flow.json, baseline.csv and the resolved params beside it.
+
+    ingest's quarantine.csv, read from beside the manifest, feeds the flow's quarantine stage.
 
     Returns:
         The split_summary.json content.
@@ -298,6 +383,7 @@ def run_split(
     report = _summary_json(summary, splits, strategy, fold, params.base.seed)
     write_json(out_path.parent / "split_summary.json", report)
     atomic_write_text(out_path.parent / "split_summary.csv", summary.to_csv(index=False))
+    write_cohort_tables(df, splits, Path(manifest_path), out_path.parent, {"strategy": strategy, "fold": fold})
     dump_params(params, out_path.parent / "params.yaml")
     log.info("split %s (fold %d, seed %d):\n%s", strategy, fold, params.base.seed, summary.to_string(index=False))
     return report

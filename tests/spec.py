@@ -1,4 +1,4 @@
-"""The documented real-data layouts (DATASETS.md), written out independently of the package under test."""
+"""The documented real-data layouts (README, "The datasets"), written out independently of the package under test."""
 
 # GRAZPEDWRI-DX dataset.csv: 17 columns, in this order.
 GRAZ_COLUMNS = [

@@ -1,9 +1,10 @@
 """The training DAG as one Kubeflow Pipelines v2 pipeline.
 
-ingest -> validate -> split -> preprocess -> train (GPU) -> evaluate -> explain -> report -> register (only
-when the evaluation gate passes). Pipeline parameters: the resolved params as JSON plus the knobs people
-change (split strategy, epochs, learning rate, data source/location/revision). Infrastructure settings (image,
-GPU, node selector, shared memory, secrets) come from params.yaml `pipeline:` at compile time.
+ingest -> validate -> split -> preprocess -> train (GPU) -> evaluate -> explain -> report -> infravalidate (only
+when the evaluation gate passes: the model served by `mlflow models serve` in the task, its evaluation replayed)
+-> register (only when infra validation passes too). Pipeline parameters: the resolved params as JSON plus the
+knobs people change (split strategy, epochs, learning rate, data source/location/revision). Infrastructure
+settings (image, GPU, node selector, shared memory, secrets) come from params.yaml `pipeline:` at compile time.
 """
 
 import json
@@ -14,6 +15,7 @@ from kfp import dsl, kubernetes
 from fracture.config import Params
 from fracture.kubeflow.components.evaluate import evaluate
 from fracture.kubeflow.components.explain import explain
+from fracture.kubeflow.components.infravalidate import infravalidate
 from fracture.kubeflow.components.ingest import ingest
 from fracture.kubeflow.components.preprocess import preprocess
 from fracture.kubeflow.components.register import register
@@ -90,7 +92,7 @@ def build_pipeline(params: Params) -> Callable:
     def training_pipeline(
         params_json: str = params_default,
         data_source: str = params.pipeline.data_source,
-        data_location: str = "/data/raw",
+        data_location: str = params.pipeline.data_location,
         data_revision: str = params.pipeline.data_revision,
         split_strategy: str = params.split.strategy,
         epochs: int = params.train.epochs,
@@ -149,13 +151,23 @@ def build_pipeline(params: Params) -> Callable:
         )
         tasks += [ev, ex, rep]
         with dsl.If(ev.outputs["Output"] == True, name="evaluation-gate-passed"):  # noqa: E712 - KFP condition
-            reg = register(
+            iv = infravalidate(
                 params_json=params_json,
+                raw_data=ing.outputs["raw_data"],
+                ingest_dir=ing.outputs["ingest_dir"],
                 model=trn.outputs["model"],
                 eval_dir=ev.outputs["eval_dir"],
-                report=rep.outputs["report"],
             )
-            tasks.append(_with_secrets(reg, mlflow=True))
+            tasks.append(_with_secrets(iv))
+            with dsl.If(iv.outputs["Output"] == True, name="infra-validation-passed"):  # noqa: E712
+                reg = register(
+                    params_json=params_json,
+                    model=trn.outputs["model"],
+                    eval_dir=ev.outputs["eval_dir"],
+                    report=rep.outputs["report"],
+                    infra_validation=iv.outputs["infra_validation"],
+                )
+                tasks.append(_with_secrets(reg, mlflow=True))
         for task in tasks:
             _locked_down(_limited(task.set_container_image(image), params))
 

@@ -1,4 +1,4 @@
-"""The Kubeflow shell's entry points: one function per pipeline step, called by `components/<step>/component.py`.
+"""The Kubeflow shell's entry points: one function per pipeline step, called by `components/<step>.py`.
 
 Each function takes the resolved params as JSON (plus the knobs the pipeline lifts), and artifact paths, and
 calls the same `run_<step>` function as the CLI and the DVC stage. Raw images are addressed relative to a data
@@ -230,10 +230,35 @@ def report_step(
     )
 
 
-def register_step(params_json: str, model_path: str, eval_path: str, report_path: str, out_path: str) -> None:
-    """`fracture register` (the pipeline calls it only when the gate passed); writes the registration record."""
+def infravalidate_step(
+    params_json: str, raw_data_path: str, ingest_path: str, model_path: str, eval_path: str, out_path: str
+) -> bool:
+    """`fracture infravalidate` on the trained model; returns whether it passed (the result is written either way)."""
+    from fracture.errors import GateError
+    from fracture.infravalidate.run import run_infravalidate
+
+    _setup()
+    manifest = Path(ingest_path) / "manifest.parquet"
+    params = resolve_params(params_json)
+    try:
+        run_infravalidate(params, Path(model_path), Path(eval_path), manifest, data_root(raw_data_path), Path(out_path))
+    except GateError as err:
+        log.error("%s", err)
+        return False
+    return True
+
+
+def register_step(
+    params_json: str, model_path: str, eval_path: str, report_path: str, out_path: str, infra_path: str | None = None
+) -> None:
+    """`fracture register` (only after the gates passed); records the infra validation result on the version."""
     from fracture.registry.register import run_register
 
     _setup()
     record = run_register(resolve_params(params_json), Path(model_path), Path(eval_path), report_path=Path(report_path))
+    if infra_path is not None:
+        from fracture.infravalidate.version import record_result
+        from fracture.registry.client import mlflow_client, now_iso
+
+        record_result(mlflow_client(), record["name"], str(record["version"]), read_json(Path(infra_path)), now_iso())
     write_json(Path(out_path), record)

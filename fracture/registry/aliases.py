@@ -103,8 +103,9 @@ def run_promote(
     dry_run: bool = False,
     force: bool = False,
     reason: str | None = None,
+    infra: Any | None = None,
 ) -> dict:
-    """Move `champion` to the candidate when it passes the gate against the current champion.
+    """Move `champion` to the candidate when it passes the gate against the current champion and infra validation.
 
     Args:
         params: resolved params (`register.promote` gates, default model name).
@@ -114,9 +115,12 @@ def run_promote(
         dry_run: compare and log, change nothing.
         force: promote although the gate failed (needs reason).
         reason: why (recorded on the version, required with force).
+        infra: a `fracture.infravalidate.version.InfraData` (manifest, data root): serve the candidate and replay
+            its evaluation before the alias moves (`fracture promote` always passes one); None skips the check.
 
     Returns:
-        {"name", "candidate_version", "champion_version", "passed", "promoted", "dry_run", "forced", "comparison"}.
+        {"name", "candidate_version", "champion_version", "passed", "promoted", "dry_run", "forced", "comparison",
+        "infra_validation" (the result, or None when not run)}.
 
     Raises:
         AccessError: the user may not move `champion` (401 / 403; checked before anything changes).
@@ -144,6 +148,8 @@ def run_promote(
     record.update(passed=cmp["passed"], forced=not cmp["passed"] and force, comparison=cmp)
     if not cmp["passed"] and not force:
         raise GateError(f"{name} version {candidate.version} not promoted: {'; '.join(cmp['reasons'])}")
+    record["infra_validation"] = _infra_gate(params, client, name, candidate, infra, dry_run, force)
+    record["forced"] = record["forced"] or not (record["infra_validation"] or {"passed": True})["passed"]
     if dry_run:
         log.info("dry run: would move %s of %s to version %s; nothing changed", CHAMPION, name, candidate.version)
         return record
@@ -160,6 +166,29 @@ def run_promote(
     _apply_promotion(client, name, candidate, champion, event)
     log.info("%s: %s -> version %s (previous: %s)", name, CHAMPION, candidate.version, champ_v or "none")
     return {**record, "promoted": True, "promoted_by": event["by"], "promoted_at": event["at"]}
+
+
+def _infra_gate(
+    params: Params, client: Any, name: str, candidate: Any, infra: Any | None, dry_run: bool, force: bool
+) -> dict | None:
+    """Infra validation of the candidate (None when `infra` is None); a failure raises unless forced.
+
+    Raises:
+        GateError: the candidate failed infra validation and force was not given.
+    """
+    if infra is None:
+        log.warning("%s version %s: infra validation not requested; promoting on the registry gate alone", name,
+                    candidate.version)  # fmt: skip
+        return None
+    from fracture.infravalidate.version import infra_gate
+
+    result = infra_gate(params, client, name, candidate, infra, record=not dry_run, at=now_iso())
+    if not result["passed"] and not force:
+        why = "; ".join(result["reasons"])
+        raise GateError(f"{name} version {candidate.version} not promoted: infra validation failed: {why}")
+    if not result["passed"]:
+        log.warning("infra validation failed; promoting anyway (--force; the reason is recorded on the version)")
+    return result
 
 
 @registry_errors

@@ -17,6 +17,8 @@ from fracture.registry.names import AUROC, FINGERPRINT_TAG, HEADLINE_METRICS, LI
 log = logging.getLogger(__name__)
 
 EVAL_FILES = ("metrics.json", "gate.json", "thresholds.json")
+# Uploaded when present: infra validation before promotion replays these offline probabilities.
+OPTIONAL_EVAL_FILES = ("predictions.parquet",)
 
 
 @dataclass(frozen=True)
@@ -155,4 +157,5 @@ def load_register_inputs(model_dir: Path, eval_dir: Path, report_path: Path | No
     if report_path is not None and not Path(report_path).is_file():
         raise InputError(f"{report_path}: report not found")
     files = tuple(eval_dir / name for name in EVAL_FILES)
+    files += tuple(eval_dir / name for name in OPTIONAL_EVAL_FILES if (eval_dir / name).is_file())
     return RegisterInputs(config, metadata, metrics, gate, thresholds, report_path, files)

@@ -202,6 +202,47 @@ def _try_cleanup(undo: Callable[[str], Any], target: str) -> None:
         log.warning("clean-up after a failed registration could not remove %s (%s)", target, first_line(err))
 
 
+def pyfunc_spec(staged: Path, config: dict) -> dict[str, Any]:
+    """The pyfunc's definition: model code, model dir artifact, fingerprint, signature, input example, requirements.
+
+    The one place it is spelled, shared by registration and by `save_pyfunc`. The pyfunc is MLflow "models from
+    code" (`fracture/model_code.py`, no pickle); its config carries the weights' fingerprint, which `load_context`
+    checks before loading them.
+    """
+    import pandas as pd
+
+    from fracture.registry.verify import model_code_path
+    from fracture.serving import FINGERPRINT_CONFIG_KEY, MODEL_DIR_ARTIFACT, encode_bytes, signature
+
+    example = pd.DataFrame({"image": [encode_bytes(example_image_png(int(config["img_size"])))]})
+    return {
+        "python_model": str(model_code_path()),  # models from code: a Python file, no pickle
+        "model_config": {FINGERPRINT_CONFIG_KEY: fingerprint_model_dir(staged)},
+        "artifacts": {MODEL_DIR_ARTIFACT: str(staged)},
+        "signature": signature(),
+        "input_example": example,
+        "pip_requirements": _pip_requirements(),
+    }
+
+
+def save_pyfunc(model_dir: Path, dst: Path) -> Path:
+    """Save the model dir as a local MLflow pyfunc at `dst` (what registration logs, without a registry).
+
+    Raises:
+        InputError: the model dir does not rebuild the configured network.
+    """
+    import json
+
+    import mlflow.pyfunc
+
+    _check_loadable(Path(model_dir))
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="fracture-pyfunc-") as tmp:
+        staged = _stage_model_dir(Path(model_dir), Path(tmp))
+        mlflow.pyfunc.save_model(path=str(dst), **pyfunc_spec(staged, config))
+    return Path(dst)
+
+
 def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fingerprint: str) -> str:
     """Log the pyfunc (artifacts uploaded to the artifact store) and link it to the run; returns the model id.
 
@@ -209,28 +250,14 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
         InputError: the artifact upload failed (endpoint down, bucket missing, refused credentials).
     """
     import mlflow.pyfunc
-    import pandas as pd
     from mlflow.entities import LoggedModelOutput
-
-    from fracture.registry.verify import model_code_path
-    from fracture.serving import FINGERPRINT_CONFIG_KEY, MODEL_DIR_ARTIFACT, encode_bytes, signature
 
     exp_id = client.get_run(pending.run_id).info.experiment_id
     tags = {FINGERPRINT_TAG: fingerprint}
     model = client.create_logged_model(exp_id, name=MODEL_NAME, source_run_id=pending.run_id, tags=tags)
     pending.model_id = model.model_id
-    example = pd.DataFrame({"image": [encode_bytes(example_image_png(int(config["img_size"])))]})
     try:
-        mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            model_id=model.model_id,
-            python_model=str(model_code_path()),  # models from code: a Python file, no pickle
-            artifacts={MODEL_DIR_ARTIFACT: str(staged)},
-            model_config={FINGERPRINT_CONFIG_KEY: fingerprint},
-            signature=signature(),
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-        )
+        mlflow.pyfunc.log_model(name=MODEL_NAME, model_id=model.model_id, **pyfunc_spec(staged, config))
     except Exception as err:
         target = _upload_target(client, model.model_id)
         detail = first_line(_root_error(err))

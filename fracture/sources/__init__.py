@@ -17,6 +17,7 @@ import math
 import os
 import posixpath
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ SYMLINK_OUTSIDE = "symlink outside dataset root"
 LABEL_INVALID = "label not in {0,1}"
 NO_LABEL = "no label"
 CONFLICTING_LABELS = "conflicting labels"
+CONFLICTING_METADATA = "conflicting metadata"
 APPLEDOUBLE = "AppleDouble metadata file"
 BAD_LAYOUT = "unexpected path layout"
 MISSING_ID = "missing identifier"
@@ -208,8 +210,16 @@ def parse_csv(text: str, name: str, required: tuple[str, ...]) -> pd.DataFrame:
     if not header:
         raise InputError(f"{name}: empty table (expected columns: {', '.join(required)})")
     check_delimiter(header, name)
+    trailing = check_row_widths(text, name)
     try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=True)
+        # index_col=False: pandas would otherwise take the first column as the index when data rows have one
+        # field more than the header (a trailing delimiter), shifting every column by one. The field it then
+        # drops is empty (check_row_widths), so its warning about lost data is moot.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            df = pd.read_csv(
+                io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=True, index_col=False
+            )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, csv.Error, OverflowError) as err:
         detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise InputError(f"{name}: not a valid CSV table ({detail[:200]})") from None
@@ -218,7 +228,39 @@ def parse_csv(text: str, name: str, required: tuple[str, ...]) -> pd.DataFrame:
     if missing:
         found = ", ".join(list(df.columns)[:20])
         raise InputError(f"{name}: missing required column(s): {', '.join(missing)} (found: {found})")
+    if trailing:
+        log.warning("%s: %d data rows end with a delimiter the header does not have; the empty field is ignored",
+                    name, trailing)  # fmt: skip
     return df.astype(object).fillna("")
+
+
+def check_row_widths(text: str, name: str) -> int:
+    """Compare every data row's field count with the header's.
+
+    A row with one extra, empty, last field (a trailing delimiter on data rows only) is counted; a row with
+    more fields than that is refused, since its columns cannot be told apart.
+
+    Returns:
+        How many rows end with an empty extra field.
+
+    Raises:
+        InputError: naming the file, the line and both field counts.
+    """
+    reader = csv.reader(io.StringIO(text))
+    try:
+        width = next((len(row) for row in reader if any(f.strip() for f in row)), 0)
+        trailing = 0
+        for row in reader:
+            if len(row) == width + 1 and not row[-1].strip():
+                trailing += 1
+            elif len(row) > width and any(f.strip() for f in row[width:]):
+                raise InputError(
+                    f"{name}: line {reader.line_num}: {len(row)} fields but the header has {width} columns "
+                    "(a stray delimiter or an unquoted comma in a value)"
+                )
+    except csv.Error as err:
+        raise InputError(f"{name}: not a valid CSV table ({err})") from None
+    return trailing
 
 
 def parse_binary(value: str) -> int | None:

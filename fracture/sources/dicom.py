@@ -29,6 +29,7 @@ class DicomIdentity:
     study_id: str | None
     age: float | None
     sex: str | None
+    unreadable: tuple[str, ...] = ()  # keywords whose malformed values were dropped (names only, never values)
 
 
 def parse_da(value: str) -> date | None:
@@ -60,11 +61,12 @@ def dicom_age(patient_age: str, birth: str, exam_dates: list[str]) -> float | No
     return None if age is None else min(age, MAX_REPORTED_AGE)
 
 
-def _text(ds: Any, keyword: str) -> str:
-    """An element's value as stripped text ("" when absent or unreadable)."""
+def _text(ds: Any, keyword: str, dropped: list[str]) -> str:
+    """An element's value as stripped text ("" when absent or unreadable; unreadable keywords go to `dropped`)."""
     try:
         value = ds.get(keyword, "")
     except Exception:  # a malformed value in an untrusted header; its message may quote PHI, so drop it
+        dropped.append(keyword)
         return ""
     return "" if value is None else str(value).strip()
 
@@ -80,13 +82,16 @@ def extract_identity(ds: Any, key: bytes | None, namespace: str = "hospital") ->
     Returns:
         Only derived, PHI-free values; nothing from `ds` is returned verbatim except sex (M/F/O).
     """
+    dropped: list[str] = []
     with quiet_pydicom():
-        patient, study = _text(ds, "PatientID"), _text(ds, "StudyInstanceUID")
-        age = dicom_age(_text(ds, "PatientAge"), _text(ds, "PatientBirthDate"), [_text(ds, k) for k in _DATE_KEYWORDS])
-        sex = normalise_sex(_text(ds, "PatientSex"))
+        patient, study = _text(ds, "PatientID", dropped), _text(ds, "StudyInstanceUID", dropped)
+        dates = [_text(ds, k, dropped) for k in _DATE_KEYWORDS]
+        age = dicom_age(_text(ds, "PatientAge", dropped), _text(ds, "PatientBirthDate", dropped), dates)
+        sex = normalise_sex(_text(ds, "PatientSex", dropped))
     return DicomIdentity(
         patient_id=pseudonymise(patient, namespace, key) if patient and key else None,
         study_id=pseudonymise(f"study:{study}", namespace, key) if study and key else None,
         age=age,
         sex=sex,
+        unreadable=tuple(dropped),
     )

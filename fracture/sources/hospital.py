@@ -4,9 +4,11 @@ Layout: `<root>/<part>/{positive,negative}/**/<image>` (a `_set` suffix on the p
 optional `<root>/metadata.csv` with `path` (relative to the root), `patient_id`, `age`, `sex` and optionally
 `label` and `body_part`, which override the folders. Files may be PNG, JPEG or DICOM (with or without a suffix).
 
-Offline-augmented copies (`nega_1000_0.png` ... beside `nega_1000.png`) share a `group_id` with their original
-so that a split never separates them. Patient ids are pseudonymised with the keyed hash of fracture.privacy;
-age and sex come only from metadata.csv or DICOM headers, never from a default.
+Offline-augmented copies (`nega_1000_0.png` ... beside `nega_1000.png`) are recognised by name
+(`ingest.augmented_copy_pattern`), whether or not the original file is present: they carry `augmented_from` (the
+original's group key) and share a `group_id` with the original and each other, so a split never separates them.
+Patient ids are pseudonymised with the keyed hash of fracture.privacy; age and sex come only from metadata.csv or
+DICOM headers, never from a default.
 """
 
 from __future__ import annotations
@@ -61,15 +63,23 @@ def folder_info(path: str) -> tuple[str | None, int | None]:
     return part, label
 
 
-def augmentation_base(stem: str, stems: set[str]) -> str:
-    """The original an augmented copy was made from: `base_k` -> `base` while `base` is a known stem.
+def augmentation_base(stem: str, stems: set[str], copy_pattern: re.Pattern[str] | None) -> str:
+    """The original an augmented copy was made from, decided by the name.
 
-    `nega_1000_3` -> `nega_1000` when `nega_1000` exists; `nega_1000` stays itself unless `nega` exists too.
+    A stem matching `copy_pattern` is a copy of its `base` group whether or not that file exists
+    (`nega_1000_3` -> `nega_1000`); a stem `base_k` beside an existing `base` is a copy too. Repeated, so a copy
+    of a copy leads to the first original. A stem that is neither is its own original.
     """
     base = stem
-    while (match := _AUGMENTED.match(base)) and match["base"] in stems:
-        base = match["base"]
-    return base
+    while True:
+        named = copy_pattern.match(base) if copy_pattern is not None else None
+        beside = _AUGMENTED.match(base)
+        if named and 0 < len(named["base"]) < len(base):  # strictly shorter: a pattern cannot loop forever
+            base = named["base"]
+        elif beside and beside["base"] in stems:
+            base = beside["base"]
+        else:
+            return base
 
 
 def parse_metadata(text: str, name: str) -> pd.DataFrame:
@@ -114,13 +124,16 @@ def resolve_part(path: str, meta: Mapping[str, str]) -> str:
     return part_name(override) if override else (folder_info(path)[0] or "unknown")
 
 
-def hospital_row(path: str, meta: Mapping[str, str], stems: set[str], key: bytes) -> Candidate | Rejected:
-    """One file (or metadata row) -> a candidate with pseudonymised ids and its augmentation group."""
+def hospital_row(
+    path: str, meta: Mapping[str, str], stems: set[str], key: bytes, copy_pattern: re.Pattern[str] | None
+) -> Candidate | Rejected:
+    """One file (or metadata row) -> a candidate with pseudonymised ids, its augmentation group and original."""
     label = _label(path, folder_info(path)[1], meta)
     if isinstance(label, Rejected):
         return label
     part = resolve_part(path, meta)
-    base = augmentation_base(posixpath.splitext(posixpath.basename(path))[0], stems)
+    stem = posixpath.splitext(posixpath.basename(path))[0]
+    base = augmentation_base(stem, stems, copy_pattern)
     group = f"{SOURCE}:{part}/{base}"
     patient = str(meta.get("patient_id", "")).strip()
     fields: dict[str, Any] = {
@@ -132,6 +145,7 @@ def hospital_row(path: str, meta: Mapping[str, str], stems: set[str], key: bytes
         "age": parse_age(meta.get("age", "")),
         "sex": normalise_sex(meta.get("sex", "")),
         "group_id": group,
+        "augmented_from": group if base != stem else None,
     }
     return Candidate(SOURCE, path, fields, fallback_patient_id=pseudonymise(f"group:{group}", SOURCE, key))
 
@@ -146,7 +160,17 @@ def candidate_paths(files: list[str], meta_paths: set[str]) -> tuple[list[str], 
     return sorted(inside | meta_paths), len(set(files) - inside - meta_paths)
 
 
-def hospital_candidates(files: list[str], meta: dict[str, dict[str, str]], key: bytes) -> SourceScan:
+def copy_stats(candidates: list[Candidate]) -> dict[str, int]:
+    """How many candidates are augmented copies, and how many of those have no original among the candidates."""
+    copies = [c for c in candidates if c.fields.get("augmented_from")]
+    originals = {c.fields["group_id"] for c in candidates if not c.fields.get("augmented_from")}
+    orphans = sum(1 for c in copies if c.fields["augmented_from"] not in originals)
+    return {"augmented_copies": len(copies), "copies_without_original": orphans}
+
+
+def hospital_candidates(
+    files: list[str], meta: dict[str, dict[str, str]], key: bytes, copy_pattern: re.Pattern[str] | None
+) -> SourceScan:
     """Walked files and metadata records -> candidates and rejections."""
     paths, outside = candidate_paths(files, set(meta))
     stems_by_part: dict[str, set[str]] = {}
@@ -156,15 +180,27 @@ def hospital_candidates(files: list[str], meta: dict[str, dict[str, str]], key: 
     scan = SourceScan(SOURCE, stats={"files_outside_layout": outside})
     for path in paths:
         rec = meta.get(path, {})
-        item = hospital_row(path, rec, stems_by_part[resolve_part(path, rec)], key)
+        item = hospital_row(path, rec, stems_by_part[resolve_part(path, rec)], key, copy_pattern)
         (scan.candidates if isinstance(item, Candidate) else scan.rejected).append(item)
+    scan.stats.update(copy_stats(scan.candidates))
     if outside:
         log.warning("hospital: %d files outside <part>/{positive,negative}/ and not in metadata.csv (ignored)", outside)
+    if scan.stats["copies_without_original"]:
+        log.warning(
+            "hospital: %d augmented copies have no original file; they are grouped by the original's name and "
+            "can only be used for training",
+            scan.stats["copies_without_original"],
+        )
     return scan
 
 
-def scan_hospital(root: Path, key: bytes) -> SourceScan:
+def scan_hospital(root: Path, key: bytes, copy_pattern: str | None) -> SourceScan:
     """Walk the hospital root once, read metadata.csv if present, and build the candidates.
+
+    Args:
+        root: the hospital root.
+        key: pseudonymisation key.
+        copy_pattern: `ingest.augmented_copy_pattern` (None: only a copy beside its original is recognised).
 
     Raises:
         InputError: metadata.csv exists but is not UTF-8 or lacks required columns.
@@ -177,7 +213,7 @@ def scan_hospital(root: Path, key: bytes) -> SourceScan:
     if meta_path.is_file():
         meta, rejected = metadata_index(parse_metadata(read_text(meta_path), str(meta_path)), str(meta_path))
     files = [f for f in walk.files if f != META_NAME]
-    scan = hospital_candidates(files, meta, key)
+    scan = hospital_candidates(files, meta, key, re.compile(copy_pattern) if copy_pattern else None)
     scan.rejected = rejected + scan.rejected
     scan.stats.update({"junk_files": walk.junk_files, "metadata_rows": len(meta) + len(rejected)})
     return scan

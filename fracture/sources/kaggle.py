@@ -18,6 +18,7 @@ import pandas as pd
 from fracture.imageheader import FILE_MISSING
 from fracture.sources import (
     CONFLICTING_LABELS,
+    CONFLICTING_METADATA,
     IMAGE_SUFFIXES,
     LABEL_INVALID,
     MISSING_ID,
@@ -187,6 +188,25 @@ def label_conflicts(df: pd.DataFrame, stem_paths: Mapping[str, str]) -> tuple[pd
     return df[~conflicted], rejected
 
 
+def metadata_conflicts(df: pd.DataFrame, stem_paths: Mapping[str, str]) -> tuple[pd.DataFrame, list[Rejected]]:
+    """Drop every row of an image listed more than once with different metadata; one quarantine row per image.
+
+    Which row is right cannot be told from the table, so none is kept silently; the reason names the columns.
+    Labels are compared by `label_conflicts` first (so `1` and `1.0` are the same label here).
+    """
+    columns = [c for c in df.columns if c not in ("filestem", "fracture_visible")]
+    cells = df[columns].apply(lambda col: col.astype(str).str.strip())
+    groups = cells.groupby(df["filestem"])
+    differing = groups.nunique() > 1  # [filestems, columns]
+    conflicted_stems = differing.index[differing.any(axis=1)]
+    rejected = []
+    for filestem in conflicted_stems:
+        names = ", ".join(c for c in columns if differing.loc[filestem, c])
+        path = stem_paths.get(_stem_of(filestem)[0] or "", filestem)
+        rejected.append(reject(SOURCE, path, CONFLICTING_METADATA, f"dataset.csv rows disagree on {names}"))
+    return df[~df["filestem"].isin(conflicted_stems)], rejected
+
+
 def kaggle_candidates(df: pd.DataFrame, stem_paths: Mapping[str, str], name: str = CSV_NAME) -> SourceScan:
     """All dataset.csv rows -> candidates and rejections, with duplicate rows dropped (and counted).
 
@@ -196,8 +216,11 @@ def kaggle_candidates(df: pd.DataFrame, stem_paths: Mapping[str, str], name: str
     df, label_rejected = label_conflicts(df, stem_paths)
     if label_rejected:
         log.warning("%s: %d images are listed with conflicting labels; quarantined", name, len(label_rejected))
+    df, meta_rejected = metadata_conflicts(df, stem_paths)
+    if meta_rejected:
+        log.warning("%s: %d images are listed with conflicting metadata; quarantined", name, len(meta_rejected))
     df, exact, conflicting = dedupe_rows(df, "filestem", name)
-    scan = SourceScan(SOURCE, rejected=label_rejected)
+    scan = SourceScan(SOURCE, rejected=label_rejected + meta_rejected)
     for rec in df.to_dict("records"):
         item = kaggle_row(rec, stem_paths)
         (scan.candidates if isinstance(item, Candidate) else scan.rejected).append(item)

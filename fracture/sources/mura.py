@@ -3,8 +3,9 @@
 `--mura` is the `MURA-v1.1` folder. Its four CSVs list every image (`{train,valid}_image_paths.csv`, one path per
 line) and every study label (`{train,valid}_labeled_studies.csv`, `<study dir>/,<0|1>`). Paths in them start with
 `MURA-v1.1/` and resolve against the folder's parent. Images are joined to their study on the first five path
-parts; labels are per study (1 = abnormal). Only the CSVs define candidates, so AppleDouble `._*` junk in an
-archive never becomes an image.
+parts; labels are per study (1 = abnormal). Study numbers restart for each study type, so a study id holds the
+type (`mura:XR_WRIST/patient00001/study1`); patient ids do not (`mura:patient00001`). Only the CSVs define
+candidates, so AppleDouble `._*` junk in an archive never becomes an image.
 """
 
 from __future__ import annotations
@@ -52,9 +53,20 @@ def _rows(text: str, name: str) -> list[tuple[int, list[str]]]:
     except csv.Error as err:
         raise InputError(f"{name}: not a valid CSV file ({err})") from None
     rows = [(n, fields) for n, fields in rows if any(fields)]
-    if rows and rows[0][1][0] and "/" not in rows[0][1][0]:  # e.g. `Img_Path` or `Img_Path,Label`
+    if rows and is_header(rows[0][1]):
         rows = rows[1:]
     return rows
+
+
+def is_header(fields: list[str]) -> bool:
+    """Whether a first line is a header (`Img_Path`, `Study_Path,Label`), judged by content.
+
+    Every MURA data line starts with a path that has a folder part, written with a slash or a Windows
+    backslash; a header's first cell has neither, and a second cell, when present, is not a 0/1 label.
+    """
+    first = fields[0].replace("\\", "/") if fields else ""
+    label = fields[1].strip() if len(fields) > 1 else ""
+    return bool(first) and "/" not in first and label not in ("0", "1")
 
 
 def parse_image_paths(text: str, name: str) -> list[str]:
@@ -151,7 +163,7 @@ def mura_row(split: str, raw: str, labels: dict[str, str | None], root_name: str
     study = parts[3].removesuffix("_positive").removesuffix("_negative")
     fields = {
         "patient_id": f"mura:{parts[2]}",
-        "study_id": f"mura:{parts[2]}/{study}",
+        "study_id": f"mura:{parts[1]}/{parts[2]}/{study}",  # study numbers restart per study type
         "label": label,
         "label_source": "study_abnormal",
         "body_part": BODY_PARTS.get(parts[1], parts[1].removeprefix("XR_").lower()),

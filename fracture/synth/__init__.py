@@ -1,6 +1,6 @@
 """Synthetic demo data written in the three real on-disk layouts (GRAZPEDWRI-DX, MURA v1.1, hospital).
 
-The files reproduce the documented formats and their traps (see DATASETS.md): a BOM-prefixed 17-column
+The files reproduce the documented formats and their traps (README, "The datasets"): a BOM-prefixed 17-column
 `dataset.csv` with `1`-or-empty flags and 16-bit PNGs spread over nested `images_partN` folders; MURA's
 header-less CSVs, per-study labels, RGB-stored PNGs, another study type and AppleDouble junk; a hospital tree
 with PNG, JPEG and DICOM files (one MONOCHROME1, both carrying fake PHI), offline-augmented copies and a partial

@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from fracture.cache import load_cache
 from fracture.config import Params
-from fracture.data import SeededSampler, UnifiedFractureDataset, collate_batch, load_cache
+from fracture.data import SeededSampler, UnifiedFractureDataset, collate_batch
 from fracture.errors import InputError
 from fracture.io import read_manifest, read_parquet
 from fracture.train.runtime import Runtime
@@ -26,12 +27,12 @@ def select_rows(manifest: pd.DataFrame, splits: pd.DataFrame, splits_path: Path)
     """Train and val rows with their labels; the test split is dropped first.
 
     Returns:
-        image_id, split, label, source, patient_id; only `train` and `val` rows.
+        image_id, split, cluster_id, label, source, patient_id; only `train` and `val` rows.
     """
-    for col in ("image_id", "split"):
+    for col in ("image_id", "split", "cluster_id"):
         if col not in splits.columns:
-            raise InputError(f"{splits_path}: missing column {col!r}")
-    rows = splits.loc[splits["split"].isin(TRAIN_SPLITS), ["image_id", "split"]]
+            raise InputError(f"{splits_path}: missing column {col!r}; rerun `fracture split`")
+    rows = splits.loc[splits["split"].isin(TRAIN_SPLITS), ["image_id", "split", "cluster_id"]]
     labels = manifest[["image_id", "label", "source", "patient_id"]]
     rows = rows.merge(labels, on="image_id", how="left", validate="one_to_one")
     unknown = rows["label"].isna()

@@ -12,9 +12,9 @@ import pandas as pd
 
 from fracture.config import Params
 from fracture.io import hash_file, read_json, write_json
-from fracture.metrics import tune_thresholds
 from fracture.model import METADATA_FILE, model_config, predict_proba, save_model_dir
 from fracture.modelcard import build_model_card
+from fracture.operating_points import tune_thresholds
 from fracture.tracking import Tracker, git_commit, params_hash, redact
 from fracture.train.checkpoint import LoopState, load_checkpoint
 from fracture.train.loop import Session
@@ -72,7 +72,12 @@ def best_checkpoint_thresholds(s: Session, images: np.ndarray, rows: pd.DataFram
     probs = predict_proba(
         s.model, images[val["row"].to_numpy()], mp.mean, mp.std, s.params.evaluate.batch_size, s.rt.device
     )
-    return tune_thresholds(val["label"].to_numpy(), probs, s.params.evaluate.target_sensitivity)
+    ep = s.params.evaluate
+    # The conservative rule resamples the split's leakage groups, exactly as evaluate re-derives it.
+    groups = val["cluster_id"].to_numpy()
+    return tune_thresholds(
+        val["label"].to_numpy(), probs, ep.target_sensitivity, groups, ep.n_bootstrap, s.params.base.seed
+    )
 
 
 def finalize(s: Session, prog: LoopState, images: np.ndarray, rows: pd.DataFrame, lineage: dict) -> dict[str, Any]:

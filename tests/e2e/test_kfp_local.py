@@ -37,4 +37,5 @@ def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
     version = client.get_model_version_by_alias(params["register"]["model_name"], "challenger")
     assert int(version.version) >= 1
+    assert version.tags["infra_validation.passed"] == "true"  # the infravalidate task served and replayed it
     assert not os.environ.get("FRACTURE_DATA_ROOT")

@@ -229,7 +229,7 @@ def test_ingest_killed_while_writing_the_manifest_then_rerun(work, reference, ea
 
 # -------------------------------------------------------------------------------------------------- preprocess
 def assert_same_cache(ref: Path, out: Path) -> None:
-    from fracture.data import load_cache
+    from fracture.cache import load_cache
 
     images, index = load_cache(out)
     ref_images, ref_index = load_cache(ref)
@@ -240,7 +240,7 @@ def assert_same_cache(ref: Path, out: Path) -> None:
 
 @pytest.mark.parametrize("earlier_cache", [False, True])
 def test_preprocess_killed_mid_decode_then_rerun(work, reference, earlier_cache):
-    from fracture.data import load_cache
+    from fracture.cache import load_cache
 
     out = work / f"cache_{int(earlier_cache)}"
     manifest = "ref/ingest/manifest.parquet"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -30,7 +31,11 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     come from the wheel.
     """
     root = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root), str(REPO)], root)
+    src = root / "src"  # a copy of what the wheel is built from: building in place would leave build/ in the repo
+    shutil.copytree(REPO / "fracture", src / "fracture", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root), str(src)], root)
     wheel = next(root.glob("fracture_mlops-*.whl"))
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root)

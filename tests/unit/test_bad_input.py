@@ -109,16 +109,16 @@ ODD_BUT_USABLE = {
     "slim.png": lambda: encode(".png", texture(400, 12)),
 }
 
-# Unusable files: (bytes maker, ingest quarantine reason prefix, predict error text).
+# Unusable files: (bytes maker, the one reason: ingest's quarantine.csv and predict's error say the same).
 UNUSABLE = {
-    "empty.png": (lambda: b"", "zero bytes", "empty file"),
-    "notes.png": (lambda: b"referral letter, not an image\n" * 3, "not an image", "not a PNG, JPEG, TIFF or DICOM"),
-    "cut.png": (lambda: encode(".png", texture())[:150], "truncated or corrupt", "truncated PNG"),
-    "one_pixel.png": (lambda: encode(".png", np.zeros((1, 1), np.uint8)), "image too small", "too small"),
-    "wide.png": (lambda: encode(".png", np.zeros((2, 100_000), np.uint8)), "dimensions 100000x2", "100000x2"),
-    "bomb.png": (lambda: header_only_png(60_000, 60_000), "dimensions 60000x60000", "60000x60000"),
-    "report.dcm": (lambda: dicom_bytes(pixels=False), "DICOM without pixel data", "no pixel data"),
-    "jpegls.dcm": (lambda: dicom_bytes(compressed=True), "unsupported DICOM", "pyjpegls"),
+    "empty.png": (lambda: b"", "zero bytes"),
+    "notes.png": (lambda: b"referral letter, not an image\n" * 3, "not an image"),
+    "cut.png": (lambda: encode(".png", texture())[:150], "truncated or corrupt"),
+    "one_pixel.png": (lambda: encode(".png", np.zeros((1, 1), np.uint8)), "image too small"),
+    "wide.png": (lambda: encode(".png", np.zeros((2, 100_000), np.uint8)), "dimensions 100000x2"),
+    "bomb.png": (lambda: header_only_png(60_000, 60_000), "dimensions 60000x60000"),
+    "report.dcm": (lambda: dicom_bytes(pixels=False), "DICOM without pixel data"),
+    "jpegls.dcm": (lambda: dicom_bytes(compressed=True), "unsupported DICOM"),
 }
 
 
@@ -187,7 +187,7 @@ def test_ingest_quarantines_every_unusable_image_and_keeps_the_rest(ingested):
     assert "Traceback" not in result.output
     quarantine = pd.read_csv(ingested["out"] / "quarantine.csv", keep_default_na=False)
     reasons = dict(zip(quarantine["path"], quarantine["reason"], strict=True))
-    for name, (_, reason, _) in UNUSABLE.items():
+    for name, (_, reason) in UNUSABLE.items():
         if name == "jpegls.dcm" and jpeg_ls_decoder_available():
             continue
         assert reasons.get(f"radius/negative/{name}", "").startswith(reason), (name, reasons.get(name))
@@ -228,7 +228,7 @@ def test_predict_refuses_an_unusable_image_by_name(tmp_path, model_dir, small_pa
     path = write_files(tmp_path, [name])[name]
     result = invoke("predict", "--img", path, "--weight", model_dir, "--out", tmp_path / "out",
                     "--params", small_params_file)  # fmt: skip
-    assert_clean_failure(result, str(path), UNUSABLE[name][2])
+    assert_clean_failure(result, str(path), UNUSABLE[name][1])
     assert not (tmp_path / "out" / f"{path.stem}.json").exists()
 
 
@@ -268,13 +268,14 @@ def test_batch_predict_keeps_every_row_and_names_each_error(tmp_path, model_dir,
 
 @pytest.mark.parametrize(
     ("name", "needle"),
-    [("missing.png", "no such file"), ("empty_dir", "no image files"), ("list.csv", "'path' column")],
+    [("missing.png", "no such file"), ("empty_dir", "no files found"), ("list.csv", "'path' column")],
 )
 def test_predict_refuses_unusable_batch_inputs(tmp_path, model_dir, small_params_file, name, needle):
     target = tmp_path / name
     if name == "empty_dir":
         target.mkdir()
-        (target / "readme.txt").write_text("no images here")
+        (target / ".DS_Store").write_text("finder junk")  # hidden and AppleDouble files get no row
+        (target / "._x.png").write_bytes(b"\x00\x05\x16\x07")
     elif name == "list.csv":
         target.write_text("file\nx.png\n")
     result = invoke("predict", "--img", target, "--weight", model_dir, "--params", small_params_file,
@@ -489,7 +490,7 @@ def test_prepare_image_refuses_images_below_min_side(tmp_path):
     # Was: predict scored a 1x1 PNG (a blank square after letterboxing) that ingest quarantines as too small.
     path = tmp_path / "dot.png"
     path.write_bytes(encode(".png", np.full((1, 9), 200, np.uint8)))
-    with pytest.raises(InputError, match=r"dot\.png: image is 9x1 px, too small \(min side 8 px\)"):
+    with pytest.raises(InputError, match=r"dot\.png: image too small \(9x1, min_side 8\)"):
         prepare_image(path, 16, (0.5, 99.5), min_side=8)
     assert prepare_image(path, 16, (0.5, 99.5)).shape == (16, 16)  # the default stays permissive
 

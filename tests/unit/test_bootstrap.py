@@ -115,3 +115,73 @@ def test_timing_sanity_2000_resamples_over_30k_predictions() -> None:
     assert np.isfinite(reps["auroc"]).all() and reps["auroc"].shape == (2000,)
     low, high = bootstrap.percentile_interval(reps["auroc"], 0.95)
     assert low < roc_auc_score(y, probs) < high
+
+
+# ------------------------------------------------------------------------------ operating-point and calibration CIs
+def _reference_resample(y, probs, groups, counts_row):
+    """Materialise one resample by concatenating the drawn patients' images."""
+    codes, n_clusters = bootstrap.cluster_codes(groups)
+    drawn = np.repeat(np.arange(n_clusters), counts_row)
+    idx = np.concatenate([np.flatnonzero(codes == g) for g in drawn])
+    return y[idx], probs[idx]
+
+
+def test_rate_and_calibration_replicates_equal_a_per_resample_loop() -> None:
+    from fracture import metrics
+
+    y, probs, groups = _clustered(5, n_patients=50)
+    rs = bootstrap.draw_resamples(groups, 40, seed=5)
+    rates = bootstrap.rate_replicates(rs, y, probs, 0.5)
+    cal = bootstrap.calibration_replicates(rs, y, probs, 10)
+    for b in range(rs.n_resamples):
+        yy, pp = _reference_resample(y, probs, groups, rs.counts[b])
+        op = metrics.operating_point(yy, pp, 0.5, 0.95)
+        for name in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1"):
+            np.testing.assert_allclose(rates[name][b], op[name], atol=1e-12, err_msg=name)
+        fit = metrics.calibration_fit(yy, pp)
+        assert cal["brier"][b] == pytest.approx(metrics.brier_score(yy, pp), abs=1e-12)
+        ece = metrics.expected_calibration_error(metrics.reliability_curve(yy, pp, 10))
+        assert cal["ece"][b] == pytest.approx(ece, abs=1e-12)
+        assert cal["calibration_slope"][b] == pytest.approx(fit["slope"], abs=1e-6)
+        assert cal["calibration_intercept"][b] == pytest.approx(fit["intercept"], abs=1e-6)
+
+
+def test_calibration_replicates_are_nan_where_a_resample_is_separated_or_one_class() -> None:
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([0.1, 0.2, 0.8, 0.9])  # perfectly separated: the slope is infinite
+    cal = bootstrap.calibration_replicates(bootstrap.draw_resamples(np.arange(4), 50, 0), y, probs, 10)
+    assert np.isnan(cal["calibration_slope"]).all() and np.isnan(cal["calibration_intercept"]).all()
+    assert np.isfinite(cal["brier"]).all()
+
+
+def _clustered_sensitivity_study(seed: int, n_patients: int = 120, sd: float = 1.5):
+    """Patients with 2-8 images; one patient-level random effect decides how detectable all their images are."""
+    rng = np.random.default_rng(seed)
+    patient = np.repeat(np.arange(n_patients), rng.integers(2, 9, n_patients))
+    y = (rng.random(n_patients) < 0.4)[patient].astype(int)
+    detected = rng.random(patient.size) < 1 / (1 + np.exp(-(1.0 + rng.normal(0, sd, n_patients)[patient])))
+    return y, np.where(detected, 0.75, 0.25), patient
+
+
+def test_coverage_wilson_under_covers_clustered_data_and_the_cluster_bootstrap_covers() -> None:
+    """200 simulated studies of 120 patients: how often does a 95 % CI of sensitivity hold the true value?
+
+    Measured with these seeds: Wilson 0.755, cluster bootstrap 0.935 (1000 repetitions: 0.82 vs 0.944).
+    """
+    from fracture import metrics
+
+    truth = float(np.mean(1 / (1 + np.exp(-(1.0 + np.random.default_rng(123).normal(0, 1.5, 2_000_000))))))
+    covered = {"wilson": 0, "bootstrap": 0}
+    repetitions = 200
+    for rep in range(repetitions):
+        y, probs, patient = _clustered_sensitivity_study(1000 + rep)
+        tp, n_pos = int(((probs >= 0.5) & (y == 1)).sum()), int(y.sum())
+        low, high = metrics.wilson_interval(tp, n_pos, 0.95)
+        covered["wilson"] += low <= truth <= high
+        reps = bootstrap.rate_replicates(bootstrap.draw_resamples(patient, 500, rep), y, probs, 0.5)
+        low, high = bootstrap.percentile_interval(reps["sensitivity"], 0.95)
+        covered["bootstrap"] += low <= truth <= high
+    coverage = {k: v / repetitions for k, v in covered.items()}
+    log.info("coverage of 95 %% CIs of sensitivity: %s", coverage)
+    assert coverage["wilson"] < 0.88
+    assert coverage["bootstrap"] > 0.90

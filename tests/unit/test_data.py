@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fracture.cache import load_cache
-from fracture.config import AugmentParams
+from fracture.config import AugmentParams, load_params
 from fracture.data import (
     NO_SEED,
     BatchPrep,
@@ -24,7 +25,10 @@ from fracture.errors import InputError
 from tests.unit.test_train import tiny_images, write_cache
 
 SIZE = 32
-AUG = AugmentParams(degrees=8.0, translate=0.05, scale=(0.92, 1.08), brightness=0.1, contrast=0.1)
+REPO = Path(__file__).resolve().parents[2]
+AUG = AugmentParams(
+    enabled=True, degrees=8.0, translate=0.05, scale=(0.92, 1.08), brightness=0.1, contrast=0.1, hflip=False
+)
 
 
 @pytest.fixture
@@ -140,8 +144,8 @@ def test_prep_augments_only_samples_with_a_seed(cache):
 def test_horizontal_flip_only_when_enabled(cache):
     _, images, _ = cache
     x = torch.from_numpy(images[1]).float()[None] / 255
-    still = AugmentParams(degrees=0, translate=0, scale=(1, 1), brightness=0, contrast=0)
-    assert not AugmentParams().hflip  # laterality is kept by default
+    still = AUG.model_copy(update={"degrees": 0, "translate": 0, "scale": (1, 1), "brightness": 0, "contrast": 0})
+    assert not load_params(REPO / "params.yaml").train.augment.hflip  # laterality is kept by default
     outs = [
         augment_image(x, still.model_copy(update={"hflip": flip}), torch.Generator().manual_seed(s))
         for flip in (False, True)

@@ -244,3 +244,18 @@ def test_missing_key_is_refused(monkeypatch, value):
         pseudonym_key()
     with pytest.raises(InputError, match=KEY_ENV):
         pseudonymise("P1", "hospital")
+
+
+def test_malformed_identity_values_are_counted_by_keyword_not_quoted() -> None:
+    from fracture.sources.dicom import extract_identity
+
+    class Header:
+        def get(self, keyword, default=None):  # noqa: ANN001, ANN202
+            if keyword in ("PatientAge", "PatientSex"):
+                raise ValueError("bad value 'SMITH^JOHN'")
+            return {"PatientID": "12345", "StudyInstanceUID": "1.2.3"}.get(keyword, default)
+
+    ident = extract_identity(Header(), b"k" * 32)
+    assert ident.unreadable == ("PatientAge", "PatientSex")
+    assert ident.sex is None and ident.patient_id is not None
+    assert "SMITH" not in repr(ident)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fracture import evaluate, metrics
-from fracture.config import EvaluateParams, GateParams
+from fracture import evaluate
+from fracture.config import EvaluateParams, GateParams, load_params
 from fracture.errors import InputError
+from fracture.operating_points import tune_thresholds
 
-EP = EvaluateParams(n_bootstrap=200, min_subgroup_n=20)
+EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(
+    update={"n_bootstrap": 200, "min_subgroup_n": 20}
+)
 
 
 def scored_frame(n: int = 900, seed: int = 0) -> pd.DataFrame:
@@ -35,6 +39,7 @@ def scored_frame(n: int = 900, seed: int = 0) -> pd.DataFrame:
             "prob": 1 / (1 + np.exp(-(rng.normal(size=n) + 2.0 * (y - 0.5)))),
             "label": y.astype("int8"),
             "patient_id": pd.array([f"{s}:{p}" for s, p in zip(source, patient, strict=True)], dtype="string"),
+            "cluster_id": pd.array([f"{s}:{p}" for s, p in zip(source, patient, strict=True)], dtype="string"),
             "study_id": pd.array(
                 [f"{s}:{p}_{i % 2}" for i, (s, p) in enumerate(zip(source, patient, strict=True))], dtype="string"
             ),
@@ -48,11 +53,17 @@ def scored_frame(n: int = 900, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def _assemble(frame: pd.DataFrame, ep: EvaluateParams = EP, config_thresholds: dict | None = None):
+def val_tuned(frame: pd.DataFrame, ep: EvaluateParams = EP, seed: int = 42) -> dict[str, float]:
+    """The thresholds train stores in config.json: tuned on val, the conservative rule resampling val clusters."""
     val = frame[frame["split"] == "val"]
-    tuned = metrics.tune_thresholds(val["label"].to_numpy(), val["prob"].to_numpy(), ep.target_sensitivity)
+    y, p = val["label"].to_numpy(), val["prob"].to_numpy()
+    return tune_thresholds(y, p, ep.target_sensitivity, val["cluster_id"], ep.n_bootstrap, seed)
+
+
+def _assemble(frame: pd.DataFrame, ep: EvaluateParams = EP, config_thresholds: dict | None = None, **kwargs):
+    tuned = val_tuned(frame, ep)
     stored = tuned if config_thresholds is None else config_thresholds
-    return evaluate.assemble_evaluation(frame, tuned["youden"], "youden", stored, ep, seed=42)
+    return evaluate.assemble_evaluation(frame, tuned["youden"], "youden", stored, ep, seed=42, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ thresholds
@@ -81,8 +92,7 @@ def test_frozen_threshold_is_applied_unchanged_to_test() -> None:
 def test_val_thresholds_are_checked_against_config_json(caplog: pytest.LogCaptureFixture) -> None:
     frame = scored_frame()
     assert _assemble(frame).thresholds["matches_config"] is True
-    val = frame[frame["split"] == "val"]
-    stored = metrics.tune_thresholds(val["label"].to_numpy(), val["prob"].to_numpy(), EP.target_sensitivity)
+    stored = val_tuned(frame)
     stored["youden"] += 0.05
     with caplog.at_level(logging.WARNING, logger="fracture.evaluate"):
         ev = _assemble(frame, config_thresholds=stored)
@@ -94,8 +104,7 @@ def test_val_thresholds_are_checked_against_config_json(caplog: pytest.LogCaptur
 # ---------------------------------------------------------------------------------------------- metrics.json
 def test_metrics_are_flat_finite_and_hold_the_headline_keys(tmp_path, make_params) -> None:
     frame = scored_frame()
-    val = frame[frame["split"] == "val"]
-    stored = metrics.tune_thresholds(val["label"].to_numpy(), val["prob"].to_numpy(), EP.target_sensitivity)
+    stored = val_tuned(frame, seed=0)
     frame.loc[frame["split"] == "val", "label"] = 1  # val has one class: val AUROC and more are undefined
     ev = evaluate.assemble_evaluation(frame, stored["youden"], "youden", stored, EP, seed=0)
     assert ev.metrics["test.f1_max.threshold"] == stored["f1_max"]  # not re-tunable here: config.json's are shown
@@ -103,6 +112,9 @@ def test_metrics_are_flat_finite_and_hold_the_headline_keys(tmp_path, make_param
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert all(isinstance(k, str) for k in written)
     assert all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in written.values())
+    primary = json.loads((tmp_path / "primary.json").read_text())
+    assert primary["primary.population"] == "clinically_relevant" and primary["primary.metric"] == "auroc"
+    assert primary["primary.value"] == written["primary.value"] and primary["primary.n_images"] > 0
     assert "val.auroc" not in written and "val.prevalence" in written  # undefined values are left out, not NaN
     for key in (
         "test.auroc",
@@ -122,7 +134,24 @@ def test_metrics_are_flat_finite_and_hold_the_headline_keys(tmp_path, make_param
         "test.trivial_f1",
         "test.prevalence",
         "test.brier",
+        "test.brier_ci_low",
+        "test.ece_ci_high",
         "test.calibration_slope",
+        "test.calibration_slope_ci_low",
+        "test.calibration_intercept_ci_high",
+        "test.frozen.sensitivity_ci_valid",
+        "test.auroc_ci_valid",
+        "test.n_clusters",
+        "test.target_sensitivity_conservative.sensitivity",
+        "target_sensitivity",
+        "test.study.image_threshold.sensitivity",
+        "study_threshold",
+        "primary.value",
+        "primary.ci_low",
+        "primary.ci_high",
+        "primary.n_images",
+        "primary.n_patients",
+        "ci.n_flagged",
         "test.study.auroc",
         "test.study.frozen.sensitivity",
         "val.frozen.fp",
@@ -136,16 +165,26 @@ def test_metrics_are_flat_finite_and_hold_the_headline_keys(tmp_path, make_param
 
 
 def test_no_bootstrap_means_no_bootstrap_cis() -> None:
-    ev = _assemble(scored_frame(), ep=EvaluateParams(n_bootstrap=0))
+    frame = scored_frame()
+    no_bootstrap = EP.model_copy(update={"n_bootstrap": 0})
+    ev = _assemble(frame, ep=no_bootstrap)
     assert "test.auroc" in ev.metrics and "test.auroc_ci_low" not in ev.metrics
     assert "test.frozen.f1_ci_low" not in ev.metrics
-    assert "test.frozen.sensitivity_ci_low" in ev.metrics  # Wilson intervals need no resampling
+    # several images per patient: an image-level Wilson interval would overstate precision, so there is none
+    assert "test.frozen.sensitivity" in ev.metrics and "test.frozen.sensitivity_ci_low" not in ev.metrics
+    single = frame.assign(
+        cluster_id=frame["image_id"]
+    )  # one image per cluster: Wilson is valid and needs no resampling
+    ev = _assemble(single, ep=no_bootstrap)
+    assert "test.frozen.sensitivity_ci_low" in ev.metrics
+    methods = ev.intervals.set_index("key")["method"]
+    assert methods["test.frozen.sensitivity"] == "wilson"
 
 
 def test_bootstrap_is_seeded() -> None:
     frame = scored_frame()
     val = frame[frame["split"] == "val"]
-    tuned = metrics.tune_thresholds(val["label"].to_numpy(), val["prob"].to_numpy(), EP.target_sensitivity)
+    tuned = tune_thresholds(val["label"].to_numpy(), val["prob"].to_numpy(), EP.target_sensitivity)
 
     def cis(seed: int) -> dict:
         ev = evaluate.assemble_evaluation(frame, tuned["youden"], "youden", tuned, EP, seed=seed)
@@ -241,7 +280,7 @@ def test_plot_tables_follow_the_dvc_formats() -> None:
 
 
 def test_gate_passes_fails_and_treats_undefined_as_failed() -> None:
-    gate = GateParams(min_auroc=0.8, min_sensitivity=0.7)
+    gate = GateParams(min_auroc=0.8, min_sensitivity=0.7, min_primary=None, primary_bound="point")
     passed = evaluate.evaluate_gate({"test.auroc": 0.85, "test.frozen.sensitivity": 0.75}, gate)
     assert passed["passed"] and passed["reasons"] == [] and all(c["passed"] for c in passed["checks"])
     failed = evaluate.evaluate_gate({"test.auroc": 0.85, "test.frozen.sensitivity": 0.65}, gate)
@@ -261,7 +300,7 @@ def eval_inputs(tmp_path_factory, make_params):
     import torch
 
     from fracture.io import write_manifest
-    from fracture.model import build_model, model_config, predict_proba
+    from fracture.model import build_model, input_contract, model_config, predict_proba
     from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
 
     root = tmp_path_factory.mktemp("evalrun")
@@ -276,6 +315,7 @@ def eval_inputs(tmp_path_factory, make_params):
         osteopenia=False,
         source_split=None,
         group_id=frame["image_id"],
+        augmented_from=None,
         width=64,
         height=64,
         bit_depth=8,
@@ -288,6 +328,7 @@ def eval_inputs(tmp_path_factory, make_params):
             "split": split,
             "fold": pd.array([None] * 90, dtype="Int8"),
             "reason": pd.array([None] * 90, dtype="string"),
+            "cluster_id": frame["patient_id"],
         }
     ).to_parquet(root / "splits.parquet")
     cached = frame.loc[split != "train", "image_id"].to_numpy()
@@ -303,10 +344,10 @@ def eval_inputs(tmp_path_factory, make_params):
     model = build_model(params.model, 64, pretrained=False).eval()
     is_val = split[split != "train"] == "val"
     val_probs = predict_proba(model, images[is_val], params.model.mean, params.model.std, 16)
-    tuned = metrics.tune_thresholds(frame.loc[split == "val", "label"].to_numpy(), val_probs, 0.9)
+    tuned = tune_thresholds(frame.loc[split == "val", "label"].to_numpy(), val_probs, 0.9)
     (root / "model").mkdir()
     torch.save(model.state_dict(), root / "model" / "model.pt")
-    config = model_config(params.model, 64, tuned, "youden")
+    config = {**model_config(params.model, 64, tuned, "youden"), "input": input_contract(params, 64).to_dict()}
     (root / "model" / "config.json").write_text(json.dumps(config))
     return root, params, config
 
@@ -321,7 +362,11 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
         fracture.model, "predict_proba", lambda m, x, *a, **k: scored.append(len(x)) or real(m, x, *a, **k)
     )
     params = params.model_copy(
-        update={"evaluate": params.evaluate.model_copy(update={"gate": GateParams(min_auroc=1.0)})}
+        update={
+            "evaluate": params.evaluate.model_copy(
+                update={"gate": params.evaluate.gate.model_copy(update={"min_auroc": 1.0})}
+            )
+        }
     )
     out = tmp_path / "eval"
     result = evaluate.run_evaluate(
@@ -330,6 +375,7 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
     assert sum(scored) == 60  # val + test only; train rows are never scored
     for name in (
         "metrics.json",
+        "primary.json",
         "predictions.parquet",
         "thresholds.json",
         "subgroups.csv",
@@ -397,8 +443,55 @@ def test_demo_chain_eval_dir(request: pytest.FixtureRequest) -> None:
     demo_eval = request.getfixturevalue("demo_eval")
     written = json.loads((demo_eval / "metrics.json").read_text())
     assert all(isinstance(v, int | float) and math.isfinite(v) for v in written.values())
-    assert {"test.auroc", "test.frozen.sensitivity", "threshold"} <= set(written)
+    assert {"test.auroc", "test.frozen.sensitivity", "threshold", "primary.value", "primary.ci_low"} <= set(written)
+    for name in (
+        "primary.json",
+        "intervals.csv",
+        "per_source.csv",
+        "spectrum.csv",
+        "reliability.csv",
+        "plots/decision_curve.csv",
+    ):
+        assert (demo_eval / name).is_file(), name
     gate = json.loads((demo_eval / "gate.json").read_text())
     assert set(gate) == {"passed", "reasons", "checks"}
     preds = pd.read_parquet(demo_eval / "predictions.parquet")
     assert set(preds["split"]) <= {"val", "test"} and preds["prob"].between(0, 1).all()
+
+
+def test_run_evaluate_scores_cohort_exclusions_as_spectrum_only(eval_inputs, tmp_path) -> None:
+    root, params, _ = eval_inputs
+    splits = pd.read_parquet(root / "splits.parquet")
+    test_rows = splits.index[splits["split"] == "test"]
+    splits.loc[test_rows[:6], ["split", "reason"]] = ["excluded", "metal"]
+    splits.loc[test_rows[6:9], ["split", "reason"]] = ["excluded", "source kaggle not in split.test_sources"]
+    splits["cluster_id"] = splits["image_id"]  # no excluded case shares a cluster with train
+    splits.to_parquet(tmp_path / "splits.parquet")
+    out = tmp_path / "eval"
+    result = evaluate.run_evaluate(
+        params, root / "model", root / "manifest.parquet", tmp_path / "splits.parquet", root / "cache", out
+    )
+    spectrum = pd.read_parquet(out / "spectrum_predictions.parquet")
+    assert sorted(spectrum["image_id"]) == sorted(splits.loc[test_rows[:6], "image_id"])  # cohort reasons only
+    assert set(spectrum["reason"]) == {"metal"} and spectrum["prob"].between(0, 1).all()
+    assert result["spectrum.n"] == 6 and result["test.n"] == 21  # 30 test rows less 9 excluded
+    assert set(pd.read_parquet(out / "predictions.parquet")["image_id"]).isdisjoint(spectrum["image_id"])
+    table = pd.read_csv(out / "spectrum.csv")
+    assert table.loc[table["reason"] == "any", "n"].iloc[0] == 6
+    for name in (
+        "intervals.csv",
+        "per_source.csv",
+        "reliability.csv",
+        "decision_curve.csv",
+        "plots/decision_curve.csv",
+    ):
+        assert (out / name).is_file(), name
+
+
+def test_run_evaluate_refuses_splits_without_cluster_ids(eval_inputs, tmp_path) -> None:
+    root, params, _ = eval_inputs
+    pd.read_parquet(root / "splits.parquet").drop(columns="cluster_id").to_parquet(tmp_path / "splits.parquet")
+    with pytest.raises(InputError, match=r"splits\.parquet: missing columns cluster_id"):
+        evaluate.run_evaluate(
+            params, root / "model", root / "manifest.parquet", tmp_path / "splits.parquet", root / "cache", tmp_path
+        )

@@ -160,8 +160,10 @@ def test_kfp_task_pods_run_as_the_images_user_with_limits(tmp_path):
     spec = importlib.util.spec_from_file_location("kfp_pods", REPO / "infra" / "kfp" / "pods.py")
     pods = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pods)
+    from tests.unit.test_pipeline_ir import STEPS
+
     written = pods.render(REPO / "params.yaml", tmp_path)
-    assert len(written) == 9
+    assert sorted(p.name for p in written) == sorted(f"kfp-{step}.yaml" for step in STEPS)
     (user,) = re.findall(r"^USER\s+(\d+):", _dockerfile(), flags=re.M)
     for path in written:
         pod = yaml.safe_load(path.read_text())
@@ -179,3 +181,18 @@ def test_compose_services_drop_capabilities_and_mlflow_authenticates():
     mlflow = compose["services"]["mlflow"]
     assert "--app-name basic-auth" in " ".join(mlflow["command"])
     assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_AUTH_ADMIN_PASSWORD:?")
+
+
+def test_the_kserve_predictor_is_locked_down_and_labelled_for_the_network_policies():
+    from fracture.config import load_params
+    from fracture.deploy import render_inference_service
+
+    manifest = render_inference_service(load_params(REPO / "params.yaml"), "m", "3", "f" * 64, False)
+    assert manifest["metadata"]["labels"]["fracture.io/serving"] == "true"
+    predictor = manifest["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {}} in predictor["volumes"]

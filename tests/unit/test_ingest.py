@@ -14,7 +14,7 @@ from fracture import imageheader as ih
 from fracture import sources
 from fracture.cli import app
 from fracture.errors import InputError
-from fracture.ingest import run_ingest
+from fracture.ingest import inherit_group_identity, run_ingest
 from fracture.io import read_manifest
 from fracture.privacy import KEY_ENV
 from fracture.schema import MANIFEST_COLUMNS
@@ -195,15 +195,12 @@ def test_everything_quarantined_still_writes_a_typed_empty_manifest(tmp_path, se
     assert summary["totals"]["quarantine_reasons"] == {ih.NOT_IMAGE: 1}
 
 
-def test_defaults_come_from_params(tmp_path, make_params):
+def test_defaults_come_from_params_paths(tmp_path, make_params):
     root = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A)])
-    params = make_params({"base": {"num_workers": 1}, "ingest": {"kaggle_dir": str(root)}})
-    assert run_ingest(params, tmp_path / "out")["sources"]["kaggle"]["total"] == 1
-
-
-def test_no_source_is_an_input_error(tmp_path, serial):
-    with pytest.raises(InputError, match="no source given"):
-        run_ingest(serial, tmp_path / "out")
+    paths = {"kaggle": str(root), "mura": str(tmp_path / "no-mura"), "hospital": str(tmp_path / "no-hospital")}
+    params = make_params({"base": {"num_workers": 1}, "paths": paths})
+    with pytest.raises(InputError, match=r"params paths\.mura .*no-mura: not a directory"):
+        run_ingest(params, tmp_path / "out")
 
 
 def test_source_that_is_not_a_directory(tmp_path, serial):
@@ -261,3 +258,21 @@ def test_cli_ingest_succeeds(tmp_path, params_file):
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "manifest.parquet").is_file()
+
+
+def test_fallback_rows_inherit_the_one_patient_known_in_their_group() -> None:
+    def row(group, patient, age=None, sex=None, study=None):
+        return {"group_id": group, "patient_id": patient, "age": age, "sex": sex, "study_id": study}
+
+    rows = [
+        row("g1", "hospital:dicom", 45.0, "M", "hospital:study"),  # a DICOM original: identity from its header
+        row("g1", "hospital:fallback-g1"),  # its PNG copy, in no table
+        row("g2", "hospital:a"),
+        row("g2", "hospital:b"),  # a group filed under two patients: ambiguous, the copy keeps its fallback
+        row("g2", "hospital:fallback-g2"),
+        row("g3", "hospital:fallback-g3"),  # nobody in the group knows the patient
+    ]
+    still = inherit_group_identity(rows, [False, True, False, False, True, True])
+    assert still == [False, False, False, False, True, True]
+    assert rows[1] == {**rows[0], "group_id": "g1"}
+    assert rows[4]["patient_id"] == "hospital:fallback-g2" and rows[5]["patient_id"] == "hospital:fallback-g3"

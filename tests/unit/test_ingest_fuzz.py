@@ -5,18 +5,21 @@ Bounded (about 200 examples per property, derandomised, no example database) so 
 
 import io
 import posixpath
+import re
 
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fracture.config import load_params
 from fracture.errors import InputError
 from fracture.imageheader import ImageHeader, ImageRejected, Limits, read_header
 from fracture.sources import Candidate, Rejected, decode_text, parse_age, parse_binary, safe_relpath
 from fracture.sources.hospital import hospital_candidates, metadata_index, parse_metadata
 from fracture.sources.kaggle import REQUIRED_COLUMNS, kaggle_candidates, parse_kaggle_table
 from fracture.sources.mura import mura_candidates, parse_image_paths, parse_labeled_studies
+from tests.conftest import REPO
 from tests.unit.test_dicom import make_dicom
 from tests.unit.test_imageheader import crafted_png, crafted_tiff, jpeg_bytes, png_bytes
 
@@ -34,6 +37,8 @@ SEEDS = [
     make_dicom(rows=8, cols=8, implicit=True, bits=8, photometric="MONOCHROME2"),
 ]
 SUFFIXES = st.sampled_from([".png", ".jpg", ".dcm", ".tif", ""])
+
+REPO_PARAMS = REPO / "params.yaml"
 
 
 def vet(data: bytes, suffix: str) -> ImageHeader | None:
@@ -166,7 +171,7 @@ def test_hospital_rows_never_raise(files, meta_rows):
     ]
     df = pd.DataFrame(rows, columns=["path", "patient_id", "age", "sex", "label", "body_part"])
     meta, rejected = metadata_index(df)
-    scan = hospital_candidates(files, meta, b"k")
+    scan = hospital_candidates(files, meta, b"k", re.compile(load_params(REPO_PARAMS).ingest.augmented_copy_pattern))
     for item in scan.candidates + scan.rejected + rejected:
         assert isinstance(item, Candidate | Rejected)
     for c in scan.candidates:

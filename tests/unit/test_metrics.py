@@ -20,6 +20,7 @@ from sklearn.metrics import (
 )
 
 from fracture import metrics
+from fracture.operating_points import tune_thresholds
 
 SEEDS = range(6)
 
@@ -168,7 +169,7 @@ def test_operating_point_uses_ge_threshold_and_wilson_cis() -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_tune_thresholds_meet_their_definitions(seed: int) -> None:
     y, s = _sample(seed, ties=True)
-    t = metrics.tune_thresholds(y, s, target_sensitivity=0.9)
+    t = tune_thresholds(y, s, target_sensitivity=0.9)
     fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
     assert t["youden"] == pytest.approx(thr[np.argmax(tpr - fpr)])
     assert metrics.binary_rates(**metrics.confusion_counts(y, s >= t["target_sensitivity"]))["sensitivity"] >= 0.9

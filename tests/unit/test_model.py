@@ -176,7 +176,10 @@ def test_production_profile_loads():
     params = load_params(REPO / "configs" / "production.yaml")
     assert params.base.image_size == 384 and params.train.num_workers == 8
     assert params.model.backbone.startswith("swin_large_patch4_window12_384") and params.model.pretrained
-    assert params.ingest.kaggle_dir and params.ingest.mura_dir and params.ingest.hospital_dir
+    paths = params.paths
+    raw = ("data/raw/GRAZPEDWRI-DX", "data/raw/MURA-v1.1", "data/raw/hospital")
+    assert (paths.kaggle, paths.mura, paths.hospital) == raw
+    assert paths.synth == {} and params.train.devices == "auto"
 
 
 def test_production_profile_builds_swin_large_384_grayscale():

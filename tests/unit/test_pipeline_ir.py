@@ -7,7 +7,9 @@ import yaml
 
 from fracture.kubeflow.runner import run_compile
 
-STEPS = ["ingest", "validate", "split", "preprocess", "train", "evaluate", "explain", "report", "register"]
+STEPS = [
+    "ingest", "validate", "split", "preprocess", "train", "evaluate", "explain", "report", "infravalidate", "register",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +53,19 @@ def test_train_has_shm_node_selector_toleration_and_secrets(ir):
     assert {"MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= envs
 
 
-def test_register_runs_only_when_the_gate_passes(ir):
+def test_register_runs_only_when_the_gate_and_infra_validation_pass(ir):
     spec, k8s, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
     assert "register" not in tasks
     (cond_name,) = [n for n, t in tasks.items() if "triggerPolicy" in t]
     assert "evaluate-Output" in tasks[cond_name]["triggerPolicy"]["condition"]  # the gate result
     inner = spec["components"][tasks[cond_name]["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(inner) == ["register"]
+    assert "infravalidate" in inner and "register" not in inner
+    (infra_cond,) = [n for n, t in inner.items() if "triggerPolicy" in t]
+    assert "infravalidate-Output" in inner[infra_cond]["triggerPolicy"]["condition"]  # infra validation passed
+    innermost = spec["components"][inner[infra_cond]["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(innermost) == ["register"]
+    assert "infra_validation" in innermost["register"]["inputs"]["artifacts"]  # its result becomes version tags
     assert "secretAsEnv" in k8s["exec-register"]
 
 

@@ -113,9 +113,19 @@ def test_registry_uri_downloads_lazily(inputs, model_dir, predict_params, tmp_pa
         return dst / "model"
 
     monkeypatch.setattr(fracture.registry.download, "download_model_dir", fake_download)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a server URI: the download is faked
     result = run_predict(predict_params, inputs["png8"], "models:/fracture-swin@champion", out_dir=tmp_path)
     assert calls == ["models:/fracture-swin@champion"]
     assert result["model"]["weight"] == "models:/fracture-swin@champion"
+
+
+def test_registry_uri_without_a_tracking_server_creates_no_mlflow_db(inputs, predict_params, tmp_path, monkeypatch):
+    # Was: MLflow created (and migrated) mlflow.db in the working directory, then said the model was unknown.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"models:/fracture-swin@champion: no model registry at .*MLFLOW_TRACKING_URI"):
+        run_predict(predict_params, inputs["png8"], "models:/fracture-swin@champion", out_dir=tmp_path / "o")
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def run_cli(args: list[str], params_file: Path):
@@ -186,10 +196,11 @@ def test_batch_directory_with_a_bad_file(inputs, model_dir, params_file, tmp_pat
     )
     assert res.exit_code == 0, res.output
     rows, records = read_rows(tmp_path / "o")
-    assert len(rows) == len(records) == 11  # 9 PNG + 1 DICOM + 1 corrupt; junk and .txt skipped
-    bad = [r for r in records if r["error"]]
-    assert len(bad) == 1 and bad[0]["path"].endswith("corrupt.png") and "corrupt.png" in bad[0]["error"]
-    assert bad[0]["prob"] is None and bad[0]["decision"] is None
+    assert len(rows) == len(records) == 12  # 9 PNG + 1 DICOM + 1 corrupt + the .txt; hidden/AppleDouble skipped
+    bad = sorted((r for r in records if r["error"]), key=lambda r: r["path"])
+    assert [Path(r["path"]).suffix for r in bad] == [".png", ".txt"]
+    assert "corrupt.png" in bad[0]["error"] and "not an image" in bad[1]["error"]
+    assert all(r["prob"] is None and r["decision"] is None for r in bad)
     good = [r for r in records if not r["error"]]
     assert all(0 <= r["prob"] <= 1 and r["decision"] in ("fracture", "normal") for r in good)
     assert all(r["part"] == "wrist" and r["overlay"] is None for r in records)

@@ -124,8 +124,8 @@ def test_cache_rows_match_prepare_image_and_failures_are_reported(tmp_path: Path
     failures = pd.read_csv(out / "failures.csv")
     assert list(failures.columns) == ["image_id", "path", "reason"]
     reasons = dict(zip(failures["path"], failures["reason"], strict=True))
-    assert "not a PNG" in reasons["radius/positive/broken.png"]
-    assert reasons["radius/positive/missing.png"] == "file not found"
+    assert "not an image" in reasons["radius/positive/broken.png"]
+    assert reasons["radius/positive/missing.png"] == "file missing"  # the words ingest uses
     assert "escapes" in reasons["../escape.png"]
     assert (out / "params.yaml").is_file()
     assert not list(out.glob(".*tmp*"))

@@ -11,6 +11,7 @@ import pytest
 
 from fracture.config import PromoteParams
 from fracture.errors import GateError, InputError
+from fracture.model import InputContract
 from fracture.registry.download import parse_model_uri
 from fracture.registry.gate import compare_versions, format_comparison
 from fracture.registry.lineage import (
@@ -23,6 +24,8 @@ from fracture.registry.lineage import (
 )
 from fracture.serving import encode_image_file, load_images, predictions_frame
 
+# 32 px, window (0.5, 99.5), the demo decode limits, normalisation and batch size.
+CONTRACT = InputContract(32, 1, (0.5, 99.5), 200_000_000, 40_000, 8, 0.5, 0.5, 16)
 PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6)
 
 
@@ -174,24 +177,24 @@ def png16(tmp_path):
 
 def test_path_and_base64_inputs_decode_identically(png16):
     df = pd.DataFrame({"path": [str(png16), None], "image": [None, encode_image_file(png16)]})
-    images = load_images(df, 32, (0.5, 99.5))
+    images = load_images(df, CONTRACT)
     assert images.shape == (2, 32, 32) and images.dtype == np.uint8
     assert np.array_equal(images[0], images[1]) and images[0].max() > images[0].min()
     uri = pd.DataFrame({"image": ["data:image/png;base64," + encode_image_file(png16)]})
-    assert np.array_equal(load_images(uri, 32, (0.5, 99.5))[0], images[0])
+    assert np.array_equal(load_images(uri, CONTRACT)[0], images[0])
 
 
 def test_bad_inputs_name_the_row(png16):
     both = pd.DataFrame({"path": [str(png16)], "image": [encode_image_file(png16)]})
     with pytest.raises(InputError, match="row 0: give exactly one"):
-        load_images(both, 32, (0.5, 99.5))
+        load_images(both, CONTRACT)
     with pytest.raises(InputError, match="row 1: column 'image' is not valid base64"):
-        load_images(pd.DataFrame({"image": [encode_image_file(png16), "%%%"]}), 32, (0.5, 99.5))
+        load_images(pd.DataFrame({"image": [encode_image_file(png16), "%%%"]}), CONTRACT)
     with pytest.raises(InputError, match=r"row 0 \(column 'image'\)") as err:
-        load_images(pd.DataFrame({"image": [encode_image_file(png16)[:40]]}), 32, (0.5, 99.5))
+        load_images(pd.DataFrame({"image": [encode_image_file(png16)[:40]]}), CONTRACT)
     assert "fracture-serve-" not in str(err.value)  # no temp paths in user-facing errors
     with pytest.raises(InputError, match="needs a column 'path' or 'image'"):
-        load_images(pd.DataFrame({"file": ["x"]}), 32, (0.5, 99.5))
+        load_images(pd.DataFrame({"file": ["x"]}), CONTRACT)
 
 
 def test_decision_uses_the_frozen_threshold_inclusively():

@@ -17,7 +17,7 @@ from fracture.sources.kaggle import (
 )
 from tests.spec import GRAZ_COLUMNS
 
-COLUMNS = GRAZ_COLUMNS  # the documented layout (DATASETS.md)
+COLUMNS = GRAZ_COLUMNS  # the documented layout (README, "The datasets")
 
 
 def kaggle_record(stem: str, **values: str) -> dict[str, str]:
@@ -168,11 +168,40 @@ def test_missing_image_and_unlisted_images(tmp_path):
 
 
 def test_duplicate_rows_are_dropped_with_a_warning(caplog):
-    records = [kaggle_record(STEM_A), kaggle_record(STEM_A), kaggle_record(STEM_A, age="11"), kaggle_record(STEM_B)]
+    records = [kaggle_record(STEM_A), kaggle_record(STEM_A), kaggle_record(STEM_B), kaggle_record(STEM_B)]
     scan = kaggle_candidates(table(records), {STEM_A: "a.png", STEM_B: "b.png"})
     assert [c.path for c in scan.candidates] == ["a.png", "b.png"]
-    assert scan.stats["duplicate_rows"] == 1 and scan.stats["conflicting_rows"] == 1
+    assert scan.stats["duplicate_rows"] == 2 and not scan.rejected
     assert "duplicate" in caplog.text
+
+
+def test_filestem_repeated_with_other_metadata_is_quarantined_naming_the_columns(caplog):
+    # Before: the first row was kept silently and the other one's age and sex vanished.
+    records = [kaggle_record(STEM_A), kaggle_record(STEM_A, age="11", gender="F"), kaggle_record(STEM_B)]
+    scan = kaggle_candidates(table(records), {STEM_A: "a.png", STEM_B: "b.png"})
+    assert [c.path for c in scan.candidates] == ["b.png"]
+    assert [(r.path, r.code) for r in scan.rejected] == [("a.png", sources.CONFLICTING_METADATA)]
+    assert "age" in scan.rejected[0].reason and "gender" in scan.rejected[0].reason
+    assert "conflicting metadata" in caplog.text
+
+
+def test_trailing_delimiter_on_data_rows_only_keeps_every_column_in_place(caplog):
+    # Before: pandas took `filestem` for the index, shifting every column: 0 rows accepted, exit 0.
+    text = csv_text([kaggle_record(STEM_A, fracture_visible="1"), kaggle_record(STEM_B)])
+    lines = text.splitlines()
+    shifted = "\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n"
+    df = parse_kaggle_table(shifted, "dataset.csv")
+    assert list(df["filestem"]) == [STEM_A, STEM_B] and list(df["fracture_visible"]) == ["1", ""]
+    scan = kaggle_candidates(df, {STEM_A: "a.png", STEM_B: "b.png"})
+    assert [(c.path, c.fields["label"]) for c in scan.candidates] == [("a.png", 1), ("b.png", 0)]
+    assert "end with a delimiter" in caplog.text
+
+
+def test_extra_values_beyond_the_header_are_refused_by_line():
+    text = csv_text([kaggle_record(STEM_A)])
+    lines = text.splitlines()
+    with pytest.raises(InputError, match=r"dataset\.csv: line 2: 18 fields but the header has 17 columns"):
+        parse_kaggle_table(lines[0] + "\n" + lines[1] + ",surprise\n", "dataset.csv")
 
 
 @pytest.mark.parametrize("stem", ["../../etc/passwd", "/etc/passwd", "images/../../x"])
@@ -217,7 +246,7 @@ def test_missing_table_is_an_input_error(tmp_path):
 
 def test_ragged_rows_are_an_input_error():
     text = csv_text([kaggle_record(STEM_A)]) + ",".join(["x"] * 25) + "\n"
-    with pytest.raises(InputError, match="not a valid CSV"):
+    with pytest.raises(InputError, match="line 3: 25 fields but the header has 17 columns"):
         parse_kaggle_table(text, "dataset.csv")
 
 
@@ -226,3 +255,15 @@ def test_candidates_plus_rejections_cover_every_row():
     scan = kaggle_candidates(table(records), {STEM_A: "a.png", STEM_B: "b.png"})
     assert len(scan.candidates) + len(scan.rejected) == 3
     assert isinstance(table(records), pd.DataFrame)
+
+
+def test_nul_bytes_from_the_table_are_escaped_in_quarantine_csv(tmp_path, params):
+    from fracture.ingest import run_ingest
+
+    bad = "0009_gh\x00st_01_\x1b[31m"
+    images = {STEM_A: f"images_part1/{STEM_A}.png"}
+    root = write_kaggle(tmp_path / "kaggle", [kaggle_record(STEM_A), kaggle_record(bad)], images)
+    run_ingest(params, tmp_path / "out", kaggle_dir=root)
+    raw = (tmp_path / "out" / "quarantine.csv").read_bytes()
+    assert b"\x00" not in raw and b"\x1b" not in raw
+    assert "0009_gh\\x00st_01_\\x1b[31m" in raw.decode()

@@ -83,7 +83,7 @@ def test_study_labels_ids_and_source_split(tmp_path):
     by_path = {c.path: c.fields for c in scan.candidates}
     pos = by_path["train/XR_WRIST/patient00001/study1_positive/image1.png"]
     assert pos["label"] == 1 and pos["label_source"] == "study_abnormal"
-    assert pos["patient_id"] == "mura:patient00001" and pos["study_id"] == "mura:patient00001/study1"
+    assert pos["patient_id"] == "mura:patient00001" and pos["study_id"] == "mura:XR_WRIST/patient00001/study1"
     assert pos["source_split"] == "train" and pos["body_part"] == "wrist"
     valid = by_path["valid/XR_WRIST/patient11186/study2_negative/image1.png"]
     assert (valid["label"], valid["source_split"], valid["patient_id"]) == (0, "valid", "mura:patient11186")
@@ -204,3 +204,60 @@ def test_counts_add_up_on_a_messy_folder(tmp_path, make_params):
     assert entry["quarantine_reasons"] == {"file missing": 1, "no label": 1, "path escapes dataset root": 1}
     quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
     assert len(quarantine) == entry["quarantined"] == 3
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_windows_backslash_csvs_lose_no_row(tmp_path, header):
+    # Before: the first backslash path was taken for a header (no "/" in it) and vanished without a quarantine
+    # row, and the first study of the studies CSV lost its label.
+    root = standard_mura(tmp_path / P, header)
+    for name in ("train_image_paths.csv", "train_labeled_studies.csv"):
+        (root / name).write_text((root / name).read_text().replace("/", "\\"))
+    scan = scan_mura(root, ("XR_WRIST",))
+    assert sorted(c.path for c in scan.candidates) == [
+        "train/XR_WRIST/patient00001/study1_positive/image1.png",
+        "train/XR_WRIST/patient00001/study1_positive/image2.png",
+        "train/XR_WRIST/patient00002/study1_negative/image1.png",
+        "valid/XR_WRIST/patient11186/study2_negative/image1.png",
+    ]
+    assert not scan.rejected
+    assert {c.path.split("/")[3]: c.fields["label"] for c in scan.candidates} == {
+        "study1_positive": 1,
+        "study1_negative": 0,
+        "study2_negative": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "header"),
+    [
+        (["Img_Path"], True),
+        (["Study_Path", "Label"], True),
+        (["MURA-v1.1\\train\\XR_WRIST\\patient00001\\study1_positive\\image1.png"], False),
+        (["MURA-v1.1\\train\\XR_WRIST\\patient00001\\study1_positive\\", "1"], False),
+        (["image1.png", "1"], False),  # a 0/1 second cell is a label, never a header
+    ],
+)
+def test_header_is_decided_by_content(fields, header):
+    from fracture.sources.mura import is_header
+
+    assert is_header(fields) is header
+
+
+def test_two_study_types_of_one_patient_are_two_studies(tmp_path):
+    """XR_WRIST/patient00001/study1 and XR_HAND/patient00001/study1 are different studies of one patient."""
+    hand = f"{P}/train/XR_HAND/patient00001/study1_negative"
+    root = write_mura(
+        tmp_path / P,
+        {"train": [f"{WRIST_POS}/image1.png", f"{WRIST_POS}/image2.png", f"{hand}/image1.png"]},
+        {"train": [f"{WRIST_POS}/,1", f"{hand}/,0"]},
+    )
+    scan = scan_mura(root, ("XR_WRIST", "XR_HAND"))
+    fields = {c.path: c.fields for c in scan.candidates}
+    wrist = fields["train/XR_WRIST/patient00001/study1_positive/image1.png"]
+    other_view = fields["train/XR_WRIST/patient00001/study1_positive/image2.png"]
+    hand_row = fields["train/XR_HAND/patient00001/study1_negative/image1.png"]
+    assert wrist["patient_id"] == hand_row["patient_id"] == "mura:patient00001"
+    assert wrist["study_id"] == other_view["study_id"] == "mura:XR_WRIST/patient00001/study1"
+    assert hand_row["study_id"] == "mura:XR_HAND/patient00001/study1" != wrist["study_id"]
+    assert (wrist["label"], hand_row["label"]) == (1, 0)  # merged, the study would look positive with a normal view

@@ -16,7 +16,7 @@ from fracture.cli import app
 from fracture.config import dump_params
 from fracture.errors import InputError
 from fracture.io import read_parquet, write_manifest
-from fracture.schema import MANIFEST_COLUMNS, SPLIT_COLUMNS, coerce_manifest
+from fracture.schema import COPY_REASON, MANIFEST_COLUMNS, SPLIT_COLUMNS, coerce_manifest, copy_exclusion_reason
 from fracture.split import (
     exclusion_reasons,
     group_components,
@@ -64,12 +64,16 @@ def make_manifest(seed: int, patients_per_source: int = 14, sources=SOURCES, fla
                 sex = str(rng.choice(["M", "F", "O"], p=[0.48, 0.48, 0.04]))
                 projection = str(rng.choice(["ap_pa", "lateral", "other"], p=[0.5, 0.45, 0.05]))
                 base = _row(source, f"p{p}/img{k}.png", f"pt{p:03d}", label, sex=sex, projection=projection, **flags)
+                base["source_split"] = ("valid" if p % 5 == 0 else "train") if source == "mura" else None
                 rows.append(base)
                 if source == "hospital" and rng.random() < 0.3:  # offline-augmented copies share group_id
                     group = f"hospital:radius/p{p}_img{k}"
                     base["group_id"] = group
+                    if rng.random() < 0.2:  # the original file is missing: only its copies are in the manifest
+                        rows.pop()
                     for c in range(int(rng.integers(1, 4))):
-                        rows.append(_row(source, f"p{p}/img{k}_{c}.png", f"pt{p:03d}", label, group=group))
+                        copy = _row(source, f"p{p}/img{k}_{c}.png", f"pt{p:03d}", label, group=group)
+                        rows.append({**copy, "augmented_from": group})
     df = pd.DataFrame(rows)
     # Link a few groups across patients (same image re-filed under another patient): must merge both patients.
     hosp = df.index[df["source"] == "hospital"].to_numpy()
@@ -130,7 +134,7 @@ def test_cross_domain_uses_sources_and_patients(make_params) -> None:
     df = make_manifest(3, patients_per_source=20, flag_rate=0.0)
     df["sex"], df["projection"] = "F", "ap_pa"
     splits = make_splits(df, sp, "cross_domain", 0, seed=42)
-    by_source = df[["source"]].assign(split=splits["split"].to_numpy())
+    by_source = df[["source"]].assign(split=splits["split"].to_numpy())[df["augmented_from"].isna().to_numpy()]
     assert set(by_source.loc[by_source["source"] == "kaggle", "split"]) == {"test"}
     assert set(by_source.loc[by_source["source"] != "kaggle", "split"]) == {"train", "val"}
     val_share = (splits["split"] == "val").sum() / (splits["split"].isin(["train", "val"])).sum()
@@ -189,7 +193,9 @@ def test_exclusions_carry_reasons_and_rows_are_kept(make_params) -> None:
     excluded = splits["split"] == "excluded"
     assert excluded.any()
     expected = exclusion_reasons(big, params.split.exclude)
-    assert splits.loc[excluded, "reason"].tolist() == expected[excluded.to_numpy()].tolist()
+    by_policy = (excluded & ~splits["reason"].str.startswith(COPY_REASON)).to_numpy()
+    assert splits.loc[by_policy, "reason"].tolist() == expected[by_policy].tolist()
+    assert expected[excluded.to_numpy() & ~by_policy].isna().all()  # the rest: augmented copies, nothing else
     assert splits.loc[excluded, "fold"].isna().all()
     assert splits.loc[~excluded, "fold"].notna().all()
 
@@ -301,3 +307,99 @@ def test_demo_manifest_splits_without_leaks(demo_manifest, params) -> None:
         splits = make_splits(df, params.split, strategy, fold, seed=params.base.seed)
         _assert_complete(df, splits)
         _assert_no_leak(df, splits)
+
+
+def _assert_copies_follow_their_group(df: pd.DataFrame, splits: pd.DataFrame) -> None:
+    """No copy in val/test; a copy is in train with its group or excluded naming the split its group got."""
+    is_copy = df["augmented_from"].notna().to_numpy()
+    assert not splits.loc[is_copy, "split"].isin(["val", "test"]).any()
+    originals = splits[~is_copy & (splits["split"] != "excluded").to_numpy()]
+    group_split = originals.groupby("cluster_id")["split"].first()
+    for _, copy in splits[is_copy].iterrows():
+        if copy["cluster_id"] not in group_split:
+            continue  # the group's originals are absent or excluded by the cohort policy
+        placed = group_split[copy["cluster_id"]]
+        if placed == "train":
+            assert copy["split"] == "train"
+        elif copy["split"] == "excluded" and str(copy["reason"]).startswith(COPY_REASON):
+            assert copy["reason"] == copy_exclusion_reason(placed)
+
+
+@pytest.mark.parametrize("mura_valid", ["pool", "val", "test"])
+def test_augmented_copies_never_in_val_or_test_under_any_strategy(make_params, mura_valid: str) -> None:
+    sp = make_params({"split": {"mura_valid": mura_valid}}).split
+    for seed in range(4):
+        df = make_manifest(seed, patients_per_source=16)
+        assert df["augmented_from"].notna().sum() > 5
+        for strategy, folds in (("cross_domain", [0]), ("kfold", range(sp.n_folds)), ("loso", range(3))):
+            for fold in folds:
+                splits = make_splits(df, sp, strategy, fold, seed=seed)
+                _assert_complete(df, splits)
+                _assert_no_leak(df, splits)
+                _assert_copies_follow_their_group(df, splits)
+
+
+def test_copies_of_an_absent_original_share_one_split_and_cluster(make_params) -> None:
+    rows = [_row("hospital", f"h{i}.png", f"h{i}", i % 2) for i in range(30)]
+    group = "hospital:radius/nega_1000"  # nega_1000.png itself is missing
+    for k in range(2):  # two copies with no patient id of their own: ingest gave them the group's fallback patient
+        rows.append({**_row("hospital", f"nega_1000_{k}.png", "fallback-g", 0, group=group), "augmented_from": group})
+    rows += [_row("kaggle", f"k{i}.png", f"k{i}", i % 2) for i in range(10)]
+    df = coerce_manifest(pd.DataFrame(rows))
+    for seed in range(20):
+        splits = make_splits(df, make_params().split, "cross_domain", 0, seed=seed)
+        copies = splits.iloc[30:32]
+        assert copies["cluster_id"].nunique() == 1
+        assert copies["split"].nunique() == 1 and copies["reason"].nunique(dropna=False) == 1
+        assert set(copies["split"]) <= {"train", "excluded"}
+
+
+def test_cluster_id_is_the_leakage_group(make_params) -> None:
+    rows = [
+        _row("hospital", "a.png", "p1", 1, group="g1"),
+        _row("hospital", "a_0.png", "p2", 1, group="g1"),  # the same image filed under p2 links p1 and p2
+        _row("hospital", "b.png", "p2", 0),
+        _row("hospital", "c.png", "p3", 0),
+        _row("hospital", "d.png", "p3", 1),
+    ]
+    rows += [_row(s, f"x{i}.png", f"x{i}", i % 2) for s in ("hospital", "kaggle") for i in range(12)]
+    df = coerce_manifest(pd.DataFrame(rows))
+    splits = make_splits(df, make_params().split, "cross_domain", 0, seed=1)
+    assert str(splits["cluster_id"].dtype) == "string" and splits["cluster_id"].notna().all()
+    assert splits["cluster_id"].iloc[0] == splits["cluster_id"].iloc[1] == splits["cluster_id"].iloc[2]
+    assert splits["cluster_id"].iloc[3] == splits["cluster_id"].iloc[4] != splits["cluster_id"].iloc[0]
+    assert splits["cluster_id"].nunique() == 2 + 24
+    big = make_manifest(4)
+    big_splits = make_splits(big, make_params().split, "kfold", 0, seed=4)
+    joined = big[["patient_id", "group_id"]].assign(cluster_id=big_splits["cluster_id"].to_numpy())
+    for key in ("patient_id", "group_id"):
+        assert joined.groupby(key)["cluster_id"].nunique().max() == 1
+    used = big_splits[big_splits["split"] != "excluded"]
+    assert used.groupby("cluster_id")["split"].nunique().max() == 1
+
+
+@pytest.mark.parametrize("strategy", ["cross_domain", "kfold", "loso"])
+def test_mura_valid_option_places_the_official_valid_set(make_params, strategy: str) -> None:
+    df = make_manifest(13, patients_per_source=20, flag_rate=0.0)
+    df["sex"], df["projection"] = "F", "ap_pa"
+    mura = (df["source"] == "mura").to_numpy()
+    official = mura & df["source_split"].eq("valid").fillna(False).to_numpy(dtype=bool)
+    for target in ("val", "test"):
+        sp = make_params({"split": {"mura_valid": target}}).split
+        splits = make_splits(df, sp, strategy, 0, seed=3)  # loso fold 0 holds out hospital: MURA trains
+        assert set(splits.loc[official, "split"]) == {target}
+        if target == "val":  # MURA's own split decides every MURA row
+            assert set(splits.loc[mura & ~official, "split"]) == {"train"}
+        else:  # MURA's train rows still give val images under cross_domain and loso
+            assert target not in set(splits.loc[mura & ~official, "split"]) or strategy == "kfold"
+    pooled = make_splits(df, make_params().split, strategy, 0, seed=3)
+    assert len(set(pooled.loc[official, "split"])) > 1  # pool: MURA's valid set is split like any other rows
+
+
+def test_mura_valid_leaves_a_held_out_mura_whole(make_params) -> None:
+    df = make_manifest(14, flag_rate=0.0)
+    sp = make_params({"split": {"mura_valid": "val"}}).split
+    splits = make_splits(df, sp, "loso", sorted(SOURCES).index("mura"), seed=3)
+    assert set(splits.loc[(df["source"] == "mura").to_numpy() & (splits["reason"].isna()).to_numpy(), "split"]) == {
+        "test"
+    }

@@ -68,8 +68,9 @@ def test_synth_writes_the_source_folders_ingest_looks_for(raw: Path) -> None:
 
 
 def test_the_kfp_steps_find_source_folders_without_loading_the_simulator() -> None:
-    heavy = "('fracture.synth', 'cv2')"
-    code = f"import sys, fracture.kubeflow.steps; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = (
+        "import sys, fracture.kubeflow.steps; print(sorted(m for m in ('fracture.synth', 'cv2') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 

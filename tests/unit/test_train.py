@@ -15,8 +15,8 @@ import torch
 
 from fracture.errors import InputError
 from fracture.io import write_json, write_manifest, write_parquet
-from fracture.metrics import tune_thresholds
 from fracture.model import load_model_dir, predict_proba
+from fracture.operating_points import tune_thresholds
 from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
 from fracture.train import loop as train_loop
 from fracture.train import run_train
@@ -70,7 +70,13 @@ def write_tiny_dataset(root: Path, n: dict[str, int] | None = None, size: int = 
     paths = {"manifest": root / "manifest.parquet", "splits": root / "splits.parquet", "cache": root / "cache"}
     write_manifest(coerce_manifest(manifest), paths["manifest"], {"kaggle": str(root), "mura": str(root)})
     splits = pd.DataFrame(
-        {"image_id": ids, "split": split, "fold": pd.array([pd.NA] * len(ids), "Int8"), "reason": None}
+        {
+            "image_id": ids,
+            "split": split,
+            "fold": pd.array([pd.NA] * len(ids), "Int8"),
+            "reason": None,
+            "cluster_id": pd.array(ids, "string"),  # one image per patient here
+        }
     )
     write_parquet(splits, paths["splits"])
     write_cache(paths["cache"], images, ids)
@@ -179,7 +185,8 @@ def test_learns_signal_and_writes_model_dir(tiny, make_params, tmp_path):
     model, config = load_model_dir(out)
     val = tiny["split"] == "val"
     probs = predict_proba(model, tiny["images"][val], config["mean"], config["std"], 16)
-    expected = tune_thresholds(tiny["labels"][val], probs, params.evaluate.target_sensitivity)
+    ep, ids = params.evaluate, np.asarray(tiny["ids"])[val]  # one image per patient: each its own cluster
+    expected = tune_thresholds(tiny["labels"][val], probs, ep.target_sensitivity, ids, ep.n_bootstrap, params.base.seed)
     assert config["thresholds"] == pytest.approx(expected)
     assert config["threshold"] == config["thresholds"][params.evaluate.threshold_method]
     assert config["img_size"] == SIZE and config["in_chans"] == 1

@@ -12,9 +12,10 @@ def register(
     model: Input[Model],
     eval_dir: Input[Dataset],
     report: Input[HTML],
+    infra_validation: Input[Artifact],
     registration: Output[Artifact],
 ):
-    """The registration record (name, version, run id)."""
+    """The registration record (name, version, run id); the infra validation result becomes version tags."""
     from fracture.kubeflow.steps import register_step
 
-    register_step(params_json, model.path, eval_dir.path, report.path, registration.path)
+    register_step(params_json, model.path, eval_dir.path, report.path, registration.path, infra_validation.path)

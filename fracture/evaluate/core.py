@@ -1,0 +1,194 @@
+"""The whole evaluation from scored rows, in memory: operating points, metrics, tables, gate."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fracture.config import EvaluateParams, GateParams
+from fracture.evaluate import curves, tables
+from fracture.evaluate.cohort import EVAL_SPLITS, cluster_ids, prepare_predictions, resolve_population
+from fracture.evaluate.intervals import interval_table
+from fracture.evaluate.thresholds import report_points, study_threshold, threshold_report, tune_on_val
+
+log = logging.getLogger(__name__)
+
+# The primary endpoint's names: strings, so they live in primary.json (a DVC metrics file beside metrics.json,
+# which stays numeric for every consumer that reads its values as numbers).
+STRING_METRICS = ("primary.population", "primary.metric")
+SPECTRUM_COLUMNS = (
+    "image_id",
+    "cluster_split",
+    "reason",
+    "prob",
+    "label",
+    "pred",
+    "patient_id",
+    "cluster_id",
+    "source",
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything the eval dir holds, in memory."""
+
+    predictions: pd.DataFrame
+    metrics: dict[str, float]
+    thresholds: dict
+    subgroups: pd.DataFrame
+    plots: dict[str, pd.DataFrame]
+    gate: dict
+    intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    per_source: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spectrum: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spectrum_predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
+    decision: pd.DataFrame = field(default_factory=pd.DataFrame)
+    primary: dict = field(default_factory=dict)
+
+
+def evaluate_gate(values: dict, gate: GateParams) -> dict:
+    """gate.json: minimum test AUROC and test sensitivity at the frozen threshold, and the primary endpoint.
+
+    The primary check runs when `gate.min_primary` is set, on its point estimate or lower CI bound
+    (`gate.primary_bound`).
+    """
+    checks = [("test.auroc", gate.min_auroc), ("test.frozen.sensitivity", gate.min_sensitivity)]
+    if gate.min_primary is not None:
+        checks.append(("primary.value" if gate.primary_bound == "point" else "primary.ci_low", gate.min_primary))
+    results = []
+    for name, minimum in checks:
+        value = values.get(name)
+        defined = isinstance(value, int | float) and math.isfinite(value)
+        passed = bool(defined and value >= minimum)
+        results.append(
+            {"name": name, "value": float(value) if defined else None, "threshold": minimum, "passed": passed}
+        )
+    reasons = [
+        f"{c['name']} {c['value']:.4f} < {c['threshold']}" if c["value"] is not None else f"{c['name']} is undefined"
+        for c in results
+        if not c["passed"]
+    ]
+    return {"passed": not reasons, "reasons": reasons, "checks": results}
+
+
+def finite_metrics(values: dict) -> dict[str, float | int]:
+    """metrics.json content: flat keys, finite numbers only (undefined values are left out, never NaN).
+
+    Strings are left out too: CI methods go to intervals.csv, the primary endpoint's names to primary.json.
+    """
+    out: dict[str, float | int] = {}
+    for key, value in values.items():
+        if isinstance(value, bool | np.bool_):
+            out[key] = int(value)
+        elif isinstance(value, int | np.integer):
+            out[key] = int(value)
+        elif isinstance(value, float | np.floating) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def primary_record(values: dict) -> dict:
+    """primary.json: the pre-specified primary endpoint, names and numbers (`primary.*` keys, flat)."""
+    numbers = finite_metrics({k: v for k, v in values.items() if k.startswith("primary.")})
+    return {**{k: values[k] for k in STRING_METRICS if k in values}, **numbers}
+
+
+def _operating_points(preds, studies, frozen, method, config_thresholds, ep, seed) -> tuple[dict, dict, float]:
+    """(thresholds.json, image points, study threshold): every one tuned on val rows / val studies only."""
+    val_thresholds = tune_on_val(preds[preds["split"] == "val"], ep, seed)
+    points = {"frozen": float(frozen), **report_points(val_thresholds, config_thresholds, ep.reference_threshold)}
+    val_studies = studies[(studies["split"] == "val") & ~studies["excluded_positive_view"]]
+    study_point, how = study_threshold(val_studies, method, frozen, ep, seed)
+    report = {**threshold_report(frozen, method, val_thresholds, config_thresholds), "points": points}
+    report["study"] = {"threshold": study_point, "method": how, "image_threshold": float(frozen)}
+    return report, points, study_point
+
+
+def _headline(preds, studies, points, study_point, ep, seed) -> dict:
+    """Image- and study-level metrics of every split, the primary endpoint, and the target beside its result."""
+    values: dict = {"threshold": points["frozen"], "study_threshold": study_point}
+    values["target_sensitivity"] = ep.target_sensitivity
+    for split in EVAL_SPLITS:
+        part = preds[preds["split"] == split]
+        if part.empty:
+            log.warning("no scored %s rows: %s metrics left out", split, split)
+            continue
+        values.update(tables.prefixed(split, tables.split_metrics(part, points, ep, seed)))
+        study_points = {"frozen": study_point, "image_threshold": points["frozen"]}
+        values.update(
+            tables.prefixed(split, tables.study_metrics(studies[studies["split"] == split], study_points, ep, seed))
+        )
+    test = preds[preds["split"] == "test"]
+    population = resolve_population(ep.primary.population, test)
+    values.update(tables.primary_endpoint(test, ep.primary, population, points["frozen"], ep, seed))
+    return values
+
+
+def spectrum_predictions(spectrum: pd.DataFrame | None, threshold: float) -> pd.DataFrame:
+    """spectrum_predictions.parquet: the scored cohort-excluded cases at the frozen threshold."""
+    if spectrum is None or spectrum.empty:
+        return pd.DataFrame(columns=list(SPECTRUM_COLUMNS))
+    out = spectrum.assign(
+        label=spectrum["label"].astype("int8"),
+        prob=spectrum["prob"].astype("float64"),
+        pred=(spectrum["prob"] >= threshold).astype("int8"),
+        cluster_id=cluster_ids(spectrum),
+    )
+    return out.sort_values("image_id", kind="stable").reset_index(drop=True)[list(SPECTRUM_COLUMNS)]
+
+
+def assemble_evaluation(
+    frame: pd.DataFrame,
+    frozen: float,
+    method: str,
+    config_thresholds: dict | None,
+    ep: EvaluateParams,
+    seed: int,
+    spectrum: pd.DataFrame | None = None,
+    dropped: pd.DataFrame | None = None,
+) -> Evaluation:
+    """The whole evaluation from scored val/test rows. Thresholds read val rows only.
+
+    Args:
+        frame: one row per scored image: image_id, split ("val"/"test"), prob, label, cluster_id and the manifest
+            fields.
+        frozen: the operating point frozen into the model (config.json "threshold"), applied unchanged.
+        method: how it was chosen (config.json "threshold_method").
+        config_thresholds: config.json "thresholds" (tuned on val by train), checked against a recomputation.
+        ep: the evaluate section of the params.
+        seed: bootstrap seed (base.seed).
+        spectrum: scored cases the cohort policy excluded (reason, cluster_split, prob, label, ...), or None.
+        dropped: views of scored studies that were not scored (study_id, label): a study with a dropped positive
+            view is left out at study level.
+    """
+    preds = prepare_predictions(frame, frozen, ep.age_bands)
+    studies = tables.study_frame(preds, dropped)
+    thresholds, points, study_point = _operating_points(preds, studies, frozen, method, config_thresholds, ep, seed)
+    values = _headline(preds, studies, points, study_point, ep, seed)
+    gate = evaluate_gate(values, ep.gate)
+    values["gate.passed"] = int(gate["passed"])
+    ci_table = interval_table(values, ep.n_bootstrap)
+    values["ci.n_flagged"] = int(ci_table["flagged"].sum())
+    spectrum_preds = spectrum_predictions(spectrum, frozen)
+    plots = curves.plot_tables(preds, ep.calibration_bins)
+    return Evaluation(
+        predictions=preds,
+        metrics=finite_metrics(values),
+        thresholds=thresholds,
+        subgroups=tables.subgroup_table(preds, frozen, ep, seed),
+        plots=plots,
+        gate=gate,
+        intervals=ci_table,
+        per_source=tables.per_source_table(preds, frozen, ep, seed),
+        spectrum=tables.spectrum_table(spectrum_preds, frozen, ep, seed),
+        spectrum_predictions=spectrum_preds,
+        reliability=curves.reliability_table(preds, ep, seed),
+        decision=curves.decision_table(plots["decision_curve"]),
+        primary=primary_record(values),
+    )
