@@ -289,17 +289,30 @@ def promote(
     dry_run: Annotated[bool, typer.Option(help="Compare and print; change nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Promote although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (recorded on the version).")] = None,
+    allow_different_test_set: Annotated[
+        bool, typer.Option(help="Compare with a champion evaluated on another test set, unpaired (needs --reason).")
+    ] = False,
     manifest: ManifestOpt = DEFAULT_MANIFEST,
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Move `champion` to the candidate when it passes the gate and infra validation (served, replayed)."""
+    """Move `champion` to the candidate when it passes the paired comparison and infra validation (served, replayed)."""
     cfg = _params(params)
     from fracture.infravalidate.version import InfraData
     from fracture.registry.aliases import run_promote
 
     infra = InfraData(manifest, data_root)
-    run_promote(cfg, name, version=version, alias=alias, dry_run=dry_run, force=force, reason=reason, infra=infra)
+    run_promote(
+        cfg,
+        name,
+        version=version,
+        alias=alias,
+        dry_run=dry_run,
+        force=force,
+        reason=reason,
+        infra=infra,
+        allow_different_test_set=allow_different_test_set,
+    )
 
 
 @app.command()

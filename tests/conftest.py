@@ -147,3 +147,60 @@ def demo_eval(tmp_path_factory, params, demo_model, demo_manifest, demo_splits, 
     out = tmp_path_factory.mktemp("eval")
     run_evaluate(params, demo_model, demo_manifest, demo_splits, demo_cache, out)
     return out
+
+
+# ------------------------------------------------------------------------------------------- shared factories
+UNTRAINED_THRESHOLDS = {"youden": 0.5, "f1_max": 0.45, "target_sensitivity": 0.3, "fixed": 0.5}
+
+
+def write_model_dir(
+    model_dir: Path, params, seed: int = 0, metadata: dict | None = None, thresholds: dict | None = None
+) -> Path:  # noqa: ANN001
+    """An untrained model dir in the contract format, written through fracture.model's own save path.
+
+    The weights are random from `seed`; `params.base.image_size` sets the input size. Predict, serving and the
+    registry need only a loadable model in the right format, never a trained one.
+    """
+    import pandas as pd
+    import torch
+
+    from fracture.model import build_model, model_config, save_model_dir
+
+    torch.manual_seed(seed)
+    size = params.base.image_size
+    model = build_model(params.model, size, pretrained=False)
+    config = model_config(params.model, size, thresholds or UNTRAINED_THRESHOLDS, "youden")
+    history = pd.DataFrame([{"epoch": 1, "train_loss": 0.7, "val_loss": 0.69, "val_auroc": 0.5, "lr": 1e-3}])
+    save_model_dir(Path(model_dir), model, config, metadata or {"val_auroc": 0.5}, history, params)
+    return Path(model_dir)
+
+
+def manifest_row(source: str, path: str, label: int, patient: str | None = None, **extra) -> dict:
+    """One manifest row with the contract's columns (schema.MANIFEST_COLUMNS); `extra` sets or overrides any.
+
+    Defaults: a stable 16-hex `image_id` from source and path, patient `<source>:<first path part>`, the image as
+    its own study and augmentation group, a 64 x 64 8-bit image whose sha256 is that of `<source>:<path>`.
+    """
+    import hashlib
+
+    from fracture.schema import MANIFEST_COLUMNS
+
+    row = dict.fromkeys(MANIFEST_COLUMNS)
+    image_id = hashlib.sha256(f"{source}:{path}".encode()).hexdigest()[:16]
+    row.update(
+        image_id=image_id,
+        source=source,
+        path=path,
+        patient_id=patient if patient is not None else f"{source}:{path.split('/')[0]}",
+        study_id=image_id,
+        label=label,
+        label_source="folder",
+        body_part="wrist",
+        group_id=image_id,
+        width=64,
+        height=64,
+        bit_depth=8,
+        sha256=hashlib.sha256(f"{source}:{path}".encode()).hexdigest(),
+    )
+    row.update(extra)
+    return row

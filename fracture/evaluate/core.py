@@ -17,9 +17,9 @@ from fracture.evaluate.thresholds import report_points, study_threshold, thresho
 
 log = logging.getLogger(__name__)
 
-# The primary endpoint's names: strings, so they live in primary.json (a DVC metrics file beside metrics.json,
-# which stays numeric for every consumer that reads its values as numbers).
-STRING_METRICS = ("primary.population", "primary.metric")
+# The primary endpoint's names and its CI method: strings, so they live in primary.json (a DVC metrics file beside
+# metrics.json, which stays numeric for every consumer that reads its values as numbers).
+STRING_METRICS = ("primary.population", "primary.metric", "primary.ci_method")
 SPECTRUM_COLUMNS = (
     "image_id",
     "cluster_split",

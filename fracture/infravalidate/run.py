@@ -89,16 +89,14 @@ def exercise(
 
 def offline_model(model_dir: Path) -> Any:
     """Offline probabilities for image files from the model dir, through the `fracture predict` decode path."""
-    from fracture.imaging import prepare_image
-    from fracture.model import load_model_dir, predict_proba
-    from fracture.serving import window_percentiles
+    from fracture.model import CONFIG_FILE, load_model_dir, predict_proba, read_contract
 
     model, config = load_model_dir(model_dir, map_location="cpu")
-    size, window = int(config["img_size"]), window_percentiles(Path(model_dir), config)
+    contract = read_contract(config, Path(model_dir) / CONFIG_FILE)  # the model's own input contract
 
     def predict(paths: Sequence[Path]) -> np.ndarray:
-        images = np.stack([prepare_image(Path(p), size, window) for p in paths])
-        return predict_proba(model, images, float(config["mean"]), float(config["std"]), batch_size=16)
+        images = np.stack([contract.decode(Path(p)) for p in paths])
+        return predict_proba(model, images, contract.mean, contract.std, batch_size=contract.batch_size)
 
     return predict
 

@@ -17,7 +17,10 @@ Modules, one concern each (callers import from them directly):
   the evaluation gate, the version tags.
 - `register`: `run_register`, the `register` step, and its MLflow phases (run, logged model, evidence,
   version), all or nothing.
-- `gate`: the pure promotion gate (candidate vs champion tags) and its table.
+- `compare`: pure like-with-like comparison: test-set fingerprint and equality, paired cluster-bootstrap CI of
+  the AUROC difference, DeLong's test, the comparison's gate rows and `comparison.*` tags.
+- `evidence`: the comparison's registry I/O: both versions' test predictions, test-set reuse, recording tags.
+- `gate`: the pure promotion gate (candidate vs champion tags, plus the comparison's rows) and its table.
 - `aliases`: `run_promote` and `run_rollback`, the alias moves.
 - `download`: `download_model_dir` (the model dir, for predict) and `fetch_model` (the whole MLflow model, for
   serving and promotion) for `models:/NAME@ALIAS` and `models:/NAME/VERSION` URIs, both verified.

@@ -8,6 +8,8 @@ from typing import Any
 from fracture.config import Params
 from fracture.errors import GateError, InputError
 from fracture.registry.client import access_error, mlflow_client, now_iso, registry_errors, tag_text
+from fracture.registry.compare import check_allow_different, comparison_tags
+from fracture.registry.evidence import gather_evidence, record_comparison
 from fracture.registry.gate import compare_versions, format_comparison
 from fracture.registry.lineage import check_force
 from fracture.registry.names import CHALLENGER, CHAMPION, PREVIOUS
@@ -104,8 +106,12 @@ def run_promote(
     force: bool = False,
     reason: str | None = None,
     infra: Any | None = None,
+    allow_different_test_set: bool = False,
 ) -> dict:
     """Move `champion` to the candidate when it passes the gate against the current champion and infra validation.
+
+    The two are compared on the same test set only, paired (registry.compare); the comparison is recorded on the
+    candidate as `comparison.*` tags (not in a dry run), also when the gate refuses.
 
     Args:
         params: resolved params (`register.promote` gates, default model name).
@@ -114,9 +120,10 @@ def run_promote(
         alias: alias of the candidate when no version is given.
         dry_run: compare and log, change nothing.
         force: promote although the gate failed (needs reason).
-        reason: why (recorded on the version, required with force).
+        reason: why (recorded on the version, required with force and with allow_different_test_set).
         infra: a `fracture.infravalidate.version.InfraData` (manifest, data root): serve the candidate and replay
             its evaluation before the alias moves (`fracture promote` always passes one); None skips the check.
+        allow_different_test_set: compare although the champion was evaluated on another test set (unpaired).
 
     Returns:
         {"name", "candidate_version", "champion_version", "passed", "promoted", "dry_run", "forced", "comparison",
@@ -125,11 +132,13 @@ def run_promote(
     Raises:
         AccessError: the user may not move `champion` (401 / 403; checked before anything changes).
         GateError: the candidate fails the gate and force was not given (also in a dry run, exit 1).
-        InputError: unknown model, version or alias, force without reason, or a candidate that fails
-            `fracture.registry.verify` (a pickled pyfunc, foreign model code, weights that do not match).
+        InputError: unknown model, version or alias, force / allow_different_test_set without reason, or a
+            candidate that fails `fracture.registry.verify` (a pickled pyfunc, foreign model code, weights that do
+            not match).
     """
     name = name or params.register_.model_name
     check_force(force, reason)
+    check_allow_different(allow_different_test_set, reason)
     client = mlflow_client()
     candidate = _candidate(client, name, version, alias)
     by = None if dry_run else _reviewer(name, f"move {CHAMPION!r} of")
@@ -141,10 +150,12 @@ def run_promote(
     if champion is not None and champion.version == candidate.version:
         log.info("%s version %s is already the champion; nothing to do", name, candidate.version)
         return {**record, "passed": True, "forced": False, "comparison": None}
-    cmp = compare_versions(
-        candidate.tags, champion.tags if champion else None, params.register_.promote, (candidate.version, champ_v)
-    )
+    evidence = gather_evidence(client, candidate, champion, params, allow_different_test_set, reason)
+    champ_tags = champion.tags if champion else None
+    cmp = compare_versions(candidate.tags, champ_tags, params.register_.promote, (candidate.version, champ_v), evidence)
     log.info("promotion gate for %s:\n%s", name, format_comparison(cmp))
+    if not dry_run:
+        record_comparison(client, name, candidate, comparison_tags(evidence, cmp, now_iso()))
     record.update(passed=cmp["passed"], forced=not cmp["passed"] and force, comparison=cmp)
     if not cmp["passed"] and not force:
         raise GateError(f"{name} version {candidate.version} not promoted: {'; '.join(cmp['reasons'])}")

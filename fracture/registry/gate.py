@@ -6,6 +6,7 @@ from typing import Any
 
 from fracture.config import PromoteParams
 from fracture.errors import InputError
+from fracture.registry.compare import DELONG_NOTE, paired_checks, reuse_check, same_test_set_check
 from fracture.registry.names import AUROC, SENSITIVITY
 
 _EPS = 1e-9  # tolerance for float comparisons against gate limits (0.85 - 0.84 > 0.01 in binary floats)
@@ -56,8 +57,35 @@ def _auroc_check(
     return _check(f"{AUROC} drop <= max_auroc_drop", auroc, ref, limit, auroc + _EPS >= limit, why)
 
 
+def _relative_checks(
+    candidate: dict[str, str],
+    champion: dict[str, str] | None,
+    promote: PromoteParams,
+    versions: tuple[str, str | None],
+    evidence: dict | None,
+) -> list[dict]:
+    """Against the champion: the paired AUROC difference on one test set (registry.compare), or the point drop.
+
+    The point drop is used without evidence (tags only) and, unpaired, when a different test set was allowed.
+    """
+    if champion is None or evidence is None:
+        return [_auroc_check(candidate, champion, promote, versions)]
+    checks = [same_test_set_check(evidence, versions), *paired_checks(evidence, promote, versions)]
+    if evidence["test_set_differences"]:
+        unpaired = _auroc_check(candidate, champion, promote, versions)
+        unpaired["check"] += " (unpaired: different test sets)"
+        if not evidence.get("allowed_different"):
+            unpaired["passed"] = None  # the test-set row refuses already; the point numbers are for information
+        checks.append(unpaired)
+    return checks
+
+
 def compare_versions(
-    candidate: dict[str, str], champion: dict[str, str] | None, promote: PromoteParams, versions: tuple[str, str | None]
+    candidate: dict[str, str],
+    champion: dict[str, str] | None,
+    promote: PromoteParams,
+    versions: tuple[str, str | None],
+    evidence: dict | None = None,
 ) -> dict:
     """Gate a candidate against the champion (absolute gates only when there is none).
 
@@ -66,13 +94,16 @@ def compare_versions(
         champion: the current champion's tags, or None before the first promotion.
         promote: `register.promote` params (max_auroc_drop, min_sensitivity).
         versions: (candidate version, champion version or None), for the messages.
+        evidence: from `registry.evidence.gather_evidence` (test-set check, paired comparison, test-set reuse);
+            None compares the tags' point AUROCs only.
 
     Returns:
-        {"candidate_version", "champion_version", "passed", "reasons", "checks": [...]}; a check's `passed` is
-        None for rows shown for information only.
+        {"candidate_version", "champion_version", "passed", "reasons", "checks": [...], "paired"}; a check's
+        `passed` is None for rows shown for information only; "paired" is the paired comparison, if any.
     """
     checks = _absolute_checks(candidate, champion, promote, versions)
-    checks.append(_auroc_check(candidate, champion, promote, versions))
+    checks += _relative_checks(candidate, champion, promote, versions, evidence)
+    checks += reuse_check(evidence or {})
     for key in ("test.frozen.specificity", "threshold"):
         if key in candidate:
             checks.append(_check(key, candidate[key], (champion or {}).get(key), None, None))
@@ -85,6 +116,7 @@ def compare_versions(
         "passed": not reasons,
         "reasons": reasons,
         "checks": checks,
+        "paired": (evidence or {}).get("paired") if champion is not None else None,
     }
 
 
@@ -111,4 +143,5 @@ def format_comparison(comparison: dict) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     verdict = "PASSED" if comparison["passed"] else "FAILED: " + "; ".join(comparison["reasons"])
-    return "\n".join([*lines, f"gate {verdict}"])
+    note = [f"note: {DELONG_NOTE}; the gate uses the cluster-bootstrap CI"] if comparison.get("paired") else []
+    return "\n".join([*lines, *note, f"gate {verdict}"])

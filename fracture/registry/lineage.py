@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fracture.errors import GateError, InputError
 from fracture.registry.client import current_user, now_iso, tag_text
@@ -17,8 +18,10 @@ from fracture.registry.names import AUROC, FINGERPRINT_TAG, HEADLINE_METRICS, LI
 log = logging.getLogger(__name__)
 
 EVAL_FILES = ("metrics.json", "gate.json", "thresholds.json")
-# Uploaded when present: infra validation before promotion replays these offline probabilities.
-OPTIONAL_EVAL_FILES = ("predictions.parquet",)
+# Required and uploaded: its test rows are the paired-comparison evidence (registry.compare), and infra validation
+# before promotion replays its offline probabilities.
+PREDICTIONS_FILE = "predictions.parquet"
+_AUROC_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class RegisterInputs:
     thresholds: dict
     report_path: Path | None = None
     eval_files: tuple[Path, ...] = field(default_factory=tuple)
+    test_predictions: Any = field(default=None, compare=False)  # compare.extract_test_rows frame, or None
 
 
 def check_name(name: str) -> str:
@@ -114,6 +118,10 @@ def version_tags(inputs: RegisterInputs, fingerprint: str, run_origin: str, reas
             "registered_at": now_iso(),
         }
     )
+    if inputs.test_predictions is not None:
+        from fracture.registry.compare import tags_of_test_set
+
+        tags.update(tags_of_test_set(inputs.test_predictions))
     if reason is not None and gate.get("passed") is not True:
         tags.update({"forced": "true", "force_reason": tag_text(reason.strip())})
     return tags
@@ -130,12 +138,37 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def read_test_predictions(eval_dir: Path, metrics: dict) -> Any:
+    """The eval dir's test predictions (compare.extract_test_rows), checked against metrics.json's test AUROC.
+
+    Raises:
+        InputError: predictions.parquet is missing or unusable, or its test AUROC is not metrics.json's (the
+            predictions and the metrics come from different evaluations).
+    """
+    from fracture.io import read_parquet
+    from fracture.metrics import auroc
+    from fracture.registry.compare import extract_test_rows
+
+    path = Path(eval_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: missing (its test rows are the evidence for paired promotion comparisons)")
+    test = extract_test_rows(read_parquet(path), str(path))
+    value = auroc(test["label"].to_numpy(), test["prob"].to_numpy())
+    if not abs(value - float(metrics[AUROC])) <= _AUROC_TOL:
+        raise InputError(
+            f"{path}: test AUROC {value:.6f} is not {AUROC} {float(metrics[AUROC]):.6f} in metrics.json; "
+            "the predictions and the metrics come from different evaluations"
+        )
+    return test
+
+
 def load_register_inputs(model_dir: Path, eval_dir: Path, report_path: Path | None = None) -> RegisterInputs:
     """Read and cross-check the model dir and the eval dir.
 
     Raises:
-        InputError: a file is missing or unreadable, a headline metric is absent, or the eval dir's frozen
-            threshold is not the model's (the evaluation belongs to another model).
+        InputError: a file is missing or unreadable, a headline metric is absent, the eval dir's frozen
+            threshold is not the model's (the evaluation belongs to another model), or the test predictions do not
+            reproduce the test AUROC.
     """
     model_dir, eval_dir = Path(model_dir), Path(eval_dir)
     config, metadata = _read_json(model_dir / "config.json"), _read_json(model_dir / "metadata.json")
@@ -156,6 +189,6 @@ def load_register_inputs(model_dir: Path, eval_dir: Path, report_path: Path | No
         report_path = eval_dir.parent / "report.html"
     if report_path is not None and not Path(report_path).is_file():
         raise InputError(f"{report_path}: report not found")
-    files = tuple(eval_dir / name for name in EVAL_FILES)
-    files += tuple(eval_dir / name for name in OPTIONAL_EVAL_FILES if (eval_dir / name).is_file())
-    return RegisterInputs(config, metadata, metrics, gate, thresholds, report_path, files)
+    test = read_test_predictions(eval_dir, metrics)  # required: the paired-comparison evidence
+    files = tuple(eval_dir / name for name in (*EVAL_FILES, PREDICTIONS_FILE))
+    return RegisterInputs(config, metadata, metrics, gate, thresholds, report_path, files, test)

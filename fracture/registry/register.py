@@ -22,6 +22,7 @@ from fracture.config import Params
 from fracture.errors import InputError
 from fracture.registry.client import first_line, mlflow_client, registry_errors
 from fracture.registry.lineage import (
+    PREDICTIONS_FILE,
     RegisterInputs,
     check_force,
     check_gate,
@@ -31,7 +32,12 @@ from fracture.registry.lineage import (
     load_register_inputs,
     version_tags,
 )
-from fracture.registry.names import CHALLENGER, CHAMPION, FINGERPRINT_TAG
+from fracture.registry.names import (
+    CHALLENGER,
+    CHAMPION,
+    FINGERPRINT_TAG,
+    TEST_PREDICTIONS_TAG,
+)
 from fracture.tracking import redact, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -269,8 +275,13 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
     return model.model_id
 
 
-def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs) -> None:
-    """The evaluation files, the report and the headline test metrics, on the run."""
+def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs) -> dict[str, str]:
+    """The evaluation files (predictions.parquet included), the report and the headline test metrics, on the run.
+
+    Returns:
+        The evidence tags for the version (`test_predictions`: the runs:/ URI of predictions.parquet, whose test
+        rows a paired promotion comparison reads).
+    """
     import time
 
     from mlflow.entities import Metric
@@ -285,6 +296,9 @@ def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs) -> None:
     now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in headline_metrics(inputs.metrics).items()]
     client.log_batch(run_id, metrics=metrics)
+    if PREDICTIONS_FILE not in {Path(path).name for path in inputs.eval_files}:
+        return {}
+    return {TEST_PREDICTIONS_TAG: f"runs:/{run_id}/evaluation/{PREDICTIONS_FILE}"}
 
 
 def _create_version(client: Any, name: str, model_id: str, run_id: str, tags: dict[str, str]) -> Any:
@@ -370,8 +384,8 @@ def run_register(
         staged = _stage_model_dir(Path(model_dir), Path(tmp))
         with _all_or_nothing(client, _Pending(run_id, origin == "register_run")) as pending:
             model_id = _log_pyfunc(client, pending, staged, inputs.config, fingerprint)
-            _log_evidence(client, run_id, inputs)
-            tags = version_tags(inputs, fingerprint, origin, reason if forced else None)
+            evidence_tags = _log_evidence(client, run_id, inputs)
+            tags = {**version_tags(inputs, fingerprint, origin, reason if forced else None), **evidence_tags}
             if inputs.report_path is not None:
                 tags["evaluation_report"] = f"runs:/{run_id}/evaluation/{Path(inputs.report_path).name}"
             version = _create_version(client, name, model_id, run_id, tags)

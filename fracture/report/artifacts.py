@@ -31,6 +31,15 @@ class Artifacts:
     thresholds: dict | None = None
     gate: dict | None = None
     subgroups: pd.DataFrame | None = None
+    primary: dict | None = None
+    eval_params: dict = field(default_factory=dict)
+    intervals: pd.DataFrame | None = None
+    per_source: pd.DataFrame | None = None
+    spectrum: pd.DataFrame | None = None
+    reliability: pd.DataFrame | None = None
+    decision: pd.DataFrame | None = None
+    flow: dict | None = None
+    baseline: pd.DataFrame | None = None
     plots: dict[str, pd.DataFrame] = field(default_factory=dict)
     explain_index: list[dict] | None = None
     explain_meta: dict | None = None
@@ -55,6 +64,8 @@ def _csv_or_none(path: Path, art_missing: list[str]) -> pd.DataFrame | None:
         return None
     try:
         return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()  # a table with no rows and no header (nothing to show), not a broken file
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise InputError(f"{path}: cannot read CSV ({err})") from None
 
@@ -69,6 +80,30 @@ def _fingerprints(paths: dict[str, Path]) -> dict[str, str]:
     from fracture.io import sha256_file
 
     return {name: sha256_file(p) for name, p in paths.items() if p.is_file()}
+
+
+def _yaml_or_empty(path: Path) -> dict:
+    """The eval dir's resolved params (what evaluate pre-specified), {} when absent or unreadable."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _load_endpoints(art: Artifacts, eval_dir: Path, split_dir: Path, missing: list[str]) -> None:
+    """The primary endpoint, CI table, per-source, spectrum, reliability and decision tables, flow and baseline."""
+    art.primary = _json_or_none(eval_dir / "primary.json", missing)
+    art.eval_params = _yaml_or_empty(eval_dir / "params.yaml")
+    art.intervals = _csv_or_none(eval_dir / "intervals.csv", missing)
+    art.per_source = _csv_or_none(eval_dir / "per_source.csv", missing)
+    art.spectrum = _csv_or_none(eval_dir / "spectrum.csv", missing)
+    art.reliability = _csv_or_none(eval_dir / "reliability.csv", missing)
+    art.decision = _csv_or_none(eval_dir / "decision_curve.csv", missing)
+    art.flow = _json_or_none(split_dir / "flow.json", missing)
+    art.baseline = _csv_or_none(split_dir / "baseline.csv", missing)
 
 
 def load_artifacts(
@@ -101,7 +136,8 @@ def load_artifacts(
     art.thresholds = _json_or_none(eval_dir / "thresholds.json", missing)
     art.gate = _json_or_none(eval_dir / "gate.json", missing)
     art.subgroups = _csv_or_none(eval_dir / "subgroups.csv", missing)
-    for name in ("roc", "pr", "calibration"):
+    _load_endpoints(art, eval_dir, Path(splits_path).parent, missing)
+    for name in ("roc", "pr", "calibration", "decision_curve"):
         # test curve in plots/<name>.csv (what DVC draws), val curve in plots/val/<name>.csv
         parts = [_csv_or_none(eval_dir / "plots" / f"{name}.csv", missing)]
         if (eval_dir / "plots" / "val" / f"{name}.csv").is_file():

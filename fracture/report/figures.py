@@ -1,4 +1,4 @@
-"""Figures as base64 PNGs: training curves, ROC / PR / calibration per split, and the Grad-CAM gallery."""
+"""Figures as base64 PNGs: training curves, ROC / PR / calibration / decision curve per split, Grad-CAM gallery."""
 
 from __future__ import annotations
 
@@ -120,12 +120,13 @@ def plot_calibration(cal: pd.DataFrame, metrics: dict) -> str:
 
 
 def curve_figures(art: Artifacts) -> dict[str, str]:
-    """The ROC / PR / calibration figures that have data."""
+    """The ROC / PR / calibration / decision-curve figures that have data."""
     out = {}
     for name, plot, needed in (
         ("roc", plot_roc, {"fpr", "tpr"}),
         ("pr", plot_pr, {"recall", "precision"}),
         ("calibration", plot_calibration, {"mean_pred", "frac_pos", "count"}),
+        ("decision_curve", lambda t, _m: plot_decision_curve(t), {"threshold", "net_benefit", "treat_all"}),
     ):
         table = art.plots.get(name)
         if table is not None and not table.empty and needed <= set(table.columns):
@@ -144,3 +145,31 @@ def gallery(index: list[dict] | None, explain_dir: Path | None) -> list[dict]:
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         groups.setdefault(str(entry["source"]), []).append({**entry, "png": data})
     return [{"source": source, "items": items} for source, items in sorted(groups.items())]
+
+
+def plot_decision_curve(curve: pd.DataFrame) -> str:
+    """Decision curve: net benefit of the model against treat-all and treat-none, test solid, val thin.
+
+    The y range stops a little below zero: treat-all falls steeply at high thresholds and would flatten the rest.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    lows, highs = [0.0], [0.0]
+    for split, part in _by_split(curve):
+        test = split == "test"
+        (line,) = ax.plot(
+            part["threshold"], part["net_benefit"], "-", lw=2.2 if test else 1.2, label=f"model ({split})"
+        )
+        ax.plot(part["threshold"], part["treat_all"], "--", lw=1.2 if test else 0.8, color=line.get_color(),
+                alpha=1 if test else 0.6, label=f"treat all ({split})")  # fmt: skip
+        lows.append(float(part["net_benefit"].min()))
+        highs += [float(part["net_benefit"].max()), float(part["treat_all"].max())]
+    ax.axhline(0.0, color="black", lw=1, ls=":", label="treat none")
+    span = max(highs) - min(lows)
+    ax.set_ylim(min(lows) - 0.1 * span - 0.01, max(highs) + 0.1 * span + 0.01)
+    ax.set_xlim(float(curve["threshold"].min()), float(curve["threshold"].max()))
+    ax.set(xlabel="threshold probability (work-up when p >= threshold)", ylabel="net benefit",
+           title="Decision curve")  # fmt: skip
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3)
+    return png_base64(fig)

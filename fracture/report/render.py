@@ -8,7 +8,22 @@ from pathlib import Path
 from fracture.config import Params
 from fracture.modelcard import INTENDED_USE, card_limitations
 from fracture.report.artifacts import Artifacts, load_artifacts
+from fracture.report.endpoints import (
+    METHOD_LABELS,
+    METRIC_NAMES,
+    baseline_tables,
+    ci_lookup,
+    flow_source_rows,
+    flow_split_rows,
+    n_resamples,
+    primary_view,
+    records,
+    split_values,
+    table_rows,
+    target_rows,
+)
 from fracture.report.figures import curve_figures, gallery, plot_history
+from fracture.report.flowchart import plot_flow
 from fracture.report.tables import (
     PROVENANCE_KEYS,
     STUDY_HEADLINE,
@@ -50,6 +65,44 @@ def model_card(art: Artifacts) -> dict:
     }
 
 
+def endpoint_context(art: Artifacts) -> dict:
+    """The primary endpoint, flow, baseline, per-source, reliability, decision-curve and spectrum content."""
+    m = art.metrics
+    primary = primary_view(art.primary, art.eval_params, n_resamples(art.intervals, art.eval_params))
+    figures = curve_figures(art)
+    per_source = {s: table_rows(art.per_source, "split", s, "source") for s in split_values(art.per_source)}
+    spectrum_splits = split_values(art.spectrum, "cluster_split")
+    evaluate = art.eval_params.get("evaluate") or {}
+    return {
+        "primary": primary,
+        "method_labels": METHOD_LABELS,
+        "method_abbr": {"cluster_bootstrap": "B", "wilson": "W"},
+        "metric_names": METRIC_NAMES,
+        "ci_level": evaluate.get("ci_level", art.params.evaluate.ci_level),
+        "min_subgroup_patients": evaluate.get("min_subgroup_patients", art.params.evaluate.min_subgroup_patients),
+        "ci_info": ci_lookup(art.intervals),
+        "intervals_known": art.intervals is not None,
+        "targets": target_rows(m),
+        "flow": art.flow,
+        "flow_png": plot_flow(art.flow, m, m.get("primary.n_images")) if art.flow else None,
+        "flow_splits": flow_split_rows(art.flow),
+        "flow_sources": flow_source_rows(art.flow),
+        "baseline": baseline_tables(art.baseline),
+        "per_source": per_source if art.per_source is not None else None,
+        "reliability": {s: records(art.reliability, s) for s in split_values(art.reliability)}
+        if art.reliability is not None
+        else None,
+        "decision_png": figures.get("decision_curve"),
+        "decision": {s: records(art.decision, s) for s in split_values(art.decision)}
+        if art.decision is not None
+        else None,
+        "spectrum": {s: table_rows(art.spectrum, "cluster_split", s, "reason") for s in spectrum_splits}
+        if art.spectrum is not None
+        else None,
+        "figures": {k: v for k, v in figures.items() if k != "decision_curve"},
+    }
+
+
 def build_context(art: Artifacts) -> dict:
     """Everything the template shows, computed from the artifacts."""
     import yaml
@@ -76,9 +129,7 @@ def build_context(art: Artifacts) -> dict:
         "headline": headline_rows(m),
         "operating_points": operating_point_rows(m, "test"),
         "thresholds": art.thresholds,
-        "ci_level": ep.ci_level,
         "n_bootstrap": ep.n_bootstrap,
-        "figures": curve_figures(art),
         "confusions": [
             (label, confusion_cells(m, prefix))
             for label, prefix in (
@@ -99,6 +150,7 @@ def build_context(art: Artifacts) -> dict:
         "card": model_card(art),
         "all_metric_keys": other_metric_keys(m),
         "params_yaml": yaml.safe_dump(art.params.to_dict(), sort_keys=False),
+        **endpoint_context(art),
     }
 
 

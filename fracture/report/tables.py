@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 PROVENANCE_KEYS = ("candidates", "total", "fracture", "normal", "quarantined", "patients", "studies")
-POINTS = ("frozen", "youden", "f1_max", "target_sensitivity", "fixed")
+POINTS = ("frozen", "youden", "f1_max", "target_sensitivity", "target_sensitivity_conservative", "fixed")
 # (metrics.json suffix, label, has a CI) of the headline table, image and study level alike.
 HEADLINE = (
     ("auroc", "AUROC", True),
@@ -21,8 +21,10 @@ HEADLINE = (
     ("frozen.f1", "F1", True),
     ("trivial_f1", "Trivial F1 (everything called a fracture)", False),
     ("prevalence", "Prevalence", False),
-    ("brier", "Brier score", False),
-    ("ece", "Expected calibration error", False),
+    ("brier", "Brier score", True),
+    ("ece", "Expected calibration error", True),
+    ("calibration_slope", "Calibration slope", True),
+    ("calibration_intercept", "Calibration intercept", True),
     ("n", "Images", False),
     ("n_pos", "Positive images", False),
     ("n_patients", "Patients", False),

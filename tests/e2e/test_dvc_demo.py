@@ -58,7 +58,7 @@ def test_dvc_metrics_and_plots(demo_project):
     assert "test.auroc" in shown.stdout
     plots = _run(demo_project, "dvc", "plots", "show", "--json")
     assert plots.returncode == 0, plots.stderr
-    for name in ("roc.csv", "pr.csv", "calibration.csv", "confusion.csv"):
+    for name in ("roc.csv", "pr.csv", "calibration.csv", "confusion.csv", "decision_curve.csv", '"decision_curve"'):
         assert name in plots.stdout
 
 

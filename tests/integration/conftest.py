@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_model_dir as write_untrained_model_dir
+
 BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 MLFLOW_BUCKET, DVC_BUCKET = "fracture-mlflow", "fracture-dvc"
@@ -318,35 +320,71 @@ class Candidate:
     report_path: Path
 
 
-def write_model_dir(model_dir: Path, params, seed: int, run_id: str | None = None) -> Path:  # noqa: ANN001
-    """A tiny Swin model dir (random weights from `seed`) written through fracture.model's own save path."""
-    import pandas as pd
-    import torch
+def write_model_dir(  # noqa: ANN001
+    model_dir: Path, params, seed: int, run_id: str | None = None, test_set: str = "A"
+) -> Path:
+    """A tiny Swin model dir (random weights from `seed`) written through fracture.model's own save path.
 
-    from fracture.model import build_model, model_config, save_model_dir
-
-    torch.manual_seed(seed)
-    model = build_model(params.model, params.base.image_size, pretrained=False)
-    thresholds = {"youden": 0.5, "f1_max": 0.45, "target_sensitivity": 0.3, "fixed": 0.5}
-    config = model_config(params.model, params.base.image_size, thresholds, "youden")
+    `test_set` names the data it was split from and evaluated on (manifest and splits hashes).
+    """
     metadata = {
         "mlflow_run_id": run_id,
         "git_commit": f"{seed:040x}",
-        "manifest_hash": f"manifest-{seed}",
-        "splits_hash": f"splits-{seed}",
+        "manifest_hash": f"manifest-{test_set}",
+        "splits_hash": f"splits-{test_set}",
         "params_hash": f"params-{seed}",
         "split_strategy": "cross_domain",
         "best_epoch": 1,
         "val_auroc": 0.8,
     }
-    history = pd.DataFrame({"epoch": [1], "train_loss": [0.7], "val_loss": [0.69], "val_auroc": [0.8]})
-    save_model_dir(model_dir, model, config, metadata, history, params)
-    return model_dir
+    return write_untrained_model_dir(model_dir, params, seed, metadata)
 
 
-def write_eval_dir(eval_dir: Path, auroc: float, sensitivity: float, passed: bool, threshold: float = 0.5) -> Path:
-    """metrics.json / gate.json / thresholds.json in evaluate's contract, with the given headline numbers."""
-    from fracture.io import write_json
+def exact_auroc_predictions(auroc: float, test_set: str, n_pos: int = 100, n_neg: int = 100):  # noqa: ANN201
+    """Test predictions (predictions.parquet rows) whose AUROC is exactly `auroc` rounded to 1 / (n_pos * n_neg).
+
+    Every version evaluated on one `test_set` shares its images, labels, clusters (two images each) and ranking
+    except for the positives moved to reach its AUROC: each move puts one positive above one more negative (or
+    below one fewer), in a fixed order, so two versions differ only in |difference| * n_pos * n_neg pairs, spread
+    over many negatives. Scores: negative j at (j + 1) / (n_neg + 2), a positive above c negatives at
+    (c + 0.5) / (n_neg + 2); no ties.
+    """
+    import zlib
+
+    import numpy as np
+    import pandas as pd
+
+    target = round(auroc * n_pos * n_neg)
+    assert 0 <= target <= n_pos * n_neg, auroc
+    rng = np.random.default_rng(zlib.crc32(test_set.encode()))
+    above = rng.integers(n_neg // 2, n_neg + 1, size=n_pos)  # negatives below each positive, before the moves
+    order, i = rng.permutation(n_pos), 0
+    while (total := int(above.sum())) != target:
+        j, step = order[i % n_pos], 1 if total < target else -1
+        if 0 <= above[j] + step <= n_neg:
+            above[j] += step
+        i += 1
+    probs = np.r_[(above + 0.5) / (n_neg + 2), (np.arange(n_neg) + 1) / (n_neg + 2)]
+    n = n_pos + n_neg
+    return pd.DataFrame(
+        {
+            "image_id": [f"{test_set}-{k:04d}" for k in range(n)],
+            "split": "test",
+            "label": np.r_[np.ones(n_pos), np.zeros(n_neg)].astype("int8"),
+            "prob": probs,
+            "cluster_id": [f"{test_set}:patient{k // 2:03d}" for k in rng.permutation(n)],
+        }
+    )
+
+
+def write_eval_dir(
+    eval_dir: Path, auroc: float, sensitivity: float, passed: bool, threshold: float = 0.5, test_set: str = "A"
+) -> Path:
+    """metrics.json / gate.json / thresholds.json / predictions.parquet in evaluate's contract.
+
+    The headline numbers are the given ones; the test predictions reproduce the given AUROC exactly.
+    """
+    from fracture.io import write_json, write_parquet
 
     metrics = {"threshold": threshold, "test.prevalence": 0.4}
     for key, value in (
@@ -359,17 +397,28 @@ def write_eval_dir(eval_dir: Path, auroc: float, sensitivity: float, passed: boo
     write_json(eval_dir / "metrics.json", metrics)
     write_json(eval_dir / "gate.json", {"passed": passed, "reasons": reasons, "checks": []})
     write_json(eval_dir / "thresholds.json", {"frozen": threshold, "method": "youden", "val": {"youden": threshold}})
+    write_parquet(exact_auroc_predictions(auroc, test_set), eval_dir / "predictions.parquet")
     return eval_dir
 
 
 @pytest.fixture(scope="session")
 def make_candidate(tmp_path_factory: pytest.TempPathFactory, params):  # noqa: ANN001, ANN201
-    """Factory: (seed, auroc, sensitivity, passed, run_id) -> Candidate with model, eval dir and report.html."""
+    """Factory: (seed, auroc, sensitivity, passed, run_id, test_set) -> Candidate with model, eval dir, report.html.
 
-    def factory(seed: int, auroc: float = 0.85, sensitivity: float = 0.8, passed: bool = True, run_id=None):  # noqa: ANN001
+    Candidates with one `test_set` were evaluated on the same test images (paired comparisons apply).
+    """
+
+    def factory(  # noqa: ANN202
+        seed: int,
+        auroc: float = 0.85,
+        sensitivity: float = 0.8,
+        passed: bool = True,
+        run_id=None,
+        test_set="A",  # noqa: ANN001
+    ):
         root = tmp_path_factory.mktemp(f"candidate-{seed}")
-        model_dir = write_model_dir(root / "model", params, seed, run_id)
-        eval_dir = write_eval_dir(root / "eval", auroc, sensitivity, passed)
+        model_dir = write_model_dir(root / "model", params, seed, run_id, test_set)
+        eval_dir = write_eval_dir(root / "eval", auroc, sensitivity, passed, test_set=test_set)
         report = root / "report.html"
         report.write_text(f"<html><body>report for seed {seed}</body></html>")
         return Candidate(model_dir, eval_dir, report)

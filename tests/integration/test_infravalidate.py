@@ -29,9 +29,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _eval_dir(root: Path, demo_eval: Path, model_dir: Path) -> Path:
-    """Passing headline metrics (registry gate) + the demo evaluation's real predictions.parquet."""
+    """Passing headline metrics (registry gate) + the demo evaluation's real predictions.parquet.
+
+    test.auroc is the demo's own: registration checks that the test predictions reproduce it.
+    """
     threshold = json.loads((model_dir / "config.json").read_text())["threshold"]
-    out = write_eval_dir(root / "eval", auroc=0.9, sensitivity=0.85, passed=True, threshold=threshold)
+    auroc = json.loads((demo_eval / "metrics.json").read_text())["test.auroc"]
+    out = write_eval_dir(root / "eval", auroc=auroc, sensitivity=0.85, passed=True, threshold=threshold)
     shutil.copy2(demo_eval / "predictions.parquet", out / "predictions.parquet")
     return out
 

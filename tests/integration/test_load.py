@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from fracture.config import dump_params
-from fracture.model import build_model, model_config, save_model_dir
+from tests.conftest import write_model_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,11 +71,7 @@ def test_batch_predict_of_10k_images_keeps_memory_flat(tmp_path, make_params, ca
     params = make_params({"base": {"image_size": SIZE}, "predict": {"batch_size": 32}})
     params_path = tmp_path / "params.yaml"
     dump_params(params, params_path)
-    model_dir = tmp_path / "model"
-    model = build_model(params.model, SIZE, pretrained=False)
-    config = model_config(params.model, SIZE, {"youden": 0.5, "fixed": 0.5}, "youden")
-    history = pd.DataFrame([{"epoch": 1, "train_loss": 0.7, "val_loss": 0.7, "val_auroc": 0.5, "lr": 1e-3}])
-    save_model_dir(model_dir, model, config, {"val_auroc": 0.5}, history, params)
+    model_dir = write_model_dir(tmp_path / "model", params)
     write_tiny_pngs(tmp_path / "images", N_IMAGES)
 
     out = tmp_path / "out"

@@ -50,7 +50,7 @@ def test_register_records_lineage_evidence_and_is_idempotent(registry_env, param
     mv = client.get_model_version(name, str(rec["version"]))
     assert rec["created"] and rec["aliases"] == ["challenger"]
     assert mv.tags["fingerprint"] == fingerprint_model_dir(cand.model_dir)
-    assert mv.tags["git_commit"] == f"{1:040x}" and mv.tags["manifest_hash"] == "manifest-1"
+    assert mv.tags["git_commit"] == f"{1:040x}" and mv.tags["manifest_hash"] == "manifest-A"
     assert mv.tags["params_hash"] == "params-1" and mv.tags["split_strategy"] == "cross_domain"
     assert float(mv.tags["test.auroc"]) == pytest.approx(0.85)
     assert float(mv.tags["test.auroc_ci_low"]) == pytest.approx(0.80)
@@ -62,6 +62,9 @@ def test_register_records_lineage_evidence_and_is_idempotent(registry_env, param
     assert mv.tags["evaluation_report"] == f"runs:/{rec['run_id']}/evaluation/report.html"
     artifacts = {a.path for a in client.list_artifacts(rec["run_id"], "evaluation")}
     assert {"evaluation/report.html", "evaluation/metrics.json", "evaluation/gate.json"} <= artifacts
+    assert "evaluation/predictions.parquet" in artifacts  # the paired-comparison evidence
+    assert mv.tags["test_predictions"] == f"runs:/{rec['run_id']}/evaluation/predictions.parquet"
+    assert len(mv.tags["test_set_fingerprint"]) == 64 and mv.tags["test.n_images"] == "200"
     assert client.get_run(rec["run_id"]).data.metrics["test.auroc"] == pytest.approx(0.85)
 
     again = run_register(params, cand.model_dir, cand.eval_dir, name=name)
@@ -119,13 +122,16 @@ def test_promotion_gates_history_and_rollback(registry_env, params, make_candida
         and tags["promotion_reason"] == "retrained on more data"
     )
     assert tags["promoted_at"].endswith("+00:00") and tags["promoted_from"] == str(v1)
+    assert tags["comparison.same_test_set"] == "true" and float(tags["comparison.auroc_diff"]) == pytest.approx(-0.005)
+    assert float(tags["comparison.auroc_diff_ci_low"]) > -0.01 and tags["comparison.n_clusters"] == "100"
     comparison = json.loads(tags["promotion_comparison"])
     assert comparison["passed"] and comparison["champion_version"] == str(v1)
     assert client.get_model_version(name, str(v1)).tags["superseded_by"] == str(v2)
 
     v3 = run_register(params, *_dirs(make_candidate(seed=13, auroc=0.79)), name=name)["version"]  # drop 0.055
-    with pytest.raises(GateError, match=r"test\.auroc 0\.7900 is 0\.0550 below champion"):
+    with pytest.raises(GateError, match=rf"paired AUROC difference v{v3} - v{v2} = -0\.0550, 95% cluster-bootstrap CI"):
         run_promote(params, name, version=v3)
+    assert client.get_model_version(name, str(v3)).tags["comparison.passed"] == "false"  # the refusal is recorded
     assert client.get_registered_model(name).aliases["champion"] == str(v2)
     forced = run_promote(params, name, version=v3, force=True, reason="clinical lead sign-off")
     assert forced["promoted"] and forced["forced"]
@@ -139,6 +145,46 @@ def test_promotion_gates_history_and_rollback(registry_env, params, make_candida
     assert [h["event"] for h in history] == ["promote", "promote", "promote", "rollback"]
     with pytest.raises(InputError, match="no previous-champion"):
         run_rollback(params, name)
+
+
+def test_promotion_compares_like_with_like(registry_env, params, params_file, make_candidate, caplog):
+    caplog.set_level(logging.INFO, logger="fracture.registry")
+    name, client = _name("like"), MlflowClient(registry_env)
+    set_a, set_b = _name("test-set"), _name("test-set")  # test sets of this test only: exact reuse counts
+    v1 = run_register(params, *_dirs(make_candidate(seed=81, auroc=0.85, test_set=set_a)), name=name)["version"]
+    run_promote(params, name, reason="first model")
+    assert client.get_model_version(name, str(v1)).tags["comparison.test_set_reuse"] == "1"
+
+    v2 = run_register(params, *_dirs(make_candidate(seed=82, auroc=0.86, test_set=set_b)), name=name)["version"]
+    with pytest.raises(GateError, match=rf"v{v2} and champion v{v1} were not evaluated on the same test set"):
+        run_promote(params, name)
+    refused = client.get_model_version(name, str(v2)).tags
+    assert refused["comparison.same_test_set"] == "false" and refused["comparison.passed"] == "false"
+    assert "splits_hash differs" in refused["comparison.test_set_differences"]
+    with pytest.raises(InputError, match="--allow-different-test-set needs --reason"):
+        run_promote(params, name, allow_different_test_set=True)
+    cli = [str(BIN / "fracture"), "promote", "--name", name, "--params", str(params_file), "--allow-different-test-set"]
+    proc = subprocess.run(cli, capture_output=True, text=True)  # the flag reaches run_promote: no reason, exit 2
+    assert proc.returncode == 2 and "--allow-different-test-set needs --reason" in proc.stderr, proc.stderr[-2000:]
+    caplog.clear()
+    rec = run_promote(params, name, allow_different_test_set=True, reason="new hospital test set")
+    assert rec["promoted"] and "DIFFERENT, allowed: new hospital test set" in caplog.text and "unpaired" in caplog.text
+    allowed = client.get_model_version(name, str(v2)).tags
+    assert allowed["comparison.allowed_different_test_set"] == "true" and allowed["comparison.passed"] == "true"
+    assert allowed["comparison.different_test_set_reason"] == "new hospital test set"
+    assert client.get_registered_model(name).aliases["champion"] == str(v2)
+
+    v3 = run_register(params, *_dirs(make_candidate(seed=83, auroc=0.855, test_set=set_b)), name=name)["version"]
+    caplog.clear()
+    run_promote(params, name, reason="same test set, paired")
+    tags = client.get_model_version(name, str(v3)).tags
+    assert tags["comparison.same_test_set"] == "true" and tags["comparison.champion_version"] == str(v2)
+    assert float(tags["comparison.auroc_diff"]) == pytest.approx(-0.005)
+    low, high = float(tags["comparison.auroc_diff_ci_low"]), float(tags["comparison.auroc_diff_ci_high"])
+    assert -0.01 < low < -0.005 < high and 0 <= float(tags["comparison.delong_p"]) <= 1
+    assert (tags["comparison.n_images"], tags["comparison.n_clusters"]) == ("200", "100")
+    assert tags["comparison.test_set_reuse"] == "2"  # v2 and v3 were evaluated on test set B
+    assert f"{low:+.4f}" in caplog.text and "DeLong" in caplog.text and "reuse" in caplog.text
 
 
 def _dirs(cand):  # noqa: ANN001, ANN202
@@ -169,7 +215,7 @@ def test_dry_run_changes_nothing(registry_env, params, params_file, make_candida
     cli = [str(BIN / "fracture"), "promote", "--name", name, "--dry-run", "--params", str(params_file)]
     proc = subprocess.run(cli, capture_output=True, text=True)  # a failing dry run says so (exit 1) ...
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "test.auroc drop <= max_auroc_drop" in proc.stderr and "FAIL" in proc.stderr
+    assert "paired AUROC diff" in proc.stderr and "FAIL" in proc.stderr
     assert "not promoted" in proc.stderr and "Traceback" not in proc.stderr
     rec = run_promote(params, name, dry_run=True, force=True, reason="what if")  # ... a forced one would pass
     assert rec["dry_run"] and rec["forced"] and not rec["passed"] and not rec["promoted"]

@@ -30,7 +30,7 @@ from fracture.config import dump_params
 from fracture.errors import InputError
 from fracture.imaging import prepare_image
 from fracture.io import read_manifest
-from fracture.model import build_model, model_config, save_model_dir
+from tests.conftest import write_model_dir
 
 SIZE = 32
 RNG = np.random.default_rng(7)
@@ -154,13 +154,7 @@ def small_params_file(tmp_path_factory, make_params) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, make_params) -> Path:
     """An untrained model dir in the contract format (predict only needs a loadable model)."""
-    params = make_params({"base": {"image_size": SIZE}})
-    out = tmp_path_factory.mktemp("model")
-    model = build_model(params.model, SIZE, pretrained=False)
-    config = model_config(params.model, SIZE, {"youden": 0.5, "fixed": 0.5}, "youden")
-    history = pd.DataFrame([{"epoch": 1, "train_loss": 0.7, "val_loss": 0.7, "val_auroc": 0.5, "lr": 1e-3}])
-    save_model_dir(out, model, config, {"val_auroc": 0.5}, history, params)
-    return out
+    return write_model_dir(tmp_path_factory.mktemp("model"), make_params({"base": {"image_size": SIZE}}))
 
 
 # ------------------------------------------------------------------------------------- images: ingest -> cache

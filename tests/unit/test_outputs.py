@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import write_model_dir
 from tests.spec import GRAZ_COLUMNS
 
 N_IMAGES = 24
@@ -176,14 +177,8 @@ def test_full_disk_during_preprocess_leaves_no_workers_and_no_temp_files(tmp_pat
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, make_params) -> Path:
-    from fracture.model import build_model, model_config, save_model_dir
-
     params = make_params({"base": {"image_size": 64}})
-    out = tmp_path_factory.mktemp("model")
-    model = build_model(params.model, 64, pretrained=False)
-    config = model_config(params.model, 64, {"youden": 0.5, "fixed": 0.5}, "youden")
-    history = pd.DataFrame([{"epoch": 1, "train_loss": 0.7, "val_loss": 0.7, "val_auroc": 0.5, "lr": 1e-3}])
-    save_model_dir(out, model, config, {"val_auroc": 0.5}, history, params)
+    out = write_model_dir(tmp_path_factory.mktemp("model"), params)
     return out
 
 

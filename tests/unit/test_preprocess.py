@@ -15,7 +15,8 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from fracture.imaging import prepare_image
 from fracture.io import read_json, write_manifest
 from fracture.preprocess import load_previous_cache, run_preprocess
-from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
+from fracture.schema import coerce_manifest
+from tests.conftest import manifest_row
 
 SIZE = 32
 WP = (0.5, 99.5)
@@ -44,28 +45,15 @@ def write_dicom(path: Path, arr: np.ndarray) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def manifest_row(root: Path, rel: str) -> dict:
-    row: dict = dict.fromkeys(MANIFEST_COLUMNS)
+def hospital_row(root: Path, rel: str) -> dict:
     full = root / rel
-    row.update(
-        image_id=hashlib.sha256(f"hospital:{rel}".encode()).hexdigest()[:16],
-        source="hospital",
-        path=rel,
-        patient_id=f"hospital:{rel}",
-        label=0,
-        label_source="folder",
-        body_part="radius",
-        group_id=f"hospital:{rel}",
-        width=0,
-        height=0,
-        bit_depth=16,
-        sha256=hashlib.sha256(full.read_bytes()).hexdigest() if full.is_file() else None,
-    )
-    return row
+    sha = hashlib.sha256(full.read_bytes()).hexdigest() if full.is_file() else None
+    extra = {"study_id": None, "body_part": "radius", "group_id": f"hospital:{rel}", "width": 0, "height": 0}
+    return manifest_row("hospital", rel, 0, f"hospital:{rel}", bit_depth=16, sha256=sha, **extra)
 
 
 def write_test_manifest(root: Path, rels: list[str], path: Path) -> pd.DataFrame:
-    df = coerce_manifest(pd.DataFrame([manifest_row(root, rel) for rel in rels]))
+    df = coerce_manifest(pd.DataFrame([hospital_row(root, rel) for rel in rels]))
     write_manifest(df, path, {"hospital": str(root)})
     return df
 

@@ -94,7 +94,24 @@ def _write(path, obj):  # noqa: ANN001, ANN202
     path.write_text(json.dumps(obj))
 
 
+def _predictions() -> pd.DataFrame:
+    """Test rows with AUROC exactly 0.8 (20 of 25 pairs), plus a val row that must not count."""
+    probs = [0.9, 0.8, 0.7, 0.6, 0.01, 0.5, 0.4, 0.3, 0.1, 0.05, 0.99]
+    return pd.DataFrame(
+        {
+            "image_id": [f"img{k:02d}" for k in range(11)],
+            "split": ["test"] * 10 + ["val"],
+            "label": [1] * 5 + [0] * 6,
+            "prob": probs,
+            "cluster_id": [f"p{k // 2}" for k in range(11)],
+            "age": 40,
+        }
+    )
+
+
 def _model_and_eval(tmp_path, frozen=0.5):  # noqa: ANN001, ANN202
+    from fracture.io import write_parquet
+
     model, ev = tmp_path / "run" / "model", tmp_path / "run" / "eval"
     model.mkdir(parents=True)
     (model / "model.pt").write_bytes(b"weights")
@@ -103,6 +120,7 @@ def _model_and_eval(tmp_path, frozen=0.5):  # noqa: ANN001, ANN202
     _write(ev / "metrics.json", {"test.auroc": 0.8, "test.frozen.sensitivity": 0.7})
     _write(ev / "gate.json", {"passed": True, "reasons": []})
     _write(ev / "thresholds.json", {"frozen": frozen, "method": "youden"})
+    write_parquet(_predictions(), ev / "predictions.parquet")
     return model, ev
 
 
@@ -119,6 +137,25 @@ def test_register_inputs_are_cross_checked(tmp_path):
         load_register_inputs(model, ev)
     (ev / "gate.json").unlink()
     with pytest.raises(InputError, match="gate.json: missing"):
+        load_register_inputs(model, ev)
+
+
+def test_register_inputs_carry_the_test_predictions_that_reproduce_the_test_auroc(tmp_path):
+    from fracture.io import write_parquet
+    from fracture.registry.compare import fingerprint_test_set
+
+    model, ev = _model_and_eval(tmp_path)
+    inputs = load_register_inputs(model, ev)
+    test = inputs.test_predictions
+    assert list(test.columns) == ["image_id", "label", "prob", "cluster_id"] and len(test) == 10  # no val, no age
+    tags = version_tags(inputs, "f" * 64, "register_run", None)
+    assert tags["test_set_fingerprint"] == fingerprint_test_set(test)
+    assert (tags["test.n_images"], tags["test.n_clusters"]) == ("10", "5")
+    write_parquet(_predictions().assign(prob=lambda d: d["prob"][::-1].to_numpy()), ev / "predictions.parquet")
+    with pytest.raises(InputError, match=r"test AUROC 0\.\d+ is not test\.auroc 0\.800000 in metrics\.json"):
+        load_register_inputs(model, ev)
+    (ev / "predictions.parquet").unlink()
+    with pytest.raises(InputError, match="predictions.parquet: missing"):
         load_register_inputs(model, ev)
 
 

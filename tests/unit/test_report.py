@@ -200,18 +200,48 @@ def _write_upstream(root: Path) -> None:
     pd.DataFrame({"image_id": ["x"], "split": ["test"]}).to_parquet(split / "splits.parquet")
 
 
+def _spectrum_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Three cohort-excluded test images (metal) of new patients, scored like the rest."""
+    spectrum = rows[rows["split"] == "test"].head(3).copy()
+    spectrum["image_id"] = [f"{i:016x}" for i in range(5000, 5003)]
+    spectrum["patient_id"] = [f"kaggle:x{i}" for i in range(3)]
+    spectrum["study_id"] = [f"{p}/study1" for p in spectrum["patient_id"]]
+    spectrum["cluster_id"] = spectrum["patient_id"]
+    return spectrum.assign(reason="metal", cluster_split="test", metal=True, split="excluded")
+
+
+def _write_flow_and_baseline(split_dir: Path, rows: pd.DataFrame, spectrum: pd.DataFrame, quarantine: Path) -> None:
+    """flow.json and baseline.csv as `fracture split` writes them, from the scored and the excluded rows."""
+    from fracture.cohort import baseline_table, flow_counts
+    from fracture.io import write_json
+
+    df = pd.concat([rows, spectrum], ignore_index=True)
+    df["ao_code"] = pd.Series(np.where(df["source"] == "kaggle", "23r-M/3.1", None), dtype="string")
+    splits = pd.DataFrame(
+        {
+            "split": df["split"],
+            "reason": pd.Series(np.where(df["split"] == "excluded", "metal", None), dtype="string"),
+            "cluster_id": df["patient_id"],
+        }
+    )
+    write_json(split_dir / "flow.json", flow_counts(df, splits, pd.read_csv(quarantine), "cross_domain", 0))
+    baseline_table(df, splits).to_csv(split_dir / "baseline.csv", index=False)
+
+
 def build_report_inputs(root: Path, params) -> dict[str, Path]:
     """Write every artifact the report reads under `root`; return the run_report keyword paths."""
     from fracture.evaluate import assemble_evaluation, write_evaluation
     from fracture.explain import run_explain
 
     rows = _scored_rows(np.random.default_rng(7))
+    spectrum = _spectrum_rows(rows)
     write_model_dir(params, root / "model")
     _write_cache(root / "cache", rows)
-    ev = assemble_evaluation(rows, 0.5, "youden", None, params.evaluate, params.base.seed)
+    ev = assemble_evaluation(rows, 0.5, "youden", None, params.evaluate, params.base.seed, spectrum=spectrum)
     write_evaluation(ev, root / "eval", params)
     run_explain(params, root / "model", root / "eval", root / "cache", root / "explain")
     _write_upstream(root)
+    _write_flow_and_baseline(root / "split", rows, spectrum, root / "ingest" / "quarantine.csv")
     return {
         "ingest_dir": root / "ingest",
         "validation_dir": root / "validation",
@@ -279,6 +309,8 @@ def with_attr(doc: _Collector, name: str) -> list[dict]:
 
 
 SECTIONS = (
+    "primary",
+    "flow",
     "provenance",
     "validation",
     "cohort",
@@ -287,7 +319,11 @@ SECTIONS = (
     "curves",
     "confusion",
     "subgroups",
+    "per-source",
+    "reliability",
+    "decision",
     "study",
+    "spectrum",
     "gradcam",
     "model-card",
 )
@@ -423,3 +459,168 @@ def test_missing_metrics_is_an_input_error(tmp_path, report_params, report_input
 
     with pytest.raises(InputError, match="metrics.json"):
         run_report(report_params, tmp_path / "r.html", **{**report_inputs, "eval_dir": tmp_path})
+
+
+# ------------------------------------------------------------------------------- issue 13: endpoints and flow
+def _section_html(html: str, name: str) -> str:
+    start = html.index(f'data-section="{name}"')
+    return html[start : html.index("</section>", start)]
+
+
+def test_report_leads_with_the_primary_endpoint(report_html, report_inputs):
+    primary = json.loads((report_inputs["eval_dir"] / "primary.json").read_text())
+    doc = parse(report_html[1])
+    assert [e["attrs"]["data-section"] for e in with_attr(doc, "data-section")][0] == "primary"
+    box = next(e for e in doc.elements if e["attrs"].get("id") == "primary-endpoint")
+    assert box["attrs"]["data-population"] == primary["primary.population"]
+    assert box["attrs"]["data-primary-metric"] == primary["primary.metric"]
+    shown = {c["attrs"]["data-metric"]: c for c in with_attr(doc, "data-metric") if c["section"] == "primary"}
+    for key in ("primary.value", "primary.ci_low", "primary.ci_high", "primary.n_images", "primary.n_patients"):
+        assert float(shown[key]["attrs"]["data-value"]) == pytest.approx(primary[key], rel=1e-12), key
+        assert shown[key]["text"] == fmt(primary[key]), key
+    section = _section_html(report_html[1], "primary")
+    assert f'data-ci-method="{primary["primary.ci_method"]}"' in section
+    assert "Pre-specified" in section and "evaluate.primary.metric: auroc" in section
+    heading = next(e for e in doc.elements if e["tag"] == "h2" and e["section"] == "metrics")["text"]
+    assert "Secondary" in heading
+
+
+def test_flow_figure_matches_flow_json(report_html, report_inputs):
+    flow = json.loads((report_inputs["splits_path"].parent / "flow.json").read_text())
+    doc = parse(report_html[1])
+    figure = next(e for e in doc.elements if e["attrs"].get("data-figure") == "flow")
+    img = next(e for e in doc.elements[doc.elements.index(figure) :] if e["tag"] == "img")
+    assert img["attrs"]["src"].startswith("data:image/png;base64,iVBOR")
+    cells = {e["attrs"]["data-flow"]: e["text"] for e in with_attr(doc, "data-flow")}
+    # 96 scored + 3 excluded (metal) + 3 quarantined
+    assert cells["all/candidates"] == str(flow["total"]["candidates"]) == "102"
+    assert cells["all/quarantined"] == "3" and cells["all/excluded"] == "3"
+    for name, entry in flow["splits"].items():
+        assert cells[f"split/{name}/included"] == str(entry["included"])
+        assert cells[f"split/{name}/patients"] == str(entry["patients"])
+
+
+def test_per_source_table_beside_every_pooled_figure(report_html, report_inputs):
+    table = pd.read_csv(report_inputs["eval_dir"] / "per_source.csv")
+    rows = {e["attrs"]["data-source-row"]: e for e in with_attr(parse(report_html[1]), "data-source-row")}
+    assert set(table["split"]) == {"val", "test"}
+    assert set(rows) == {f"{r.split}/{r.source}" for r in table.itertuples()}
+    for rec in table.to_dict("records"):
+        el = rows[f"{rec['split']}/{rec['source']}"]
+        assert fmt(int(rec["n"])) in el["text"] and fmt(rec["sensitivity"]) in el["text"]
+        assert fmt(rec["sensitivity_ci_low"]) in el["text"]
+        assert el["attrs"]["data-flagged"] == str(bool(rec["ci_flagged"])).lower()
+    assert any(r.source == "all" for r in table.itertuples()) and len(set(table["source"])) == 4
+
+
+def test_every_ci_states_its_method_and_flags(report_html, report_inputs):
+    intervals = pd.read_csv(report_inputs["eval_dir"] / "intervals.csv").set_index("key")
+    html = report_html[1]
+    spans = re.findall(r'<span class="ci">(.*?)</span>\s*</td>', html, flags=re.S)
+    assert len(spans) > 50
+    for span in spans:
+        assert re.search(r'data-ci-method="(cluster_bootstrap|wilson)"', span), span[:300]
+        low = re.search(r'data-metric="([^"]+)_ci_low"', span)
+        if low and low.group(1) in intervals.index:
+            rec = intervals.loc[low.group(1)]
+            assert f'data-ci-method="{rec["method"]}"' in span, low.group(1)
+            assert ('data-ci-flagged="true"' in span) == bool(rec["flagged"]), low.group(1)
+    spectrum = pd.read_csv(report_inputs["eval_dir"] / "spectrum.csv")
+    flagged = with_attr(parse(html), "data-ci-flagged")
+    assert spectrum["ci_flagged"].any(), "the fixture should exercise a flagged row"
+    assert sum(e["section"] == "spectrum" for e in flagged) == int(spectrum["ci_flagged"].sum())
+
+
+def test_target_reliability_decision_and_spectrum(report_html, report_inputs):
+    eval_dir = report_inputs["eval_dir"]
+    doc = parse(report_html[1])
+    targets = {e["attrs"]["data-target"]: e["text"] for e in with_attr(doc, "data-target")}
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert fmt(metrics["target_sensitivity"]) in targets["target_sensitivity"]
+    assert fmt(metrics["test.target_sensitivity.sensitivity"]) in targets["target_sensitivity"]
+    reliability = pd.read_csv(eval_dir / "reliability.csv")
+    bins = {e["attrs"]["data-bin"]: e["text"] for e in with_attr(doc, "data-bin")}
+    assert set(bins) == {f"{r.split}/{r.bin}" for r in reliability.itertuples()}
+    for r in reliability.itertuples():
+        assert fmt(int(r.count)) in bins[f"{r.split}/{r.bin}"] and fmt(r.frac_pos_ci_low) in bins[f"{r.split}/{r.bin}"]
+    assert "val chose\n    the checkpoint and the threshold" in report_html[1]
+    decision = pd.read_csv(eval_dir / "decision_curve.csv")
+    assert len(with_attr(doc, "data-decision")) == len(decision)
+    figure = [e for e in doc.elements if e["attrs"].get("data-figure") == "decision_curve"]
+    assert figure and figure[0]["section"] == "decision"
+    spectrum = pd.read_csv(eval_dir / "spectrum.csv")
+    rows = with_attr(doc, "data-spectrum")
+    assert len(rows) == len(spectrum) > 0 and all(e["section"] == "spectrum" for e in rows)
+    assert "metal" in _section_html(report_html[1], "spectrum")
+    assert "spectrum" not in _section_html(report_html[1], "primary")
+
+
+def test_baseline_characteristics_per_split(report_html, report_inputs):
+    baseline = pd.read_csv(report_inputs["splits_path"].parent / "baseline.csv")
+    cells = {e["attrs"]["data-baseline"]: e["text"] for e in with_attr(parse(report_html[1]), "data-baseline")}
+    for split in ("test", "val"):
+        images = baseline.query("split == @split and source == 'all' and characteristic == 'images'")["n"].iloc[0]
+        assert cells[f"{split}/all/images/all/image"].startswith(str(images))
+    assert any(k.startswith("test/all/ao_class/23r-M") for k in cells)
+    assert any(k.startswith("test/all/age, years/median (IQR)") for k in cells)
+    assert any("/cast/" in k for k in cells) and any("/sex/" in k for k in cells)
+
+
+def test_wide_tables_scroll_inside_their_container(report_html):
+    html = report_html[1]
+    assert html.count("<table") == html.count('<div class="scroll"><table') > 10
+    assert re.search(r"\.scroll \{ overflow-x: auto;", html)
+    assert "max-width: 100%" in html and '<meta name="viewport"' in html
+
+
+def test_an_older_eval_dir_shows_not_available_notes(tmp_path, report_params, report_inputs):
+    import shutil
+
+    eval_dir, split_dir = tmp_path / "eval", tmp_path / "split"
+    shutil.copytree(report_inputs["eval_dir"], eval_dir)
+    shutil.copytree(report_inputs["splits_path"].parent, split_dir)
+    for name in ("primary.json", "intervals.csv", "per_source.csv", "spectrum.csv", "reliability.csv",
+                 "decision_curve.csv", "plots/decision_curve.csv", "plots/val/decision_curve.csv"):  # fmt: skip
+        (eval_dir / name).unlink()
+    (split_dir / "flow.json").unlink()
+    (split_dir / "baseline.csv").unlink()
+    inputs = {**report_inputs, "eval_dir": eval_dir, "splits_path": split_dir / "splits.parquet"}
+    html = run_report(report_params, tmp_path / "r.html", **inputs).read_text()
+    notes = {e["attrs"]["data-not-available"] for e in with_attr(parse(html), "data-not-available")}
+    assert notes == {"primary.json", "flow.json", "baseline.csv", "per_source.csv", "reliability.csv",
+                     "plots/decision_curve.csv", "decision_curve.csv", "spectrum.csv"}  # fmt: skip
+    assert 'id="missing-artifacts"' in html and 'data-ci-method="unknown"' in html
+    assert 'data-metric="test.auroc"' in html  # the secondary results are still there
+
+
+def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.is_file() or shutil.which("git") is None:
+        pytest.skip("dvc or git not installed")
+    repo = Path(__file__).resolve().parents[2]
+    for name in ("dvc.yaml", "params.yaml"):  # dvc.yaml fills ${paths.*} from params.yaml
+        shutil.copy(repo / name, tmp_path / name)
+    eval_path = yaml.safe_load((repo / "params.yaml").read_text())["paths"]["eval"]
+    shutil.copytree(report_inputs["eval_dir"] / "plots", tmp_path / eval_path / "plots")
+    for cmd in (["git", "init", "-q"], [str(dvc), "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    shown = subprocess.run([str(dvc), "plots", "show", "--json"], cwd=tmp_path, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)["data"]
+    curve = data["decision_curve"][0]["content"]
+    assert {v["field"] for v in curve["data"]["values"]} == {"net_benefit", "treat_all", "treat_none"}
+    assert "Decision curve" in curve["title"]["text"] and curve["encoding"]["x"]["title"] == "threshold probability"
+    stage_plots = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]
+    for entry in stage_plots:
+        ((template, spec),) = entry.items()
+        path = template.replace("${paths.eval}", eval_path)
+        columns = set(pd.read_csv(tmp_path / path, nrows=1).columns)
+        assert {spec["x"], spec["y"]} <= columns, path
+        assert spec.get("title") and spec.get("x_label") and spec.get("y_label"), path
+        assert path in data, path

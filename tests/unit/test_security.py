@@ -14,7 +14,6 @@ import shlex
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -22,9 +21,10 @@ from typer.testing import CliRunner
 from fracture.cli import app
 from fracture.config import dump_params
 from fracture.errors import InputError
-from fracture.model import build_model, load_model_dir, model_config, save_model_dir
+from fracture.model import load_model_dir
 from fracture.privacy import KEY_ENV
 from fracture.train.checkpoint import load_checkpoint
+from tests.conftest import write_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = ("fracture", "benchmarks")  # the KFP components and pipeline live in fracture/kubeflow
@@ -67,12 +67,7 @@ def tiny_params(make_params):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_params) -> Path:
     """A genuine (untrained) model dir in the contract format."""
-    out = tmp_path_factory.mktemp("model") / "model"
-    model = build_model(tiny_params.model, SIZE, pretrained=False)
-    config = model_config(tiny_params.model, SIZE, {"youden": 0.5, "fixed": 0.5}, "youden")
-    history = pd.DataFrame([{"epoch": 1, "train_loss": 0.7, "val_loss": 0.7, "val_auroc": 0.5, "lr": 1e-3}])
-    save_model_dir(out, model, config, {"val_auroc": 0.5}, history, tiny_params)
-    return out
+    return write_model_dir(tmp_path_factory.mktemp("model") / "model", tiny_params)
 
 
 def evil_model_dir(model_dir: Path, dst: Path, kind: str, marker: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -16,7 +15,7 @@ from fracture.cli import app
 from fracture.config import dump_params
 from fracture.errors import InputError
 from fracture.io import read_parquet, write_manifest
-from fracture.schema import COPY_REASON, MANIFEST_COLUMNS, SPLIT_COLUMNS, coerce_manifest, copy_exclusion_reason
+from fracture.schema import COPY_REASON, SPLIT_COLUMNS, coerce_manifest, copy_exclusion_reason
 from fracture.split import (
     exclusion_reasons,
     group_components,
@@ -25,30 +24,14 @@ from fracture.split import (
     run_split,
     summarise_splits,
 )
+from tests.conftest import manifest_row
 
 SOURCES = ("hospital", "kaggle", "mura")
 
 
 def _row(source: str, path: str, patient: str, label: int, group: str | None = None, **extra) -> dict:
-    image_id = hashlib.sha256(f"{source}:{path}".encode()).hexdigest()[:16]
-    row = {c: None for c in MANIFEST_COLUMNS}
-    row.update(
-        image_id=image_id,
-        source=source,
-        path=path,
-        patient_id=f"{source}:{patient}",
-        study_id=f"{source}:{patient}/s1",
-        label=label,
-        label_source="folder",
-        body_part="wrist",
-        group_id=group or image_id,
-        width=64,
-        height=64,
-        bit_depth=8,
-        sha256=hashlib.sha256(f"bytes:{source}:{path}".encode()).hexdigest(),
-    )
-    row.update(extra)
-    return row
+    row = manifest_row(source, path, label, f"{source}:{patient}", study_id=f"{source}:{patient}/s1")
+    return {**row, "group_id": group or row["image_id"], **extra}
 
 
 def make_manifest(seed: int, patients_per_source: int = 14, sources=SOURCES, flag_rate: float = 0.05) -> pd.DataFrame:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import write_model_dir
+
 MAX_FILES = 400  # about 230 today; a cap keeps the test well under a minute if a package grows its corpus
 RASTER = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -62,14 +64,8 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, make_params) -> Path:
-    from fracture.model import build_model, model_config, save_model_dir
-
     params = make_params({"base": {"image_size": 64}})
-    out = tmp_path_factory.mktemp("model")
-    model = build_model(params.model, 64, pretrained=False)
-    config = model_config(params.model, 64, {"youden": 0.5, "fixed": 0.5}, "youden")
-    history = pd.DataFrame([{"epoch": 1, "train_loss": 0.7, "val_loss": 0.7, "val_auroc": 0.5, "lr": 1e-3}])
-    save_model_dir(out, model, config, {"val_auroc": 0.5}, history, params)
+    out = write_model_dir(tmp_path_factory.mktemp("model"), params)
     return out
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fracture.errors import ConfigError
-from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
+from fracture.schema import coerce_manifest
 from fracture.validate import (
     DEFAULT_SEVERITY,
     build_suite,
@@ -23,29 +23,13 @@ from fracture.validate import (
     sample_indices,
     summarise,
 )
+from tests.conftest import manifest_row
 
 
 def _row(source: str, path: str, label: int, sha: str | None = None, **extra) -> dict:
-    image_id = hashlib.sha256(f"{source}:{path}".encode()).hexdigest()[:16]
-    row = {c: None for c in MANIFEST_COLUMNS}
-    row.update(
-        image_id=image_id,
-        source=source,
-        path=path,
-        patient_id=f"{source}:{path.split('/')[0]}",
-        label=label,
-        label_source="folder",
-        body_part="wrist",
-        age=30.0,
-        sex="F",
-        group_id=image_id,
-        width=64,
-        height=64,
-        bit_depth=8,
-        sha256=sha or hashlib.sha256(path.encode()).hexdigest(),
-    )
-    row.update(extra)
-    return row
+    # The same path in two sources has the same content hash unless `sha` says otherwise.
+    sha = sha or hashlib.sha256(path.encode()).hexdigest()
+    return manifest_row(source, path, label, study_id=None, age=30.0, sex="F", sha256=sha, **extra)
 
 
 def make_manifest(rows: list[dict]) -> pd.DataFrame:
