@@ -10,7 +10,7 @@ SCAN_STAMP := $(SCAN_VENV)/.installed
 # The demo's pseudonymisation key: public and for synthetic data only. Real data needs your own secret key.
 DEMO_KEY := fracture-demo-key-not-secret
 
-.PHONY: venv demo test lint format bench image audit audit-offline scan clean
+.PHONY: venv demo test lint format params-format bench image audit audit-offline scan clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# params.yaml (and the production profile) in the form `dvc exp run -S` writes back: an experiment's diff is only
+# the values it changed (tests/unit/test_params_format.py checks it).
+params-format: $(STAMP)
+	$(BIN)/python -m tests.params_format
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

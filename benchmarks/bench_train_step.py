@@ -133,7 +133,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     cfg = QUICK if quick else FULL
     quiet_environment()
-    params = demo_params({"train": {"batch_size": cfg["batch"]}})
+    params = demo_params({"train": {"batch_size": cfg["batch"], "effective_batch_size": cfg["batch"]}})
     size, k = params.base.image_size, cfg["steps_per_epoch"]
     torch.manual_seed(0)
     model = build_model(params.model, size)

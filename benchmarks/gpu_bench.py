@@ -155,7 +155,8 @@ def production_params(backbone: dict[str, Any] | None = None, image_size: int = 
     if backbone:
         data["model"].update(backbone=backbone["name"], backbone_kwargs=backbone.get("kwargs", {}))
     data["base"]["image_size"] = image_size
-    data["train"].update(amp="bf16", num_workers=0, accumulation_steps=1, compile=False)
+    data["train"].update(amp="bf16", num_workers=0, compile=False)
+    data["train"]["effective_batch_size"] = data["train"]["batch_size"]
     return parse_params(data, "gpu-bench-params")
 
 

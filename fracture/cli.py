@@ -13,12 +13,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+class VerboseAnywhere(TyperGroup):
+    """`-v/--verbose` accepted after the subcommand too (`fracture train -v ...`): moved before it on parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Move the verbose flags (before any `--`) to the front, where the group's own option reads them."""
+        end = args.index("--") if "--" in args else len(args)
+        head = args[:end]
+        flags = [a for a in head if a in VERBOSE_FLAGS]
+        return super().parse_args(ctx, flags[:1] + [a for a in head if a not in VERBOSE_FLAGS] + args[end:])
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fracture {version('fracture-mlops')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
+    cls=VerboseAnywhere,
     help="fracture-mlops: train, evaluate, explain and ship a wrist fracture classifier.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -54,7 +79,12 @@ DEFAULT_MANIFEST = Path("data/interim/ingest/manifest.parquet")
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (also after the command).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """fracture-mlops command line."""
     setup_logging(verbose)
 
@@ -267,13 +297,30 @@ def register(
     force: Annotated[bool, typer.Option(help="Register although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why --force is justified (recorded).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the registration record (JSON) here.")] = None,
+    gate_failure_ok: Annotated[
+        bool,
+        typer.Option(
+            "--gate-failure-ok",
+            help="A failed gate is a result: record 'not registered' in --out and exit 0 (the DVC stage uses it).",
+        ),
+    ] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Register the model in MLflow with its lineage and evidence; alias `challenger`."""
-    cfg = _params(params)
-    from fracture.registry.register import run_register
+    """Register the model in MLflow with its lineage and evidence; alias `challenger`.
 
-    record = run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
+    Exits 1 when the evaluation gate failed, unless --gate-failure-ok (then the record says why, and exit is 0).
+    """
+    cfg = _params(params)
+    from fracture.errors import GateError
+    from fracture.registry.register import not_registered_record, run_register
+
+    try:
+        record = run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
+    except GateError:
+        if not gate_failure_ok:
+            raise
+        record = not_registered_record(eval)
+        log.warning("not registered: gate failed (%s)", "; ".join(record["reasons"]))
     if out is not None:
         from fracture.io import write_json
 

@@ -208,7 +208,11 @@ class TrainParams(_Section):
     weight_decay: float = Field(ge=0)
     warmup_epochs: float = Field(ge=0)
     grad_clip: float = Field(ge=0, description="Max grad norm; 0 disables clipping.")
-    accumulation_steps: int = Field(gt=0)
+    effective_batch_size: int = Field(
+        gt=0,
+        description="Images per optimizer step over all processes; gradient accumulation makes up the rest "
+        "(effective_batch_size / (batch_size x processes) micro-batches per step).",
+    )
     amp: Literal["auto", "bf16", "fp16", "off"]
     compile: bool
     early_stopping_patience: int = Field(gt=0)
@@ -218,6 +222,15 @@ class TrainParams(_Section):
         description="Training processes: `auto` = one per visible GPU (torchrun when more than one), or a count."
     )
     augment: AugmentParams
+
+    @model_validator(mode="after")
+    def _whole_accumulation(self) -> TrainParams:
+        if self.effective_batch_size % self.batch_size:
+            raise ValueError(
+                f"train.effective_batch_size: {self.effective_batch_size} is not a multiple of "
+                f"train.batch_size {self.batch_size} (images per step = batch_size x processes x accumulation)"
+            )
+        return self
 
     @field_validator("devices")
     @classmethod
@@ -327,6 +340,33 @@ class PredictParams(_Section):
     batch_overlays: bool = Field(description="Grad-CAM overlay PNGs in batch mode (about 10x slower on CPU).")
 
 
+class TrainJobParams(_Section):
+    """The Kubeflow Trainer `TrainJob` the train task launches when `pipeline.train_mode` is `trainjob`."""
+
+    runtime: str = Field(min_length=1, description="ClusterTrainingRuntime to run on (torch-distributed).")
+    num_nodes: int = Field(ge=1, description="Training nodes (pods); torchrun spans them.")
+    gpus_per_node: int = Field(ge=0, description="GPUs per node, one training process each (0: one CPU process).")
+    cpu_per_node: str = Field(min_length=1)
+    memory_per_node: str = Field(min_length=1)
+    data_transfer: Literal["volume", "s3"] = Field(
+        description="How inputs reach the nodes and the model dir comes back: a ReadWriteMany volume or S3 / MinIO."
+    )
+    volume_claim: str = Field(description="ReadWriteMany PersistentVolumeClaim (data_transfer: volume).")
+    volume_mount: str = Field(min_length=1, description="Where the launcher and the nodes mount that claim.")
+    staging_url: str = Field(description="s3://bucket/prefix the launcher stages inputs under (data_transfer: s3).")
+    namespace: str = Field(description="Namespace of the TrainJob; empty: the launcher pod's own namespace.")
+    timeout_s: int = Field(gt=0, description="Give up (and delete the TrainJob) after this many seconds.")
+    poll_s: float = Field(gt=0, description="Seconds between status and log polls.")
+
+    @model_validator(mode="after")
+    def _transfer_is_configured(self) -> TrainJobParams:
+        if self.data_transfer == "volume" and not self.volume_claim:
+            raise ValueError("pipeline.trainjob.volume_claim: needed when data_transfer is volume (a RWX PVC name)")
+        if self.data_transfer == "s3" and not self.staging_url.startswith("s3://"):
+            raise ValueError(f"pipeline.trainjob.staging_url: {self.staging_url!r} is not an s3:// URL")
+        return self
+
+
 class PipelineParams(_Section):
     """Kubeflow Pipelines settings (no secrets here)."""
 
@@ -342,6 +382,10 @@ class PipelineParams(_Section):
     task_memory_limit: str = Field(description="Memory limit of every task but train.")
     shm_size: str
     node_selector: dict[str, str]
+    train_mode: Literal["pod", "trainjob"] = Field(
+        description="pod: train inside the KFP task (torchrun over its GPUs); trainjob: a Kubeflow Trainer TrainJob."
+    )
+    trainjob: TrainJobParams
 
 
 class ServeParams(_Section):

@@ -10,6 +10,12 @@ import typer
 from fracture.config import Params
 from fracture.tracking import tracking_uri
 
+UI_PORT = 5000
+# `dvc exp show` in a 120-column terminal: the headline metrics without their CI bounds (`dvc metrics diff` shows
+# them) and the params that differ; dependency hashes (columns named by paths) and the time dropped. README,
+# "Comparing experiments"; tests/e2e/test_dvc_experiments.py measures the width.
+EXP_SHOW_FLAGS = "--only-changed --drop 'Created|.*/.*|.*_(lo|hi)'"
+
 
 def summary_lines(params: Params) -> list[str]:
     """Human-readable pointers to the demo's report, metrics, registered model and MLflow UI (params `paths`)."""
@@ -26,16 +32,34 @@ def summary_lines(params: Params) -> list[str]:
     if report.exists():
         lines.append(f"  evaluation report: {report.resolve()}  (open in a browser)")
     if registration.exists():
-        reg = json.loads(registration.read_text())
-        lines.append(f"  registered model: {reg.get('name')} version {reg.get('version')} (alias challenger)")
+        lines.append(registration_line(json.loads(registration.read_text())))
     uri = tracking_uri()
     lines.append(f"  MLflow store: {uri}")
     if uri.startswith("sqlite:"):
-        lines.append(
-            f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000  -> http://127.0.0.1:5000"
-        )
+        lines.append(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port {UI_PORT}, then open")
+        lines.extend(f"    {link}" for link in mlflow_links(f"http://127.0.0.1:{UI_PORT}", params))
     lines.append("  metrics: .venv/bin/dvc metrics show    plots: .venv/bin/dvc plots show")
+    lines.append(f"  compare runs: .venv/bin/dvc exp show {EXP_SHOW_FLAGS}")
     return lines
+
+
+def registration_line(reg: dict) -> str:
+    """One line for reports/registration.json: the version, or why the gate kept the model out."""
+    if reg.get("registered") is False:
+        return f"  not registered: gate failed ({'; '.join(reg.get('reasons') or []) or 'no reason recorded'})"
+    return f"  registered model: {reg.get('name')} version {reg.get('version')} (alias challenger)"
+
+
+def mlflow_links(ui: str, params: Params) -> list[str]:
+    """Direct links into the MLflow UI: the training experiment's runs and the registered model's versions."""
+    from fracture.registry.client import mlflow_client
+
+    links = []
+    experiment = mlflow_client().get_experiment_by_name(params.train.experiment)
+    if experiment is not None:
+        links.append(f"runs:   {ui}/#/experiments/{experiment.experiment_id}/runs")
+    links.append(f"models: {ui}/#/models/{params.register_.model_name}")
+    return links
 
 
 def print_summary(params: Params) -> None:

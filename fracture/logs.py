@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from fracture.errors import printable
 
 # Libraries whose INFO lines drown the project's own.
-NOISY_LOGGERS = ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations")
+NOISY_LOGGERS = ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations", "mlflow")
 
 
 class EscapeControlFilter(logging.Filter):
@@ -36,6 +37,8 @@ def setup_logging(verbose: bool) -> None:
         handler.addFilter(EscapeControlFilter())
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow's artifact upload/download progress bar writes to the terminal between the project's log lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # pydicom logs decoder failures with a traceback and quotes element values (PHI); the package reports
     # every DICOM problem itself in one line, so pydicom's records never reach the user's terminal.
     logging.getLogger("pydicom").propagate = False

@@ -65,8 +65,8 @@ def build_model_card(
         "Preprocessing": f"decode (8/16-bit PNG, JPEG, DICOM with VOI LUT), window to percentiles {window}, "
         f"MONOCHROME1 inverted, resize to {s} x {s}, uint8",
         "Training": f"{config['backbone']} (in_chans 1, pretrained={params.model.pretrained}) + MLP head; weighted "
-        f"BCE, AdamW lr {tp.lr}, warmup {tp.warmup_epochs} epochs + cosine, batch {tp.batch_size} x "
-        f"{tp.accumulation_steps} accumulation, {epochs_run} of {tp.epochs} epochs, best epoch {best_epoch} "
+        f"BCE, AdamW lr {tp.lr}, warmup {tp.warmup_epochs} epochs + cosine, {tp.effective_batch_size} images per "
+        f"step (batch {tp.batch_size} per process), {epochs_run} of {tp.epochs} epochs, best epoch {best_epoch} "
         "by val AUROC",
         "Input": f"one grayscale wrist radiograph, {s} x {s} uint8 after preprocessing",
         "Output": "probability of a visible fracture and a yes/no decision at the frozen threshold",

@@ -102,6 +102,16 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+def wait_port_closed(host: str, port: int, timeout_s: float = 15.0) -> bool:
+    """Whether host:port stops accepting connections within `timeout_s` (killed workers release it a moment late)."""
+    deadline = time.monotonic() + timeout_s
+    while port_open(host, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def warn_if_exposed(host: str) -> None:
     """Log a warning when the server would listen beyond loopback (fine in a container, not on a workstation)."""
     if host not in (LOOPBACK, "localhost", "::1"):

@@ -50,7 +50,7 @@ def demo_params_dict() -> dict:
 TEST_OVERRIDES = {
     "synth": {"n_per_source": 48, "min_side": 128, "max_side": 192},
     "base": {"num_workers": 1},
-    "train": {"epochs": 2, "batch_size": 16},
+    "train": {"epochs": 2, "batch_size": 16, "effective_batch_size": 16},
     "evaluate": {"n_bootstrap": 200, "min_subgroup_n": 10},
 }
 

@@ -28,7 +28,14 @@ from fracture.evaluate.cohort import (
     prepare_predictions,
     resolve_population,
 )
-from fracture.evaluate.core import Evaluation, assemble_evaluation, evaluate_gate, finite_metrics
+from fracture.evaluate.core import (
+    HEADLINE_KEYS,
+    Evaluation,
+    assemble_evaluation,
+    evaluate_gate,
+    finite_metrics,
+    headline_record,
+)
 from fracture.evaluate.curves import decision_table, net_benefit, plot_tables, reliability_table
 from fracture.evaluate.intervals import interval_table, ranking_cis, resample_frame
 from fracture.evaluate.run import load_eval_rows, load_excluded_rows, run_evaluate, split_plot_files, write_evaluation
@@ -36,12 +43,12 @@ from fracture.evaluate.tables import per_source_table, primary_endpoint, study_f
 from fracture.evaluate.thresholds import TUNED, compare_thresholds, study_threshold, tune_on_val
 
 __all__ = [
-    "EVAL_SPLITS", "MANIFEST_FIELDS", "PREDICTION_COLUMNS", "SUBGROUPS", "TUNED", "Evaluation", "age_bands",
-    "assemble_evaluation", "bootstrap_cis", "clinically_relevant", "compare_thresholds", "decision_table",
-    "evaluate_gate", "finite_metrics", "interval_table", "load_eval_rows", "load_excluded_rows", "net_benefit",
-    "per_source_table", "plot_tables", "prepare_predictions", "primary_endpoint", "reliability_table",
-    "resolve_population", "run_evaluate", "split_plot_files", "study_frame", "study_threshold", "subgroup_row",
-    "subgroup_table", "tune_on_val", "write_evaluation",
+    "EVAL_SPLITS", "HEADLINE_KEYS", "MANIFEST_FIELDS", "PREDICTION_COLUMNS", "SUBGROUPS", "TUNED", "Evaluation",
+    "age_bands", "assemble_evaluation", "bootstrap_cis", "clinically_relevant", "compare_thresholds",
+    "decision_table", "evaluate_gate", "finite_metrics", "headline_record", "interval_table", "load_eval_rows",
+    "load_excluded_rows", "net_benefit", "per_source_table", "plot_tables", "prepare_predictions", "primary_endpoint",
+    "reliability_table", "resolve_population", "run_evaluate", "split_plot_files", "study_frame", "study_threshold",
+    "subgroup_row", "subgroup_table", "tune_on_val", "write_evaluation",
 ]  # fmt: skip
 
 

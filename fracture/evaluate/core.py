@@ -99,6 +99,32 @@ def primary_record(values: dict) -> dict:
     return {**{k: values[k] for k in STRING_METRICS if k in values}, **numbers}
 
 
+# headline.json, THE DVC metric (`dvc metrics diff`, `dvc exp show`): key -> metrics.json key. Short names keep
+# `dvc exp show` (CI bounds dropped, fracture.demo.EXP_SHOW_FLAGS) within 120 columns; metrics.json (every number)
+# stays an output beside it.
+HEADLINE_KEYS = {
+    "primary": "primary.value",
+    "primary_lo": "primary.ci_low",
+    "primary_hi": "primary.ci_high",
+    "auroc": "test.auroc",
+    "auroc_lo": "test.auroc_ci_low",
+    "auroc_hi": "test.auroc_ci_high",
+    "sens": "test.frozen.sensitivity",
+    "spec": "test.frozen.specificity",
+    "threshold": "threshold",
+    "gate_passed": "gate.passed",
+}
+
+
+def headline_record(metrics: dict) -> dict[str, float | int]:
+    """headline.json: about ten numbers a team compares across revisions and experiments.
+
+    The primary endpoint and test AUROC with their CI bounds, test sensitivity and specificity at the frozen
+    threshold, the threshold, and the gate (1 passed, 0 failed). A value metrics.json lacks (undefined) is left out.
+    """
+    return {short: metrics[key] for short, key in HEADLINE_KEYS.items() if key in metrics}
+
+
 def _operating_points(preds, studies, frozen, method, config_thresholds, ep, seed) -> tuple[dict, dict, float]:
     """(thresholds.json, image points, study threshold): every one tuned on val rows / val studies only."""
     val_thresholds = tune_on_val(preds[preds["split"] == "val"], ep, seed)

@@ -11,7 +11,7 @@ import pandas as pd
 from fracture.config import Params, dump_params
 from fracture.errors import InputError
 from fracture.evaluate.cohort import EVAL_SPLITS, MANIFEST_FIELDS, cohort_reasons
-from fracture.evaluate.core import Evaluation, assemble_evaluation
+from fracture.evaluate.core import Evaluation, assemble_evaluation, headline_record
 from fracture.io import atomic_write_text, read_manifest, read_parquet, write_json, write_parquet
 from fracture.parallel import progress
 
@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 SCORE_CHUNK = 2048  # images read from the memmap per predict_proba call
 SPLIT_FIELDS = ("image_id", "split", "reason", "cluster_id")
+# plots/chance.csv: the no-skill diagonal drawn on the ROC and calibration plots (dvc.yaml's top-level `plots`).
+CHANCE_DIAGONAL = pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0], "mean_pred": [0.0, 1.0], "frac_pos": [0.0, 1.0]})
 
 
 def _first_duplicate(path: Path, ids: pd.Series) -> None:
@@ -162,6 +164,7 @@ def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
     """Write the eval dir, every file atomically, with the resolved params beside it."""
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", ev.metrics)
+    write_json(out_dir / "headline.json", headline_record(ev.metrics))
     write_json(out_dir / "primary.json", ev.primary)
     write_parquet(ev.predictions, out_dir / "predictions.parquet")
     write_parquet(ev.spectrum_predictions, out_dir / "spectrum_predictions.parquet")
@@ -179,13 +182,19 @@ def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
     for name, table in ev.plots.items():
         for rel, part in split_plot_files(name, table).items():
             atomic_write_text(out_dir / "plots" / rel, part.to_csv(index=False))
+    atomic_write_text(out_dir / "plots" / "chance.csv", CHANCE_DIAGONAL.to_csv(index=False))
     write_json(out_dir / "gate.json", ev.gate)
     dump_params(params, out_dir / "params.yaml")
 
 
+def _g4(value: object) -> str:
+    """A number in a log line: 4 significant digits (metrics.json keeps full precision); anything else as is."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def log_gate(gate: dict) -> None:
     """State the gate's outcome in the log (evaluate exits 0 either way; register and KFP act on gate.json)."""
-    summary = "; ".join(f"{c['name']} = {c['value']} (min {c['threshold']})" for c in gate["checks"])
+    summary = "; ".join(f"{c['name']} = {_g4(c['value'])} (min {c['threshold']})" for c in gate["checks"])
     if gate["passed"]:
         log.info("evaluation gate PASSED: %s", summary)
     else:
@@ -228,8 +237,8 @@ def run_evaluate(
     pr = ev.primary
     log.info(
         "primary endpoint: %s on %s = %s (CI low %s); test AUROC %s at frozen threshold %.4f (%s); wrote %s",
-        pr.get("primary.metric"), pr.get("primary.population"), pr.get("primary.value"), pr.get("primary.ci_low"),
-        ev.metrics.get("test.auroc"), frozen, method, out_dir,
+        pr.get("primary.metric"), pr.get("primary.population"), _g4(pr.get("primary.value")),
+        _g4(pr.get("primary.ci_low")), _g4(ev.metrics.get("test.auroc")), frozen, method, out_dir,
     )  # fmt: skip
     log_gate(ev.gate)
     return ev.metrics

@@ -24,7 +24,7 @@ from fracture.errors import InputError, first_line
 from fracture.infravalidate import checks
 from fracture.infravalidate.checks import Answer, Case
 from fracture.infravalidate.requestset import bad_cases, evaluation_rows, good_cases, select_rows
-from fracture.serve import LOOPBACK, port_open, running_server, verified_source
+from fracture.serve import LOOPBACK, running_server, verified_source, wait_port_closed
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def validate_served(
                 found, measured = exercise(server.url, good, bad, iv, threshold)
         except InputError as err:
             return checks.failed_result(f"serving {model_uri}: {first_line(err)}", **facts)
-    facts["server_stopped"] = not port_open(LOOPBACK, server.port)
+    facts["server_stopped"] = wait_port_closed(LOOPBACK, server.port)
     if not facts["server_stopped"]:
         found.append({"check": "server stopped", "passed": False, "detail": f"port {server.port} still open"})
     result = checks.summarise(found, **facts, **measured)

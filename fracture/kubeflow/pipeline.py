@@ -1,10 +1,12 @@
 """The training DAG as one Kubeflow Pipelines v2 pipeline.
 
-ingest -> validate -> split -> preprocess -> train (GPU) -> evaluate -> explain -> report -> infravalidate (only
-when the evaluation gate passes: the model served by `mlflow models serve` in the task, its evaluation replayed)
--> register (only when infra validation passes too). Pipeline parameters: the resolved params as JSON plus the
-knobs people change (split strategy, epochs, learning rate, data source/location/revision). Infrastructure
-settings (image, GPU, node selector, shared memory, secrets) come from params.yaml `pipeline:` at compile time.
+ingest -> validate -> split -> preprocess -> train (GPU, or a TrainJob launcher) -> evaluate -> explain -> report
+-> infravalidate (only when the evaluation gate passes: the model served by `mlflow models serve` in the task, its
+evaluation replayed) -> register (only when infra validation passes too). Pipeline parameters: the resolved params
+as JSON plus the knobs people change (split strategy, epochs, learning rate, data source/location/revision).
+Infrastructure settings (image, GPU, node selector, shared memory, secrets, `train_mode`) come from params.yaml
+`pipeline:` at compile time: `train_mode: pod` trains in the KFP task, `trainjob` makes that task launch a Kubeflow
+Trainer TrainJob.
 """
 
 import json
@@ -21,27 +23,14 @@ from fracture.kubeflow.components.preprocess import preprocess
 from fracture.kubeflow.components.register import register
 from fracture.kubeflow.components.report import report
 from fracture.kubeflow.components.split import split
-from fracture.kubeflow.components.train import train
+from fracture.kubeflow.components.train import train as train_in_pod
+from fracture.kubeflow.components.train_trainjob import train as train_trainjob
 from fracture.kubeflow.components.validate import validate
+from fracture.kubeflow.secrets import MLFLOW_ENV, MLFLOW_SECRET, S3_ENV, S3_SECRET
 
 PIPELINE_NAME = "fracture-training"
-# Kubernetes Secrets read as environment variables (templates in infra/base/secrets.example.yaml).
-MLFLOW_SECRET = "fracture-mlflow"
-S3_SECRET = "fracture-s3"
-# The pipeline's MLflow user (role fracture-pipeline, see fracture/access): basic-auth credentials or a token.
-MLFLOW_ENV = {
-    "tracking_uri": "MLFLOW_TRACKING_URI",
-    "username": "MLFLOW_TRACKING_USERNAME",
-    "password": "MLFLOW_TRACKING_PASSWORD",
-    "tracking_token": "MLFLOW_TRACKING_TOKEN",
-}
 # The image's non-root user (docker/Dockerfile `USER`); a unit test keeps the two equal.
 IMAGE_UID = 10001
-S3_ENV = {
-    "access_key_id": "AWS_ACCESS_KEY_ID",
-    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
-    "endpoint_url": "MLFLOW_S3_ENDPOINT_URL",
-}
 
 
 def _with_secrets(task: dsl.PipelineTask, mlflow: bool = False) -> dsl.PipelineTask:
@@ -83,9 +72,20 @@ def _on_gpu(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
     return task
 
 
+def _launcher(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
+    """The TrainJob launcher: no GPU, and the staging volume mounted where the nodes mount it (volume transfer)."""
+    tj = params.pipeline.trainjob
+    task.set_cpu_limit("1").set_memory_limit("4G")
+    if tj.data_transfer == "volume":
+        kubernetes.mount_pvc(task, pvc_name=tj.volume_claim, mount_path=tj.volume_mount)
+    return task
+
+
 def build_pipeline(params: Params) -> Callable:
     """The @dsl.pipeline function for these params (their values become the parameter defaults)."""
     image = params.pipeline.image
+    trainjob = params.pipeline.train_mode == "trainjob"
+    train = train_trainjob if trainjob else train_in_pod
     params_default = json.dumps(params.to_dict(), sort_keys=True)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Wrist fracture classifier: data to registered model.")
@@ -125,7 +125,8 @@ def build_pipeline(params: Params) -> Callable:
             splits=spl.outputs["splits"],
             cache=pre.outputs["cache"],
         )
-        tasks.append(_with_secrets(_on_gpu(trn, params), mlflow=True))
+        # The launcher stages through S3 (S3 secret); the nodes get both secrets by reference in the TrainJob.
+        tasks.append(_with_secrets(_launcher(trn, params)) if trainjob else _with_secrets(_on_gpu(trn, params), True))
         ev = evaluate(
             params_json=params_json,
             data_revision=data_revision,

@@ -146,6 +146,29 @@ def train_step(
     )
 
 
+def train_trainjob_step(
+    params_json: str,
+    epochs: int,
+    learning_rate: float,
+    ingest_path: str,
+    split_path: str,
+    cache_path: str,
+    out_path: str,
+) -> None:
+    """`fracture train` across nodes: a Kubeflow Trainer TrainJob launched and followed from this task."""
+    import uuid
+
+    from fracture.kubeflow.trainjob import run_trainjob
+    from fracture.kubeflow.trainjob_api import KubeTrainJobApi, own_namespace
+
+    _setup()
+    params = resolve_params(params_json, train__epochs=epochs, train__lr=learning_rate)
+    namespace = params.pipeline.trainjob.namespace or own_namespace()
+    job = f"fracture-train-{uuid.uuid4().hex[:10]}"
+    inputs = (Path(ingest_path) / "manifest.parquet", Path(split_path) / "splits.parquet", Path(cache_path))
+    run_trainjob(params, *inputs, Path(out_path), KubeTrainJobApi(namespace), job, namespace)
+
+
 def evaluate_step(
     params_json: str,
     model_path: str,

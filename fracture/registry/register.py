@@ -335,10 +335,19 @@ def _record(client: Any, name: str, version: Any, created: bool) -> dict:
         "fingerprint": version.tags.get(FINGERPRINT_TAG),
         "run_origin": version.tags.get("run_origin"),
         "forced": version.tags.get("forced") == "true",
+        "registered": True,
         "created": created,
         "aliases": aliases,
         "tracking_uri": redact(tracking_uri()),
     }
+
+
+def not_registered_record(eval_dir: Path) -> dict:
+    """The registration record of a model the evaluation gate refused: a result, kept with the experiment."""
+    from fracture.io import read_json
+
+    gate = read_json(Path(eval_dir) / "gate.json")
+    return {"registered": False, "why": "gate failed", "reasons": [str(r) for r in gate.get("reasons") or []]}
 
 
 @registry_errors

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from fracture.config import TrainParams
 from fracture.data import BatchPrep
 from fracture.parallel import progress
-from fracture.train.optim import Optimisation
+from fracture.train.optim import Optimisation, grad_accumulation
 from fracture.train.runtime import Runtime, autocast
 
 
@@ -32,13 +32,16 @@ def train_one_epoch(
 ) -> float:
     """One pass over the train shard with gradient accumulation; returns the mean train loss (all ranks).
 
+    Each optimizer step averages the gradient over `train.effective_batch_size` images: the micro-batches of this
+    process (each loss divided by their count) and, under DDP, the processes (DDP averages across ranks).
+
     Batches are uint8 `Batch`es turned into input on the device by `prep` (the train dataset's), or, without
     `prep`, ready `(x, y)` pairs of normalised float images and labels. The loss is summed on the device and read
     once at the end (no host sync per step).
     """
     net.train()
     total, count = torch.zeros((), device=rt.device), 0
-    n, accum = len(loader), tp.accumulation_steps
+    n, accum = len(loader), grad_accumulation(tp, rt.world_size)
     params = [p for p in net.parameters() if p.requires_grad]
     for i, batch in enumerate(progress(loader, total=n, desc="train")):
         x, y = _to_device(batch, rt, prep)

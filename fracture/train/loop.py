@@ -22,7 +22,7 @@ from fracture.tracking import Tracker
 from fracture.train.checkpoint import LoopState, checkpoint_payload, restore_checkpoint, resume_key, save_checkpoint
 from fracture.train.epoch import score_val, train_one_epoch
 from fracture.train.loader import make_loaders, pos_weight
-from fracture.train.optim import Optimisation, make_optimisation
+from fracture.train.optim import Optimisation, grad_accumulation, make_optimisation
 from fracture.train.runtime import Runtime, seed_everything
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,18 @@ def build_session(params: Params, rt: Runtime, images: np.ndarray, rows: pd.Data
         net = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if params.train.compile:
         net = torch.compile(net)
-    steps = math.ceil(len(train_dl) / params.train.accumulation_steps)
+    steps = math.ceil(len(train_dl) / grad_accumulation(params.train, rt.world_size))
     pw = pos_weight(rows.loc[rows["split"] == "train", "label"].to_numpy())
     if rt.is_main:
-        log.info("train %d / val %d images, pos_weight %.3f", len(train_dl.dataset), len(val_dl.dataset), pw)
+        log.info(
+            "train %d / val %d images, pos_weight %.3f, %d process(es) x batch %d x accumulation %d per step",
+            len(train_dl.dataset),
+            len(val_dl.dataset),
+            pw,
+            rt.world_size,
+            params.train.batch_size,
+            grad_accumulation(params.train, rt.world_size),
+        )
     opt = make_optimisation(model, params.train, rt, steps, pw)
     return Session(
         params, rt, model, net, opt, train_dl, val_dl, generator, out_dir, resume_key(params), Tracker(rt.is_main)

@@ -9,7 +9,26 @@ import torch
 from torch import nn
 
 from fracture.config import TrainParams
+from fracture.errors import ConfigError
 from fracture.train.runtime import Runtime
+
+
+def grad_accumulation(tp: TrainParams, world_size: int) -> int:
+    """Micro-batches per optimizer step that keep `train.effective_batch_size` whatever the number of processes.
+
+    Each step sees effective_batch_size = batch_size x world_size x accumulation images, so 1 process x batch 16 x
+    accumulation 2 and 2 processes x batch 16 x accumulation 1 take the same step.
+
+    Raises:
+        ConfigError: the effective batch cannot be split evenly over this many processes.
+    """
+    per_pass = tp.batch_size * world_size
+    if tp.effective_batch_size % per_pass:
+        raise ConfigError(
+            f"train.effective_batch_size: {tp.effective_batch_size} images per step cannot be split over "
+            f"{world_size} process(es) x train.batch_size {tp.batch_size}; use a multiple of {per_pass}"
+        )
+    return tp.effective_batch_size // per_pass
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:

@@ -47,14 +47,17 @@ def _merge(base: dict, overrides: dict) -> dict:
 
 def write_real_layouts(project: Path) -> None:
     """The three datasets under data/raw in their real layouts, with the synthetic writers at real sizes."""
-    from fracture import synth
+    from fracture.synth.hospital import plan_hospital
+    from fracture.synth.kaggle import plan_kaggle
+    from fracture.synth.mura import plan_mura
+    from fracture.synth.run import SOURCE_CODES, write_source
 
     demo = load_params(REPO / "params.yaml")
-    planners = {"kaggle": synth.plan_kaggle, "mura": synth.plan_mura, "hospital": synth.plan_hospital}
+    planners = {"kaggle": plan_kaggle, "mura": plan_mura, "hospital": plan_hospital}
     for name, planner in planners.items():
-        rng = np.random.default_rng([7, synth.SOURCE_CODES[name]])
+        rng = np.random.default_rng([7, SOURCE_CODES[name]])
         plan = planner(rng, N_PER_SOURCE, demo.synth.positive_fraction, SIDES[name])
-        synth.write_source(project / RAW[name], plan, 7, synth.SOURCE_CODES[name])
+        write_source(project / RAW[name], plan, 7, SOURCE_CODES[name])
 
 
 def production_params(project: Path) -> None:
@@ -126,11 +129,11 @@ def test_second_repro_is_a_no_op(production_project: Path, first_repro):
 
 
 def test_one_added_image_is_the_only_one_decoded(production_project: Path, first_repro):
-    from fracture import synth
+    from fracture.synth.render import make_radiograph, to_uint8
 
     rng = np.random.default_rng(99)
-    image = synth.make_radiograph(rng, 420, 300, True, lateral=False, cast=False, metal=False)
-    assert cv2.imwrite(str(production_project / ADDED), synth.to_uint8(image))
+    image = make_radiograph(rng, 420, 300, True, lateral=False, cast=False, metal=False)
+    assert cv2.imwrite(str(production_project / ADDED), to_uint8(image))
     _run(production_project, "dvc", "add", RAW["hospital"])
     status = _run(production_project, "dvc", "status").stdout
     assert "data/raw/hospital" in status

@@ -33,7 +33,7 @@ def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
     assert reports, "no report artifact"
     assert "<html" in reports[0].read_text().lower()
     registrations = [p for p in (out / "pipeline_root").rglob("registration") if p.is_file()]
-    assert registrations, "register did not run (gate failed?)"
+    assert registrations, "register did not run (gate or infra validation failed?)\n" + proc.stderr[-6000:]
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
     version = client.get_model_version_by_alias(params["register"]["model_name"], "challenger")
     assert int(version.version) >= 1

@@ -66,13 +66,12 @@ def work(tmp_path, params, make_candidate, monkeypatch, radiograph_png):  # noqa
 
 
 def _offline_probability(model_dir: Path, image: Path) -> float:
-    from fracture.imaging import prepare_image
-    from fracture.model import load_model_dir, predict_proba
-    from fracture.serving import window_percentiles
+    from fracture.model import CONFIG_FILE, load_model_dir, predict_proba, read_contract
 
     model, config = load_model_dir(model_dir)
-    img = prepare_image(image, config["img_size"], window_percentiles(model_dir, config))
-    return float(predict_proba(model, img[None], config["mean"], config["std"], batch_size=1)[0])
+    contract = read_contract(config, model_dir / CONFIG_FILE)
+    img = contract.decode(image)
+    return float(predict_proba(model, img[None], contract.mean, contract.std, batch_size=1)[0])
 
 
 def test_readme_serving_lines_work_as_typed(work):

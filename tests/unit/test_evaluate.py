@@ -160,6 +160,10 @@ def test_metrics_are_flat_finite_and_hold_the_headline_keys(tmp_path, make_param
     ):
         assert key in written, key
     assert written["test.auroc_ci_low"] <= written["test.auroc"] <= written["test.auroc_ci_high"]
+    headline = json.loads((tmp_path / "headline.json").read_text())  # THE DVC metric: about ten numbers
+    assert list(headline) == list(evaluate.HEADLINE_KEYS)
+    assert {short: written[key] for short, key in evaluate.HEADLINE_KEYS.items()} == headline
+    assert headline["auroc_lo"] <= headline["auroc"] <= headline["auroc_hi"] and headline["gate_passed"] in (0, 1)
     p = written["test.prevalence"]
     assert written["test.trivial_f1"] == pytest.approx(2 * p / (1 + p))
 
@@ -376,6 +380,7 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
     for name in (
         "metrics.json",
         "primary.json",
+        "headline.json",
         "predictions.parquet",
         "thresholds.json",
         "subgroups.csv",
@@ -385,6 +390,8 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
         "plots/pr.csv",
         "plots/calibration.csv",
         "plots/confusion.csv",
+        "plots/chance.csv",
+        "plots/val/roc.csv",
     ):
         assert (out / name).is_file(), name
     preds = pd.read_parquet(out / "predictions.parquet")
@@ -495,3 +502,12 @@ def test_run_evaluate_refuses_splits_without_cluster_ids(eval_inputs, tmp_path) 
         evaluate.run_evaluate(
             params, root / "model", root / "manifest.parquet", tmp_path / "splits.parquet", root / "cache", tmp_path
         )
+
+
+def test_gate_log_line_rounds_to_4_significant_digits(caplog: pytest.LogCaptureFixture) -> None:
+    from fracture.evaluate.run import log_gate
+
+    check = {"name": "test.auroc", "value": 0.9450856291883842, "threshold": 0.7, "passed": True}
+    with caplog.at_level(logging.INFO, logger="fracture.evaluate"):
+        log_gate({"passed": True, "reasons": [], "checks": [check]})
+    assert "test.auroc = 0.9451 (min 0.7)" in caplog.text and "0.94508" not in caplog.text

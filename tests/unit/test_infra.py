@@ -54,7 +54,7 @@ def _kustomize_documents(directory: Path) -> list[dict]:
     return [d for d in docs if d]
 
 
-@pytest.mark.parametrize("overlay", ["base", "minio", "overlays/cloud", "overlays/onprem"])
+@pytest.mark.parametrize("overlay", ["base", "minio", "overlays/cloud", "overlays/onprem", "trainer"])
 def test_manifests_validate_against_kubernetes_schemas(overlay):
     docs = _kustomize_documents(REPO / "infra" / overlay)
     assert docs
@@ -196,3 +196,18 @@ def test_the_kserve_predictor_is_locked_down_and_labelled_for_the_network_polici
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {}} in predictor["volumes"]
+
+
+def test_trainer_install_pins_the_version_the_trainjob_schema_was_taken_from():
+    pinned = re.findall(r"TRAINER_VERSION=(v\d+\.\d+\.\d+)", (REPO / "infra/trainer/README.md").read_text())
+    vendored = re.findall(r"release: `(v\d+\.\d+\.\d+)`", (REPO / "tests/data/trainer/README.md").read_text())
+    assert pinned and pinned == vendored
+
+
+def test_trainjob_launcher_role_allows_what_the_launcher_calls():
+    role = next(d for d in _kustomize_documents(REPO / "infra/trainer") if d["kind"] == "Role")
+    granted = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+    needed = {("trainer.kubeflow.org", "trainjobs", v) for v in ("create", "get", "delete")}
+    assert needed | {("", "pods", "list"), ("", "pods/log", "get")} <= granted

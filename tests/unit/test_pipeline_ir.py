@@ -91,3 +91,49 @@ def test_no_secret_values_in_the_compiled_pipeline(tmp_path, params, monkeypatch
     text = Path(run_compile(params, tmp_path / "p.yaml")).read_text()
     for value in planted.values():
         assert value not in text
+
+
+# ------------------------------------------------------------------------------------------------ trainjob mode
+
+
+@pytest.fixture(scope="module")
+def ir_trainjob(tmp_path_factory, make_params) -> tuple[dict, dict, object]:
+    params = make_params({"train": {"epochs": 2}, "pipeline": {"train_mode": "trainjob"}})
+    path = tmp_path_factory.mktemp("kfp-trainjob") / "pipeline.yaml"
+    run_compile(params, path)
+    spec, platform = list(yaml.safe_load_all(path.read_text()))
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"], params
+
+
+def test_trainjob_mode_keeps_every_step_and_the_image_and_launches_instead_of_training(ir_trainjob):
+    spec, _, params = ir_trainjob
+    executors = spec["deploymentSpec"]["executors"]
+    assert sorted(executors) == sorted(f"exec-{s}" for s in STEPS)
+    train = executors["exec-train"]["container"]
+    assert train["image"] == params.pipeline.image
+    body = train["command"][-1]
+    assert "train_trainjob_step(" in body and "train_step(" not in body.replace("train_trainjob_step(", "")
+    assert "accelerator" not in train["resources"], "the launcher holds no GPU; the TrainJob's nodes do"
+    assert train["resources"]["resourceCpuLimit"] == "1"
+
+
+def test_trainjob_launcher_mounts_the_staging_claim_and_reads_s3_credentials(ir_trainjob):
+    _, k8s, params = ir_trainjob
+    launcher = k8s["exec-train"]
+    tj = params.pipeline.trainjob
+    (mount,) = launcher["pvcMount"]
+    assert (mount["constant"], mount["mountPath"]) == (tj.volume_claim, tj.volume_mount)
+    assert {s["secretName"] for s in launcher["secretAsEnv"]} == {"fracture-s3"}
+    assert "nodeSelector" not in launcher and "tolerations" not in launcher
+
+
+def test_trainjob_mode_hands_the_model_to_evaluate_explain_report_and_register(ir_trainjob):
+    spec, _, _ = ir_trainjob
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"split", "preprocess"} <= set(tasks["train"]["dependentTasks"])
+    for name in ("evaluate", "explain", "report"):
+        model = tasks[name]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+        assert model == {"outputArtifactKey": "model", "producerTask": "train"}, name
+    assert tasks["train"]["inputs"]["parameters"]["data_revision"]["componentInputParameter"] == "data_revision"
+    outputs = spec["components"]["comp-train"]["outputDefinitions"]["artifacts"]
+    assert outputs["model"]["artifactType"]["schemaTitle"] == "system.Model"

@@ -616,11 +616,12 @@ def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
     curve = data["decision_curve"][0]["content"]
     assert {v["field"] for v in curve["data"]["values"]} == {"net_benefit", "treat_all", "treat_none"}
     assert "Decision curve" in curve["title"]["text"] and curve["encoding"]["x"]["title"] == "threshold probability"
-    stage_plots = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]
-    for entry in stage_plots:
-        ((template, spec),) = entry.items()
-        path = template.replace("${paths.eval}", eval_path)
-        columns = set(pd.read_csv(tmp_path / path, nrows=1).columns)
-        assert {spec["x"], spec["y"]} <= columns, path
-        assert spec.get("title") and spec.get("x_label") and spec.get("y_label"), path
-        assert path in data, path
+    top_plots = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]  # every curve: top-level, titled
+    for entry in top_plots:
+        ((plot_id, spec),) = entry.items()
+        assert spec.get("title") and spec.get("x_label") and spec.get("y_label"), plot_id
+        assert plot_id in data, plot_id
+        for template, y in spec["y"].items():
+            path = template.replace("${paths.eval}", eval_path)
+            columns = set(pd.read_csv(tmp_path / path, nrows=1).columns)
+            assert {spec["x"], *([y] if isinstance(y, str) else y)} <= columns, path

@@ -27,7 +27,14 @@ SIZE = 32
 # Tiny runs: the demo Swin at 32 px (token grids 8, 4, 2, 1), no augmentation unless a test wants it.
 TINY = {
     "base": {"image_size": SIZE},
-    "train": {"epochs": 3, "batch_size": 8, "lr": 0.002, "warmup_epochs": 0.5, "augment": {"enabled": False}},
+    "train": {
+        "epochs": 3,
+        "batch_size": 8,
+        "effective_batch_size": 8,
+        "lr": 0.002,
+        "warmup_epochs": 0.5,
+        "augment": {"enabled": False},
+    },
     "evaluate": {"batch_size": 16},
 }
 

@@ -1,0 +1,97 @@
+"""The command line as a user meets it: --version, -v after the command, and a failed gate inside DVC."""
+
+import json
+import logging
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from fracture.cli import app
+
+
+def test_version_prints_the_package_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"fracture {version('fracture-mlops')}"
+
+
+@pytest.mark.parametrize("argv", [["-v", "demo-summary"], ["demo-summary", "-v"], ["demo-summary", "--verbose"]])
+def test_verbose_is_accepted_before_and_after_the_command(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*argv, "--params", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2, result.output  # the missing params file, not "No such option: -v"
+    assert logging.getLogger("fracture").getEffectiveLevel() == logging.DEBUG
+
+
+def test_verbose_after_a_double_dash_is_left_alone(tmp_path):
+    result = CliRunner().invoke(app, ["demo-summary", "--", "-v"])
+    assert result.exit_code == 2 and "unexpected extra argument" in result.output.lower()
+
+
+def _failed_gate_dirs(tmp_path):  # noqa: ANN001, ANN202
+    """A model dir and an eval dir registration accepts, except that the gate refused the model."""
+    from tests.unit.test_registry_core import _model_and_eval
+
+    model, ev = _model_and_eval(tmp_path)
+    gate = {"passed": False, "reasons": ["test.auroc 0.5500 < 0.7", "test.frozen.sensitivity 0.4000 < 0.6"]}
+    (ev / "gate.json").write_text(json.dumps(gate))
+    return model, ev
+
+
+def test_register_exits_1_on_a_failed_gate_by_default(tmp_path, params_file, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens: must not be reached
+    model, ev = _failed_gate_dirs(tmp_path)
+    out = tmp_path / "registration.json"
+    args = ["register", "--model", str(model), "--eval", str(ev), "--out", str(out), "--params", str(params_file)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and not out.exists()
+
+
+def test_register_records_a_failed_gate_as_a_result_with_the_flag(tmp_path, params_file, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    model, ev = _failed_gate_dirs(tmp_path)
+    out = tmp_path / "registration.json"
+    args = ["register", "--model", str(model), "--eval", str(ev), "--out", str(out), "--params", str(params_file)]
+    result = CliRunner().invoke(app, [*args, "--gate-failure-ok"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record == {
+        "registered": False,
+        "why": "gate failed",
+        "reasons": ["test.auroc 0.5500 < 0.7", "test.frozen.sensitivity 0.4000 < 0.6"],
+    }
+    assert "not registered: gate failed (test.auroc 0.5500 < 0.7; test.frozen.sensitivity" in result.output
+
+
+def test_demo_summary_says_why_a_model_was_not_registered():
+    from fracture.demo import registration_line
+
+    line = registration_line({"registered": False, "why": "gate failed", "reasons": ["test.auroc 0.55 < 0.7"]})
+    assert line.strip() == "not registered: gate failed (test.auroc 0.55 < 0.7)"
+    assert "version 3" in registration_line({"name": "fracture-swin", "version": "3", "registered": True})
+
+
+def test_mlflow_info_lines_and_progress_bar_stay_out_of_the_log(monkeypatch):
+    from fracture.logs import setup_logging
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    setup_logging(verbose=False)
+    assert not logging.getLogger("mlflow.system_metrics.system_metrics_monitor").isEnabledFor(logging.INFO)
+    assert logging.getLogger("fracture.train").isEnabledFor(logging.INFO)
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+
+
+def test_demo_summary_links_to_the_experiment_runs_and_the_registered_model(params, tmp_path, monkeypatch):
+    import mlflow
+
+    from fracture.demo import mlflow_links
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp_id = mlflow.MlflowClient().create_experiment(params.train.experiment)
+    links = mlflow_links("http://127.0.0.1:5000", params)
+    assert links == [
+        f"runs:   http://127.0.0.1:5000/#/experiments/{exp_id}/runs",
+        f"models: http://127.0.0.1:5000/#/models/{params.register_.model_name}",
+    ]
