@@ -175,30 +175,6 @@ def stop_group(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
         break
     if proc.poll() is None:  # pragma: no cover - SIGKILL always ends a process we own
         proc.wait()
-    _wait_group_exited(proc.pid, grace_s)
-
-
-def _wait_group_exited(pgid: int, timeout_s: float) -> None:
-    """Wait until no live process of group `pgid` is left (their sockets close as they exit).
-
-    Reaping `proc` is not enough: uvicorn, a grandchild holding the listening socket, can still be exiting after
-    SIGKILL when the caller checks the port. Zombies count as gone (their sockets are closed already).
-    """
-    import psutil
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        alive = []
-        for p in psutil.process_iter(["pid", "status"]):
-            try:
-                if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                    alive.append(p.pid)
-            except (ProcessLookupError, psutil.Error):
-                continue
-        if not alive:
-            return
-        time.sleep(0.05)
-    log.warning("processes of the scoring server's group %d still running after %.0f s", pgid, timeout_s)
 
 
 @contextmanager
