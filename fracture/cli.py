@@ -51,6 +51,8 @@ app = typer.Typer(
 )
 pipeline_app = typer.Typer(help="Kubeflow Pipelines: compile, run locally, submit.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
+registry_app = typer.Typer(help="MLflow registry access: users and roles.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 log = logging.getLogger("fracture")
 
@@ -447,6 +449,38 @@ def predict(
 
     img_path, out_dir = path_option(img, "--img"), path_option(out, "--out")
     run_predict(cfg, img_path, weight, part=part, out_dir=out_dir)
+
+
+@registry_app.command("setup-roles")
+@step
+def registry_setup_roles(
+    pipeline_user: Annotated[list[str], typer.Option(help="MLflow user the pipeline runs as (repeatable).")],
+    reviewer: Annotated[list[str], typer.Option(help="MLflow user who may promote and roll back (repeatable).")],
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the roles and resulting permissions (JSON) here.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Create the pipeline and reviewer roles on the MLflow server (as its admin) and assign the users."""
+    cfg = _params(params)
+    from fracture.access.roles import run_setup_roles
+
+    record = run_setup_roles(cfg, name, pipeline_user, reviewer)
+    if out is not None:
+        from fracture.io import write_json
+
+        write_json(out, record)
+
+
+@registry_app.command("fetch")
+@step
+def registry_fetch(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS or models:/NAME/VERSION.")],
+    out: Annotated[Path, typer.Option(help="New directory for the verified MLflow model.")],
+) -> None:
+    """Download a registered model for serving, verified: no pickle, this package's model code, registered weights."""
+    from fracture.registry.download import fetch_model
+
+    fetch_model(model, out)
 
 
 @pipeline_app.command("compile")

@@ -378,6 +378,8 @@ class PipelineParams(_Section):
     gpu_limit: int = Field(ge=0)
     cpu_limit: str
     memory_limit: str
+    task_cpu_limit: str = Field(description="CPU limit of every task but train (KFP sets requests = limits).")
+    task_memory_limit: str = Field(description="Memory limit of every task but train.")
     shm_size: str
     node_selector: dict[str, str]
     train_mode: Literal["pod", "trainjob"] = Field(

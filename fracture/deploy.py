@@ -78,7 +78,11 @@ def predictor_container(params: Params, model_uri: str) -> dict:
             "runAsNonRoot": True,
             "runAsUser": 10001,
             "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
+        # `fracture serve` fetches and verifies the registered model into /tmp before serving it
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
 
 
@@ -92,13 +96,19 @@ def render_inference_service(params: Params, name: str, version: str, fingerprin
     if dp.service_account:
         predictor["serviceAccountName"] = dp.service_account
     predictor["containers"] = [predictor_container(params, model_uri)]
+    predictor["volumes"] = [{"name": "tmp", "emptyDir": {}}]  # the only writable path: the root FS is read-only
     return {
         "apiVersion": f"{GROUP}/{API_VERSION}",
         "kind": "InferenceService",
         "metadata": {
             "name": dp.service_name,
             "namespace": dp.namespace,
-            "labels": {"app.kubernetes.io/name": dp.service_name, "app.kubernetes.io/part-of": "fracture-mlops"},
+            # fracture.io/serving: what infra/'s NetworkPolicies let reach MLflow and MinIO
+            "labels": {
+                "app.kubernetes.io/name": dp.service_name,
+                "app.kubernetes.io/part-of": "fracture-mlops",
+                "fracture.io/serving": "true",
+            },
             "annotations": {
                 f"{ANNOTATION}/model-uri": model_uri,
                 f"{ANNOTATION}/fingerprint": fingerprint,

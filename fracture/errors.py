@@ -15,6 +15,10 @@ class ConfigError(InputError):
     """params.yaml has an unknown key or a bad value; the message names the key path."""
 
 
+class AccessError(InputError):
+    """The tracking server refused who we are (401) or what we asked (403); exit 2, nothing was changed."""
+
+
 class GateError(FractureError):
     """A validation, evaluation or promotion gate failed; exit 1."""
 

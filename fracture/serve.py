@@ -52,10 +52,38 @@ def serve_command(model_uri: str, host: str, port: int, workers: int = 1, timeou
 
 
 def serve_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """`base` (default: this process's environment) with the interpreter's bin dir first on PATH."""
+    """`base` (default: this process's environment) with the interpreter's bin dir first on PATH.
+
+    MLflow's pickle loading is switched off: the project's pyfunc is models-from-code, so a pickled one is foreign.
+    """
     env = dict(os.environ if base is None else base)
     env["PATH"] = os.pathsep.join([str(bin_dir()), *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     return env
+
+
+def fetch_verified(model_uri: str, work_dir: Path) -> str:
+    """What `mlflow models serve` may load: a registry URI is first fetched into `work_dir` and verified.
+
+    `fracture.registry.download.fetch_model` refuses, before anything is loaded, a pickled pyfunc, model code that
+    is not this package's, and weights that do not hash to the version's registered fingerprint. A local pyfunc
+    dir (one `save_pyfunc` just wrote) is served as it is.
+
+    Raises:
+        InputError: the registered version failed a check (the message says which).
+    """
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    from fracture.registry.download import fetch_model
+
+    return str(fetch_model(model_uri, Path(work_dir) / "model"))
+
+
+@contextmanager
+def verified_source(model_uri: str) -> Iterator[str]:
+    """`fetch_verified` into a temporary directory that is removed when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="fracture-fetch-") as tmp:
+        yield fetch_verified(model_uri, Path(tmp))
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -198,14 +226,16 @@ def exec_server(model_uri: str, host: str, port: int, workers: int, timeout_s: i
     """Replace this process with `mlflow models serve` (foreground: Ctrl-C and SIGTERM reach the server).
 
     Raises:
-        InputError: the port is taken, or the mlflow CLI is missing.
+        InputError: the port is taken, the mlflow CLI is missing, or the registered version fails verification.
     """
     from fracture.tracking import redact, tracking_uri
 
     warn_if_exposed(host)
     if port_open(LOOPBACK if host in ("0.0.0.0", "::") else host, port):  # noqa: S104 - only probing
         raise InputError(f"{host}:{port}: something is already listening there; choose another --port")
-    cmd = serve_command(model_uri, host, port, workers, timeout_s)
+    # exec replaces this process: the verified copy stays in its temp dir for the server's lifetime.
+    source = fetch_verified(model_uri, Path(tempfile.mkdtemp(prefix="fracture-serve-")))
+    cmd = serve_command(source, host, port, workers, timeout_s)
     env = serve_env({**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()})
     log.info("serving %s from %s on http://%s:%d (POST /invocations, GET /ping)", model_uri,
              redact(env["MLFLOW_TRACKING_URI"]), host, port)  # fmt: skip

@@ -1,9 +1,11 @@
 """The MLflow pyfunc wrapper: the registered model's serving contract.
 
-The wrapper carries no pickled network. `load_context` rebuilds the classifier from the model dir artifact
-(state dict + `config.json`) with `fracture.model.load_model_dir`, and `predict` decodes every input through
-`fracture.imaging.prepare_image` with the model's input contract (config.json `input`: size, window, decode
-limits, normalisation, batch size), the one decode path shared with preprocess and `fracture predict`.
+The wrapper carries no pickled network and is itself logged as code (`fracture/model_code.py`, MLflow "models
+from code"). `load_context` checks the weights' sha256 against the fingerprint in the model's config, then
+rebuilds the classifier from the model dir artifact (state dict + `config.json`) with
+`fracture.model.load_model_dir`, and `predict` decodes every input through `fracture.imaging.prepare_image` with
+the model's input contract (config.json `input`: size, window, decode limits, normalisation, batch size), the one
+decode path shared with preprocess and `fracture predict`.
 
 Input: a DataFrame with one row per image and, per row, exactly one of
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 INPUT_COLUMNS = ("path", "image")
 OUTPUT_COLUMNS = ("probability", "decision", "threshold")
 MODEL_DIR_ARTIFACT = "model_dir"
+FINGERPRINT_CONFIG_KEY = "fingerprint"  # model_config key: the sha256 of model.pt + config.json at registration
 
 
 def signature() -> Any:
@@ -138,6 +141,30 @@ def predictions_frame(probs: np.ndarray, threshold: float) -> pd.DataFrame:
     )
 
 
+def verify_weights(model_dir: Path, fingerprint: str | None) -> None:
+    """Refuse weights whose sha256 is not the registered fingerprint, before anything loads them.
+
+    `FRACTURE_MODEL_FINGERPRINT`, when a deployment sets it (from the registry's version tag), must match too.
+
+    Raises:
+        InputError: no fingerprint to check against, or a mismatch.
+    """
+    import os
+
+    from fracture.registry.lineage import fingerprint_model_dir
+
+    pinned = os.environ.get("FRACTURE_MODEL_FINGERPRINT")
+    expected = {f for f in (fingerprint, pinned) if f}
+    if not expected:
+        raise InputError(f"{model_dir}: the model carries no fingerprint to verify its weights against; refused")
+    actual = fingerprint_model_dir(model_dir)
+    if expected != {actual}:
+        raise InputError(
+            f"{model_dir}: model.pt/config.json sha256 {actual[:12]}... does not match the registered fingerprint "
+            f"{sorted(expected)[0][:12]}...; refused to load tampered or substituted weights"
+        )
+
+
 class FracturePyfunc(mlflow.pyfunc.PythonModel):
     """Pyfunc wrapper around a fracture model dir (see the module docstring for the I/O contract)."""
 
@@ -148,6 +175,7 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
         from fracture.model import CONFIG_FILE, load_model_dir, read_contract
 
         model_dir = Path(context.artifacts[MODEL_DIR_ARTIFACT])
+        verify_weights(model_dir, (getattr(context, "model_config", None) or {}).get(FINGERPRINT_CONFIG_KEY))
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model, self._config = load_model_dir(model_dir, map_location=self._device)
         self._contract = read_contract(self._config, model_dir / CONFIG_FILE)

@@ -24,7 +24,7 @@ from fracture.errors import InputError, first_line
 from fracture.infravalidate import checks
 from fracture.infravalidate.checks import Answer, Case
 from fracture.infravalidate.requestset import bad_cases, evaluation_rows, good_cases, select_rows
-from fracture.serve import LOOPBACK, running_server, wait_port_closed
+from fracture.serve import LOOPBACK, running_server, verified_source, wait_port_closed
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,10 @@ def validate_served(
         facts.update(kinds=_kinds(good), n_images=len({c.name.rsplit("/", 1)[0] for c in good}))
         server_args = {"workers": params.serve.workers, "timeout_s": params.serve.timeout_s}
         try:
-            with running_server(model_uri, startup_timeout_s=iv.startup_timeout_s, env=env, **server_args) as server:
+            with (
+                verified_source(model_uri) as source,
+                running_server(source, startup_timeout_s=iv.startup_timeout_s, env=env, **server_args) as server,
+            ):
                 found, measured = exercise(server.url, good, bad, iv, threshold)
         except InputError as err:
             return checks.failed_result(f"serving {model_uri}: {first_line(err)}", **facts)

@@ -29,6 +29,8 @@ from fracture.kubeflow.components.validate import validate
 from fracture.kubeflow.secrets import MLFLOW_ENV, MLFLOW_SECRET, S3_ENV, S3_SECRET
 
 PIPELINE_NAME = "fracture-training"
+# The image's non-root user (docker/Dockerfile `USER`); a unit test keeps the two equal.
+IMAGE_UID = 10001
 
 
 def _with_secrets(task: dsl.PipelineTask, mlflow: bool = False) -> dsl.PipelineTask:
@@ -37,6 +39,22 @@ def _with_secrets(task: dsl.PipelineTask, mlflow: bool = False) -> dsl.PipelineT
     if mlflow:
         kubernetes.use_secret_as_env(task, MLFLOW_SECRET, secret_key_to_env=MLFLOW_ENV, optional=True)
     return task
+
+
+def _limited(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
+    """CPU and memory limits for a task that has none yet (train sets its own in `_on_gpu`)."""
+    if task.container_spec is not None and task.container_spec.resources is None:
+        task.set_cpu_limit(params.pipeline.task_cpu_limit).set_memory_limit(params.pipeline.task_memory_limit)
+    return task
+
+
+def _locked_down(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Run the task as the image's non-root user.
+
+    kfp-kubernetes 2.17 documents that the KFP backend itself sets allowPrivilegeEscalation false, drops all
+    capabilities and uses seccomp RuntimeDefault; it cannot ask for a read-only root file system.
+    """
+    return kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
 
 
 def _on_gpu(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
@@ -152,6 +170,6 @@ def build_pipeline(params: Params) -> Callable:
                 )
                 tasks.append(_with_secrets(reg, mlflow=True))
         for task in tasks:
-            task.set_container_image(image)
+            _locked_down(_limited(task.set_container_image(image), params))
 
     return training_pipeline

@@ -7,7 +7,13 @@ Names only, never values: the KFP tasks map them with `kfp.kubernetes.use_secret
 MLFLOW_SECRET = "fracture-mlflow"
 S3_SECRET = "fracture-s3"
 # secret key -> environment variable
-MLFLOW_ENV = {"tracking_uri": "MLFLOW_TRACKING_URI", "tracking_token": "MLFLOW_TRACKING_TOKEN"}
+# The pipeline's MLflow user (role fracture-pipeline, see fracture/access): basic-auth credentials or a token.
+MLFLOW_ENV = {
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "username": "MLFLOW_TRACKING_USERNAME",
+    "password": "MLFLOW_TRACKING_PASSWORD",
+    "tracking_token": "MLFLOW_TRACKING_TOKEN",
+}
 S3_ENV = {
     "access_key_id": "AWS_ACCESS_KEY_ID",
     "secret_access_key": "AWS_SECRET_ACCESS_KEY",

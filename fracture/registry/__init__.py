@@ -22,5 +22,11 @@ Modules, one concern each (callers import from them directly):
 - `evidence`: the comparison's registry I/O: both versions' test predictions, test-set reuse, recording tags.
 - `gate`: the pure promotion gate (candidate vs champion tags, plus the comparison's rows) and its table.
 - `aliases`: `run_promote` and `run_rollback`, the alias moves.
-- `download`: `download_model_dir` for `models:/NAME@ALIAS` and `models:/NAME/VERSION` URIs.
+- `download`: `download_model_dir` (the model dir, for predict) and `fetch_model` (the whole MLflow model, for
+  serving and promotion) for `models:/NAME@ALIAS` and `models:/NAME/VERSION` URIs, both verified.
+- `verify`: the checks before anything loads a registered model: models-from-code only, no pickle, this
+  package's model code, weights that hash to the registered fingerprint.
+
+Who may call which is decided by the tracking server (MLflow basic auth, the project's roles and guard:
+`fracture.access`); `promote`, `rollback` and `register` check the user's permission before they change anything.
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 from fracture.config import Params
 from fracture.errors import GateError, InputError
-from fracture.registry.client import current_user, mlflow_client, now_iso, registry_errors, tag_text
+from fracture.registry.client import access_error, mlflow_client, now_iso, registry_errors, tag_text
 from fracture.registry.compare import check_allow_different, comparison_tags
 from fracture.registry.evidence import gather_evidence, record_comparison
 from fracture.registry.gate import compare_versions, format_comparison
@@ -18,13 +18,25 @@ from fracture.tracking import redact, tracking_uri
 log = logging.getLogger(__name__)
 
 
+def _reviewer(name: str, action: str) -> str:
+    """The audit name of a user allowed to move the champion of `name` (checked before anything changes).
+
+    Raises:
+        AccessError: 401 / 403 from the tracking server, one line naming who and what.
+    """
+    from fracture.access.identity import require_permission
+    from fracture.access.names import REVIEW_PERMISSION
+
+    return require_permission(tracking_uri(), name, REVIEW_PERMISSION, action).audit_name
+
+
 def _aliases(client: Any, name: str) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
     try:
         return dict(client.get_registered_model(name).aliases)
-    except MlflowException:
-        raise InputError(f"no registered model {name!r} on {redact(tracking_uri())}") from None
+    except MlflowException as err:
+        raise access_error(err) or InputError(f"no registered model {name!r} on {redact(tracking_uri())}") from None
 
 
 def _candidate(client: Any, name: str, version: int | None, alias: str) -> Any:
@@ -37,8 +49,23 @@ def _candidate(client: Any, name: str, version: int | None, alias: str) -> Any:
         version = int(aliases[alias])
     try:
         return client.get_model_version(name, str(version))
-    except MlflowException:
-        raise InputError(f"registered model {name!r} has no version {version}") from None
+    except MlflowException as err:
+        raise access_error(err) or InputError(f"registered model {name!r} has no version {version}") from None
+
+
+def _verify_candidate(name: str, version: str) -> None:
+    """Fetch the candidate as serving would and check it (no pickle, our model code, registered weights).
+
+    Raises:
+        InputError: the candidate fails a check; nothing is moved.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from fracture.registry.download import fetch_model
+
+    with tempfile.TemporaryDirectory(prefix="fracture-promote-") as tmp:
+        fetch_model(f"models:/{name}/{version}", Path(tmp) / "model")
 
 
 def _append_history(client: Any, name: str, event: dict) -> None:
@@ -103,14 +130,19 @@ def run_promote(
         "infra_validation" (the result, or None when not run)}.
 
     Raises:
+        AccessError: the user may not move `champion` (401 / 403; checked before anything changes).
         GateError: the candidate fails the gate and force was not given (also in a dry run, exit 1).
-        InputError: unknown model, version or alias, or force / allow_different_test_set without reason.
+        InputError: unknown model, version or alias, force / allow_different_test_set without reason, or a
+            candidate that fails `fracture.registry.verify` (a pickled pyfunc, foreign model code, weights that do
+            not match).
     """
     name = name or params.register_.model_name
     check_force(force, reason)
     check_allow_different(allow_different_test_set, reason)
     client = mlflow_client()
     candidate = _candidate(client, name, version, alias)
+    by = None if dry_run else _reviewer(name, f"move {CHAMPION!r} of")
+    _verify_candidate(name, candidate.version)
     champ_v = _aliases(client, name).get(CHAMPION)
     champion = client.get_model_version(name, champ_v) if champ_v else None
     record = {"name": name, "candidate_version": int(candidate.version), "dry_run": dry_run, "promoted": False}
@@ -136,7 +168,7 @@ def run_promote(
         "event": "promote",
         "version": candidate.version,
         "from": champ_v,
-        "by": current_user(),
+        "by": by,
         "at": now_iso(),
         "reason": reason,
         "forced": record["forced"],
@@ -178,6 +210,7 @@ def run_rollback(params: Params, name: str | None) -> dict:
         {"name", "champion_version" (restored), "rolled_back_version"}.
 
     Raises:
+        AccessError: the user may not move `champion` (401 / 403; checked before anything changes).
         InputError: no champion, or no previous champion to return to.
     """
     name = name or params.register_.model_name
@@ -187,7 +220,8 @@ def run_rollback(params: Params, name: str | None) -> dict:
         raise InputError(f"registered model {name!r} has no {CHAMPION}; nothing to roll back")
     if PREVIOUS not in aliases:
         raise InputError(f"registered model {name!r} has no {PREVIOUS} to roll back to")
-    current, previous, at, by = aliases[CHAMPION], aliases[PREVIOUS], now_iso(), current_user()
+    by = _reviewer(name, f"roll back {CHAMPION!r} of")
+    current, previous, at = aliases[CHAMPION], aliases[PREVIOUS], now_iso()
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_alias(name, PREVIOUS)  # a second rollback must not bring the bad model back
     for key, value in {"rolled_back_at": at, "rolled_back_by": by, "rolled_back_to": previous}.items():

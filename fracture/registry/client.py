@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import functools
-import getpass
 import json
-import os
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from fracture.errors import InputError
+from fracture.errors import AccessError, InputError
 from fracture.tracking import redact, tracking_uri
 
 MAX_TAG_CHARS = 8000
+_ENDPOINT_RE = re.compile(r"endpoint (\S+) failed with error code 403")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,11 +24,14 @@ def now_iso() -> str:
 
 
 def current_user() -> str:
-    """`FRACTURE_USER`, else the login name, else "unknown" (the `*_by` tags)."""
-    try:
-        return os.environ.get("FRACTURE_USER") or getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry in some containers
-        return "unknown"
+    """The `*_by` tags' value: the user the tracking server authenticated, else the local user marked unauthenticated.
+
+    Raises:
+        AccessError: the server refused the environment's credentials (401).
+    """
+    from fracture.access.identity import whoami
+
+    return whoami(tracking_uri()).audit_name
 
 
 def mlflow_client() -> Any:
@@ -57,10 +60,27 @@ def registry_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (MlflowException, RequestException) as err:
+        except MlflowException as err:
+            raise access_error(err) or InputError(
+                f"MLflow registry at {redact(tracking_uri())}: {first_line(err)}"
+            ) from None
+        except RequestException as err:
             raise InputError(f"MLflow registry at {redact(tracking_uri())}: {first_line(err)}") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def access_error(err: BaseException) -> AccessError | None:
+    """A 401 / 403 from the tracking server as one line naming the user and the refused request, else None."""
+    from fracture.access.identity import forbidden_message, unauthenticated_message
+
+    code, text = getattr(err, "error_code", None), first_line(err)
+    if code == "UNAUTHENTICATED" or "error code 401" in text:
+        return AccessError(unauthenticated_message(tracking_uri()))
+    if code == "PERMISSION_DENIED" or "error code 403" in text:
+        endpoint = _ENDPOINT_RE.search(text)
+        return AccessError(forbidden_message(tracking_uri(), f"no permission for {endpoint[1]}" if endpoint else text))
+    return None
 
 
 def tag_text(value: Any) -> str:

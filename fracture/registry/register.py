@@ -60,6 +60,26 @@ def _check_loadable(model_dir: Path) -> None:
     load_model_dir(model_dir, map_location="cpu")
 
 
+def _check_can_register(client: Any, name: str) -> None:
+    """A user without EDIT on an existing registered model is refused before anything is uploaded.
+
+    Raises:
+        AccessError: 401 / 403, one line naming who and what.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from fracture.access.identity import require_permission
+    from fracture.access.names import REGISTER_PERMISSION
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return  # a new model: creating it is MLflow's own check
+    require_permission(tracking_uri(), name, REGISTER_PERMISSION, "register a version of")
+
+
 def find_version(client: Any, name: str, fingerprint: str) -> Any | None:
     """The registered version of `name` whose fingerprint tag matches, if any."""
     found = client.search_model_versions(f"name = '{name}' and tags.{FINGERPRINT_TAG} = '{fingerprint}'")
@@ -189,17 +209,21 @@ def _try_cleanup(undo: Callable[[str], Any], target: str) -> None:
 
 
 def pyfunc_spec(staged: Path, config: dict) -> dict[str, Any]:
-    """The pyfunc's definition: wrapper, model dir artifact, signature, input example, requirements.
+    """The pyfunc's definition: model code, model dir artifact, fingerprint, signature, input example, requirements.
 
-    The one place it is spelled, shared by registration and by `save_pyfunc`.
+    The one place it is spelled, shared by registration and by `save_pyfunc`. The pyfunc is MLflow "models from
+    code" (`fracture/model_code.py`, no pickle); its config carries the weights' fingerprint, which `load_context`
+    checks before loading them.
     """
     import pandas as pd
 
-    from fracture.serving import MODEL_DIR_ARTIFACT, FracturePyfunc, encode_bytes, signature
+    from fracture.registry.verify import model_code_path
+    from fracture.serving import FINGERPRINT_CONFIG_KEY, MODEL_DIR_ARTIFACT, encode_bytes, signature
 
     example = pd.DataFrame({"image": [encode_bytes(example_image_png(int(config["img_size"])))]})
     return {
-        "python_model": FracturePyfunc(),
+        "python_model": str(model_code_path()),  # models from code: a Python file, no pickle
+        "model_config": {FINGERPRINT_CONFIG_KEY: fingerprint_model_dir(staged)},
         "artifacts": {MODEL_DIR_ARTIFACT: str(staged)},
         "signature": signature(),
         "input_example": example,
@@ -360,6 +384,7 @@ def run_register(
     _check_loadable(Path(model_dir))
     fingerprint = fingerprint_model_dir(model_dir)
     client = mlflow_client()
+    _check_can_register(client, name)
     existing = find_version(client, name, fingerprint)
     if existing is not None:
         return _reuse_version(client, name, existing)

@@ -223,6 +223,72 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, s3
         switch.close()
 
 
+AUTH_ADMIN = ("admin", "planted-admin-pass-Qw7Rt2Lp")  # noqa: S105 - fake, loopback test server only
+AUTH_USERS = {  # fake passwords for the loopback test server's users
+    "pipeline": "planted-pipeline-pass-4Hd9",
+    "reviewer": "planted-reviewer-pass-8Kx2",
+    "reader": "planted-reader-pass-3Vn6",
+}
+
+
+@dataclass(frozen=True)
+class AuthServer:
+    """A running `mlflow server --app-name basic-auth` with fracture's guard, its admin and three users."""
+
+    url: str
+    log_path: Path
+    users: dict[str, str]
+
+
+def auth_ini(path: Path, database_uri: str) -> Path:
+    """The basic-auth config the server reads (the same keys infra/ renders): READ for every logged-in user."""
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {database_uri}\n"
+        f"admin_username = {AUTH_ADMIN[0]}\n"
+        "authorization_function = fracture.access.guard:authenticate\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, s3_env: dict[str, str]) -> Iterator:
+    """`mlflow server --app-name basic-auth` on loopback (sqlite, artifacts proxied to moto S3), users created."""
+    from mlflow.server import get_app_client
+
+    tmp = tmp_path_factory.mktemp("mlflow-auth")
+    port, log_path = free_port(), tmp / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(s3_env, MLFLOW_S3_ENDPOINT_URL=s3_endpoint, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env.update(
+        MLFLOW_AUTH_CONFIG_PATH=str(auth_ini(tmp / "basic_auth.ini", f"sqlite:///{tmp / 'auth.db'}")),
+        MLFLOW_AUTH_ADMIN_PASSWORD=AUTH_ADMIN[1],
+        MLFLOW_FLASK_SERVER_SECRET_KEY="planted-flask-secret-for-tests",
+    )
+    cmd = [
+        str(BIN / "mlflow"), "server", "--app-name", "basic-auth",
+        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+        "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/mlflow-auth",
+        "--serve-artifacts",
+        "--host", LOOPBACK, "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    proc = start_process(cmd, env, log_path)
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_http(f"{url}/health", proc, log_path, timeout=180)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_USERNAME", AUTH_ADMIN[0])
+            mp.setenv("MLFLOW_TRACKING_PASSWORD", AUTH_ADMIN[1])
+            admin = get_app_client("basic-auth", tracking_uri=url)
+            for user, password in AUTH_USERS.items():
+                admin.create_user(user, password)
+        yield AuthServer(url=url, log_path=log_path, users=dict(AUTH_USERS))
+    finally:
+        stop_process(proc)
+
+
 @pytest.fixture
 def registry_env(mlflow_server: MlflowServer, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point this test's MLflow client at the loopback server (planted credentials in the env too)."""

@@ -117,7 +117,10 @@ def test_promotion_gates_history_and_rollback(registry_env, params, make_candida
     aliases = client.get_registered_model(name).aliases
     assert aliases == {"champion": str(v2), "previous-champion": str(v1)}
     tags = client.get_model_version(name, str(v2)).tags
-    assert tags["promoted_by"] == "integration-tester" and tags["promotion_reason"] == "retrained on more data"
+    assert (
+        tags["promoted_by"] == "integration-tester (unauthenticated)"
+        and tags["promotion_reason"] == "retrained on more data"
+    )
     assert tags["promoted_at"].endswith("+00:00") and tags["promoted_from"] == str(v1)
     assert tags["comparison.same_test_set"] == "true" and float(tags["comparison.auroc_diff"]) == pytest.approx(-0.005)
     assert float(tags["comparison.auroc_diff_ci_low"]) > -0.01 and tags["comparison.n_clusters"] == "100"

@@ -68,7 +68,10 @@ def test_pyfunc_serves_what_predict_gives(demo_model: Path, kaggle_png: Path, pa
     from fracture.serving import MODEL_DIR_ARTIFACT, FracturePyfunc
 
     served = FracturePyfunc()
-    served.load_context(SimpleNamespace(artifacts={MODEL_DIR_ARTIFACT: str(demo_model)}))
+    from fracture.registry.lineage import fingerprint_model_dir
+
+    config = {"fingerprint": fingerprint_model_dir(demo_model)}  # what registration puts in the pyfunc's config
+    served.load_context(SimpleNamespace(artifacts={MODEL_DIR_ARTIFACT: str(demo_model)}, model_config=config))
     out = served.predict(None, pd.DataFrame({"path": [str(kaggle_png)] * 4}))
     expected = run_predict(params, kaggle_png, str(demo_model), out_dir=tmp_path)["prob"]
     assert out["probability"].to_numpy() == pytest.approx([expected] * 4, abs=1e-6)
