@@ -32,7 +32,7 @@ ADDED = "data/raw/hospital/radius/positive/added_case.png"
 SHRINK = {
     "base": {"image_size": 64, "num_workers": 2},
     "validate": {"image_sample": 8},
-    "train": {"epochs": 1, "batch_size": 16, "accumulation_steps": 1, "num_workers": 0},
+    "train": {"epochs": 1, "batch_size": 16, "effective_batch_size": 16, "num_workers": 0},
     "evaluate": {"n_bootstrap": 50, "min_subgroup_n": 5, "gate": {"min_auroc": 0.0, "min_sensitivity": 0.0}},
     "explain": {"n_per_category": 1},
 }
