@@ -22,7 +22,7 @@ import pytest
 
 from fracture.registry.aliases import run_promote
 from fracture.registry.register import run_register
-from fracture.serve import LOOPBACK, free_port, port_open, stop_group
+from fracture.serve import LOOPBACK, free_port, port_open, stop_group, wait_port_closed
 from tests.integration.conftest import BIN, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -107,7 +107,7 @@ def test_readme_serving_lines_work_as_typed(work):
         "threshold",
     }
     assert f"'probability': {pred['probability']}" in py.stdout  # the Python client printed the same answer
-    assert not port_open(LOOPBACK, int(port))
+    assert wait_port_closed(LOOPBACK, int(port))  # killed workers release the port a moment late
     assert not [pid for pid in group if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
 
 

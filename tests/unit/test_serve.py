@@ -56,7 +56,7 @@ def test_the_whole_process_group_is_stopped_on_errors_and_ctrl_c(monkeypatch, tm
             seen["port"] = server.port
             assert len(seen["pids"]) >= 2 and serve.port_open(server.host, server.port)
             raise error()
-    assert not serve.port_open("127.0.0.1", seen["port"])
+    assert serve.wait_port_closed("127.0.0.1", seen["port"])
     alive = [pid for pid in seen["pids"] if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert alive == []
 
