@@ -5,8 +5,9 @@ pip-audit lists a package it could not ask the advisory service about as "skippe
 was really checked, and says it in one line:
 
 - exit 0: every package checked, none vulnerable;
-- exit 1: a vulnerable package, or (without `--offline`) any package not checked: CI fails rather than pass an
-  audit that did not happen;
+- exit 1: a vulnerable package;
+- exit 3 (without `--offline`): any package not checked, so the audit did not (fully) happen; `.ci/run` then says
+  in capitals that this is not a pass, and fails unless the runner cannot reach the advisory service at all;
 - `--offline`: for machines without the advisory service, exit 0 but log plainly that nothing (or how little)
   was audited.
 
@@ -48,17 +49,20 @@ def summarize(report: dict) -> AuditSummary:
     return AuditSummary(checked, skipped, vulnerable)
 
 
+NOT_AUDITED = 3  # exit code: some or all packages could not be checked (never a pass)
+
+
 def verdict(summary: AuditSummary, offline: bool) -> tuple[int, str]:
     """The exit code and the one line to log."""
     if summary.vulnerable:
         return 1, f"audit FAILED: known vulnerabilities in {', '.join(summary.vulnerable)}"
     if summary.total == 0 or not summary.checked:
         line = f"NOTHING WAS AUDITED: 0 of {summary.total} packages could be checked (advisory service unreachable?)"
-        return (0, f"{line}; --offline: not a pass, run `make audit` online") if offline else (1, line)
+        return (0, f"{line}; --offline: not a pass, run `make audit` online") if offline else (NOT_AUDITED, line)
     if summary.skipped:
         line = f"audit INCOMPLETE: {len(summary.skipped)} of {summary.total} packages not checked: "
         line += ", ".join(summary.skipped[:10]) + (" ..." if len(summary.skipped) > 10 else "")
-        return (0, f"{line}; --offline: not a pass") if offline else (1, line)
+        return (0, f"{line}; --offline: not a pass") if offline else (NOT_AUDITED, line)
     return 0, f"audit passed: {len(summary.checked)} packages checked, no known vulnerabilities"
 
 

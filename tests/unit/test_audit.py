@@ -12,14 +12,14 @@ VULNERABLE = {"name": "jinja2", "version": "3.1.0", "vulns": [{"id": "GHSA-xxxx"
 def test_an_unreachable_advisory_service_fails_the_audit_unless_offline_is_said():
     everything_skipped = summarize({"dependencies": [SKIPPED, {**SKIPPED, "name": "timm"}]})
     code, line = verdict(everything_skipped, offline=False)
-    assert code == 1 and line.startswith("NOTHING WAS AUDITED: 0 of 2 packages")
+    assert code == 3 and line.startswith("NOTHING WAS AUDITED: 0 of 2 packages")
     code, line = verdict(everything_skipped, offline=True)
     assert code == 0 and "NOTHING WAS AUDITED" in line and "not a pass" in line
 
 
 def test_a_partial_audit_is_incomplete_and_a_finding_always_fails():
     partial = summarize({"dependencies": [CLEAN, SKIPPED]})
-    assert verdict(partial, offline=False) == (1, "audit INCOMPLETE: 1 of 2 packages not checked: torch")
+    assert verdict(partial, offline=False) == (3, "audit INCOMPLETE: 1 of 2 packages not checked: torch")
     assert verdict(partial, offline=True)[0] == 0
     found = summarize({"dependencies": [CLEAN, VULNERABLE, SKIPPED]})
     assert found.vulnerable == ("jinja2==3.1.0",)
@@ -31,4 +31,4 @@ def test_a_complete_clean_audit_passes():
         0,
         "audit passed: 1 packages checked, no known vulnerabilities",
     )
-    assert verdict(summarize({"dependencies": []}), offline=False)[0] == 1  # an empty report audited nothing
+    assert verdict(summarize({"dependencies": []}), offline=False)[0] == 3  # an empty report audited nothing
