@@ -88,8 +88,10 @@ def test_demo_summary_links_to_the_experiment_runs_and_the_registered_model(para
 
     from fracture.demo import mlflow_links
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp_id = mlflow.MlflowClient().create_experiment(params.train.experiment)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # An explicit URI: a tracking URI set globally by an earlier test in this process must not be used here.
+    exp_id = mlflow.MlflowClient(tracking_uri=uri).create_experiment(params.train.experiment)
     links = mlflow_links("http://127.0.0.1:5000", params)
     assert links == [
         f"runs:   http://127.0.0.1:5000/#/experiments/{exp_id}/runs",
