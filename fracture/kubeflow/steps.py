@@ -123,6 +123,11 @@ def preprocess_step(params_json: str, raw_data_path: str, ingest_path: str, out_
     run_preprocess(resolve_params(params_json), manifest, Path(out_path), data_root=data_root(raw_data_path))
 
 
+def train_inputs(ingest_path: str, split_path: str, cache_path: str) -> tuple[Path, Path, Path]:
+    """(manifest, splits, cache) inside the upstream artifacts: what both train shells hand to training."""
+    return Path(ingest_path) / "manifest.parquet", Path(split_path) / "splits.parquet", Path(cache_path)
+
+
 def train_step(
     params_json: str,
     epochs: int,
@@ -137,13 +142,7 @@ def train_step(
 
     _setup()
     params = resolve_params(params_json, train__epochs=epochs, train__lr=learning_rate)
-    run_train(
-        params,
-        Path(ingest_path) / "manifest.parquet",
-        Path(split_path) / "splits.parquet",
-        Path(cache_path),
-        Path(out_path),
-    )
+    run_train(params, *train_inputs(ingest_path, split_path, cache_path), Path(out_path))
 
 
 def train_trainjob_step(
@@ -165,7 +164,7 @@ def train_trainjob_step(
     params = resolve_params(params_json, train__epochs=epochs, train__lr=learning_rate)
     namespace = params.pipeline.trainjob.namespace or own_namespace()
     job = f"fracture-train-{uuid.uuid4().hex[:10]}"
-    inputs = (Path(ingest_path) / "manifest.parquet", Path(split_path) / "splits.parquet", Path(cache_path))
+    inputs = train_inputs(ingest_path, split_path, cache_path)
     run_trainjob(params, *inputs, Path(out_path), KubeTrainJobApi(namespace), job, namespace)
 
 
