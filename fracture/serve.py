@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from fracture.config import Params
 from fracture.errors import InputError
 
@@ -156,11 +158,28 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: floa
     raise InputError(f"the scoring server at {url} was not ready after {timeout_s:.0f} s: {_log_tail(log_path)[-600:]}")
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """Terminate the process group led by `proc` (SIGTERM, then SIGKILL), and reap `proc`."""
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The live (non-zombie) processes of process group `pgid`."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> bool:
+    """Terminate the process group led by `proc` (SIGTERM, then SIGKILL), reap `proc`, and wait for every member.
+
+    A SIGKILLed worker is not gone the instant `killpg` returns; this returns only once no live member of the
+    group remains (or after `grace_s` more seconds, logging the survivors). Returns whether the group is gone.
+    """
+    pgid = proc.pid
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
             break
         try:
@@ -169,12 +188,19 @@ def stop_group(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
             continue
         # the leader is gone; SIGKILL stragglers of the group (uvicorn workers) if any remain
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         break
     if proc.poll() is None:  # pragma: no cover - SIGKILL always ends a process we own
         proc.wait()
+    deadline = time.monotonic() + grace_s
+    while survivors := group_members(pgid):
+        if time.monotonic() > deadline:
+            log.warning("process group %d: %s still running after SIGKILL", pgid, [p.pid for p in survivors])
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @contextmanager
@@ -219,6 +245,8 @@ def running_server(
         yield Server(url=url, host=host, port=port, pid=proc.pid, log_path=log_path)
     finally:
         stop_group(proc)
+        if not wait_port_closed(host, port):
+            log.warning("%s:%d still accepts connections after the server's process group stopped", host, port)
         log.info("scoring server on %s stopped", url)
 
 

@@ -77,3 +77,28 @@ def test_a_taken_port_is_refused(monkeypatch):
         with pytest.raises(InputError, match="already listening"):
             with serve.running_server("models:/m/1", port=s.getsockname()[1]):
                 pass
+
+
+# A leader that exits on SIGTERM at once, and workers that ignore SIGTERM: only SIGKILL ends them.
+STUBBORN_GROUP = textwrap.dedent(
+    """
+    import signal, subprocess, sys, time
+    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(600)"
+    workers = [subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE) for _ in range(6)]
+    for w in workers:
+        w.stdout.readline()  # each worker has installed its handler
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_stop_group_returns_only_when_no_member_of_the_group_lives():
+    """Regression: CI saw a SIGKILLed uvicorn worker still running right after `stop_group` returned."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN_GROUP], stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout.readline().strip() == b"ready"
+    assert len(serve.group_members(proc.pid)) == 7
+    assert serve.stop_group(proc, grace_s=5.0) is True
+    assert serve.group_members(proc.pid) == []  # checked at once, with no wait of our own
