@@ -19,11 +19,34 @@ from typer.core import TyperGroup
 
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
+from fracture.vocab import BODY_PARTS
 
 VERBOSE_FLAGS = ("-v", "--verbose")
 
 
-class VerboseAnywhere(TyperGroup):
+def hide_flag_types(command: click.Command, ctx: click.Context) -> click.Command:
+    """Drop the `<bool>` type that rich help prints beside on/off flags (they take no value)."""
+    for param in command.get_params(ctx):  # includes the (cached) --help option
+        if getattr(param, "is_flag", False):  # typer's options are its vendored click's, not `click.Option`
+            param.metavar = ""
+    return command
+
+
+class FractureGroup(TyperGroup):
+    """Help without `<bool>` beside flags, for the group's own options and every subcommand's."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The subcommand, its flags shown without a type."""
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else hide_flag_types(command, ctx)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The group's help, its own flags shown without a type."""
+        hide_flag_types(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class VerboseAnywhere(FractureGroup):
     """`-v/--verbose` accepted after the subcommand too (`fracture train -v ...`): moved before it on parsing."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -49,9 +72,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-pipeline_app = typer.Typer(help="Kubeflow Pipelines: compile, run locally, submit.", no_args_is_help=True)
+pipeline_app = typer.Typer(
+    cls=FractureGroup, help="Kubeflow Pipelines: compile, run locally, submit.", no_args_is_help=True
+)
 app.add_typer(pipeline_app, name="pipeline")
-registry_app = typer.Typer(help="MLflow registry access: users and roles.", no_args_is_help=True)
+registry_app = typer.Typer(cls=FractureGroup, help="MLflow registry access: users and roles.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
 log = logging.getLogger("fracture")
@@ -76,6 +101,92 @@ ManifestOpt = Annotated[
     ),
 ]
 DEFAULT_MANIFEST = Path("data/interim/ingest/manifest.parquet")
+
+
+# `--help` examples, one tuple per command (tests/unit/test_cli_usage.py parses each against its command).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "synth": (
+        "fracture synth --out data/raw/demo",
+        "fracture synth --out /tmp/synth --n-per-source 40 --seed 7",
+    ),
+    "ingest": (
+        (
+            "fracture ingest --kaggle data/raw/demo/GRAZPEDWRI-DX --mura data/raw/demo/MURA-v1.1"
+            " --hospital data/raw/demo/hospital --out data/interim/ingest"
+        ),
+        "fracture ingest --mura MURA-v1.1 --out data/interim/ingest --data-root /mnt/datasets",
+    ),
+    "validate": ("fracture validate --manifest data/interim/ingest/manifest.parquet --out reports/validation",),
+    "split": (
+        "fracture split --manifest data/interim/ingest/manifest.parquet --out data/interim/split/splits.parquet",
+        (
+            "fracture split --manifest data/interim/ingest/manifest.parquet --out /tmp/fold2/splits.parquet"
+            " --strategy kfold --fold 2"
+        ),
+    ),
+    "preprocess": ("fracture preprocess --manifest data/interim/ingest/manifest.parquet --out data/processed/cache",),
+    "train": (
+        (
+            "fracture train --manifest data/interim/ingest/manifest.parquet"
+            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out models/demo"
+        ),
+        (
+            "fracture train -v --resume --manifest data/interim/ingest/manifest.parquet"
+            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out models/demo"
+        ),
+    ),
+    "evaluate": (
+        (
+            "fracture evaluate --model models/demo --manifest data/interim/ingest/manifest.parquet"
+            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out reports/eval"
+        ),
+    ),
+    "explain": (
+        "fracture explain --model models/demo --eval reports/eval --cache data/processed/cache --out reports/explain",
+    ),
+    "report": (
+        "fracture report",
+        "fracture report --out /tmp/report.html --model models/demo --eval reports/eval",
+    ),
+    "register": (
+        "fracture register --model models/demo --eval reports/eval --report reports/report.html",
+        "fracture register --model models/demo --eval reports/eval --out reports/registration.json --gate-failure-ok",
+    ),
+    "promote": (
+        "fracture promote --alias challenger --dry-run",
+        "fracture promote --name fracture-swin --alias challenger",
+        'fracture promote --allow-different-test-set --reason "new test site"',
+    ),
+    "rollback": ("fracture rollback --name fracture-swin",),
+    "infravalidate": (
+        "fracture infravalidate --model models/demo --eval reports/eval --out reports/infravalidation.json",
+    ),
+    "serve": (
+        "fracture serve --model-uri models:/fracture-swin@champion --port 5001",
+        "fracture serve --model-uri models:/fracture-swin/3 --port 5002",
+    ),
+    "deploy": (
+        "fracture deploy --alias champion --namespace fracture --dry-run",
+        "fracture deploy --version 3 --no-canary",
+    ),
+    "predict": (
+        "fracture predict --img wrist.png --part radius --weight models/demo",
+        "fracture predict --img study.dcm --weight models:/fracture-swin@champion --out results/",
+        "fracture predict --img /data/new_images/ --weight models/demo --out results/batch",
+    ),
+    "registry_setup_roles": (
+        "fracture registry setup-roles --pipeline-user kfp-pipeline --reviewer alice --reviewer bob",
+    ),
+    "registry_fetch": ("fracture registry fetch --model models:/fracture-swin@champion --out /tmp/champion",),
+    "pipeline_compile": ("fracture pipeline compile --out training_pipeline.yaml",),
+    "pipeline_run_local": ("fracture pipeline run-local --out data/kfp-local",),
+    "pipeline_submit": ("fracture pipeline submit --host https://kfp.example.org --experiment fracture",),
+}
+
+
+def examples(command: str) -> str:
+    """The epilog of `fracture <command> --help`: its examples, one per paragraph (rich keeps them apart)."""
+    return "[b]Examples[/b]\n\n" + "\n\n".join(f"  $ {line}" for line in EXAMPLES[command])
 
 
 @app.callback()
@@ -124,7 +235,7 @@ def _params(path: Path):  # noqa: ANN202 - Params, imported lazily
     return load_params(path)
 
 
-@app.command()
+@app.command(epilog=examples("synth"))
 @step
 def synth(
     out: Annotated[Path, typer.Option(help="Output root; gets GRAZPEDWRI-DX/, MURA-v1.1/, hospital/.")],
@@ -139,7 +250,7 @@ def synth(
     run_synth(cfg, out, n_per_source=n_per_source, seed=seed)
 
 
-@app.command()
+@app.command(epilog=examples("ingest"))
 @step
 def ingest(
     out: Annotated[str, typer.Option(help="Output dir for manifest.parquet, quarantine.csv, summary.json.")],
@@ -157,7 +268,7 @@ def ingest(
     run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
 
 
-@app.command()
+@app.command(epilog=examples("validate"))
 @step
 def validate(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
@@ -172,7 +283,7 @@ def validate(
     run_validate(cfg, manifest, out, data_root=data_root)
 
 
-@app.command()
+@app.command(epilog=examples("split"))
 @step
 def split(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
@@ -188,7 +299,7 @@ def split(
     run_split(cfg, manifest, out, strategy=strategy, fold=fold)
 
 
-@app.command()
+@app.command(epilog=examples("preprocess"))
 @step
 def preprocess(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
@@ -203,7 +314,7 @@ def preprocess(
     run_preprocess(cfg, manifest, path_option(out, "--out"), data_root=data_root)
 
 
-@app.command()
+@app.command(epilog=examples("train"))
 @step
 def train(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
@@ -225,7 +336,7 @@ def train(
     run_train(cfg, manifest, splits, cache, out, resume=resume)
 
 
-@app.command()
+@app.command(epilog=examples("evaluate"))
 @step
 def evaluate(
     model: Annotated[Path, typer.Option(help="Model dir from train.")],
@@ -242,7 +353,7 @@ def evaluate(
     run_evaluate(cfg, model, manifest, splits, cache, out)
 
 
-@app.command()
+@app.command(epilog=examples("explain"))
 @step
 def explain(
     model: Annotated[Path, typer.Option(help="Model dir from train.")],
@@ -258,7 +369,7 @@ def explain(
     run_explain(cfg, model, eval, cache, out)
 
 
-@app.command()
+@app.command(epilog=examples("report"))
 @step
 def report(
     out: Annotated[Path | None, typer.Option(help="report.html to write (default: params paths.report).")] = None,
@@ -287,7 +398,7 @@ def report(
     )
 
 
-@app.command()
+@app.command(epilog=examples("register"))
 @step
 def register(
     model: Annotated[Path, typer.Option(help="Model dir from train.")],
@@ -327,7 +438,7 @@ def register(
         write_json(out, record)
 
 
-@app.command()
+@app.command(epilog=examples("promote"))
 @step
 def promote(
     name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
@@ -362,7 +473,7 @@ def promote(
     )
 
 
-@app.command()
+@app.command(epilog=examples("rollback"))
 @step
 def rollback(
     name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
@@ -375,7 +486,7 @@ def rollback(
     run_rollback(cfg, name)
 
 
-@app.command()
+@app.command(epilog=examples("infravalidate"))
 @step
 def infravalidate(
     model: Annotated[Path, typer.Option(help="Model dir from train.")],
@@ -392,7 +503,7 @@ def infravalidate(
     run_infravalidate(cfg, model, eval, manifest, data_root, out)
 
 
-@app.command()
+@app.command(epilog=examples("serve"))
 @step
 def serve(
     model_uri: Annotated[
@@ -410,7 +521,7 @@ def serve(
     run_serve(cfg, model_uri, host=host, port=port)
 
 
-@app.command()
+@app.command(epilog=examples("deploy"))
 @step
 def deploy(
     alias: Annotated[str, typer.Option(help="Registry alias of the version to deploy.")] = "champion",
@@ -434,12 +545,14 @@ def deploy(
         typer.echo(manifest, nl=False)
 
 
-@app.command()
+@app.command(epilog=examples("predict"))
 @step
 def predict(
     img: Annotated[str, typer.Option(help="Image (PNG 8/16-bit, JPEG, TIFF, DICOM), a directory, or a CSV of paths.")],
     weight: Annotated[str, typer.Option(help="Model dir, model.pt, or models:/NAME@ALIAS.")],
-    part: Annotated[str | None, typer.Option(help="Body part (recorded, validated).")] = None,
+    part: Annotated[
+        str | None, typer.Option(help=f"Body part, recorded with the result: {' | '.join(BODY_PARTS)}.")
+    ] = None,
     out: Annotated[str, typer.Option(help="Output dir for JSON/CSV results and overlays.")] = "results",
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
@@ -451,7 +564,7 @@ def predict(
     run_predict(cfg, img_path, weight, part=part, out_dir=out_dir)
 
 
-@registry_app.command("setup-roles")
+@registry_app.command("setup-roles", epilog=examples("registry_setup_roles"))
 @step
 def registry_setup_roles(
     pipeline_user: Annotated[list[str], typer.Option(help="MLflow user the pipeline runs as (repeatable).")],
@@ -471,7 +584,7 @@ def registry_setup_roles(
         write_json(out, record)
 
 
-@registry_app.command("fetch")
+@registry_app.command("fetch", epilog=examples("registry_fetch"))
 @step
 def registry_fetch(
     model: Annotated[str, typer.Option(help="models:/NAME@ALIAS or models:/NAME/VERSION.")],
@@ -483,7 +596,7 @@ def registry_fetch(
     fetch_model(model, out)
 
 
-@pipeline_app.command("compile")
+@pipeline_app.command("compile", epilog=examples("pipeline_compile"))
 @step
 def pipeline_compile(
     out: Annotated[Path, typer.Option(help="Pipeline IR YAML to write.")] = Path("training_pipeline.yaml"),
@@ -496,7 +609,7 @@ def pipeline_compile(
     run_compile(cfg, out)
 
 
-@pipeline_app.command("run-local")
+@pipeline_app.command("run-local", epilog=examples("pipeline_run_local"))
 @step
 def pipeline_run_local(
     out: Annotated[Path, typer.Option(help="Local pipeline root for outputs.")] = Path("data/kfp-local"),
@@ -509,7 +622,7 @@ def pipeline_run_local(
     run_local(cfg, out, params_path=params)
 
 
-@pipeline_app.command("submit")
+@pipeline_app.command("submit", epilog=examples("pipeline_submit"))
 @step
 def pipeline_submit(
     host: Annotated[str, typer.Option(help="KFP API endpoint URL.")],

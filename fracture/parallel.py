@@ -18,10 +18,18 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _progress_disabled() -> bool:
+    return not sys.stderr.isatty() or os.environ.get("FRACTURE_NO_PROGRESS") == "1"
+
+
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
     """Wrap an iterable in a progress bar shown only on an interactive terminal."""
-    disable = not sys.stderr.isatty() or os.environ.get("FRACTURE_NO_PROGRESS") == "1"
-    return iter(tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=False))
+    return iter(tqdm(iterable, total=total, desc=desc, disable=_progress_disabled(), dynamic_ncols=True, leave=False))
+
+
+def counter(total: int, desc: str, unit: str) -> tqdm:
+    """A progress bar advanced by hand (`bar.update(n)`) in `unit`s, e.g. images scored chunk by chunk."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=_progress_disabled(), dynamic_ncols=True, leave=False)
 
 
 def resolve_workers(workers: int) -> int:

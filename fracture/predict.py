@@ -76,12 +76,12 @@ class Predictor:
 
 # ------------------------------------------------------------------------------------------------ pure helpers
 def validate_part(part: str | None) -> str | None:
-    """Normalise `--part` and check it against `fracture.schema.BODY_PARTS`.
+    """Normalise `--part` and check it against `fracture.vocab.BODY_PARTS`.
 
     Raises:
         InputError: listing the known parts.
     """
-    from fracture.schema import BODY_PARTS
+    from fracture.vocab import BODY_PARTS
 
     if part is None:
         return None
@@ -361,18 +361,23 @@ def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part:
     Returns:
         {"count", "scored", "errors", "positives", "predictions_csv", "predictions_jsonl"}.
     """
-    from fracture.parallel import progress
+    from fracture.parallel import counter
 
     csv_path, jsonl_path = out_dir / "predictions.csv", out_dir / "predictions.jsonl"
     counts = {"count": 0, "scored": 0, "errors": 0, "positives": 0}
-    with open(csv_path, "wb", buffering=0) as fcsv, open(jsonl_path, "wb", buffering=0) as fjs:
+    log.info("predict: scoring %d images in chunks of %d", len(paths), params.predict.batch_size)
+    with (
+        open(csv_path, "wb", buffering=0) as fcsv,
+        open(jsonl_path, "wb", buffering=0) as fjs,
+        counter(len(paths), "predict", "image") as bar,
+    ):
         _append_rows(fcsv, fjs, [], header=True)
-        n_chunks = -(-len(paths) // params.predict.batch_size)
-        for i, chunk in enumerate(progress(chunks(paths, params.predict.batch_size), total=n_chunks, desc="predict")):
+        for i, chunk in enumerate(chunks(paths, params.predict.batch_size)):
             rows = _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir)
             for row in rows:
                 row["part"] = part
             _append_rows(fcsv, fjs, rows)
+            bar.update(len(rows))
             for row in rows:
                 counts["count"] += 1
                 counts["errors"] += row["error"] is not None
@@ -415,6 +420,7 @@ def run_predict(
     with ExitStack() as stack:
         stack.enter_context(out_dir_lock(out_dir))  # two batches into one dir would interleave their rows
         tmp_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fracture-predict-")))
+        log.info("loading model %s ...", weight)
         predictor = load_predictor(weight, tmp_dir)
         if paths is None:
             result = predict_one(params, predictor, img, part, out_dir)

@@ -54,7 +54,6 @@ def copy_exclusion_reason(split: str) -> str:
     return f"{COPY_REASON} (group in {split})"
 
 
-BODY_PARTS = ("wrist", "radius", "scaphoid", "styloid", "ulna", "distal_forearm")
 SEXES = ("M", "F", "O")
 
 

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -97,3 +98,48 @@ def test_demo_summary_links_to_the_experiment_runs_and_the_registered_model(para
         f"runs:   http://127.0.0.1:5000/#/experiments/{exp_id}/runs",
         f"models: http://127.0.0.1:5000/#/models/{params.register_.model_name}",
     ]
+
+
+def _commands():  # noqa: ANN202
+    """(name, click command) for every visible command and subcommand of `fracture`."""
+    import typer
+
+    root = typer.main.get_command(app)
+    out = []
+    for name, cmd in root.commands.items():
+        if cmd.hidden:
+            continue
+        subs = getattr(cmd, "commands", None)
+        out += [(f"{name} {sub}", c) for sub, c in subs.items()] if subs else [(name, cmd)]
+    return out
+
+
+def test_every_command_has_examples_that_parse():
+    """Each command's `--help` shows examples, and each example parses against that command's options."""
+    import shlex
+
+    for name, _ in _commands():
+        result = CliRunner().invoke(app, [*name.split(), "--help"], terminal_width=200)
+        assert result.exit_code == 0 and "Examples" in result.output, name
+    from fracture.cli import EXAMPLES
+
+    typer_root = __import__("typer").main.get_command(app)
+    for name, cmd in _commands():
+        key = name.replace(" ", "_").replace("-", "_")
+        assert EXAMPLES.get(key), f"no examples for `fracture {name}`"
+        for example in EXAMPLES[key]:
+            argv = shlex.split(example)
+            assert argv[: 1 + len(name.split())] == ["fracture", *name.split()], example
+            args = [a for a in argv[1 + len(name.split()) :] if a not in ("-v", "--verbose")]
+            cmd.make_context(name, args, parent=typer_root.make_context("fracture", [name.split()[0]]))
+
+
+def test_help_shows_no_type_beside_flags_and_lists_the_body_parts():
+    from fracture.vocab import BODY_PARTS
+
+    for argv in ([], ["train"], ["promote"], ["pipeline", "compile"], ["registry", "fetch"]):
+        result = CliRunner().invoke(app, [*argv, "--help"], terminal_width=200)
+        assert result.exit_code == 0 and "<bool>" not in result.output, argv
+        assert re.search(r"<(path|file|str|integer|int)>", result.output) or not argv  # value types stay
+    predict_help = CliRunner().invoke(app, ["predict", "--help"], terminal_width=200).output
+    assert all(part in predict_help for part in BODY_PARTS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from fracture.cli import app
 from fracture.errors import InputError
 from fracture.predict import decide, list_inputs, run_predict, validate_part
-from fracture.schema import BODY_PARTS
+from fracture.vocab import BODY_PARTS
 from tests.unit.test_report import write_model_dir
 
 
@@ -218,6 +219,39 @@ def test_batch_csv_with_overlays(inputs, model_dir, make_params, tmp_path):
     assert "missing.png" in rows[2]["error"]
     for r in rows[:2]:
         assert (tmp_path / "o" / r["overlay"]).is_file()
+
+
+def test_batch_says_loading_model_first_and_counts_images(
+    inputs, model_dir, make_params, tmp_path, monkeypatch, caplog
+):
+    """The bar advances in images (not chunks of batch_size), and the slow model load is announced before it."""
+    import fracture.parallel as parallel
+
+    params = make_params({"predict": {"batch_size": 4}})
+    src = make_batch_dir(tmp_path / "in", inputs, n_good=9)
+    bars: list[dict] = []
+    real_counter = parallel.counter
+
+    def spy(total, desc, unit):  # noqa: ANN001, ANN202
+        bar = real_counter(total, desc, unit)
+        seen = {"total": total, "unit": unit, "updates": []}
+        bars.append(seen)
+        update = bar.update
+        bar.update = lambda n=1: (seen["updates"].append(n), update(n))[1]
+        return bar
+
+    monkeypatch.setattr(parallel, "counter", spy)
+    with caplog.at_level(logging.INFO, logger="fracture"):
+        summary = run_predict(params, src, str(model_dir), out_dir=tmp_path / "o")
+    messages = [r.getMessage() for r in caplog.records]
+    loading = next(i for i, m in enumerate(messages) if m.startswith("loading model"))
+    scoring = next(
+        i for i, m in enumerate(messages) if m == f"predict: scoring {summary['count']} images in chunks of 4"
+    )
+    assert loading < scoring
+    (bar,) = bars
+    assert bar["unit"] == "image" and bar["total"] == summary["count"] == 12
+    assert sum(bar["updates"]) == 12 and bar["updates"] == [4, 4, 4]
 
 
 def test_batch_streams_in_chunks_and_keeps_finished_chunks(inputs, model_dir, predict_params, tmp_path, monkeypatch):
