@@ -18,27 +18,15 @@ from typing import Any
 
 from fracture.config import DeployParams, Params
 from fracture.errors import GateError, InputError
+from fracture.kubeflow.secrets import secret_env
 
 log = logging.getLogger(__name__)
 
 GROUP, API_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 CONTAINER_NAME = "kserve-container"  # KServe's name for the predictor's main container
-MLFLOW_SECRET, S3_SECRET = "fracture-mlflow", "fracture-s3"  # same Secrets as the pipeline (infra/base)
-SECRET_ENV = (
-    ("MLFLOW_TRACKING_URI", MLFLOW_SECRET, "tracking_uri", False),
-    ("MLFLOW_TRACKING_TOKEN", MLFLOW_SECRET, "tracking_token", True),
-    ("AWS_ACCESS_KEY_ID", S3_SECRET, "access_key_id", False),
-    ("AWS_SECRET_ACCESS_KEY", S3_SECRET, "secret_access_key", False),
-    ("MLFLOW_S3_ENDPOINT_URL", S3_SECRET, "endpoint_url", True),
-)  # (env var, secret, key, optional)
+# The predictor needs the tracking server and the artifact store; a token, basic-auth user and endpoint are optional.
+REQUIRED_SECRET_KEYS = frozenset({"tracking_uri", "access_key_id", "secret_access_key"})
 ANNOTATION = "fracture-mlops.org"
-
-
-def _env() -> list[dict]:
-    return [
-        {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
-        for var, secret, key, optional in SECRET_ENV
-    ]
 
 
 def _resources(dp: DeployParams) -> dict:
@@ -68,7 +56,7 @@ def predictor_container(params: Params, model_uri: str) -> dict:
             str(dp.port),
         ],  # fmt: skip
         "ports": [{"containerPort": dp.port, "protocol": "TCP"}],
-        "env": _env(),
+        "env": secret_env(REQUIRED_SECRET_KEYS),  # the same Secrets as the pipeline (infra/base)
         "resources": _resources(dp),
         # the model is downloaded and loaded at start: ready on /ping; restarted only if /ping stops answering
         "readinessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 3},

@@ -19,3 +19,12 @@ S3_ENV = {
     "secret_access_key": "AWS_SECRET_ACCESS_KEY",
     "endpoint_url": "MLFLOW_S3_ENDPOINT_URL",
 }
+
+
+def secret_env(required: frozenset[str] = frozenset()) -> list[dict]:
+    """Container `env` entries reading both Secrets by `secretKeyRef`; keys not in `required` are optional."""
+    return [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": key not in required}}}
+        for secret, mapping in ((MLFLOW_SECRET, MLFLOW_ENV), (S3_SECRET, S3_ENV))
+        for key, var in mapping.items()
+    ]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fracture.config import Params, PipelineParams
-from fracture.kubeflow.secrets import MLFLOW_ENV, MLFLOW_SECRET, S3_ENV, S3_SECRET
+from fracture.kubeflow.secrets import secret_env
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,6 @@ class TrainJobApi(Protocol):
 
 
 # ------------------------------------------------------------------------------------------------ manifest
-
-
-def _secret_env() -> list[dict[str, Any]]:
-    """MLflow and S3 settings for the nodes, from the same Secrets the KFP tasks use (optional, as there)."""
-    env = []
-    for secret, mapping in ((MLFLOW_SECRET, MLFLOW_ENV), (S3_SECRET, S3_ENV)):
-        for key, var in mapping.items():
-            ref = {"secretKeyRef": {"name": secret, "key": key, "optional": True}}
-            env.append({"name": var, "valueFrom": ref})
-    return env
 
 
 def _resources(cfg: PipelineParams) -> dict[str, Any]:
@@ -119,7 +109,7 @@ def build_trainjob(name: str, namespace: str, cfg: PipelineParams, command: list
         "numNodes": tj.num_nodes,
         "numProcPerNode": max(tj.gpus_per_node, 1),
         "resourcesPerNode": _resources(cfg),
-        "env": [{"name": "FRACTURE_NO_PROGRESS", "value": "1"}, *_secret_env()],
+        "env": [{"name": "FRACTURE_NO_PROGRESS", "value": "1"}, *secret_env()],  # optional, as for the KFP tasks,
     }
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

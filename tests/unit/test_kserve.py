@@ -139,3 +139,15 @@ def test_apply_without_a_cluster_says_to_use_dry_run(monkeypatch, tmp_path):
     manifest = render_inference_service(load_params(REPO / "params.yaml"), "m", "3", "x", True)
     with pytest.raises(InputError, match="no Kubernetes configuration.*--dry-run"):
         apply_manifest(manifest)
+
+
+def test_the_predictor_gets_every_credential_the_pipeline_gets():
+    """Regression: the predictor read only a token; behind the basic-auth MLflow it could not download the model."""
+    from fracture.kubeflow.secrets import MLFLOW_ENV, S3_ENV
+
+    params = load_params(REPO / "configs" / "production.yaml")
+    manifest = render_inference_service(params, "fracture-swin", "7", "f" * 64, True)
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in manifest["spec"]["predictor"]["containers"][0]["env"]}
+    assert set(env) == set(MLFLOW_ENV.values()) | set(S3_ENV.values())
+    assert env["MLFLOW_TRACKING_USERNAME"] == {"name": "fracture-mlflow", "key": "username", "optional": True}
+    assert not env["MLFLOW_TRACKING_URI"]["optional"] and not env["AWS_ACCESS_KEY_ID"]["optional"]
