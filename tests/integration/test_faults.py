@@ -27,6 +27,7 @@ import pytest
 from fracture.config import dump_params
 from fracture.errors import InputError
 from fracture.io import hash_file, read_manifest
+from tests.procs import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -130,14 +131,7 @@ def start(work: Path, *args: str) -> subprocess.Popen:
 
 
 def wait_for(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"exited ({proc.returncode}) before the kill point:\n{proc.stderr.read().decode()[-3000:]}")
-        if time.monotonic() > deadline:
-            kill_hard(proc)
-            pytest.fail("kill point not reached within the timeout")
-        time.sleep(0.005)
+    wait_until(proc, ready, kill_hard, timeout, poll_s=0.005)
 
 
 def kill_hard(proc: subprocess.Popen) -> None:

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -25,6 +24,7 @@ import torch
 
 from fracture.config import dump_params, load_params
 from fracture.kubeflow.trainjob_stage import put_inputs
+from tests.procs import wait_until
 from tests.unit.test_train import TINY, assert_same_weights, write_tiny_dataset
 
 pytestmark = pytest.mark.slow
@@ -102,14 +102,7 @@ def _kill_all_after_first_checkpoint(cmd: list[str], env: dict[str, str], out: P
     """Start torchrun; SIGKILL it and its ranks once last.pt exists."""
     last = out / "checkpoints" / "last.pt"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    while not last.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"torchrun exited ({proc.returncode}) before a checkpoint:\n{proc.stderr.read().decode()}")
-        if time.monotonic() > deadline:
-            _kill_all(proc)
-            pytest.fail("no checkpoint within the timeout")
-        time.sleep(0.02)
+    wait_until(proc, last.exists, _kill_all, timeout)
     _kill_all(proc)
     proc.stderr.close()
 

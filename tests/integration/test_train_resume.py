@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -15,6 +13,7 @@ import pytest
 import torch
 
 from fracture.config import dump_params
+from tests.procs import sigkill, wait_until
 from tests.unit.test_train import TINY, assert_same_weights, write_tiny_dataset
 
 pytestmark = pytest.mark.slow
@@ -37,16 +36,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def _kill_after_first_checkpoint(cmd: list[str], env: dict[str, str], out: Path, timeout: float = 300) -> None:
     last = out / "checkpoints" / "last.pt"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    while not last.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"train exited ({proc.returncode}) before its first checkpoint:\n{proc.stderr.read().decode()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("no checkpoint within the timeout")
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    wait_until(proc, last.exists, sigkill, timeout)
+    sigkill(proc)
     proc.stderr.close()
 
 
