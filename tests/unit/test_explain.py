@@ -169,6 +169,23 @@ def test_overlay_crops_the_letterbox_and_has_a_colour_bar():
     assert saturated > 1000, "no opaque colour bar"
 
 
+def test_gallery_overlay_has_no_caption_band_under_the_panels():
+    """explain bakes no caption into its PNGs (the report's figure caption says it); predict's note still prints."""
+    image = np.zeros((64, 64), dtype=np.uint8)
+    image[16:48, :] = 200
+    cam = np.zeros((64, 64), dtype=np.float32)
+
+    def ink_under_panels(note: str | None) -> int:
+        png = render_overlay(image, cam, "TP (kaggle)", note, alpha=0.4)
+        fig = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE).astype(int)
+        left = fig[:, : fig.shape[1] * 2 // 5]  # the input panel, grey 200
+        bottom = int(np.flatnonzero((np.abs(left - 200) <= 3).any(axis=1)).max())
+        return int((fig[bottom + 3 :, : int(fig.shape[1] * 0.85)] < 200).sum())  # colour bar column left out
+
+    assert ink_under_panels(coarseness_note((2, 2), 64)) > 200, "the measure must see a printed note"
+    assert ink_under_panels(None) == 0, "text under the Grad-CAM panels"
+
+
 @pytest.fixture(scope="module")
 def explain_inputs(tmp_path_factory, make_params):
     from fracture.io import write_json, write_parquet

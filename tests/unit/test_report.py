@@ -419,6 +419,12 @@ def test_gallery_matches_the_explain_index(report_html, report_inputs):
     )  # grouped by source, index order within
     assert "most confident true positives" in report_html[1]
     assert "32 x 32 px" in report_html[1]
+    captions = [
+        e["text"] for e in parse(report_html[1]).elements if e["tag"] == "figcaption" and e["section"] == "gradcam"
+    ]
+    assert len(captions) == len(index), "one caption per overlay"
+    for text in captions:  # the caveat the PNGs no longer carry
+        assert "2 x 2 grid" in text and "32 x 32 px" in text and "64 px input" in text, text
 
 
 def test_model_card_has_intended_use_limitations_and_lineage(report_html):
