@@ -32,6 +32,7 @@ from fracture.report.tables import (
     headline_rows,
     is_number,
     lineage_rows,
+    merge_unknown_rows,
     operating_point_rows,
     other_metric_keys,
     provenance_rows,
@@ -140,7 +141,9 @@ def build_context(art: Artifacts) -> dict:
             )
             if confusion_cells(m, prefix)
         ],
-        "subgroup_tables": [(s, subgroup_rows(subgroups, s, ep.min_subgroup_n)) for s in ("test", "val")]
+        "subgroup_tables": [
+            (s, merge_unknown_rows(subgroup_rows(subgroups, s, ep.min_subgroup_n))) for s in ("test", "val")
+        ]
         if subgroups is not None
         else [],
         "min_subgroup_n": ep.min_subgroup_n,

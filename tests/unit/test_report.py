@@ -383,14 +383,52 @@ def test_confusion_and_study_level_come_from_metrics(report_html, report_inputs)
 def test_subgroups_mark_tiny_rows(report_html, report_inputs, report_params):
     subgroups = pd.read_csv(report_inputs["eval_dir"] / "subgroups.csv")
     rows = {e["attrs"]["data-subgroup"]: e for e in with_attr(parse(report_html[1]), "data-subgroup")}
-    assert len(rows) == len(subgroups)
+    by_member = {  # a merged "unknown" row stands for each attribute it names
+        f"{key.split('/')[0]}/{name}/unknown": el
+        for key, el in rows.items()
+        for name in el["attrs"].get("data-merged", "").split()
+    }
+    # the fixture's mura and hospital rows record no projection, initial exam, cast or metal: one row, not four
+    merged = [el["attrs"]["data-merged"].split() for el in rows.values() if "data-merged" in el["attrs"]]
+    assert ["projection", "initial_exam", "cast", "metal"] in merged
+    assert len(rows) == len(subgroups) - sum(len(m) - 1 for m in merged)
     for rec in subgroups.to_dict("records"):
-        el = rows[f"{rec['split']}/{rec['subgroup']}/{rec['level']}"]
+        key = f"{rec['split']}/{rec['subgroup']}/{rec['level']}"
+        el = rows.get(key) or by_member[key]
         tiny = rec["n"] < report_params.evaluate.min_subgroup_n or not rec["reliable"]
         assert el["attrs"]["data-tiny"] == str(tiny).lower()
         assert fmt(int(rec["n"])) in el["text"]
     assert any(e["attrs"]["data-tiny"] == "true" for e in rows.values())
     assert any(e["attrs"]["data-tiny"] == "false" for e in rows.values())
+
+
+def test_identical_unknown_subgroup_rows_are_merged():
+    from fracture.report.tables import merge_unknown_rows
+
+    def row(subgroup: str, level, n: int, auroc: float = float("nan")) -> dict:
+        return {"split": "val", "subgroup": subgroup, "level": level, "n": n, "auroc": auroc, "note": "",
+                "id": f"val/{subgroup}/{level}"}  # fmt: skip
+
+    rows = [
+        row("age_band", "20-39", 11, 0.7),
+        row("age_band", "unknown", 38),
+        row("sex", "F", 14, 0.8),
+        row("sex", "unknown", 38),  # the same 38 images as age_band unknown
+        row("projection", "unknown", 73),
+        row("cast", float("nan"), 73),  # a missing level counts as unknown
+        row("site", "unknown", 5),  # unknown too, but other images: kept apart
+    ]
+    out = merge_unknown_rows(rows)
+    assert [(r["subgroup"], r["level"], r["n"]) for r in out] == [
+        ("age_band", "20-39", 11),
+        ("age_band, sex", "unknown", 38),
+        ("sex", "F", 14),
+        ("projection, cast", "unknown", 73),
+        ("site", "unknown", 5),
+    ]
+    assert out[1]["id"] == "val/age_band+sex/unknown" and out[4]["id"] == "val/site/unknown"
+    assert rows[1]["subgroup"] == "age_band", "the input rows are not modified"
+    assert merge_unknown_rows([row("sex", "unknown", 3), row("age_band", "unknown", 4)])[1]["subgroup"] == "age_band"
 
 
 def test_provenance_cohort_and_validation_numbers(report_html, report_inputs):
