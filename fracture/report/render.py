@@ -123,6 +123,7 @@ def build_context(art: Artifacts) -> dict:
         "quarantine": quarantine_counts(art.quarantine) if art.quarantine is not None else None,
         "validation": art.validation,
         "validation_rows": validation_rows(art.validation),
+        "validation_href": art.validation_href,
         "data_docs_href": art.data_docs_href,
         "split_summary": art.split_summary,
         "history_png": plot_history(art.history, best) if art.history is not None and len(art.history) else None,

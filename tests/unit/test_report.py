@@ -155,6 +155,7 @@ def _write_upstream(root: Path) -> None:
     validation = root / "validation"
     (validation / "data_docs").mkdir(parents=True)
     (validation / "data_docs" / "index.html").write_text("<html>docs</html>")
+    (validation / "validation.html").write_text("<html>image_id_unique: pass</html>")  # `fracture validate`'s page
     write_json(
         validation / "validation.json",
         {
@@ -441,9 +442,15 @@ def test_provenance_cohort_and_validation_numbers(report_html, report_inputs):
     assert summary["kaggle.junk_files"] == "2"
     quarantined = {e["attrs"]["data-quarantine"]: e["text"] for e in with_attr(doc, "data-quarantine")}
     assert quarantined == {"kaggle": "1", "hospital": "2", "all": "3"}  # rows of quarantine.csv
-    link = next(e for e in doc.elements if e["attrs"].get("id") == "data-docs-link")
-    target = (report_html[0].parent / link["attrs"]["href"]).resolve()
-    assert target == (report_inputs["validation_dir"] / "data_docs" / "index.html").resolve()
+    links = {e["attrs"]["id"]: e for e in doc.elements if e["attrs"].get("id") in ("validation-link", "data-docs-link")}
+    assert list(links) == ["validation-link", "data-docs-link"], "the offline page is the primary link"
+    for name, path in (("validation-link", "validation.html"), ("data-docs-link", "data_docs/index.html")):
+        href = links[name]["attrs"]["href"]
+        assert (
+            not href.startswith("/")
+            and (report_html[0].parent / href).resolve() == (report_inputs["validation_dir"] / path).resolve()
+        )
+    assert "(offline)" in links["validation-link"]["text"] and "internet" in _section_html(report_html[1], "validation")
     assert "radius/positive/a.png" not in report_html, "file paths must not reach the report"
 
 
@@ -496,6 +503,17 @@ def test_missing_optional_artifacts_are_flagged_not_fatal(tmp_path, report_param
     html = run_report(report_params, tmp_path / "r.html", **inputs).read_text()
     assert 'id="missing-artifacts"' in html and "index.json" in html and "validation.json" in html
     assert "No Grad-CAM overlays" in html
+    assert 'id="validation-link"' not in html and 'id="data-docs-link"' not in html
+
+
+def test_validation_link_only_when_its_page_exists(tmp_path):
+    from fracture.report.artifacts import relative_href
+
+    page = tmp_path / "data" / "validation" / "validation.html"
+    assert relative_href(page, tmp_path / "reports" / "report.html") is None
+    page.parent.mkdir(parents=True)
+    page.write_text("<html>pass</html>")
+    assert relative_href(page, tmp_path / "reports" / "report.html") == "../data/validation/validation.html"
 
 
 def test_missing_metrics_is_an_input_error(tmp_path, report_params, report_inputs):
