@@ -197,10 +197,13 @@ def content_box(image: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def render_overlay(image: np.ndarray, cam: np.ndarray, title: str, note: str, alpha: float) -> bytes:
+def render_overlay(image: np.ndarray, cam: np.ndarray, title: str | None, note: str | None, alpha: float) -> bytes:
     """PNG bytes: the radiograph and its Grad-CAM overlay side by side, fixed 0..1 colour scale with a colour bar.
 
-    The letterbox padding is cropped so that the panels keep the image's own aspect ratio.
+    The letterbox padding is cropped so that the panels keep the image's own aspect ratio. `title` is printed
+    above the panels and `note` small under them. explain passes neither: the report's figure caption says both
+    (text baked into the PNG was unreadable once a phone scaled the figure down), and index.json / meta.json keep
+    them; predict's standalone PNG, seen without a report, passes both.
     """
     import io
     import textwrap
@@ -214,7 +217,16 @@ def render_overlay(image: np.ndarray, cam: np.ndarray, title: str, note: str, al
     img, heat = image[y0:y1, x0:x1], cam[y0:y1, x0:x1]
     aspect = min(max(img.shape[1] / img.shape[0], 0.5), 2.0)
     fig = plt.figure(figsize=(2 * 3.2 * aspect + 1.3, 4.0), dpi=100)
-    grid = fig.add_gridspec(1, 3, width_ratios=[1, 1, 0.05], left=0.03, right=0.9, top=0.86, bottom=0.2, wspace=0.08)
+    grid = fig.add_gridspec(
+        1,
+        3,
+        width_ratios=[1, 1, 0.05],
+        left=0.03,
+        right=0.9,
+        top=0.86 if title else 0.9,
+        bottom=0.2 if note else 0.04,
+        wspace=0.08,
+    )
     axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])]
     for ax in axes:
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
@@ -224,8 +236,10 @@ def render_overlay(image: np.ndarray, cam: np.ndarray, title: str, note: str, al
     fig.colorbar(scale, cax=fig.add_subplot(grid[0, 2]), label="Grad-CAM (0 = none, 1 = image max)")
     axes[0].set_title("input", fontsize=9)
     axes[1].set_title("Grad-CAM overlay", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.text(0.5, 0.01, "\n".join(textwrap.wrap(note, 110)), ha="center", va="bottom", fontsize=6.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if note:
+        fig.text(0.5, 0.01, "\n".join(textwrap.wrap(note, 110)), ha="center", va="bottom", fontsize=6.5)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
@@ -255,7 +269,7 @@ def _load_inputs(model_dir: Path, eval_dir: Path) -> tuple[nn.Module, dict, pd.D
 
 
 def _write_overlays(
-    examples: pd.DataFrame, images: np.ndarray, cams: np.ndarray, note: str, alpha: float, out_dir: Path
+    examples: pd.DataFrame, images: np.ndarray, cams: np.ndarray, alpha: float, out_dir: Path
 ) -> list[dict]:
     """Render every example's overlay PNG; return the index entries."""
     from fracture.io import atomic_write_bytes
@@ -265,8 +279,7 @@ def _write_overlays(
     rows = examples.reset_index(drop=True).itertuples(index=False)
     for i, row in enumerate(progress(rows, total=len(examples), desc="overlays")):
         name = f"{row.source}_{row.category}_{row.image_id}.png"
-        title = f"{row.category} ({row.source}) image {row.image_id}: p = {float(row.prob):.3f}, label {int(row.label)}"
-        atomic_write_bytes(out_dir / name, render_overlay(images[i], cams[i], title, note, alpha))
+        atomic_write_bytes(out_dir / name, render_overlay(images[i], cams[i], None, None, alpha))
         index.append(
             {
                 "image_id": str(row.image_id),
@@ -328,7 +341,7 @@ def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path
     grid = cam_grid(model, size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = _write_overlays(examples, images, cams, coarseness_note(grid, size), params.explain.alpha, out_dir)
+    entries = _write_overlays(examples, images, cams, params.explain.alpha, out_dir)
     for stale in set(out_dir.glob("*.png")) - {out_dir / e["file"] for e in entries}:
         stale.unlink()  # overlays of an earlier run that this rule no longer picks
     write_json(out_dir / "index.json", entries)

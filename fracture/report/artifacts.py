@@ -25,6 +25,7 @@ class Artifacts:
     summary: dict | None = None
     quarantine: pd.DataFrame | None = None
     validation: dict | None = None
+    validation_href: str | None = None
     data_docs_href: str | None = None
     split_summary: dict | None = None
     history: pd.DataFrame | None = None
@@ -93,6 +94,13 @@ def _yaml_or_empty(path: Path) -> dict:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def relative_href(target: Path, out_path: Path) -> str | None:
+    """Link from the report at `out_path` to `target`, relative (the pair moves together); None when absent."""
+    if not Path(target).is_file():
+        return None
+    return Path(os.path.relpath(Path(target).resolve(), Path(out_path).resolve().parent)).as_posix()
+
+
 def _load_endpoints(art: Artifacts, eval_dir: Path, split_dir: Path, missing: list[str]) -> None:
     """The primary endpoint, CI table, per-source, spectrum, reliability and decision tables, flow and baseline."""
     art.primary = _json_or_none(eval_dir / "primary.json", missing)
@@ -128,9 +136,8 @@ def load_artifacts(
     art.summary = _json_or_none(ingest_dir / "summary.json", missing)
     art.quarantine = _csv_or_none(ingest_dir / "quarantine.csv", missing)
     art.validation = _json_or_none(validation_dir / "validation.json", missing)
-    docs = validation_dir / "data_docs" / "index.html"
-    if docs.is_file():
-        art.data_docs_href = Path(os.path.relpath(docs.resolve(), Path(out_path).resolve().parent)).as_posix()
+    art.validation_href = relative_href(validation_dir / "validation.html", out_path)
+    art.data_docs_href = relative_href(validation_dir / "data_docs" / "index.html", out_path)
     art.split_summary = _json_or_none(Path(splits_path).with_name("split_summary.json"), missing)
     art.history = _csv_or_none(model_dir / "history.csv", missing)
     art.thresholds = _json_or_none(eval_dir / "thresholds.json", missing)

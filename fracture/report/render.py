@@ -32,6 +32,7 @@ from fracture.report.tables import (
     headline_rows,
     is_number,
     lineage_rows,
+    merge_unknown_rows,
     operating_point_rows,
     other_metric_keys,
     provenance_rows,
@@ -122,6 +123,7 @@ def build_context(art: Artifacts) -> dict:
         "quarantine": quarantine_counts(art.quarantine) if art.quarantine is not None else None,
         "validation": art.validation,
         "validation_rows": validation_rows(art.validation),
+        "validation_href": art.validation_href,
         "data_docs_href": art.data_docs_href,
         "split_summary": art.split_summary,
         "history_png": plot_history(art.history, best) if art.history is not None and len(art.history) else None,
@@ -140,7 +142,9 @@ def build_context(art: Artifacts) -> dict:
             )
             if confusion_cells(m, prefix)
         ],
-        "subgroup_tables": [(s, subgroup_rows(subgroups, s, ep.min_subgroup_n)) for s in ("test", "val")]
+        "subgroup_tables": [
+            (s, merge_unknown_rows(subgroup_rows(subgroups, s, ep.min_subgroup_n))) for s in ("test", "val")
+        ]
         if subgroups is not None
         else [],
         "min_subgroup_n": ep.min_subgroup_n,

@@ -122,6 +122,43 @@ def subgroup_rows(subgroups: pd.DataFrame, split: str, min_n: int) -> list[dict]
     return rows
 
 
+UNKNOWN_LEVELS = ("unknown", "", "nan", "<NA>", "None")
+
+
+def _is_unknown(level: Any) -> bool:
+    return level is None or (isinstance(level, float) and math.isnan(level)) or str(level).strip() in UNKNOWN_LEVELS
+
+
+def _same_numbers(a: dict, b: dict) -> bool:
+    """Every field but the attribute name, level and id equal (NaN equal to NaN)."""
+    keys = (set(a) | set(b)) - {"subgroup", "level", "id", "merged"}
+    return all(a.get(k) == b.get(k) or (pd.isna(a.get(k)) and pd.isna(b.get(k))) for k in keys)
+
+
+def merge_unknown_rows(rows: list[dict]) -> list[dict]:
+    """One row for the "unknown" levels of several attributes when their numbers are identical.
+
+    A source that records neither age nor sex gives an "unknown" row under each attribute, all over the same
+    images; the merged row names the attributes ("age_band, sex") at the first one's place and lists them in
+    `merged`. Rows of known levels, and unknown rows whose numbers differ, are kept as they are.
+    """
+    out: list[dict] = []
+    for row in rows:
+        if not _is_unknown(row.get("level")):
+            out.append(row)
+            continue
+        twin = next((r for r in out if r.get("merged") is not None and _same_numbers(r, row)), None)
+        if twin is None:
+            out.append({**row, "level": "unknown", "merged": [str(row["subgroup"])]})
+        else:
+            twin["merged"].append(str(row["subgroup"]))
+    for row in out:
+        if row.get("merged") is not None and len(row["merged"]) > 1:
+            row["subgroup"] = ", ".join(row["merged"])
+            row["id"] = f"{row['id'].split('/', 1)[0]}/{'+'.join(row['merged'])}/unknown"
+    return out
+
+
 def training_rows(history: pd.DataFrame | None, metadata: dict) -> list[dict]:
     """Epochs run, the chosen epoch with its val AUROC and val loss, and the wall time (from history.csv)."""
     if history is None or history.empty:

@@ -169,6 +169,24 @@ def test_overlay_crops_the_letterbox_and_has_a_colour_bar():
     assert saturated > 1000, "no opaque colour bar"
 
 
+def test_gallery_overlay_has_no_text_above_or_under_the_panels():
+    """explain bakes no title or caveat into its PNGs (the report's figure caption says them); predict's still print."""
+    image = np.zeros((64, 64), dtype=np.uint8)
+    image[16:48, :] = 200
+    cam = np.zeros((64, 64), dtype=np.float32)
+
+    def ink_outside_panels(title: str | None, note: str | None) -> tuple[int, int]:
+        png = render_overlay(image, cam, title, note, alpha=0.4)
+        fig = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE).astype(int)
+        panel = np.flatnonzero((np.abs(fig[:, : fig.shape[1] * 2 // 5] - 200) <= 3).any(axis=1))  # input, grey 200
+        text = fig[:, : int(fig.shape[1] * 0.85)] < 200  # the colour bar column and its labels left out
+        return int(text[: panel.min() - 25].sum()), int(text[panel.max() + 3 :].sum())  # 25 px: the panel titles
+
+    above, under = ink_outside_panels("TP (kaggle) image 0001: p = 0.912, label 1", coarseness_note((2, 2), 64))
+    assert above > 200 and under > 200, "the measure must see a printed title and note"
+    assert ink_outside_panels(None, None) == (0, 0), "text baked into the Grad-CAM figure"
+
+
 @pytest.fixture(scope="module")
 def explain_inputs(tmp_path_factory, make_params):
     from fracture.io import write_json, write_parquet

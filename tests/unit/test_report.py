@@ -155,6 +155,7 @@ def _write_upstream(root: Path) -> None:
     validation = root / "validation"
     (validation / "data_docs").mkdir(parents=True)
     (validation / "data_docs" / "index.html").write_text("<html>docs</html>")
+    (validation / "validation.html").write_text("<html>image_id_unique: pass</html>")  # `fracture validate`'s page
     write_json(
         validation / "validation.json",
         {
@@ -383,14 +384,52 @@ def test_confusion_and_study_level_come_from_metrics(report_html, report_inputs)
 def test_subgroups_mark_tiny_rows(report_html, report_inputs, report_params):
     subgroups = pd.read_csv(report_inputs["eval_dir"] / "subgroups.csv")
     rows = {e["attrs"]["data-subgroup"]: e for e in with_attr(parse(report_html[1]), "data-subgroup")}
-    assert len(rows) == len(subgroups)
+    by_member = {  # a merged "unknown" row stands for each attribute it names
+        f"{key.split('/')[0]}/{name}/unknown": el
+        for key, el in rows.items()
+        for name in el["attrs"].get("data-merged", "").split()
+    }
+    # the fixture's mura and hospital rows record no projection, initial exam, cast or metal: one row, not four
+    merged = [el["attrs"]["data-merged"].split() for el in rows.values() if "data-merged" in el["attrs"]]
+    assert ["projection", "initial_exam", "cast", "metal"] in merged
+    assert len(rows) == len(subgroups) - sum(len(m) - 1 for m in merged)
     for rec in subgroups.to_dict("records"):
-        el = rows[f"{rec['split']}/{rec['subgroup']}/{rec['level']}"]
+        key = f"{rec['split']}/{rec['subgroup']}/{rec['level']}"
+        el = rows.get(key) or by_member[key]
         tiny = rec["n"] < report_params.evaluate.min_subgroup_n or not rec["reliable"]
         assert el["attrs"]["data-tiny"] == str(tiny).lower()
         assert fmt(int(rec["n"])) in el["text"]
     assert any(e["attrs"]["data-tiny"] == "true" for e in rows.values())
     assert any(e["attrs"]["data-tiny"] == "false" for e in rows.values())
+
+
+def test_identical_unknown_subgroup_rows_are_merged():
+    from fracture.report.tables import merge_unknown_rows
+
+    def row(subgroup: str, level, n: int, auroc: float = float("nan")) -> dict:
+        return {"split": "val", "subgroup": subgroup, "level": level, "n": n, "auroc": auroc, "note": "",
+                "id": f"val/{subgroup}/{level}"}  # fmt: skip
+
+    rows = [
+        row("age_band", "20-39", 11, 0.7),
+        row("age_band", "unknown", 38),
+        row("sex", "F", 14, 0.8),
+        row("sex", "unknown", 38),  # the same 38 images as age_band unknown
+        row("projection", "unknown", 73),
+        row("cast", float("nan"), 73),  # a missing level counts as unknown
+        row("site", "unknown", 5),  # unknown too, but other images: kept apart
+    ]
+    out = merge_unknown_rows(rows)
+    assert [(r["subgroup"], r["level"], r["n"]) for r in out] == [
+        ("age_band", "20-39", 11),
+        ("age_band, sex", "unknown", 38),
+        ("sex", "F", 14),
+        ("projection, cast", "unknown", 73),
+        ("site", "unknown", 5),
+    ]
+    assert out[1]["id"] == "val/age_band+sex/unknown" and out[4]["id"] == "val/site/unknown"
+    assert rows[1]["subgroup"] == "age_band", "the input rows are not modified"
+    assert merge_unknown_rows([row("sex", "unknown", 3), row("age_band", "unknown", 4)])[1]["subgroup"] == "age_band"
 
 
 def test_provenance_cohort_and_validation_numbers(report_html, report_inputs):
@@ -403,9 +442,15 @@ def test_provenance_cohort_and_validation_numbers(report_html, report_inputs):
     assert summary["kaggle.junk_files"] == "2"
     quarantined = {e["attrs"]["data-quarantine"]: e["text"] for e in with_attr(doc, "data-quarantine")}
     assert quarantined == {"kaggle": "1", "hospital": "2", "all": "3"}  # rows of quarantine.csv
-    link = next(e for e in doc.elements if e["attrs"].get("id") == "data-docs-link")
-    target = (report_html[0].parent / link["attrs"]["href"]).resolve()
-    assert target == (report_inputs["validation_dir"] / "data_docs" / "index.html").resolve()
+    links = {e["attrs"]["id"]: e for e in doc.elements if e["attrs"].get("id") in ("validation-link", "data-docs-link")}
+    assert list(links) == ["validation-link", "data-docs-link"], "the offline page is the primary link"
+    for name, path in (("validation-link", "validation.html"), ("data-docs-link", "data_docs/index.html")):
+        href = links[name]["attrs"]["href"]
+        assert (
+            not href.startswith("/")
+            and (report_html[0].parent / href).resolve() == (report_inputs["validation_dir"] / path).resolve()
+        )
+    assert "(offline)" in links["validation-link"]["text"] and "internet" in _section_html(report_html[1], "validation")
     assert "radius/positive/a.png" not in report_html, "file paths must not reach the report"
 
 
@@ -419,6 +464,12 @@ def test_gallery_matches_the_explain_index(report_html, report_inputs):
     )  # grouped by source, index order within
     assert "most confident true positives" in report_html[1]
     assert "32 x 32 px" in report_html[1]
+    captions = [
+        e["text"] for e in parse(report_html[1]).elements if e["tag"] == "figcaption" and e["section"] == "gradcam"
+    ]
+    assert len(captions) == len(index), "one caption per overlay"
+    for text in captions:  # the caveat the PNGs no longer carry
+        assert "2 x 2 grid" in text and "32 x 32 px" in text and "64 px input" in text, text
 
 
 def test_model_card_has_intended_use_limitations_and_lineage(report_html):
@@ -452,6 +503,17 @@ def test_missing_optional_artifacts_are_flagged_not_fatal(tmp_path, report_param
     html = run_report(report_params, tmp_path / "r.html", **inputs).read_text()
     assert 'id="missing-artifacts"' in html and "index.json" in html and "validation.json" in html
     assert "No Grad-CAM overlays" in html
+    assert 'id="validation-link"' not in html and 'id="data-docs-link"' not in html
+
+
+def test_validation_link_only_when_its_page_exists(tmp_path):
+    from fracture.report.artifacts import relative_href
+
+    page = tmp_path / "data" / "validation" / "validation.html"
+    assert relative_href(page, tmp_path / "reports" / "report.html") is None
+    page.parent.mkdir(parents=True)
+    page.write_text("<html>pass</html>")
+    assert relative_href(page, tmp_path / "reports" / "report.html") == "../data/validation/validation.html"
 
 
 def test_missing_metrics_is_an_input_error(tmp_path, report_params, report_inputs):
