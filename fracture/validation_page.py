@@ -40,6 +40,8 @@ def summarise_value(value: Any) -> str:
         shown = ", ".join(summarise_value(v) for v in value[:MAX_LIST_ITEMS])
         more = f" (+{len(value) - MAX_LIST_ITEMS} more)" if len(value) > MAX_LIST_ITEMS else ""
         return f"[{shown}{more}]"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as validation.json spells them
     if isinstance(value, float):
         return f"{value:.6g}"
     return "null" if value is None else str(value)

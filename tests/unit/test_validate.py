@@ -214,6 +214,7 @@ def test_results_page_lists_every_expectation_with_its_status_offline() -> None:
     assert "4 expectations, 1 passed, 1 blocking failed, 1 warnings failed, 1 errors" in counts
     assert "label, value_set: [0, 1]" not in page and "value_set: [0, 1]" in page  # the column is its own cell
     assert "min_value: 0.05 where source == mura" in page and "0.0123457" in page
+    assert "exact_match: false" in render_results_page(summarise([_bool_entry()], 1))
     assert "source, path" in page and "error: KeyError: &#39;path&#39;" in page
     assert "&lt;script&gt;a.png" in page and "<script" not in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
@@ -226,3 +227,9 @@ def test_results_page_of_a_passing_run() -> None:
     page = render_results_page(summarise(entries, 3))
     assert 'id="overall">PASSED<' in page and "Blocking failures" not in page
     assert 'href="data_docs/index.html"' in page
+
+
+def _bool_entry() -> dict:
+    kwargs = {"column_set": ["a"], "exact_match": False}
+    details = {"engine": "great_expectations", "expectation": "expect_table_columns_to_match_set", "kwargs": kwargs}
+    return {"name": "columns_present", "severity": "blocking", "success": True, "observed": ["a"], "details": details}
