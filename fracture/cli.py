@@ -272,7 +272,7 @@ def ingest(
 @step
 def validate(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
-    out: Annotated[Path, typer.Option(help="Output dir for validation.json and data_docs/.")],
+    out: Annotated[Path, typer.Option(help="Output dir for validation.json, validation.html and data_docs/.")],
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:

@@ -329,8 +329,10 @@ def save_model_dir(
     config = {**config, "input": config.get("input") or input_contract(params, int(config["img_size"])).to_dict()}
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
+    # Saved through a file object: torch names the zip's root folder after a path's file name (here the random
+    # temporary one), which would make the bytes, the DVC hash and the registry fingerprint differ on every run.
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     write_json(model_dir / CONFIG_FILE, config)
     write_json(model_dir / METADATA_FILE, metadata)
     atomic_write_text(model_dir / "history.csv", history.to_csv(index=False))

@@ -40,9 +40,10 @@ from great_expectations.expectations.row_conditions import Column
 
 from fracture.config import SOURCES, Params, ValidateParams, dump_params
 from fracture.errors import ConfigError, GateError
-from fracture.io import read_manifest, resolve_image_path, write_json
+from fracture.io import atomic_write_text, read_manifest, resolve_image_path, write_json
 from fracture.parallel import parallel_map
 from fracture.schema import MANIFEST_COLUMNS
+from fracture.validation_page import render_results_page
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +404,11 @@ def finish_image_entries(entries: list[dict[str, Any]], images: pd.DataFrame | N
 
 
 def summarise(entries: list[dict[str, Any]], n_rows: int) -> dict[str, Any]:
-    """validation.json: overall success, failed blocking and warning names, and every entry."""
+    """validation.json: overall success, failed blocking and warning names, and every entry.
+
+    Deterministic for a given manifest and params (no times, no absolute paths): DVC hashes it, and validation.html
+    is rendered from it alone.
+    """
     failed = [e for e in entries if not e["success"]]
     blocking = [e["name"] for e in failed if e["severity"] == "blocking"]
     return {
@@ -412,7 +417,8 @@ def summarise(entries: list[dict[str, Any]], n_rows: int) -> dict[str, Any]:
         "warnings": [e["name"] for e in failed if e["severity"] == "warning"],
         "rows": n_rows,
         "suite": SUITE_NAME,
-        "data_docs": "data_docs/index.html",
+        "results_page": "validation.html",  # plain, offline, deterministic (fracture/validation_page.py)
+        "data_docs": "data_docs/index.html",  # Great Expectations' site: holds the run time, so no DVC output
         "results": entries,
     }
 
@@ -471,7 +477,7 @@ def _build_docs_into(out_dir: Path, frame: pd.DataFrame, suite: gx.ExpectationSu
 
 
 def run_validate(params: Params, manifest_path: Path, out_dir: Path, data_root: Path = Path(".")) -> dict:
-    """Validate a manifest; write validation.json, data_docs/ and the resolved params to `out_dir`.
+    """Validate a manifest; write validation.json, validation.html, data_docs/ and the resolved params to `out_dir`.
 
     `data_root` is where the manifest's relative source roots resolve (for the decoded image sample).
 
@@ -497,11 +503,12 @@ def run_validate(params: Params, manifest_path: Path, out_dir: Path, data_root: 
     report = summarise(entries, len(df))
     json_path = Path(out_dir) / "validation.json"
     write_json(json_path, report)
+    atomic_write_text(Path(out_dir) / report["results_page"], render_results_page(report))
     dump_params(params, Path(out_dir) / "params.yaml")
     for e in entries:
         if not e["success"] and e["severity"] == "warning":
             log.warning("validation warning: %s (observed %s)", e["name"], e["observed"])
-    log.info("validated %d rows: %d expectations, data docs at %s", len(df), len(entries), out_dir / "data_docs")
+    log.info("validated %d rows: %d expectations, results in %s", len(df), len(entries), out_dir / "validation.html")
     if report["blocking_failed"]:
         raise GateError(gate_message(report, json_path))
     return report

@@ -21,6 +21,7 @@ def test_repro_produces_every_artifact(demo_project):
         "data/interim/ingest/quarantine.csv",
         "data/interim/ingest/summary.json",
         "reports/validation/validation.json",
+        "reports/validation/validation.html",
         "reports/validation/data_docs/index.html",
         "data/interim/split/splits.parquet",
         "data/interim/split/split_summary.json",

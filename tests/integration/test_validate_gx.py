@@ -207,3 +207,21 @@ def test_empty_manifest_fails(setup) -> None:
     assert result.exit_code == 1
     assert report["blocking_failed"] == ["not_empty"] and report["rows"] == 0
     assert _entry(report, "images_decodable")["observed"] == {"sampled": 0, "unexpected_count": 0}
+
+
+def test_results_page_and_json_are_the_same_bytes_on_a_rerun(setup) -> None:
+    df, invoke, tmp_path = setup
+    frame = df.copy()
+    frame.loc[3, "age"] = 150.0  # a failed warning
+    frame.loc[6, "label"] = 3  # a failed blocking expectation, with its row
+    _, report, out = invoke(frame)
+    first = {name: (out / name).read_bytes() for name in ("validation.json", "validation.html")}
+    _, _, out = invoke(frame)
+    assert {name: (out / name).read_bytes() for name in first} == first  # DVC outputs: no time, no run id
+    page = first["validation.html"].decode()
+    for entry in report["results"]:
+        status = "PASS" if entry["success"] else "FAIL"
+        assert f'data-expectation="{entry["name"]}" data-status="{status}"' in page
+    assert frame.loc[6, "image_id"] in page and 'id="overall">FAILED<' in page
+    assert str(tmp_path) not in page and str(tmp_path) not in first["validation.json"].decode()
+    assert "http://" not in page and "https://" not in page

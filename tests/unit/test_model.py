@@ -89,6 +89,15 @@ def test_save_load_round_trip_gives_identical_logits(make_params, tmp_path):
     assert isinstance(torch.load(tmp_path / "model.pt", weights_only=True), dict)
 
 
+def test_same_weights_save_to_the_same_bytes(make_params, tmp_path):
+    """model.pt is a DVC output and the registry fingerprint: no temporary file name inside the zip."""
+    params = make_params(OTHER_ARCH)
+    model = build_model(params.model, 96).eval()
+    _save(model, params, tmp_path / "a")
+    _save(model, params, tmp_path / "b")
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+
+
 def test_predict_proba_is_the_sigmoid_of_the_normalised_forward(params):
     size = params.base.image_size
     model = build_model(params.model, size).eval()

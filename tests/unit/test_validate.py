@@ -1,8 +1,10 @@
-"""Validate step, pure parts: severities, dtype coercion, label consistency, sampling, image content checks."""
+"""Validate step, pure parts: severities, dtype coercion, label consistency, sampling, image checks, results page."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 
 import cv2
 import numpy as np
@@ -23,6 +25,7 @@ from fracture.validate import (
     sample_indices,
     summarise,
 )
+from fracture.validation_page import render_results_page
 from tests.conftest import manifest_row
 
 
@@ -155,3 +158,78 @@ def test_result_entry_is_plain_json() -> None:
             "rows": [{"age": 150.0, "image_id": "x"}],
         },
     }
+
+
+def _page_entries() -> list[dict]:
+    gx = {"engine": "great_expectations", "expectation": "expect_column_values_to_be_in_set"}
+    return [
+        {"name": "not_empty", "severity": "blocking", "success": True, "observed": 480, "details": gx},
+        {
+            "name": "label_binary",
+            "severity": "blocking",
+            "success": False,
+            "observed": {"unexpected_count": 1, "element_count": 3},
+            "details": {
+                **gx,
+                "kwargs": {"column": "label", "value_set": [0, 1]},
+                "rows": [{"image_id": "x1", "source": "mura", "path": "<script>a.png", "label": 7}],
+            },
+        },
+        {
+            "name": "class_balance:mura",
+            "severity": "warning",
+            "success": False,
+            "observed": 0.0123456789,
+            "details": {
+                **gx,
+                "kwargs": {
+                    "column": "label",
+                    "min_value": 0.05,
+                    "row_condition": {"column": {"name": "source"}, "operator": "==", "parameter": "mura"},
+                },
+            },
+        },
+        {
+            "name": "source_path_unique",
+            "severity": "blocking",
+            "success": False,
+            "observed": {},
+            "details": {**gx, "kwargs": {"column_list": ["source", "path"]}, "error": "KeyError: 'path'"},
+        },
+    ]
+
+
+def test_results_page_lists_every_expectation_with_its_status_offline() -> None:
+    report = summarise(_page_entries(), 3)
+    assert report["results_page"] == "validation.html"
+    page = render_results_page(report)
+    statuses = {"not_empty": "PASS", "label_binary": "FAIL", "class_balance:mura": "FAIL"}
+    statuses["source_path_unique"] = "ERROR"
+    for name, status in statuses.items():
+        row = re.search(rf'data-expectation="{re.escape(name)}" data-status="(\w+)">(.*?)\n</tr>', page, re.S)
+        assert row and row.group(1) == status, name
+        assert f'<td class="status {status}">{status}</td>' in row.group(2)
+    assert 'id="overall">FAILED<' in page
+    counts = re.sub(r"\s+", " ", re.search(r'<p id="counts">(.*?)</p>', page, re.S).group(1))
+    assert "4 expectations, 1 passed, 1 blocking failed, 1 warnings failed, 1 errors" in counts
+    assert "label, value_set: [0, 1]" not in page and "value_set: [0, 1]" in page  # the column is its own cell
+    assert "min_value: 0.05 where source == mura" in page and "0.0123457" in page
+    assert "exact_match: false" in render_results_page(summarise([_bool_entry()], 1))
+    assert "source, path" in page and "error: KeyError: &#39;path&#39;" in page
+    assert "&lt;script&gt;a.png" in page and "<script" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
+    assert "http://" not in page and "https://" not in page
+    assert render_results_page(json.loads(json.dumps(report))) == page  # from validation.json as read back
+
+
+def test_results_page_of_a_passing_run() -> None:
+    entries = [e for e in _page_entries() if e["success"]]
+    page = render_results_page(summarise(entries, 3))
+    assert 'id="overall">PASSED<' in page and "Blocking failures" not in page
+    assert 'href="data_docs/index.html"' in page
+
+
+def _bool_entry() -> dict:
+    kwargs = {"column_set": ["a"], "exact_match": False}
+    details = {"engine": "great_expectations", "expectation": "expect_table_columns_to_match_set", "kwargs": kwargs}
+    return {"name": "columns_present", "severity": "blocking", "success": True, "observed": ["a"], "details": details}
