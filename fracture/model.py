@@ -329,8 +329,10 @@ def save_model_dir(
     config = {**config, "input": config.get("input") or input_contract(params, int(config["img_size"])).to_dict()}
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
+    # Through a file object: torch.save names the zip's root after a path's stem (here a random temporary name),
+    # so the same weights would give different bytes, and a different model digest, on every run.
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     write_json(model_dir / CONFIG_FILE, config)
     write_json(model_dir / METADATA_FILE, metadata)
     atomic_write_text(model_dir / "history.csv", history.to_csv(index=False))

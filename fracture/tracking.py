@@ -118,12 +118,21 @@ def ensure_experiment(client: Any, name: str) -> str:
 
 def dataset_input(df: Any, name: str, digest: str, source: str, context: str) -> Any:
     """An MLflow dataset input (the run's Datasets panel): a pandas frame's schema and size, not its values."""
+    import warnings
+
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest[:32])  # MLflow: digest <= 36
-    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+    with warnings.catch_warnings():
+        # The schema is a description here, never enforced: mlflow's hint about integer columns does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        # mlflow 3.17 registers its local-file source twice and warns that a path "can be interpreted in multiple
+        # ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource" (the same class): nothing to resolve.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be", category=UserWarning)
+        dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest[:32])  # MLflow: digest <= 36
+        entity = dataset._to_mlflow_entity()  # the schema is inferred here
+    return DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

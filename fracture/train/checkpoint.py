@@ -73,8 +73,9 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically (a kill mid-write leaves the previous one intact)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # A file object, not the temporary path: torch.save would name the zip's root after it (bytes differ per run).
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -94,6 +94,6 @@ def test_demo_summary_links_to_the_experiment_runs_and_the_registered_model(para
     exp_id = mlflow.MlflowClient(tracking_uri=uri).create_experiment(params.train.experiment)
     links = mlflow_links("http://127.0.0.1:5000", params)
     assert links == [
-        f"runs:   http://127.0.0.1:5000/#/experiments/{exp_id}/runs",
+        f"runs:   http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning",
         f"models: http://127.0.0.1:5000/#/models/{params.register_.model_name}",
     ]
