@@ -34,13 +34,13 @@ log = logging.getLogger(__name__)
 # Fail fast on an unreachable server instead of mlflow's default of several retries with backoff.
 SHORT_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-# The tag MLflow's UI reads for an experiment's kind; without it a new experiment opens on the GenAI overview.
+# The experiment tag the MLflow UI reads for an experiment's kind (model training, not GenAI development).
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # the run's (markdown) description in the UI
 MODEL_DIGEST_TAG = "fracture.model_digest"  # sha256 of model.pt then config.json (`model_digest`)
 DIGEST_FILES = ("model.pt", "config.json")
-# The UI's experiment pages follow a global GenAI / machine-learning switch (a URL parameter, else the browser's
-# last choice, GenAI by default) before the experiment's kind tag (mlflow 3.17's UI): links name the workflow.
+# mlflow 3.17's UI lets a global GenAI / machine-learning switch (the `workflowType` URL parameter, else the
+# browser's last choice, GenAI by default) override the kind tag on experiment pages: the printed links name it.
 ML_WORKFLOW_QUERY = "?workflowType=machine_learning"
 UI_PORT = 5000  # `mlflow ui`'s port in printed links (a database store has no UI server of its own)
 
