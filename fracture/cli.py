@@ -405,6 +405,10 @@ def register(
     eval: Annotated[Path, typer.Option("--eval", help="Eval dir from evaluate.")],
     name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
     report_path: Annotated[Path | None, typer.Option("--report", help="report.html to attach.")] = None,
+    validation: Annotated[
+        Path | None,
+        typer.Option(help="Validate's output dir: validation.html and data_docs/ are logged beside the report."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Register although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why --force is justified (recorded).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the registration record (JSON) here.")] = None,
@@ -426,7 +430,9 @@ def register(
     from fracture.registry.register import not_registered_record, run_register
 
     try:
-        record = run_register(cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason)
+        record = run_register(
+            cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason, validation_dir=validation
+        )
     except GateError:
         if not gate_failure_ok:
             raise

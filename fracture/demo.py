@@ -8,9 +8,8 @@ from pathlib import Path
 import typer
 
 from fracture.config import Params
-from fracture.tracking import tracking_uri
+from fracture.tracking import UI_PORT, redact, tracking_uri, ui_base, ui_links
 
-UI_PORT = 5000
 # `dvc exp show` in a 120-column terminal: the headline metrics without their CI bounds (`dvc metrics diff` shows
 # them) and the params that differ; dependency hashes (columns named by paths) and the time dropped. README,
 # "Comparing experiments"; tests/e2e/test_dvc_experiments.py measures the width.
@@ -33,11 +32,14 @@ def summary_lines(params: Params) -> list[str]:
         lines.append(f"  evaluation report: {report.resolve()}  (open in a browser)")
     if registration.exists():
         lines.append(registration_line(json.loads(registration.read_text())))
-    uri = tracking_uri()
+    uri = redact(tracking_uri())
     lines.append(f"  MLflow store: {uri}")
-    if uri.startswith("sqlite:"):
+    ui = ui_base(tracking_uri())
+    if ui is None:
         lines.append(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port {UI_PORT}, then open")
-        lines.extend(f"    {link}" for link in mlflow_links(f"http://127.0.0.1:{UI_PORT}", params))
+    else:
+        lines.append("  MLflow UI:")
+    lines.extend(f"    {link}" for link in mlflow_links(ui or f"http://127.0.0.1:{UI_PORT}", params))
     lines.append("  metrics: .venv/bin/dvc metrics show    plots: .venv/bin/dvc plots show")
     lines.append(f"  compare runs: .venv/bin/dvc exp show {EXP_SHOW_FLAGS}")
     return lines
@@ -54,12 +56,8 @@ def mlflow_links(ui: str, params: Params) -> list[str]:
     """Direct links into the MLflow UI: the training experiment's runs and the registered model's versions."""
     from fracture.registry.client import mlflow_client
 
-    links = []
     experiment = mlflow_client().get_experiment_by_name(params.train.experiment)
-    if experiment is not None:
-        links.append(f"runs:   {ui}/#/experiments/{experiment.experiment_id}/runs")
-    links.append(f"models: {ui}/#/models/{params.register_.model_name}")
-    return links
+    return ui_links(ui, experiment.experiment_id if experiment else None, params.register_.model_name)
 
 
 def print_summary(params: Params) -> None:

@@ -200,6 +200,7 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
     from fracture.explain import cam_grid
     from fracture.io import read_json
     from fracture.model import load_model_dir
+    from fracture.tracking import model_digest
 
     model_dir = resolve_model_dir(weight, tmp_dir)
     try:
@@ -213,7 +214,8 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{weight}: cannot load the model (corrupt or mismatched weights/config: {reason})") from None
     metadata = read_json(model_dir / METADATA_FILE) if (model_dir / METADATA_FILE).is_file() else {}
-    lineage = {k: metadata.get(k) for k in ("mlflow_run_id", "git_commit", "manifest_hash", "params_hash")}
+    lineage = {"model_digest": model_digest(model_dir)}  # the training run's `fracture.model_digest` tag finds it
+    lineage |= {k: metadata.get(k) for k in ("git_commit", "manifest_hash", "params_hash")}
     lineage |= {
         "weight": weight,
         "backbone": config.get("backbone"),

@@ -180,7 +180,9 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
         self._model, self._config = load_model_dir(model_dir, map_location=self._device)
         self._contract = read_contract(self._config, model_dir / CONFIG_FILE)
         self._threshold = float(self._config["threshold"])
-        log.info("loaded fracture model from %s on %s (threshold %.4f)", model_dir, self._device, self._threshold)
+        # The dir is often a temporary download (registration's input-example check): its path only at DEBUG.
+        log.debug("model dir %s", model_dir)
+        log.info("loaded fracture model on %s (threshold %.4f)", self._device, self._threshold)
 
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None

@@ -2,9 +2,15 @@
 
 The tracking URI comes from `MLFLOW_TRACKING_URI`, else an embedded sqlite store in the current directory, and is
 set explicitly every time. The adapter logs a warning and switches itself off on the first error (server down,
-bad URI, full disk): training goes on, the model dir is still written, and its metadata says why there is no run
-id, so the model can be registered later. Nothing from the environment is logged, and credentials in URIs are
-redacted before they are recorded.
+bad URI, full disk): training goes on and the model dir is still written. The model dir holds nothing about the
+run (it is a pure function of the step's inputs, so DVC sees the same outputs on every rerun); the run carries the
+model's digest as a tag instead (`MODEL_DIGEST_TAG`), and `register` finds the training run by it. Nothing from
+the environment is logged, and credentials in URIs are redacted before they are recorded.
+
+Naming, shared by every step that logs to MLflow: metrics grouped by `/` (`train/loss`, `val/auroc`,
+`test/auroc`), one-off numbers as tags rounded to 4 significant digits (`sig4`), run names
+`<step>-<6 hex of the params hash>-<UTC time>` (`run_name`), and the experiment marked as a model-training one
+(`ensure_experiment`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,15 @@ log = logging.getLogger(__name__)
 # Fail fast on an unreachable server instead of mlflow's default of several retries with backoff.
 SHORT_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+# The experiment tag the MLflow UI reads for an experiment's kind (model training, not GenAI development).
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the run's (markdown) description in the UI
+MODEL_DIGEST_TAG = "fracture.model_digest"  # sha256 of model.pt then config.json (`model_digest`)
+DIGEST_FILES = ("model.pt", "config.json")
+# mlflow 3.17's UI lets a global GenAI / machine-learning switch (the `workflowType` URL parameter, else the
+# browser's last choice, GenAI by default) override the kind tag on experiment pages: the printed links name it.
+ML_WORKFLOW_QUERY = "?workflowType=machine_learning"
+UI_PORT = 5000  # `mlflow ui`'s port in printed links (a database store has no UI server of its own)
 
 
 def tracking_uri() -> str:
@@ -51,6 +67,72 @@ def git_commit() -> str | None:
 def params_hash(params: Params) -> str:
     """sha256 of the resolved params (canonical JSON), for lineage."""
     return hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def model_digest(model_dir: Path) -> str:
+    """sha256 over model.pt then config.json: the identity of a trained model, whatever its dir is called.
+
+    Raises:
+        FileNotFoundError: one of the two files is missing.
+    """
+    h = hashlib.sha256()
+    for name in DIGEST_FILES:
+        with open(Path(model_dir) / name, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def sig4(value: float | int | None) -> str:
+    """A number as a tag value: 4 significant digits (`0.8123`, `12.35`), `nan` / `None` as such."""
+    if value is None:
+        return "None"
+    return f"{float(value):.4g}"
+
+
+def run_name(step: str, params_digest: str, when: datetime | None = None) -> str:
+    """`<step>-<first 6 hex of the params hash>-<UTC time to the second>`, e.g. `train-3f2a1c-20261202T031245`."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+    return f"{step}-{params_digest[:6]}-{stamp}"
+
+
+def ui_base(uri: str) -> str | None:
+    """The MLflow UI behind a tracking URI: an http(s) server serves it itself; a database store has none."""
+    return redact(uri).rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
+def ui_links(ui: str, experiment_id: str | None, model_name: str) -> list[str]:
+    """Direct UI links: the experiment's runs (as a model-training experiment) and the registered model."""
+    links = [f"runs:   {ui}/#/experiments/{experiment_id}/runs{ML_WORKFLOW_QUERY}"] if experiment_id else []
+    return [*links, f"models: {ui}/#/models/{model_name}"]
+
+
+def ensure_experiment(client: Any, name: str) -> str:
+    """The id of experiment `name`, created when missing; either way marked as a model-training experiment."""
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return exp_id
+
+
+def dataset_input(df: Any, name: str, digest: str, source: str, context: str) -> Any:
+    """An MLflow dataset input (the run's Datasets panel): a pandas frame's schema and size, not its values."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    with warnings.catch_warnings():
+        # The schema is a description here, never enforced: mlflow's hint about integer columns does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        # mlflow 3.17 registers its local-file source twice and warns that a path "can be interpreted in multiple
+        # ways: LocalArtifactDatasetSource, LocalArtifactDatasetSource" (the same class): nothing to resolve.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be", category=UserWarning)
+        dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest[:32])  # MLflow: digest <= 36
+        entity = dataset._to_mlflow_entity()  # the schema is inferred here
+    return DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -120,8 +202,7 @@ class Tracker:
 
         mlflow.set_tracking_uri(self.uri)
         self._client = MlflowClient(tracking_uri=self.uri)
-        exp = self._client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self._client.create_experiment(experiment)
+        exp_id = ensure_experiment(self._client, experiment)
         run_id = None
         if resume_run_id:
             try:
@@ -178,6 +259,28 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
         self._call("log_metrics", lambda: self._client.log_batch(self.run_id, metrics=items))
+
+    def log_dataset(self, df: Any, name: str, digest: str, source: str, context: str) -> None:
+        """Log a pandas frame as the run's dataset input (`context`: "training", "evaluation")."""
+        self._call(
+            "log_input",
+            lambda: self._client.log_inputs(self.run_id, [dataset_input(df, name, digest, source, context)]),
+        )
+
+    def find_run(self, experiment: str, tags: dict[str, str], statuses: tuple[str, ...]) -> str | None:
+        """The newest run of `experiment` with these tags and one of these statuses (None when there is none)."""
+        return self._call("search", self._find_run, experiment, tags, statuses)
+
+    def _find_run(self, experiment: str, tags: dict[str, str], statuses: tuple[str, ...]) -> str | None:
+        from mlflow import MlflowClient
+
+        self._client = self._client or MlflowClient(tracking_uri=self.uri)
+        exp = self._client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self._client.search_runs([exp.experiment_id], where, order_by=["attributes.start_time DESC"])
+        return next((r.info.run_id for r in runs if r.info.status in statuses), None)
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
         """Upload files to the run's artifact store."""

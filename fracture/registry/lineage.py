@@ -21,6 +21,7 @@ EVAL_FILES = ("metrics.json", "gate.json", "thresholds.json")
 # Required and uploaded: its test rows are the paired-comparison evidence (registry.compare), and infra validation
 # before promotion replays its offline probabilities.
 PREDICTIONS_FILE = "predictions.parquet"
+VALIDATION_PAGE, DATA_DOCS_DIR = "validation.html", "data_docs"  # in validate's output dir
 _AUROC_TOL = 1e-6
 
 
@@ -36,6 +37,7 @@ class RegisterInputs:
     report_path: Path | None = None
     eval_files: tuple[Path, ...] = field(default_factory=tuple)
     test_predictions: Any = field(default=None, compare=False)  # compare.extract_test_rows frame, or None
+    validation_dir: Path | None = None  # validate's output dir (validation.html, data_docs/), shown beside the report
 
 
 def check_name(name: str) -> str:
@@ -50,18 +52,18 @@ def check_name(name: str) -> str:
 
 
 def fingerprint_model_dir(model_dir: Path) -> str:
-    """sha256 over model.pt then config.json: the identity of a trained model, whatever its dir is called."""
-    import hashlib
+    """sha256 over model.pt then config.json (`fracture.tracking.model_digest`, the training run's digest tag).
 
-    h = hashlib.sha256()
-    for name in ("model.pt", "config.json"):
+    Raises:
+        InputError: model.pt or config.json is missing.
+    """
+    from fracture.tracking import DIGEST_FILES, model_digest
+
+    for name in DIGEST_FILES:
         path = Path(model_dir) / name
         if not path.is_file():
             raise InputError(f"{path}: missing (a model dir needs model.pt, config.json and metadata.json)")
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()
+    return model_digest(model_dir)
 
 
 def check_force(force: bool, reason: str | None) -> None:
@@ -100,20 +102,48 @@ def headline_metrics(metrics: dict) -> dict[str, float]:
     return out
 
 
-def version_tags(inputs: RegisterInputs, fingerprint: str, run_origin: str, reason: str | None) -> dict[str, str]:
-    """Every tag a new version gets: lineage, evidence, gate, threshold, who/when, and the override if any."""
+def run_metric_name(key: str) -> str:
+    """A headline key of metrics.json as an MLflow metric: `test.frozen.sensitivity` -> `test/sensitivity`.
+
+    Grouped by split; every test metric the run shows is at the frozen threshold.
+    """
+    split, _, name = key.partition(".")
+    return f"{split}/{name.removeprefix('frozen.')}"
+
+
+def headline_table(metrics: dict) -> dict[str, list]:
+    """The headline test metrics with their 95% CI bounds, one row each (the run's table artifact)."""
+    rows: dict[str, list] = {"metric": [], "value": [], "ci_low": [], "ci_high": []}
+    found = headline_metrics(metrics)
+    for key in HEADLINE_METRICS:
+        if key in found:
+            rows["metric"].append(run_metric_name(key))
+            for column, name in (("value", key), ("ci_low", f"{key}_ci_low"), ("ci_high", f"{key}_ci_high")):
+                rows[column].append(found.get(name))
+    return rows
+
+
+def version_tags(
+    inputs: RegisterInputs, fingerprint: str, run_origin: str, reason: str | None, train_run_id: str | None = None
+) -> dict[str, str]:
+    """Every tag a new version gets: lineage, evidence, gate, threshold, who/when, and the override if any.
+
+    Numbers are rounded to 4 significant digits (the promotion gate compares at that precision).
+    """
+    from fracture.tracking import sig4
+
     meta, gate = inputs.metadata, inputs.gate
     tags = {key: str(meta.get(key) if meta.get(key) is not None else "unknown") for key in LINEAGE_KEYS}
-    tags.update({name: repr(value) for name, value in headline_metrics(inputs.metrics).items()})
+    tags.update({name: sig4(value) for name, value in headline_metrics(inputs.metrics).items()})
     tags.update(
         {
             FINGERPRINT_TAG: fingerprint,
-            "threshold": repr(float(inputs.config["threshold"])),
+            "threshold": sig4(inputs.config["threshold"]),
             "threshold_method": str(inputs.thresholds.get("method") or inputs.config.get("threshold_method")),
             "gate.passed": "true" if gate.get("passed") is True else "false",
             "gate.reasons": tag_text(list(gate.get("reasons") or [])),
             "run_origin": run_origin,
-            "train_run_id": str(meta.get("mlflow_run_id") or "none"),
+            "train_run_id": str(train_run_id or "none"),
             "registered_by": current_user(),
             "registered_at": now_iso(),
         }
@@ -162,11 +192,14 @@ def read_test_predictions(eval_dir: Path, metrics: dict) -> Any:
     return test
 
 
-def load_register_inputs(model_dir: Path, eval_dir: Path, report_path: Path | None = None) -> RegisterInputs:
-    """Read and cross-check the model dir and the eval dir.
+def load_register_inputs(
+    model_dir: Path, eval_dir: Path, report_path: Path | None = None, validation_dir: Path | None = None
+) -> RegisterInputs:
+    """Read and cross-check the model dir and the eval dir (and find validate's pages when a dir is given).
 
     Raises:
-        InputError: a file is missing or unreadable, a headline metric is absent, the eval dir's frozen
+        InputError: a file is missing or unreadable (validation.html too, when `validation_dir` is given), a
+            headline metric is absent, the eval dir's frozen
             threshold is not the model's (the evaluation belongs to another model), or the test predictions do not
             reproduce the test AUROC.
     """
@@ -189,6 +222,9 @@ def load_register_inputs(model_dir: Path, eval_dir: Path, report_path: Path | No
         report_path = eval_dir.parent / "report.html"
     if report_path is not None and not Path(report_path).is_file():
         raise InputError(f"{report_path}: report not found")
+    if validation_dir is not None and not (Path(validation_dir) / VALIDATION_PAGE).is_file():
+        raise InputError(f"{Path(validation_dir) / VALIDATION_PAGE}: not found (run `fracture validate --out DIR`)")
     test = read_test_predictions(eval_dir, metrics)  # required: the paired-comparison evidence
     files = tuple(eval_dir / name for name in (*EVAL_FILES, PREDICTIONS_FILE))
-    return RegisterInputs(config, metadata, metrics, gate, thresholds, report_path, files, test)
+    validation = Path(validation_dir) if validation_dir is not None else None
+    return RegisterInputs(config, metadata, metrics, gate, thresholds, report_path, files, test, validation)

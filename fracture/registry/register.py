@@ -20,31 +20,53 @@ from typing import Any
 
 from fracture.config import Params
 from fracture.errors import InputError
+from fracture.io import hash_file
 from fracture.registry.client import first_line, mlflow_client, registry_errors
 from fracture.registry.lineage import (
+    DATA_DOCS_DIR,
     PREDICTIONS_FILE,
+    VALIDATION_PAGE,
     RegisterInputs,
     check_force,
     check_gate,
     check_name,
     fingerprint_model_dir,
     headline_metrics,
+    headline_table,
     load_register_inputs,
+    run_metric_name,
     version_tags,
 )
 from fracture.registry.names import (
+    AUROC,
     CHALLENGER,
     CHAMPION,
     FINGERPRINT_TAG,
+    HEADLINE_METRICS,
+    SENSITIVITY,
     TEST_PREDICTIONS_TAG,
 )
-from fracture.tracking import redact, tracking_uri
+from fracture.tracking import (
+    MODEL_DIGEST_TAG,
+    NOTE_TAG,
+    UI_PORT,
+    dataset_input,
+    ensure_experiment,
+    params_hash,
+    redact,
+    run_name,
+    sig4,
+    tracking_uri,
+    ui_base,
+    ui_links,
+)
 
 log = logging.getLogger(__name__)
 
 # The model dir's contract files uploaded with the model (fracture.model.save_model_dir writes them; no checkpoints).
 MODEL_DIR_FILES = ("model.pt", "config.json", "metadata.json", "history.csv", "params.yaml")
 MODEL_NAME = "model"  # the logged model's name inside its run
+EVIDENCE_DIR = "evaluation"  # the run's artifact dir for the evaluation files, the report and validate's pages
 # Runtime requirements written into the MLmodel; the fracture package itself must be installed where it is served.
 PIP_PACKAGES = ("mlflow", "torch", "timm", "numpy", "pandas", "opencv-python-headless", "pydicom", "pyyaml")
 
@@ -86,23 +108,32 @@ def find_version(client: Any, name: str, fingerprint: str) -> Any | None:
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
-def _resolve_run(client: Any, metadata: dict, experiment: str, fingerprint: str) -> tuple[str, str]:
-    """The train run when it exists on this server, else a new run in the experiment; returns (run_id, origin)."""
-    from mlflow.exceptions import MlflowException
+def find_training_run(client: Any, exp_id: str, fingerprint: str) -> str | None:
+    """The newest FINISHED training run of the experiment tagged with this model digest, if any."""
+    where = (
+        f"tags.`{MODEL_DIGEST_TAG}` = '{fingerprint}' and tags.`fracture.step` = 'train' "
+        "and attributes.status = 'FINISHED'"
+    )
+    runs = client.search_runs([exp_id], where, order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
 
-    run_id = metadata.get("mlflow_run_id")
-    if run_id:
-        try:
-            run = client.get_run(run_id)
-            if run.info.lifecycle_stage == "active":
-                return run_id, "train_run"
-        except MlflowException:
-            log.info("train run %s is not on this tracking server; logging the model in a new run", run_id)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
-    tags = {"fracture.step": "register", "fracture.train_run_id": str(run_id or "none")}
-    run = client.create_run(exp_id, run_name=f"register-{fingerprint[:12]}", tags=tags)
-    return run.info.run_id, "register_run"
+
+def _resolve_run(client: Any, experiment: str, fingerprint: str, params_digest: str) -> tuple[str, str]:
+    """The training run of this model (found by its digest tag), else a new run; returns (run_id, origin)."""
+    exp_id = ensure_experiment(client, experiment)
+    run_id = find_training_run(client, exp_id, fingerprint)
+    if run_id is not None:
+        return run_id, "train_run"
+    name = run_name("register", params_digest)
+    log.info(
+        "no finished training run with model digest %s in experiment %r (train's outputs restored from DVC's run "
+        "cache, or MLflow unreachable while training): logging the model in a new run, %s",
+        fingerprint[:12],
+        experiment,
+        name,
+    )
+    tags = {"fracture.step": "register", MODEL_DIGEST_TAG: fingerprint}
+    return client.create_run(exp_id, run_name=name, tags=tags).info.run_id, "register_run"
 
 
 def _stage_model_dir(model_dir: Path, tmp: Path) -> Path:
@@ -275,8 +306,34 @@ def _log_pyfunc(client: Any, pending: _Pending, staged: Path, config: dict, fing
     return model.model_id
 
 
+def validation_artifact_path(validation_dir: Path, report_path: Path | None) -> str:
+    """Where validate's pages go in the run: the report's relative link to them, under `evaluation/`.
+
+    The report (at `evaluation/<report name>`) links to them by their path relative to its own dir
+    (`validation/validation.html` in the demo); anything that would climb out of `evaluation/` lands in
+    `evaluation/validation`.
+    """
+    rel = os.path.relpath(Path(validation_dir), Path(report_path).parent) if report_path is not None else ".."
+    rel = Path(rel).as_posix()
+    return f"{EVIDENCE_DIR}/{rel}" if rel != "." and not rel.startswith("..") else f"{EVIDENCE_DIR}/validation"
+
+
+def _log_validation(client: Any, run_id: str, inputs: RegisterInputs) -> None:
+    """validation.html and, when present, data_docs/, where the logged report's links find them."""
+    if inputs.validation_dir is None:
+        return
+    target = validation_artifact_path(inputs.validation_dir, inputs.report_path)
+    client.log_artifact(run_id, str(inputs.validation_dir / VALIDATION_PAGE), target)
+    docs = inputs.validation_dir / DATA_DOCS_DIR
+    if docs.is_dir():
+        client.log_artifacts(run_id, str(docs), f"{target}/{DATA_DOCS_DIR}")
+
+
 def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs) -> dict[str, str]:
-    """The evaluation files (predictions.parquet included), the report and the headline test metrics, on the run.
+    """Log the evaluation evidence on the run: files, report, validate's pages, the test set, headline metrics.
+
+    The files are the eval dir's (predictions.parquet included); the test set becomes the run's evaluation dataset;
+    the headline test metrics are `test/auroc`, ..., their CI bounds a table (`evaluation/headline_metrics.json`).
 
     Returns:
         The evidence tags for the version (`test_predictions`: the runs:/ URI of predictions.parquet, whose test
@@ -288,27 +345,65 @@ def _log_evidence(client: Any, run_id: str, inputs: RegisterInputs) -> dict[str,
 
     try:
         for path in inputs.eval_files:
-            client.log_artifact(run_id, str(path), "evaluation")
+            client.log_artifact(run_id, str(path), EVIDENCE_DIR)
         if inputs.report_path is not None:
-            client.log_artifact(run_id, str(inputs.report_path), "evaluation")
+            client.log_artifact(run_id, str(inputs.report_path), EVIDENCE_DIR)
+        _log_validation(client, run_id, inputs)
+        client.log_table(run_id, headline_table(inputs.metrics), f"{EVIDENCE_DIR}/headline_metrics.json")
     except Exception as err:
         raise InputError(f"could not upload the evaluation evidence for run {run_id}: {first_line(err)}") from None
     now = int(time.time() * 1000)
-    metrics = [Metric(key, value, now, 0) for key, value in headline_metrics(inputs.metrics).items()]
-    client.log_batch(run_id, metrics=metrics)
+    values = {k: v for k, v in headline_metrics(inputs.metrics).items() if k in HEADLINE_METRICS}
+    client.log_batch(run_id, metrics=[Metric(run_metric_name(k), v, now, 0) for k, v in values.items()])
     if PREDICTIONS_FILE not in {Path(path).name for path in inputs.eval_files}:
         return {}
-    return {TEST_PREDICTIONS_TAG: f"runs:/{run_id}/evaluation/{PREDICTIONS_FILE}"}
+    predictions = next(Path(p) for p in inputs.eval_files if Path(p).name == PREDICTIONS_FILE)
+    if inputs.test_predictions is not None:
+        digest = hash_file(predictions)
+        test_set = dataset_input(inputs.test_predictions, "test-set", digest, str(predictions), "evaluation")
+        client.log_inputs(run_id, [test_set])
+    return {TEST_PREDICTIONS_TAG: f"runs:/{run_id}/{EVIDENCE_DIR}/{PREDICTIONS_FILE}"}
 
 
-def _create_version(client: Any, name: str, model_id: str, run_id: str, tags: dict[str, str]) -> Any:
+def report_link(client: Any, run_id: str, inputs: RegisterInputs) -> str:
+    """A markdown link to the logged report inside the MLflow UI (relative: it works on any UI host), or ''."""
+    if inputs.report_path is None:
+        return ""
+    exp_id = client.get_run(run_id).info.experiment_id
+    artifact = f"{EVIDENCE_DIR}/{Path(inputs.report_path).name}"
+    return f"[{artifact}](#/experiments/{exp_id}/runs/{run_id}/artifacts/{artifact})"
+
+
+def headline_text(inputs: RegisterInputs) -> str:
+    """One sentence: test AUROC with its CI, sensitivity and specificity at the frozen threshold (4 significant)."""
+    m = headline_metrics(inputs.metrics)
+    ci = f" (95% CI {sig4(m[AUROC + '_ci_low'])}-{sig4(m[AUROC + '_ci_high'])})" if AUROC + "_ci_low" in m else ""
+    spec = m.get("test.frozen.specificity")
+    return (
+        f"test AUROC {sig4(m.get(AUROC))}{ci}; sensitivity {sig4(m.get(SENSITIVITY))}, specificity {sig4(spec)} "
+        f"at threshold {sig4(inputs.config['threshold'])} ({inputs.config.get('threshold_method')}, frozen on val)"
+    )
+
+
+def _describe(client: Any, run_id: str, inputs: RegisterInputs) -> str:
+    """Add the evaluation headline and the report link to the run's description; returns the version's text."""
+    link = report_link(client, run_id, inputs)
+    text = f"**Evaluation** (external test domain): {headline_text(inputs)}." + (f" Report: {link}." if link else "")
+    note = client.get_run(run_id).data.tags.get(NOTE_TAG)
+    client.set_tag(run_id, NOTE_TAG, f"{note}\n\n{text}" if note else text)
+    return f"Wrist fracture classifier (Swin). {text}"
+
+
+def _create_version(client: Any, name: str, model_id: str, run_id: str, tags: dict[str, str], description: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Wrist fracture classifier (fracture-mlops).")
-    return client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id)
+    return client.create_model_version(
+        name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id, description=description
+    )
 
 
 def _reuse_version(client: Any, name: str, version: Any) -> dict:
@@ -359,6 +454,7 @@ def run_register(
     report_path: Path | None = None,
     force: bool = False,
     reason: str | None = None,
+    validation_dir: Path | None = None,
 ) -> dict:
     """Register a trained, evaluated model as a new version of the registered model; alias `challenger`.
 
@@ -370,6 +466,8 @@ def run_register(
         report_path: report.html to attach (default: `eval_dir/../report.html` when present).
         force: register although the evaluation gate failed.
         reason: why force is justified (required with force; recorded).
+        validation_dir: validate's output dir; its validation.html and data_docs/ are logged where the report's
+            relative links find them.
 
     Returns:
         The registration record: name, version, model_uri, run_id, fingerprint, created, aliases, ...
@@ -379,7 +477,7 @@ def run_register(
     """
     name = check_name(name or params.register_.model_name)
     check_force(force, reason)
-    inputs = load_register_inputs(model_dir, eval_dir, report_path)
+    inputs = load_register_inputs(model_dir, eval_dir, report_path, validation_dir)
     forced = check_gate(inputs.gate, Path(eval_dir) / "gate.json", force, reason)
     _check_loadable(Path(model_dir))
     fingerprint = fingerprint_model_dir(model_dir)
@@ -388,16 +486,29 @@ def run_register(
     existing = find_version(client, name, fingerprint)
     if existing is not None:
         return _reuse_version(client, name, existing)
-    run_id, origin = _resolve_run(client, inputs.metadata, params.train.experiment, fingerprint)
+    run_id, origin = _resolve_run(client, params.train.experiment, fingerprint, params_hash(params))
     with tempfile.TemporaryDirectory(prefix="fracture-register-") as tmp:
         staged = _stage_model_dir(Path(model_dir), Path(tmp))
         with _all_or_nothing(client, _Pending(run_id, origin == "register_run")) as pending:
             model_id = _log_pyfunc(client, pending, staged, inputs.config, fingerprint)
             evidence_tags = _log_evidence(client, run_id, inputs)
-            tags = {**version_tags(inputs, fingerprint, origin, reason if forced else None), **evidence_tags}
+            train_run = run_id if origin == "train_run" else None
+            tags = {**version_tags(inputs, fingerprint, origin, reason if forced else None, train_run), **evidence_tags}
             if inputs.report_path is not None:
-                tags["evaluation_report"] = f"runs:/{run_id}/evaluation/{Path(inputs.report_path).name}"
-            version = _create_version(client, name, model_id, run_id, tags)
+                tags["evaluation_report"] = f"runs:/{run_id}/{EVIDENCE_DIR}/{Path(inputs.report_path).name}"
+            description = _describe(client, run_id, inputs)
+            version = _create_version(client, name, model_id, run_id, tags, description)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     log.info("registered %s version %s (run %s, %s); alias %s", name, version.version, run_id, origin, CHALLENGER)
+    _log_links(client, run_id, name)
     return _record(client, name, client.get_model_version(name, version.version), created=True)
+
+
+def _log_links(client: Any, run_id: str, name: str) -> None:
+    """Where to look: direct MLflow UI links (a database store has no UI of its own: `mlflow ui` serves one)."""
+    ui = ui_base(tracking_uri())
+    if ui is None:
+        ui = f"http://127.0.0.1:{UI_PORT}"
+        log.info("MLflow UI: mlflow ui --backend-store-uri %s --port %d, then open:", redact(tracking_uri()), UI_PORT)
+    for link in ui_links(ui, client.get_run(run_id).info.experiment_id, name):
+        log.info("MLflow %s", link)

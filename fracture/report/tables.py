@@ -243,13 +243,9 @@ def lineage_rows(metadata: dict, config: dict, fingerprints: dict[str, str]) -> 
         "splits_hash",
         "params_hash",
         "split_strategy",
-        "mlflow_run_id",
-        "mlflow_tracking_uri",
-        "mlflow_status",
         "best_epoch",
         "val_auroc",
         "epochs_run",
-        "created",
     )
     rows = [{"key": k, "value": metadata.get(k)} for k in keys if k in metadata]
     rows += [{"key": k, "value": config.get(k)} for k in ("backbone", "img_size", "threshold", "threshold_method")]

@@ -31,8 +31,7 @@ class LoopState:
     best_score: float = float("-inf")  # val AUROC; -val loss when val holds one class (AUROC undefined)
     best_auroc: float = float("nan")
     best_epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    mlflow_run_id: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)  # no wall times: the model dir is reproducible
 
     def record(self, row: dict[str, float]) -> bool:
         """Append an epoch's row; return whether it is the new best on val."""
@@ -74,8 +73,9 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically (a kill mid-write leaves the previous one intact)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # A file object, not the temporary path: torch.save would name the zip's root after it (bytes differ per run).
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -106,7 +106,6 @@ def checkpoint_payload(
         "best_auroc": prog.best_auroc,
         "best_epoch": prog.best_epoch,
         "history": prog.history,
-        "mlflow_run_id": prog.mlflow_run_id,
         "rng": rng_state(generator),
         "params_key": key,
     }
@@ -133,6 +132,5 @@ def restore_checkpoint(
         ckpt["best_score"],
         ckpt["best_auroc"],
         ckpt["best_epoch"],
-        ckpt["history"],
-        ckpt["mlflow_run_id"],
+        [{k: v for k, v in row.items() if k != "seconds"} for row in ckpt["history"]],  # older checkpoints
     )

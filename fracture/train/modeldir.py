@@ -1,9 +1,14 @@
-"""The end of a run: thresholds tuned on val, metadata.json (contract, model card, lineage), the model dir."""
+"""The end of a run: thresholds tuned on val, metadata.json (contract, model card, lineage), the model dir.
+
+The model dir is a pure function of the step's inputs (no run id, time or tracking URI in it): on CPU two
+trainings on the same inputs write the same bytes, so a rerun leaves dvc.lock unchanged. The MLflow run points
+at the model instead, through the model digest tag.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +16,16 @@ import numpy as np
 import pandas as pd
 
 from fracture.config import Params
-from fracture.io import hash_file, read_json, write_json
-from fracture.model import METADATA_FILE, model_config, predict_proba, save_model_dir
+from fracture.io import hash_file, read_json
+from fracture.model import model_config, predict_proba, save_model_dir
 from fracture.modelcard import build_model_card
 from fracture.operating_points import tune_thresholds
-from fracture.tracking import Tracker, git_commit, params_hash, redact
+from fracture.tracking import MODEL_DIGEST_TAG, NOTE_TAG, git_commit, model_digest, params_hash, sig4
 from fracture.train.checkpoint import LoopState, load_checkpoint
 from fracture.train.loop import Session
+
+log = logging.getLogger(__name__)
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_auroc", "lr"]
 
 
 def collect_lineage(params: Params, manifest_path: Path, splits_path: Path) -> dict[str, Any]:
@@ -33,10 +41,8 @@ def collect_lineage(params: Params, manifest_path: Path, splits_path: Path) -> d
     }
 
 
-def build_metadata(
-    params: Params, prog: LoopState, config: dict, lineage: dict, rows: pd.DataFrame, tracker: Tracker
-) -> dict[str, Any]:
-    """metadata.json: the input/output contract, the model card and the lineage."""
+def build_metadata(params: Params, prog: LoopState, config: dict, lineage: dict, rows: pd.DataFrame) -> dict[str, Any]:
+    """metadata.json: the input/output contract, the model card and the lineage (nothing run-specific)."""
     s, mp = params.base.image_size, params.model
     best = prog.best_auroc if math.isfinite(prog.best_auroc) else None
     return {
@@ -58,10 +64,6 @@ def build_metadata(
         "val_auroc": best,
         "epochs_run": prog.epoch,
         **lineage,
-        "mlflow_run_id": tracker.run_id if tracker.status == "ok" else None,
-        "mlflow_status": tracker.status,
-        "mlflow_tracking_uri": redact(tracker.uri),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -80,22 +82,44 @@ def best_checkpoint_thresholds(s: Session, images: np.ndarray, rows: pd.DataFram
     )
 
 
+def run_note(prog: LoopState, config: dict, digest: str) -> str:
+    """The training run's description (markdown, `mlflow.note.content`): the headline and what to look at next."""
+    return (
+        f"**Training**: best val AUROC {sig4(prog.best_auroc)} at epoch {prog.best_epoch} of {prog.epoch}; "
+        f"threshold {sig4(config['threshold'])} ({config['threshold_method']}, tuned on val).\n\n"
+        f"Model digest `{digest[:12]}`. The test metrics, the evaluation report and the validation results are "
+        "logged by `fracture register` (on this run when it finds it by the digest)."
+    )
+
+
+def _track_result(s: Session, prog: LoopState, config: dict, digest: str) -> None:
+    """One-off results as rounded tags (not single-point charts), the digest, the note; files; end the run."""
+    tags = {
+        MODEL_DIGEST_TAG: digest,
+        "val/best_auroc": sig4(prog.best_auroc),
+        "best_epoch": str(prog.best_epoch),
+        "threshold": sig4(config["threshold"]),
+        "threshold_method": config["threshold_method"],
+        NOTE_TAG: run_note(prog, config, digest),
+    }
+    s.tracker.set_tags(tags)
+    names = ("config.json", "metadata.json", "history.csv", "params.yaml")
+    s.tracker.log_artifacts([s.out_dir / n for n in names], artifact_path="model_dir")
+    s.tracker.end("FINISHED")
+
+
 def finalize(s: Session, prog: LoopState, images: np.ndarray, rows: pd.DataFrame, lineage: dict) -> dict[str, Any]:
     """Best weights -> thresholds tuned on val -> model dir (always written) -> MLflow; returns the run summary."""
     params = s.params
     thresholds = best_checkpoint_thresholds(s, images, rows)
     config = model_config(params.model, params.base.image_size, thresholds, params.evaluate.threshold_method)
-    final = {"best_val_auroc": prog.best_auroc, "threshold": config["threshold"], "best_epoch": prog.best_epoch}
-    s.tracker.log_metrics(final, step=prog.epoch)
-    metadata = build_metadata(params, prog, config, lineage, rows, s.tracker)
-    history = pd.DataFrame(prog.history, columns=["epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds"])
+    metadata = build_metadata(params, prog, config, lineage, rows)
+    history = pd.DataFrame(prog.history, columns=HISTORY_COLUMNS)
     save_model_dir(s.out_dir, s.model.cpu(), config, metadata, history, params)
-    names = ("config.json", "metadata.json", "history.csv", "params.yaml")
-    s.tracker.log_artifacts([s.out_dir / n for n in names], artifact_path="model_dir")
-    s.tracker.end("FINISHED")
-    if metadata["mlflow_status"] != s.tracker.status:  # MLflow failed while uploading: say so in the model dir
-        metadata = build_metadata(params, prog, config, lineage, rows, s.tracker)
-        write_json(s.out_dir / METADATA_FILE, metadata)
+    digest = model_digest(s.out_dir)
+    _track_result(s, prog, config, digest)
+    if s.tracker.status != "ok":
+        log.warning("model dir %s written without an MLflow run (%s)", s.out_dir, s.tracker.status)
     return {
         "model_dir": str(s.out_dir),
         "best_epoch": prog.best_epoch,
@@ -103,6 +127,7 @@ def finalize(s: Session, prog: LoopState, images: np.ndarray, rows: pd.DataFrame
         "threshold": config["threshold"],
         "threshold_method": config["threshold_method"],
         "epochs_run": prog.epoch,
-        "mlflow_run_id": metadata["mlflow_run_id"],
-        "mlflow_status": metadata["mlflow_status"],
+        "model_digest": digest,
+        "mlflow_run_id": s.tracker.run_id if s.tracker.status == "ok" else None,
+        "mlflow_status": s.tracker.status,
     }

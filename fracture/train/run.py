@@ -2,30 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 import torch.distributed as dist
 
 from fracture.config import Params, dump_params
-from fracture.tracking import flatten, short_http_timeouts
+from fracture.tracking import flatten, run_name, short_http_timeouts
 from fracture.train.checkpoint import LoopState
 from fracture.train.loader import load_training_data
 from fracture.train.loop import Session, build_session, fit, maybe_resume
 from fracture.train.modeldir import collect_lineage, finalize
 from fracture.train.runtime import deterministic, setup_runtime
 
+# Tags that find the run to reopen on --resume (the checkpoint holds no run id: it is a DVC output, kept reproducible).
+CHECKPOINT_TAG = "fracture.checkpoint"
+UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 
-def _start_tracking(s: Session, prog: LoopState, lineage: dict, rows: pd.DataFrame) -> None:
-    s.tracker.start(
-        s.params.train.experiment,
-        run_name=f"train-{s.out_dir.name}",
-        tags={"fracture.step": "train", **{k: str(v) for k, v in lineage.items() if v is not None}},
-        resume_run_id=prog.mlflow_run_id,
-    )
-    prog.mlflow_run_id = s.tracker.run_id
+
+def checkpoint_tag(s: Session) -> str:
+    """Which checkpoint a training run writes: the resume key and the model dir's absolute path, hashed."""
+    return hashlib.sha256(f"{s.key}:{s.out_dir.resolve()}".encode()).hexdigest()[:16]
+
+
+def training_dataset(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows train reads (train and val), in the columns the Datasets panel describes (schema and size only)."""
+    cols = [c for c in ("image_id", "source", "body_part", "label", "split") if c in rows.columns]
+    return rows[cols].reset_index(drop=True)
+
+
+def _start_tracking(s: Session, prog: LoopState, lineage: dict, rows: pd.DataFrame, manifest_path: Path) -> None:
+    ckpt = checkpoint_tag(s)
+    experiment = s.params.train.experiment
+    resume_run_id = s.tracker.find_run(experiment, {CHECKPOINT_TAG: ckpt}, UNFINISHED) if prog.epoch else None
+    tags = {"fracture.step": "train", CHECKPOINT_TAG: ckpt}
+    tags |= {k: str(v) for k, v in lineage.items() if v is not None}
+    name = run_name("train", lineage["params_hash"])
+    s.tracker.start(experiment, run_name=name, tags=tags, resume_run_id=resume_run_id)
     if not s.tracker.resumed:  # a reopened run has its params already (and MLflow refuses changed values)
         s.tracker.log_params(flatten(s.params.to_dict()))
+        s.tracker.log_dataset(
+            training_dataset(rows), "manifest", lineage["manifest_hash"], str(manifest_path), "training"
+        )
     counts = rows.groupby("split")["label"].agg(["size", "sum"])
     s.tracker.set_tags({f"data.{k}.{c}": int(v) for k, r in counts.iterrows() for c, v in r.items()})
     resolved = s.out_dir / "params.yaml"
@@ -47,8 +66,8 @@ def run_train(
         resume: continue from out_dir/checkpoints/last.pt when it exists.
 
     Returns:
-        Summary: model_dir, best_epoch, val_auroc, threshold, threshold_method, epochs_run, mlflow_run_id,
-        mlflow_status.
+        Summary: model_dir, best_epoch, val_auroc, threshold, threshold_method, epochs_run, model_digest,
+        mlflow_run_id, mlflow_status (the model dir itself records nothing about the run).
     """
     out_dir = Path(out_dir)
     rt = setup_runtime(params.train)
@@ -59,7 +78,7 @@ def run_train(
             prog = maybe_resume(s, resume)
             lineage = collect_lineage(params, Path(manifest_path), Path(splits_path))
             if rt.is_main:
-                _start_tracking(s, prog, lineage, rows)
+                _start_tracking(s, prog, lineage, rows, Path(manifest_path))
             try:
                 fit(s, prog)
             except Exception:

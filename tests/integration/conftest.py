@@ -320,15 +320,13 @@ class Candidate:
     report_path: Path
 
 
-def write_model_dir(  # noqa: ANN001
-    model_dir: Path, params, seed: int, run_id: str | None = None, test_set: str = "A"
-) -> Path:
+def write_model_dir(model_dir: Path, params, seed: int, test_set: str = "A") -> Path:  # noqa: ANN001
     """A tiny Swin model dir (random weights from `seed`) written through fracture.model's own save path.
 
-    `test_set` names the data it was split from and evaluated on (manifest and splits hashes).
+    `test_set` names the data it was split from and evaluated on (manifest and splits hashes). Like train's, its
+    metadata.json names no MLflow run: register finds the training run by the model digest.
     """
     metadata = {
-        "mlflow_run_id": run_id,
         "git_commit": f"{seed:040x}",
         "manifest_hash": f"manifest-{test_set}",
         "splits_hash": f"splits-{test_set}",
@@ -403,7 +401,7 @@ def write_eval_dir(
 
 @pytest.fixture(scope="session")
 def make_candidate(tmp_path_factory: pytest.TempPathFactory, params):  # noqa: ANN001, ANN201
-    """Factory: (seed, auroc, sensitivity, passed, run_id, test_set) -> Candidate with model, eval dir, report.html.
+    """Factory: (seed, auroc, sensitivity, passed, test_set) -> Candidate with model, eval dir, report.html.
 
     Candidates with one `test_set` were evaluated on the same test images (paired comparisons apply).
     """
@@ -413,11 +411,10 @@ def make_candidate(tmp_path_factory: pytest.TempPathFactory, params):  # noqa: A
         auroc: float = 0.85,
         sensitivity: float = 0.8,
         passed: bool = True,
-        run_id=None,
         test_set="A",  # noqa: ANN001
     ):
         root = tmp_path_factory.mktemp(f"candidate-{seed}")
-        model_dir = write_model_dir(root / "model", params, seed, run_id, test_set)
+        model_dir = write_model_dir(root / "model", params, seed, test_set)
         eval_dir = write_eval_dir(root / "eval", auroc, sensitivity, passed, test_set=test_set)
         report = root / "report.html"
         report.write_text(f"<html><body>report for seed {seed}</body></html>")

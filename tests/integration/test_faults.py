@@ -280,9 +280,9 @@ def test_train_while_mlflow_is_down_then_register_later(tmp_path, make_params, m
     monkeypatch.setenv("MLFLOW_TRACKING_URI", closed_port_uri())
     model = tmp_path / "model"
     trained = run_train(params, data["manifest"], data["splits"], data["cache"], model)
-    assert trained["mlflow_status"].startswith("unreachable")
+    assert trained["mlflow_status"].startswith("unreachable") and trained["mlflow_run_id"] is None
     metadata = json.loads((model / "metadata.json").read_text())
-    assert metadata["mlflow_run_id"] is None and metadata["mlflow_status"].startswith("unreachable")
+    assert "mlflow_run_id" not in metadata and "mlflow_status" not in metadata  # the model dir knows no run
     run_evaluate(params, model, data["manifest"], data["splits"], data["cache"], tmp_path / "eval")
 
     # Later, with the tracking server back (here: a fresh sqlite store), the saved model dir registers.
@@ -294,6 +294,7 @@ def test_train_while_mlflow_is_down_then_register_later(tmp_path, make_params, m
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias("fracture-late", "challenger")
     run = client.get_run(version.run_id)
-    assert run.data.tags["fracture.step"] == "register" and run.data.tags["fracture.train_run_id"] == "none"
+    assert run.data.tags["fracture.step"] == "register" and version.tags["train_run_id"] == "none"
+    assert run.data.tags["fracture.model_digest"] == trained["model_digest"] == version.tags["fingerprint"]
     assert version.tags["manifest_hash"] == hash_file(data["manifest"]) == metadata["manifest_hash"], version.tags
     assert_same_weights(model, download_model_dir("models:/fracture-late@challenger", tmp_path / "downloaded"))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from fracture.registry.aliases import run_promote, run_rollback
 from fracture.registry.download import download_model_dir
 from fracture.registry.lineage import fingerprint_model_dir
 from fracture.registry.register import run_register
+from fracture.tracking import MODEL_DIGEST_TAG, ensure_experiment
 from tests.integration.conftest import BIN, PLANTED_KEY_ID, PLANTED_SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,10 +45,27 @@ def _state(client: MlflowClient, name: str) -> dict:
     }
 
 
-def test_register_records_lineage_evidence_and_is_idempotent(registry_env, params, make_candidate):
+def _validation_dir(root: Path) -> Path:
+    """What `fracture validate --out` leaves: validation.json, validation.html and GX's Data Docs site."""
+    out = root / "validation"
+    (out / "data_docs" / "validations").mkdir(parents=True)
+    (out / "validation.json").write_text('{"passed": true}')
+    (out / "validation.html").write_text('<a href="data_docs/index.html">Data Docs</a>')
+    (out / "data_docs" / "index.html").write_text("<html>data docs</html>")
+    (out / "data_docs" / "validations" / "run.html").write_text("<html>one run</html>")
+    return out
+
+
+def test_register_records_lineage_evidence_and_is_idempotent(registry_env, params, make_candidate, caplog):
     cand = make_candidate(seed=1)
     name = _name("reg")
-    rec = run_register(params, cand.model_dir, cand.eval_dir, name=name, report_path=cand.report_path)
+    validation = _validation_dir(cand.report_path.parent)
+    with caplog.at_level(logging.INFO, logger="fracture"):
+        rec = run_register(
+            params, cand.model_dir, cand.eval_dir, name=name, report_path=cand.report_path, validation_dir=validation
+        )
+    assert "no finished training run with model digest" in caplog.text  # said once, in one line
+    assert f"MLflow models: {registry_env}/#/models/{name}" in caplog.text
     client = MlflowClient(registry_env)
     mv = client.get_model_version(name, str(rec["version"]))
     assert rec["created"] and rec["aliases"] == ["challenger"]
@@ -65,23 +85,80 @@ def test_register_records_lineage_evidence_and_is_idempotent(registry_env, param
     assert "evaluation/predictions.parquet" in artifacts  # the paired-comparison evidence
     assert mv.tags["test_predictions"] == f"runs:/{rec['run_id']}/evaluation/predictions.parquet"
     assert len(mv.tags["test_set_fingerprint"]) == 64 and mv.tags["test.n_images"] == "200"
-    assert client.get_run(rec["run_id"]).data.metrics["test.auroc"] == pytest.approx(0.85)
+    # The report links to validation/validation.html and validation/data_docs/ (relative to its dir): in the run the
+    # pages sit at the same relative paths from evaluation/report.html, so the links work inside MLflow.
+    paths = _artifact_tree(client, rec["run_id"], "evaluation")
+    assert {"evaluation/validation/validation.html", "evaluation/validation/data_docs/index.html"} <= paths
+    assert "evaluation/validation/data_docs/validations/run.html" in paths
+    assert "evaluation/headline_metrics.json" in paths  # the CI bounds, as a table
+    run = client.get_run(rec["run_id"])
+    # Test metrics grouped under test/, point estimates only; no CI bounds as single-point charts.
+    assert run.data.metrics["test/auroc"] == pytest.approx(0.85)
+    assert not [k for k in run.data.metrics if "ci_" in k or k.startswith("test.")]
+    assert re.fullmatch(r"register-[0-9a-f]{6}-\d{8}T\d{6}", run.info.run_name), run.info.run_name
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "test-set" and {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == (
+        "evaluation"
+    )
+    exp_id = run.info.experiment_id
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    link = f"(#/experiments/{exp_id}/runs/{rec['run_id']}/artifacts/evaluation/report.html)"
+    assert "test AUROC 0.85 (95% CI 0.8-0.9)" in run.data.tags["mlflow.note.content"]
+    assert link in run.data.tags["mlflow.note.content"] and link in mv.description
+    assert "test AUROC 0.85" in mv.description
 
     again = run_register(params, cand.model_dir, cand.eval_dir, name=name)
     assert (again["version"], again["created"]) == (rec["version"], False)
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
 
-def test_register_logs_inside_the_train_run_when_it_exists(registry_env, params, make_candidate):
+def _artifact_tree(client: MlflowClient, run_id: str, path: str) -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= _artifact_tree(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def test_register_logs_inside_the_train_run_found_by_the_model_digest(registry_env, params, make_candidate, caplog):
     client = MlflowClient(registry_env)
-    exp_id = client.create_experiment(_name("train-exp"))
-    train_run = client.create_run(exp_id, run_name="train").info.run_id
+    cand = make_candidate(seed=2)
+    digest = fingerprint_model_dir(cand.model_dir)
+    exp_id = ensure_experiment(client, params.train.experiment)
+    tags = {"fracture.step": "train"}
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    older = client.create_run(exp_id, an_hour_ago, {**tags, MODEL_DIGEST_TAG: digest}, "older").info.run_id
+    client.set_terminated(older, "FINISHED")
+    for other in ({**tags, MODEL_DIGEST_TAG: "0" * 64}, tags):  # another model; a run that crashed before the digest
+        client.set_terminated(client.create_run(exp_id, tags=other).info.run_id, "FINISHED")
+    failed = client.create_run(exp_id, tags={**tags, MODEL_DIGEST_TAG: digest}).info.run_id
+    client.set_terminated(failed, "FAILED")
+    train_run = client.create_run(exp_id, run_name="train", tags={**tags, MODEL_DIGEST_TAG: digest}).info.run_id
     client.set_terminated(train_run, "FINISHED")
-    cand = make_candidate(seed=2, run_id=train_run)
-    rec = run_register(params, cand.model_dir, cand.eval_dir, name=_name("trainrun"))
+    with caplog.at_level(logging.INFO, logger="fracture"):
+        rec = run_register(params, cand.model_dir, cand.eval_dir, name=_name("trainrun"))
+    assert "no finished training run" not in caplog.text
     assert rec["run_id"] == train_run and rec["run_origin"] == "train_run"
     assert client.get_run(train_run).info.status == "FINISHED"
     assert any(o.model_id == rec["model_id"] for o in client.get_run(train_run).outputs.model_outputs)
+
+
+def test_register_cli_log_is_ours_alone_and_ends_with_ui_links(registry_env, params, params_file, make_candidate):
+    cand = make_candidate(seed=4)
+    name = _name("cli")
+    validation = _validation_dir(cand.report_path.parent)
+    cmd = [str(BIN / "fracture"), "register", "--model", str(cand.model_dir), "--eval", str(cand.eval_dir)]
+    cmd += ["--report", str(cand.report_path), "--validation", str(validation), "--name", name]
+    proc = subprocess.run([*cmd, "--params", str(params_file)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    # One log format: no MLflow INFO lines (its own format or ours), no progress bar, no CloudPickle warning.
+    assert "INFO mlflow" not in log and not re.search(r"^\d{4}/\d\d/\d\d ", log, re.M), log
+    assert "Downloading artifacts" not in log and "Uploading artifacts" not in log and "CloudPickle" not in log
+    assert "/tmp/tmp" not in log and "fracture-register-" not in log  # no temporary paths
+    assert not re.search(r"\d\.\d{9,}", log), log  # no 16-digit floats
+    exp_id = MlflowClient(registry_env).get_experiment_by_name(params.train.experiment).experiment_id
+    assert f"runs:   {registry_env}/#/experiments/{exp_id}/runs?workflowType=machine_learning" in log
+    assert f"models: {registry_env}/#/models/{name}" in log
 
 
 def test_register_refuses_a_failed_gate_unless_forced_with_reason(registry_env, params, params_file, make_candidate):
@@ -312,8 +389,9 @@ def test_register_the_real_train_and_evaluate_outputs(registry_env, params, demo
     rec = run_register(params, demo_model, demo_eval, name=name, force=forced, reason=reason)
     mv = MlflowClient(registry_env).get_model_version(name, str(rec["version"]))
     metrics = json.loads((demo_eval / "metrics.json").read_text())
-    assert float(mv.tags["test.auroc"]) == pytest.approx(metrics["test.auroc"])
-    assert float(mv.tags["test.frozen.sensitivity_ci_low"]) == pytest.approx(metrics["test.frozen.sensitivity_ci_low"])
+    # Numbers in tags carry 4 significant digits.
+    assert mv.tags["test.auroc"] == f"{metrics['test.auroc']:.4g}"
+    assert mv.tags["test.frozen.sensitivity_ci_low"] == f"{metrics['test.frozen.sensitivity_ci_low']:.4g}"
     assert mv.tags["manifest_hash"] != "unknown" and mv.tags["split_strategy"] == params.split.strategy
     _, config = load_model_dir(download_model_dir(f"models:/{name}@challenger", tmp_path / "dl"))
-    assert config["threshold"] == pytest.approx(float(mv.tags["threshold"]))
+    assert mv.tags["threshold"] == f"{config['threshold']:.4g}"

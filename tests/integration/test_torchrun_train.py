@@ -24,6 +24,7 @@ import torch
 
 from fracture.config import dump_params, load_params
 from fracture.kubeflow.trainjob_stage import put_inputs
+from fracture.tracking import MODEL_DIGEST_TAG, model_digest
 from tests.procs import wait_until
 from tests.unit.test_train import TINY, assert_same_weights, write_tiny_dataset
 
@@ -82,8 +83,7 @@ def test_two_processes_write_one_complete_model_dir_and_one_mlflow_run(setup, fu
     runs = _runs(env)
     assert len(runs) == 1, [r.info.run_name for r in runs]
     assert runs[0].info.status == "FINISHED"
-    meta = pd.read_json(out / "metadata.json", typ="series")
-    assert meta["mlflow_run_id"] == runs[0].info.run_id
+    assert runs[0].data.tags[MODEL_DIGEST_TAG] == model_digest(out)  # the run points at the model, not back
 
 
 def _kill_all(proc: subprocess.Popen) -> None:
@@ -122,11 +122,10 @@ def test_resume_under_torchrun_reaches_the_uninterrupted_weights(setup, full_run
     assert f"after epoch {epoch_at_kill}" in resumed.stderr, resumed.stderr[-4000:]
 
     assert_same_weights(full_run[0], killed)
-    meta = pd.read_json(killed / "metadata.json", typ="series")
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    run = client.get_run(meta["mlflow_run_id"])
-    assert run.info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_auroc")) == list(range(1, EPOCHS + 1))
+    run = max(_runs(env), key=lambda r: r.info.start_time)  # the killed run, reopened by the resume
+    assert run.info.status == "FINISHED" and run.data.tags[MODEL_DIGEST_TAG] == model_digest(killed)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/auroc")) == list(range(1, EPOCHS + 1))
     assert len(_runs(env)) == 2, "the full run and the killed-then-resumed one"
 
 

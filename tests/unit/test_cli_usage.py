@@ -84,6 +84,26 @@ def test_mlflow_info_lines_and_progress_bar_stay_out_of_the_log(monkeypatch):
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
 
 
+def test_mlflow_records_go_through_the_project_handler_in_its_format(monkeypatch, capfd):
+    import mlflow  # noqa: F401 - on import mlflow gives its loggers a handler and format of their own
+
+    from fracture.logs import setup_logging
+
+    setup_logging(verbose=False)
+    mlflow_logger = logging.getLogger("mlflow")
+    assert mlflow_logger.handlers == [] and mlflow_logger.propagate
+    logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables...")
+    logging.getLogger("mlflow.pyfunc").warning("something worth a warning")
+    err = capfd.readouterr().err
+    assert "Creating initial" not in err and "INFO mlflow" not in err
+    # One format: HH:MM:SS LEVEL name: message (mlflow's own is `2026/12/02 03:12:45 ...`).
+    assert re.search(r"^\d\d:\d\d:\d\d WARNING mlflow.pyfunc: something worth a warning$", err, re.M), err
+    setup_logging(verbose=True)  # -v shows mlflow's INFO lines, still in the project's format
+    logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables...")
+    assert re.search(r"^\d\d:\d\d:\d\d INFO mlflow.store.db.utils: Creating", capfd.readouterr().err, re.M)
+    setup_logging(verbose=False)
+
+
 def test_demo_summary_links_to_the_experiment_runs_and_the_registered_model(params, tmp_path, monkeypatch):
     import mlflow
 
@@ -95,7 +115,7 @@ def test_demo_summary_links_to_the_experiment_runs_and_the_registered_model(para
     exp_id = mlflow.MlflowClient(tracking_uri=uri).create_experiment(params.train.experiment)
     links = mlflow_links("http://127.0.0.1:5000", params)
     assert links == [
-        f"runs:   http://127.0.0.1:5000/#/experiments/{exp_id}/runs",
+        f"runs:   http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning",
         f"models: http://127.0.0.1:5000/#/models/{params.register_.model_name}",
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,9 +20,12 @@ from fracture.registry.lineage import (
     check_force,
     check_gate,
     fingerprint_model_dir,
+    headline_table,
     load_register_inputs,
+    run_metric_name,
     version_tags,
 )
+from fracture.registry.names import HEADLINE_METRICS
 from fracture.serving import encode_image_file, load_images, predictions_frame
 
 # 32 px, window (0.5, 99.5), the demo decode limits, normalisation and batch size.
@@ -80,13 +84,59 @@ def _inputs(passed: bool, metadata: dict | None = None) -> RegisterInputs:
 
 
 def test_version_tags_carry_lineage_metrics_threshold_and_override():
-    tags = version_tags(_inputs(True, {"git_commit": "abc", "mlflow_run_id": "r1"}), "f" * 64, "train_run", None)
+    tags = version_tags(_inputs(True, {"git_commit": "abc"}), "f" * 64, "train_run", None, train_run_id="r1")
     assert tags["git_commit"] == "abc" and tags["manifest_hash"] == "unknown" and tags["train_run_id"] == "r1"
     assert tags["test.auroc_ci_high"] == "0.9" and "test.frozen.specificity" not in tags  # NaN skipped
     assert tags["threshold"] == "0.42" and tags["gate.passed"] == "true" and "forced" not in tags
     forced = version_tags(_inputs(False), "f" * 64, "register_run", " reader study ")
     assert forced["forced"] == "true" and forced["force_reason"] == "reader study"
+    assert forced["train_run_id"] == "none"
     assert json.loads(forced["gate.reasons"]) == ["too low"]
+
+
+def test_numbers_in_version_tags_have_4_significant_digits():
+    inputs = _inputs(True)
+    inputs = RegisterInputs(
+        {"threshold": 0.4234567890123456, "threshold_method": "youden"},
+        {},
+        {**inputs.metrics, "test.auroc": 0.8123456789012345, "test.auroc_ci_low": 0.000123456},
+        inputs.gate,
+        inputs.thresholds,
+    )
+    tags = version_tags(inputs, "f" * 64, "train_run", None)
+    assert (tags["test.auroc"], tags["test.auroc_ci_low"], tags["threshold"]) == ("0.8123", "0.0001235", "0.4235")
+
+
+def test_headline_metrics_are_grouped_by_split_with_their_ci_in_a_table():
+    assert [run_metric_name(k) for k in HEADLINE_METRICS] == [
+        "test/auroc",
+        "test/sensitivity",
+        "test/specificity",
+        "test/auprc",
+        "test/prevalence",
+    ]
+    table = headline_table(_inputs(True).metrics)
+    assert table == {
+        "metric": ["test/auroc", "test/sensitivity"],
+        "value": [0.8, 0.7],
+        "ci_low": [0.7, None],
+        "ci_high": [0.9, None],
+    }
+
+
+@pytest.mark.parametrize(
+    ("validation", "report", "expected"),
+    [
+        ("reports/validation", "reports/report.html", "evaluation/validation"),
+        ("out/checks/validation", "out/report.html", "evaluation/checks/validation"),
+        ("elsewhere/validation", "reports/report.html", "evaluation/validation"),  # would climb out of evaluation/
+        ("reports/validation", None, "evaluation/validation"),
+    ],
+)
+def test_validation_pages_go_where_the_reports_relative_link_finds_them(validation, report, expected):
+    from fracture.registry.register import validation_artifact_path
+
+    assert validation_artifact_path(Path(validation), Path(report) if report else None) == expected
 
 
 def _write(path, obj):  # noqa: ANN001, ANN202

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from fracture.io import write_json, write_manifest, write_parquet
 from fracture.model import load_model_dir, predict_proba
 from fracture.operating_points import tune_thresholds
 from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
+from fracture.tracking import EXPERIMENT_KIND_TAG, MODEL_DIGEST_TAG, NOTE_TAG, model_digest, tracking_uri
 from fracture.train import loop as train_loop
 from fracture.train import run_train
 from fracture.train.loader import pos_weight, select_rows
@@ -180,7 +182,7 @@ def test_learns_signal_and_writes_model_dir(tiny, make_params, tmp_path):
     result = run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], out)
 
     history = pd.read_csv(out / "history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds"]
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_auroc", "lr"]  # no wall times
     assert history["epoch"].tolist() == [1, 2, 3, 4]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert history["val_auroc"].max() > 0.9
@@ -208,25 +210,42 @@ def test_learns_signal_and_writes_model_dir(tiny, make_params, tmp_path):
     assert {r["split"] for r in card["Data"]["rows"]} == {"train", "val"}
     assert len(meta["manifest_hash"]) == 64 and len(meta["params_hash"]) == 64 and meta["split_strategy"]
 
-    # MLflow (the session's sqlite store) holds the run with per-epoch metrics, params, lineage and config.
-    assert meta["mlflow_status"] == "ok" and meta["mlflow_run_id"]
-    client = mlflow.MlflowClient(meta["mlflow_tracking_uri"])
-    run = client.get_run(meta["mlflow_run_id"])
+    # The model dir says nothing about the run; the run (the session's sqlite store) points at the model instead.
+    assert not {"mlflow_run_id", "mlflow_status", "mlflow_tracking_uri", "created"} & set(meta)
+    assert result["mlflow_status"] == "ok" and result["model_digest"] == model_digest(out)
+    client = mlflow.MlflowClient(tracking_uri())
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[MODEL_DIGEST_TAG] == model_digest(out)
+    assert re.fullmatch(rf"train-{meta['params_hash'][:6]}-\d{{8}}T\d{{6}}", run.info.run_name), run.info.run_name
     assert run.data.params["train.lr"] == "0.002"
     assert run.data.tags["manifest_hash"] == meta["manifest_hash"]
-    assert len(client.get_metric_history(run.info.run_id, "val_auroc")) == 4
+    # Per-epoch curves grouped by split; one-off values are tags with 4 significant digits, not one-point charts.
+    names = {"train/loss", "val/loss", "val/auroc", "train/lr", "train/epoch_seconds"}
+    assert names <= set(run.data.metrics) and not {"val_auroc", "seconds", "best_val_auroc", "threshold"} & set(
+        run.data.metrics
+    )
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/auroc")] == [1, 2, 3, 4]
+    assert run.data.tags["val/best_auroc"] == f"{history['val_auroc'].max():.4g}"
+    assert run.data.tags["threshold"] == f"{config['threshold']:.4g}" and run.data.tags["best_epoch"] == str(
+        meta["best_epoch"]
+    )
+    note = run.data.tags[NOTE_TAG]
+    assert f"best val AUROC {history['val_auroc'].max():.4g} at epoch {meta['best_epoch']} of 4" in note
+    # The manifest rows train read, as the run's training dataset (name, digest, context).
+    (dataset,) = run.inputs.dataset_inputs
+    assert (dataset.dataset.name, dataset.dataset.digest) == ("manifest", meta["manifest_hash"][:32])
+    assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
+    assert client.get_experiment(run.info.experiment_id).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"params.yaml", "model_dir"}
-    assert run.info.status == "FINISHED"
 
 
 def test_mlflow_unreachable_still_saves_the_model(tiny, make_params, tmp_path, offline_mlflow):
     params = make_params({**TINY, "train": {**TINY["train"], "epochs": 1}})
     out = tmp_path / "model"
     result = run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], out)
-    meta = json.loads((out / "metadata.json").read_text())
-    assert meta["mlflow_run_id"] is None
-    assert meta["mlflow_status"].startswith("unreachable: ")
-    assert result["mlflow_status"] == meta["mlflow_status"]
+    assert result["mlflow_run_id"] is None
+    assert result["mlflow_status"].startswith("unreachable: ")
     model, _ = load_model_dir(out)
     assert sum(p.numel() for p in model.parameters()) > 0
 
@@ -238,19 +257,24 @@ def test_mlflow_failing_mid_run_is_recorded_in_metadata(tiny, make_params, tmp_p
     monkeypatch.setattr(mlflow.MlflowClient, "log_artifact", refuse)
     params = make_params({**TINY, "train": {**TINY["train"], "epochs": 1}})
     result = run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], tmp_path / "model")
-    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
-    assert meta["mlflow_run_id"] is None
-    assert meta["mlflow_status"] == "unreachable: ConnectionError: artifact store went away"
-    assert result["mlflow_status"] == meta["mlflow_status"]
+    assert result["mlflow_run_id"] is None
+    assert result["mlflow_status"] == "unreachable: ConnectionError: artifact store went away"
     assert (tmp_path / "model" / "model.pt").is_file()
 
 
-def test_test_split_is_never_read(tiny, make_params, tmp_path, offline_mlflow):
+def test_test_split_is_never_read(tiny, make_params, tmp_path, monkeypatch):
     """Same seed -> same weights; and scrambling, dropping or corrupting test rows changes nothing."""
     params = make_params(TINY)
-    run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], tmp_path / "a")
-    run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], tmp_path / "b")
+    tracked = run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], tmp_path / "a")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", closed_port_uri())
+    untracked = run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], tmp_path / "b")
+    assert tracked["mlflow_status"] == "ok" and untracked["mlflow_status"].startswith("unreachable")
     assert_same_weights(tmp_path / "a", tmp_path / "b")
+    # The model dir is a pure function of the inputs, with or without an MLflow run: a DVC rerun changes nothing.
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert {"metadata.json", "history.csv", "checkpoints/last.pt"} <= {str(f) for f in files}
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
     # A second cache: test images replaced by noise and shuffled, three test rows gone everywhere.
     split, ids = tiny["split"], np.array(tiny["ids"])
@@ -271,7 +295,7 @@ def test_test_split_is_never_read(tiny, make_params, tmp_path, offline_mlflow):
     write_manifest(coerce_manifest(manifest[keep]), other / "manifest.parquet", {})
     run_train(params, other / "manifest.parquet", other / "splits.parquet", other / "cache", tmp_path / "c")
     assert_same_weights(tmp_path / "a", tmp_path / "c")
-    ha, hc = (pd.read_csv(tmp_path / d / "history.csv").drop(columns="seconds") for d in ("a", "c"))
+    ha, hc = (pd.read_csv(tmp_path / d / "history.csv") for d in ("a", "c"))
     pd.testing.assert_frame_equal(ha, hc)
 
 
@@ -296,7 +320,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, make_params, 
     result = run_train(params, tiny["manifest"], tiny["splits"], tiny["cache"], out, resume=True)
     assert result["epochs_run"] == 3
     assert_same_weights(tmp_path / "full", out)
-    hf, hr = (pd.read_csv(tmp_path / d / "history.csv").drop(columns="seconds") for d in ("full", "resumed"))
+    hf, hr = (pd.read_csv(tmp_path / d / "history.csv") for d in ("full", "resumed"))
     pd.testing.assert_frame_equal(hf, hr)
 
 
