@@ -215,7 +215,7 @@ def load_predictor(weight: str, tmp_dir: Path) -> Predictor:
         raise InputError(f"{weight}: cannot load the model (corrupt or mismatched weights/config: {reason})") from None
     metadata = read_json(model_dir / METADATA_FILE) if (model_dir / METADATA_FILE).is_file() else {}
     lineage = {"model_digest": model_digest(model_dir)}  # the training run's `fracture.model_digest` tag finds it
-    lineage |= {k: metadata.get(k) for k in ("git_commit", "manifest_hash", "params_hash")}
+    lineage |= {k: metadata.get(k) for k in ("manifest_hash", "params_hash")}
     lineage |= {
         "weight": weight,
         "backbone": config.get("backbone"),

@@ -37,6 +37,7 @@ _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 # The experiment tag the MLflow UI reads for an experiment's kind (model training, not GenAI development).
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # the run's (markdown) description in the UI
+GIT_COMMIT_TAG = "git_commit"  # on the training run, and on the registered version (from that run)
 MODEL_DIGEST_TAG = "fracture.model_digest"  # sha256 of model.pt then config.json (`model_digest`)
 DIGEST_FILES = ("model.pt", "config.json")
 # mlflow 3.17's UI lets a global GenAI / machine-learning switch (the `workflowType` URL parameter, else the

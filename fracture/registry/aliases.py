@@ -6,11 +6,11 @@ import logging
 from typing import Any
 
 from fracture.config import Params
-from fracture.errors import GateError, InputError
+from fracture.errors import GateError, InputError, first_line
 from fracture.registry.client import access_error, mlflow_client, now_iso, registry_errors, tag_text
 from fracture.registry.compare import check_allow_different, comparison_tags
 from fracture.registry.evidence import gather_evidence, record_comparison
-from fracture.registry.gate import compare_versions, format_comparison
+from fracture.registry.gate import compare_versions, exact_gate_tags, format_comparison
 from fracture.registry.lineage import check_force
 from fracture.registry.names import CHALLENGER, CHAMPION, PREVIOUS
 from fracture.tracking import redact, tracking_uri
@@ -97,6 +97,17 @@ def _apply_promotion(client: Any, name: str, candidate: Any, champion: Any | Non
 
 
 @registry_errors
+def _gate_tags(client: Any, version: Any) -> dict[str, str]:
+    """A version's tags, headline numbers at full precision from its run's metrics (registry.gate.exact_gate_tags)."""
+    try:
+        metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+    except Exception as err:  # a deleted run: the tags alone (4 significant digits) are what is left
+        log.warning("version %s: run %s unreadable (%s); gating on its rounded tags", version.version,
+                    version.run_id, first_line(err))  # fmt: skip
+        metrics = {}
+    return exact_gate_tags(version.tags, metrics)
+
+
 def run_promote(
     params: Params,
     name: str | None,
@@ -151,8 +162,8 @@ def run_promote(
         log.info("%s version %s is already the champion; nothing to do", name, candidate.version)
         return {**record, "passed": True, "forced": False, "comparison": None}
     evidence = gather_evidence(client, candidate, champion, params, allow_different_test_set, reason)
-    champ_tags = champion.tags if champion else None
-    cmp = compare_versions(candidate.tags, champ_tags, params.register_.promote, (candidate.version, champ_v), evidence)
+    cand_tags, champ_tags = _gate_tags(client, candidate), _gate_tags(client, champion) if champion else None
+    cmp = compare_versions(cand_tags, champ_tags, params.register_.promote, (candidate.version, champ_v), evidence)
     log.info("promotion gate for %s:\n%s", name, format_comparison(cmp))
     if not dry_run:
         record_comparison(client, name, candidate, comparison_tags(evidence, cmp, now_iso()))

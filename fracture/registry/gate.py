@@ -7,7 +7,9 @@ from typing import Any
 from fracture.config import PromoteParams
 from fracture.errors import InputError
 from fracture.registry.compare import DELONG_NOTE, paired_checks, reuse_check, same_test_set_check
-from fracture.registry.names import AUROC, SENSITIVITY
+from fracture.registry.lineage import run_metric_name
+from fracture.registry.names import AUROC, HEADLINE_METRICS, SENSITIVITY
+from fracture.tracking import sig4
 
 _EPS = 1e-9  # tolerance for float comparisons against gate limits (0.85 - 0.84 > 0.01 in binary floats)
 
@@ -19,6 +21,21 @@ def _metric_tag(tags: dict[str, str], key: str, version: str | None) -> float:
         raise InputError(
             f"version {version} has no numeric tag {key!r}; was it registered by `fracture register`?"
         ) from None
+
+
+def exact_gate_tags(tags: dict[str, str], run_metrics: dict[str, float]) -> dict[str, str]:
+    """The version's tags with each headline number at full precision, from its run's metrics where they agree.
+
+    Version tags show 4 significant digits; gating on them would pass a sensitivity of 0.59996 against a minimum of
+    0.6. The run holds the exact value as the metric `test/...` (registry.lineage.run_metric_name); it is used when
+    it rounds to the tag (the run may have been registered again with another evaluation: then the tag stands).
+    """
+    exact = dict(tags)
+    for key in HEADLINE_METRICS:
+        value = run_metrics.get(run_metric_name(key))
+        if key in tags and value is not None and sig4(value) == tags[key]:
+            exact[key] = repr(float(value))
+    return exact
 
 
 def _check(name: str, candidate: Any, champion: Any, limit: Any, passed: bool | None, why: str = "") -> dict:
@@ -34,7 +51,7 @@ def _absolute_checks(
     sens = _metric_tag(candidate, SENSITIVITY, cand_v)
     champ_sens = None if champion is None else _metric_tag(champion, SENSITIVITY, champ_v)
     sens_ok = sens + _EPS >= promote.min_sensitivity
-    sens_why = f"{SENSITIVITY} {sens:.4f} < min_sensitivity {promote.min_sensitivity:.4f}"
+    sens_why = f"{SENSITIVITY} {sens:.6g} < min_sensitivity {promote.min_sensitivity:.6g}"  # 0.59996 < 0.6
     return [
         _check("evaluation gate at registration", candidate.get("gate.passed"), None, "true", gate_ok, gate_why),
         _check(f"{SENSITIVITY} >= min", sens, champ_sens, promote.min_sensitivity, sens_ok, sens_why),

@@ -124,13 +124,19 @@ def headline_table(metrics: dict) -> dict[str, list]:
 
 
 def version_tags(
-    inputs: RegisterInputs, fingerprint: str, run_origin: str, reason: str | None, train_run_id: str | None = None
+    inputs: RegisterInputs,
+    fingerprint: str,
+    run_origin: str,
+    reason: str | None,
+    train_run_id: str | None = None,
+    commit: str | None = None,
 ) -> dict[str, str]:
     """Every tag a new version gets: lineage, evidence, gate, threshold, who/when, and the override if any.
 
-    Numbers are rounded to 4 significant digits (the promotion gate compares at that precision).
+    Numbers are rounded to 4 significant digits for reading; the promotion gate reads the run's exact metrics
+    (registry.gate.exact_gate_tags). `commit` is the training run's git commit (or the registering checkout's).
     """
-    from fracture.tracking import sig4
+    from fracture.tracking import GIT_COMMIT_TAG, sig4
 
     meta, gate = inputs.metadata, inputs.gate
     tags = {key: str(meta.get(key) if meta.get(key) is not None else "unknown") for key in LINEAGE_KEYS}
@@ -142,6 +148,7 @@ def version_tags(
             "threshold_method": str(inputs.thresholds.get("method") or inputs.config.get("threshold_method")),
             "gate.passed": "true" if gate.get("passed") is True else "false",
             "gate.reasons": tag_text(list(gate.get("reasons") or [])),
+            GIT_COMMIT_TAG: commit or "unknown",
             "run_origin": run_origin,
             "train_run_id": str(train_run_id or "none"),
             "registered_by": current_user(),

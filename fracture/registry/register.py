@@ -47,11 +47,13 @@ from fracture.registry.names import (
     TEST_PREDICTIONS_TAG,
 )
 from fracture.tracking import (
+    GIT_COMMIT_TAG,
     MODEL_DIGEST_TAG,
     NOTE_TAG,
     UI_PORT,
     dataset_input,
     ensure_experiment,
+    git_commit,
     params_hash,
     redact,
     run_name,
@@ -132,7 +134,7 @@ def _resolve_run(client: Any, experiment: str, fingerprint: str, params_digest: 
         experiment,
         name,
     )
-    tags = {"fracture.step": "register", MODEL_DIGEST_TAG: fingerprint}
+    tags = {"fracture.step": "register", MODEL_DIGEST_TAG: fingerprint, GIT_COMMIT_TAG: git_commit() or "unknown"}
     return client.create_run(exp_id, run_name=name, tags=tags).info.run_id, "register_run"
 
 
@@ -493,7 +495,9 @@ def run_register(
             model_id = _log_pyfunc(client, pending, staged, inputs.config, fingerprint)
             evidence_tags = _log_evidence(client, run_id, inputs)
             train_run = run_id if origin == "train_run" else None
-            tags = {**version_tags(inputs, fingerprint, origin, reason if forced else None, train_run), **evidence_tags}
+            commit = client.get_run(run_id).data.tags.get(GIT_COMMIT_TAG)  # the training run's, else this checkout's
+            why = reason if forced else None
+            tags = {**version_tags(inputs, fingerprint, origin, why, train_run, commit), **evidence_tags}
             if inputs.report_path is not None:
                 tags["evaluation_report"] = f"runs:/{run_id}/{EVIDENCE_DIR}/{Path(inputs.report_path).name}"
             description = _describe(client, run_id, inputs)

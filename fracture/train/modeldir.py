@@ -20,7 +20,7 @@ from fracture.io import hash_file, read_json
 from fracture.model import model_config, predict_proba, save_model_dir
 from fracture.modelcard import build_model_card
 from fracture.operating_points import tune_thresholds
-from fracture.tracking import MODEL_DIGEST_TAG, NOTE_TAG, git_commit, model_digest, params_hash, sig4
+from fracture.tracking import MODEL_DIGEST_TAG, NOTE_TAG, model_digest, params_hash, sig4
 from fracture.train.checkpoint import LoopState, load_checkpoint
 from fracture.train.loop import Session
 
@@ -29,11 +29,14 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_auroc", "lr"]
 
 
 def collect_lineage(params: Params, manifest_path: Path, splits_path: Path) -> dict[str, Any]:
-    """The git commit, the manifest / splits / params hashes and the split strategy the model comes from."""
+    """The manifest / splits / params hashes and the split strategy the model comes from.
+
+    No git commit: the model dir is a DVC output and must be a pure function of its inputs (dvc.lock pins the code
+    by hash); the commit is a tag of the training run, and the registered version's `git_commit` comes from it.
+    """
     summary_path = Path(splits_path).with_name("split_summary.json")
     strategy = read_json(summary_path).get("strategy") if summary_path.is_file() else params.split.strategy
     return {
-        "git_commit": git_commit(),
         "manifest_hash": hash_file(manifest_path),
         "splits_hash": hash_file(splits_path),
         "params_hash": params_hash(params),

@@ -9,7 +9,7 @@ import pandas as pd
 import torch.distributed as dist
 
 from fracture.config import Params, dump_params
-from fracture.tracking import flatten, run_name, short_http_timeouts
+from fracture.tracking import GIT_COMMIT_TAG, flatten, git_commit, run_name, short_http_timeouts
 from fracture.train.checkpoint import LoopState
 from fracture.train.loader import load_training_data
 from fracture.train.loop import Session, build_session, fit, maybe_resume
@@ -36,7 +36,7 @@ def _start_tracking(s: Session, prog: LoopState, lineage: dict, rows: pd.DataFra
     ckpt = checkpoint_tag(s)
     experiment = s.params.train.experiment
     resume_run_id = s.tracker.find_run(experiment, {CHECKPOINT_TAG: ckpt}, UNFINISHED) if prog.epoch else None
-    tags = {"fracture.step": "train", CHECKPOINT_TAG: ckpt}
+    tags = {"fracture.step": "train", CHECKPOINT_TAG: ckpt, GIT_COMMIT_TAG: git_commit() or "unknown"}
     tags |= {k: str(v) for k, v in lineage.items() if v is not None}
     name = run_name("train", lineage["params_hash"])
     s.tracker.start(experiment, run_name=name, tags=tags, resume_run_id=resume_run_id)

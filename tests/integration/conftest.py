@@ -327,7 +327,6 @@ def write_model_dir(model_dir: Path, params, seed: int, test_set: str = "A") -> 
     metadata.json names no MLflow run: register finds the training run by the model digest.
     """
     metadata = {
-        "git_commit": f"{seed:040x}",
         "manifest_hash": f"manifest-{test_set}",
         "splits_hash": f"splits-{test_set}",
         "params_hash": f"params-{seed}",

@@ -24,7 +24,7 @@ from fracture.registry.aliases import run_promote, run_rollback
 from fracture.registry.download import download_model_dir
 from fracture.registry.lineage import fingerprint_model_dir
 from fracture.registry.register import run_register
-from fracture.tracking import MODEL_DIGEST_TAG, ensure_experiment
+from fracture.tracking import MODEL_DIGEST_TAG, ensure_experiment, git_commit
 from tests.integration.conftest import BIN, PLANTED_KEY_ID, PLANTED_SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -70,7 +70,9 @@ def test_register_records_lineage_evidence_and_is_idempotent(registry_env, param
     mv = client.get_model_version(name, str(rec["version"]))
     assert rec["created"] and rec["aliases"] == ["challenger"]
     assert mv.tags["fingerprint"] == fingerprint_model_dir(cand.model_dir)
-    assert mv.tags["git_commit"] == f"{1:040x}" and mv.tags["manifest_hash"] == "manifest-A"
+    # no training run: the registering checkout's commit, recorded on register's own run too
+    assert mv.tags["git_commit"] == (git_commit() or "unknown") and mv.tags["manifest_hash"] == "manifest-A"
+    assert client.get_run(mv.run_id).data.tags["git_commit"] == mv.tags["git_commit"]
     assert mv.tags["params_hash"] == "params-1" and mv.tags["split_strategy"] == "cross_domain"
     assert float(mv.tags["test.auroc"]) == pytest.approx(0.85)
     assert float(mv.tags["test.auroc_ci_low"]) == pytest.approx(0.80)
@@ -132,7 +134,8 @@ def test_register_logs_inside_the_train_run_found_by_the_model_digest(registry_e
         client.set_terminated(client.create_run(exp_id, tags=other).info.run_id, "FINISHED")
     failed = client.create_run(exp_id, tags={**tags, MODEL_DIGEST_TAG: digest}).info.run_id
     client.set_terminated(failed, "FAILED")
-    train_run = client.create_run(exp_id, run_name="train", tags={**tags, MODEL_DIGEST_TAG: digest}).info.run_id
+    train_tags = {**tags, MODEL_DIGEST_TAG: digest, "git_commit": "c" * 40}
+    train_run = client.create_run(exp_id, run_name="train", tags=train_tags).info.run_id
     client.set_terminated(train_run, "FINISHED")
     with caplog.at_level(logging.INFO, logger="fracture"):
         rec = run_register(params, cand.model_dir, cand.eval_dir, name=_name("trainrun"))
@@ -140,6 +143,7 @@ def test_register_logs_inside_the_train_run_found_by_the_model_digest(registry_e
     assert rec["run_id"] == train_run and rec["run_origin"] == "train_run"
     assert client.get_run(train_run).info.status == "FINISHED"
     assert any(o.model_id == rec["model_id"] for o in client.get_run(train_run).outputs.model_outputs)
+    assert client.get_model_version(rec["name"], str(rec["version"])).tags["git_commit"] == "c" * 40  # the run's
 
 
 def test_register_cli_log_is_ours_alone_and_ends_with_ui_links(registry_env, params, params_file, make_candidate):
@@ -271,7 +275,7 @@ def _dirs(cand):  # noqa: ANN001, ANN202
 def test_first_promotion_applies_the_absolute_gate(registry_env, params, make_candidate):
     name = _name("first")
     run_register(params, *_dirs(make_candidate(seed=21, sensitivity=0.4)), name=name)
-    with pytest.raises(GateError, match=r"test\.frozen\.sensitivity 0\.4000 < min_sensitivity"):
+    with pytest.raises(GateError, match=r"test\.frozen\.sensitivity 0\.4 < min_sensitivity"):
         run_promote(params, name)
     assert "champion" not in MlflowClient(registry_env).get_registered_model(name).aliases
     with pytest.raises(InputError, match="--reason"):

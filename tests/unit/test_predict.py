@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from fracture.cli import app
 from fracture.errors import InputError
 from fracture.predict import decide, list_inputs, run_predict, validate_part
+from fracture.tracking import model_digest
 from fracture.vocab import BODY_PARTS
 from tests.unit.test_report import write_model_dir
 
@@ -80,7 +81,7 @@ def test_single_image_result_and_overlay(kind, inputs, model_dir, predict_params
     assert written["threshold"] == config_threshold(model_dir)
     assert written["decision"] == ("fracture" if written["prob"] >= written["threshold"] else "normal")
     assert written["part"] == "radius"
-    assert written["model"]["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert written["model"]["model_digest"] == model_digest(model_dir)  # finds the training run (its tag)
     overlay = cv2.imread(str(tmp_path / written["overlay"]), cv2.IMREAD_COLOR)
     assert overlay is not None and overlay.shape[0] > 100
     assert (tmp_path / "params.yaml").is_file()

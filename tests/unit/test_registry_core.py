@@ -61,10 +61,24 @@ def test_first_promotion_uses_absolute_gates_only():
     low_auroc_first = compare_versions(_tags(0.55, 0.9), None, PROMOTE, ("1", None))
     assert low_auroc_first["passed"]  # no champion to compare AUROC with
     low_sens = compare_versions(_tags(0.9, 0.59), None, PROMOTE, ("1", None))
-    assert low_sens["reasons"] == ["test.frozen.sensitivity 0.5900 < min_sensitivity 0.6000"]
+    assert low_sens["reasons"] == ["test.frozen.sensitivity 0.59 < min_sensitivity 0.6"]
     forced = compare_versions(_tags(0.9, 0.9, gate="false"), None, PROMOTE, ("1", None))
     assert not forced["passed"] and "evaluation gate failed" in forced["reasons"][0]
     json.dumps(forced)  # stored as a tag: must serialise
+
+
+def test_the_gate_uses_the_runs_exact_numbers_not_the_rounded_tags():
+    """Regression: with 4-significant tags a sensitivity of 0.59996 read as 0.6 and passed min_sensitivity 0.6."""
+    from fracture.registry.gate import exact_gate_tags
+
+    tags = {"test.auroc": "0.9", "test.frozen.sensitivity": "0.6", "gate.passed": "true"}
+    assert compare_versions(tags, None, PROMOTE, ("1", None))["passed"]  # what the rounded tags alone would say
+    exact = exact_gate_tags(tags, {"test/sensitivity": 0.59996, "test/auroc": 0.90001})
+    assert float(exact["test.frozen.sensitivity"]) == 0.59996 and float(exact["test.auroc"]) == 0.90001
+    refused = compare_versions(exact, None, PROMOTE, ("1", None))
+    assert refused["reasons"] == ["test.frozen.sensitivity 0.59996 < min_sensitivity 0.6"]
+    # a run registered again with another evaluation: its metric no longer rounds to this version's tag
+    assert exact_gate_tags(tags, {"test/sensitivity": 0.71})["test.frozen.sensitivity"] == "0.6"
 
 
 def test_missing_metric_tag_is_an_input_error():
@@ -84,13 +98,13 @@ def _inputs(passed: bool, metadata: dict | None = None) -> RegisterInputs:
 
 
 def test_version_tags_carry_lineage_metrics_threshold_and_override():
-    tags = version_tags(_inputs(True, {"git_commit": "abc"}), "f" * 64, "train_run", None, train_run_id="r1")
+    tags = version_tags(_inputs(True), "f" * 64, "train_run", None, train_run_id="r1", commit="abc")
     assert tags["git_commit"] == "abc" and tags["manifest_hash"] == "unknown" and tags["train_run_id"] == "r1"
     assert tags["test.auroc_ci_high"] == "0.9" and "test.frozen.specificity" not in tags  # NaN skipped
     assert tags["threshold"] == "0.42" and tags["gate.passed"] == "true" and "forced" not in tags
     forced = version_tags(_inputs(False), "f" * 64, "register_run", " reader study ")
     assert forced["forced"] == "true" and forced["force_reason"] == "reader study"
-    assert forced["train_run_id"] == "none"
+    assert forced["train_run_id"] == "none" and forced["git_commit"] == "unknown"
     assert json.loads(forced["gate.reasons"]) == ["too low"]
 
 

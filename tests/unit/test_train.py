@@ -19,7 +19,14 @@ from fracture.io import write_json, write_manifest, write_parquet
 from fracture.model import load_model_dir, predict_proba
 from fracture.operating_points import tune_thresholds
 from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
-from fracture.tracking import EXPERIMENT_KIND_TAG, MODEL_DIGEST_TAG, NOTE_TAG, model_digest, tracking_uri
+from fracture.tracking import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_DIGEST_TAG,
+    NOTE_TAG,
+    git_commit,
+    model_digest,
+    tracking_uri,
+)
 from fracture.train import loop as train_loop
 from fracture.train import run_train
 from fracture.train.loader import pos_weight, select_rows
@@ -211,12 +218,13 @@ def test_learns_signal_and_writes_model_dir(tiny, make_params, tmp_path):
     assert len(meta["manifest_hash"]) == 64 and len(meta["params_hash"]) == 64 and meta["split_strategy"]
 
     # The model dir says nothing about the run; the run (the session's sqlite store) points at the model instead.
-    assert not {"mlflow_run_id", "mlflow_status", "mlflow_tracking_uri", "created"} & set(meta)
+    assert not {"mlflow_run_id", "mlflow_status", "mlflow_tracking_uri", "created", "git_commit"} & set(meta)
     assert result["mlflow_status"] == "ok" and result["model_digest"] == model_digest(out)
     client = mlflow.MlflowClient(tracking_uri())
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags[MODEL_DIGEST_TAG] == model_digest(out)
+    assert run.data.tags["git_commit"] == (git_commit() or "unknown")  # the commit lives on the run, not the dir
     assert re.fullmatch(rf"train-{meta['params_hash'][:6]}-\d{{8}}T\d{{6}}", run.info.run_name), run.info.run_name
     assert run.data.params["train.lr"] == "0.002"
     assert run.data.tags["manifest_hash"] == meta["manifest_hash"]
