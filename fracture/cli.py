@@ -411,7 +411,10 @@ def register(
     ] = None,
     force: Annotated[bool, typer.Option(help="Register although the gate failed (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why --force is justified (recorded).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the registration record (JSON) here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the outcome (JSON: name, fingerprint, registered or why not; no version) here."),
+    ] = None,
     gate_failure_ok: Annotated[
         bool,
         typer.Option(
@@ -440,8 +443,9 @@ def register(
         log.warning("not registered: gate failed (%s)", "; ".join(record["reasons"]))
     if out is not None:
         from fracture.io import write_json
+        from fracture.registry.register import outcome_record
 
-        write_json(out, record)
+        write_json(out, outcome_record(record))
 
 
 @app.command(epilog=examples("promote"))

@@ -31,7 +31,11 @@ def summary_lines(params: Params) -> list[str]:
     if report.exists():
         lines.append(f"  evaluation report: {report.resolve()}  (open in a browser)")
     if registration.exists():
-        lines.append(registration_line(json.loads(registration.read_text())))
+        from fracture.registry.register import registered_version
+
+        reg = json.loads(registration.read_text())
+        found = registered_version(reg["name"], reg["fingerprint"]) if reg.get("registered") else None
+        lines.append(registration_line(reg, found))
     uri = redact(tracking_uri())
     lines.append(f"  MLflow store: {uri}")
     ui = ui_base(tracking_uri())
@@ -45,11 +49,19 @@ def summary_lines(params: Params) -> list[str]:
     return lines
 
 
-def registration_line(reg: dict) -> str:
-    """One line for reports/registration.json: the version, or why the gate kept the model out."""
+def registration_line(reg: dict, found: dict | None) -> str:
+    """One line for reports/registration.json: the version the registry holds now, or why the gate kept it out.
+
+    Args:
+        reg: the outcome `register --out` wrote (name and fingerprint, no version: see registry.register).
+        found: the registry's version with that fingerprint now (`registered_version`), or None.
+    """
     if reg.get("registered") is False:
         return f"  not registered: gate failed ({'; '.join(reg.get('reasons') or []) or 'no reason recorded'})"
-    return f"  registered model: {reg.get('name')} version {reg.get('version')} (alias challenger)"
+    if found is None:
+        return f"  registered model: {reg.get('name')}, but this MLflow store has no version with its fingerprint"
+    aliases = f" (alias {', '.join(found['aliases'])})" if found["aliases"] else ""
+    return f"  registered model: {reg.get('name')} version {found['version']}{aliases}"
 
 
 def mlflow_links(ui: str, params: Params) -> list[str]:

@@ -439,6 +439,32 @@ def _record(client: Any, name: str, version: Any, created: bool) -> dict:
     }
 
 
+RECEIPT_KEYS = ("registered", "name", "fingerprint", "forced")
+
+
+def outcome_record(record: dict) -> dict:
+    """What `register --out` writes (the DVC stage's output): the outcome, a pure function of the stage's inputs.
+
+    The model's name and fingerprint, registered or not, forced or not; a refused model's gate reasons. Not the
+    version number, run or model ids, or the tracking URI: they depend on what the registry held before (a fresh
+    store gives version 1, a shared one version 17), so they would change dvc.lock on every fresh run. The
+    version is found by its fingerprint (`registered_version`), and `fracture register` logs it.
+    """
+    if record.get("registered") is False:
+        return record
+    return {key: record[key] for key in RECEIPT_KEYS}
+
+
+def registered_version(name: str, fingerprint: str) -> dict | None:
+    """The registry's version of `name` with this fingerprint now: {"version", "aliases"}, or None when absent."""
+    client = mlflow_client()
+    version = find_version(client, name, fingerprint)
+    if version is None:
+        return None
+    aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items() if v == version.version)
+    return {"version": int(version.version), "aliases": aliases}
+
+
 def not_registered_record(eval_dir: Path) -> dict:
     """The registration record of a model the evaluation gate refused: a result, kept with the experiment."""
     from fracture.io import read_json

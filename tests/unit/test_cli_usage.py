@@ -69,9 +69,26 @@ def test_register_records_a_failed_gate_as_a_result_with_the_flag(tmp_path, para
 def test_demo_summary_says_why_a_model_was_not_registered():
     from fracture.demo import registration_line
 
-    line = registration_line({"registered": False, "why": "gate failed", "reasons": ["test.auroc 0.55 < 0.7"]})
+    line = registration_line({"registered": False, "why": "gate failed", "reasons": ["test.auroc 0.55 < 0.7"]}, None)
     assert line.strip() == "not registered: gate failed (test.auroc 0.55 < 0.7)"
-    assert "version 3" in registration_line({"name": "fracture-swin", "version": "3", "registered": True})
+    reg = {"name": "fracture-swin", "fingerprint": "f" * 64, "registered": True, "forced": False}
+    found = {"version": 3, "aliases": ["challenger", "champion"]}
+    assert (
+        registration_line(reg, found).strip()
+        == "registered model: fracture-swin version 3 (alias challenger, champion)"
+    )
+    assert "no version with its fingerprint" in registration_line(reg, None)
+
+
+def test_register_out_is_the_outcome_alone():
+    """Regression: registration.json held the version, run id and tracking URI, so a fresh run changed dvc.lock."""
+    from fracture.registry.register import outcome_record
+
+    full = {"name": "m", "version": 7, "run_id": "r", "model_id": "m-1", "fingerprint": "f" * 64}
+    full |= {"forced": False, "registered": True, "created": True, "aliases": ["a"], "tracking_uri": "sqlite:///x"}
+    assert outcome_record(full) == {"registered": True, "name": "m", "fingerprint": "f" * 64, "forced": False}
+    refused = {"registered": False, "why": "gate failed", "reasons": ["x"]}
+    assert outcome_record(refused) == refused
 
 
 def test_mlflow_info_lines_and_progress_bar_stay_out_of_the_log(monkeypatch):
