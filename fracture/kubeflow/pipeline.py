@@ -166,6 +166,7 @@ def build_pipeline(params: Params) -> Callable:
                     model=trn.outputs["model"],
                     eval_dir=ev.outputs["eval_dir"],
                     report=rep.outputs["report"],
+                    validation=checks.outputs["validation"],
                     infra_validation=iv.outputs["infra_validation"],
                 )
                 tasks.append(_with_secrets(reg, mlflow=True))

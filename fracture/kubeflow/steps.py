@@ -271,13 +271,26 @@ def infravalidate_step(
 
 
 def register_step(
-    params_json: str, model_path: str, eval_path: str, report_path: str, out_path: str, infra_path: str | None = None
+    params_json: str,
+    model_path: str,
+    eval_path: str,
+    report_path: str,
+    out_path: str,
+    infra_path: str | None = None,
+    validation_path: str | None = None,
 ) -> None:
-    """`fracture register` (only after the gates passed); records the infra validation result on the version."""
+    """`fracture register` (only after the gates passed); records the infra validation result on the version.
+
+    validate's pages (validation.html, data_docs/) are logged beside the report, under `evaluation/validation`.
+    """
     from fracture.registry.register import run_register
 
     _setup()
-    record = run_register(resolve_params(params_json), Path(model_path), Path(eval_path), report_path=Path(report_path))
+    validation = Path(validation_path) if validation_path is not None else None
+    params = resolve_params(params_json)
+    record = run_register(
+        params, Path(model_path), Path(eval_path), report_path=Path(report_path), validation_dir=validation
+    )
     if infra_path is not None:
         from fracture.infravalidate.version import record_result
         from fracture.registry.client import mlflow_client, now_iso

@@ -66,6 +66,8 @@ def test_register_runs_only_when_the_gate_and_infra_validation_pass(ir):
     innermost = spec["components"][inner[infra_cond]["componentRef"]["name"]]["dag"]["tasks"]
     assert list(innermost) == ["register"]
     assert "infra_validation" in innermost["register"]["inputs"]["artifacts"]  # its result becomes version tags
+    # validate's pages go into the registered run beside the report
+    assert "validation" in innermost["register"]["inputs"]["artifacts"]  # passed down from the validate task
     assert "secretAsEnv" in k8s["exec-register"]
 
 

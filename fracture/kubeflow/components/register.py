@@ -12,10 +12,13 @@ def register(
     model: Input[Model],
     eval_dir: Input[Dataset],
     report: Input[HTML],
+    validation: Input[Dataset],
     infra_validation: Input[Artifact],
     registration: Output[Artifact],
 ):
     """The registration record (name, version, run id); the infra validation result becomes version tags."""
     from fracture.kubeflow.steps import register_step
 
-    register_step(params_json, model.path, eval_dir.path, report.path, registration.path, infra_validation.path)
+    register_step(
+        params_json, model.path, eval_dir.path, report.path, registration.path, infra_validation.path, validation.path
+    )
