@@ -66,9 +66,10 @@ $(SCAN_STAMP): requirements-scan.lock
 	$(SCAN_VENV)/bin/python -m pip install -q -r requirements-scan.lock
 	touch $(SCAN_STAMP)
 
-# Kubernetes policy scan (checkov): the manifests in infra/ and the compiled pipeline's task pods. Any failed
-# check fails the scan; the only skips are `checkov.io/skip*` annotations with their reason in the manifest
-# (infra/) or in infra/kfp/pods.py (settings only the KFP backend decides). overlays/ holds partial patches.
+# Kubernetes policy scan (checkov): the manifests in infra/, the compiled pipeline's task pods and a TrainJob node
+# pod. Any failed check fails the scan; the only skips are `checkov.io/skip*` annotations with their reason in the
+# manifest (infra/) or in infra/kfp/pods.py (what the KFP backend or the Trainer runtime decides). overlays/ holds
+# partial patches.
 scan: $(STAMP) $(SCAN_STAMP)
 	rm -rf build/scan
 	$(BIN)/python infra/kfp/pods.py params.yaml build/scan/kfp

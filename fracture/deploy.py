@@ -18,6 +18,7 @@ from typing import Any
 
 from fracture.config import DeployParams, Params
 from fracture.errors import GateError, InputError
+from fracture.kubeflow.image import container_security
 from fracture.kubeflow.secrets import secret_env
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,7 @@ def predictor_container(params: Params, model_uri: str) -> dict:
         # the model is downloaded and loaded at start: ready on /ping; restarted only if /ping stops answering
         "readinessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 3},
         "livenessProbe": {**probe, "initialDelaySeconds": 300, "failureThreshold": 6},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(read_only_root=True),
         # `fracture serve` fetches and verifies the registered model into /tmp before serving it
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }

@@ -26,11 +26,10 @@ from fracture.kubeflow.components.split import split
 from fracture.kubeflow.components.train import train as train_in_pod
 from fracture.kubeflow.components.train_trainjob import train as train_trainjob
 from fracture.kubeflow.components.validate import validate
+from fracture.kubeflow.image import IMAGE_UID
 from fracture.kubeflow.secrets import MLFLOW_ENV, MLFLOW_SECRET, S3_ENV, S3_SECRET
 
 PIPELINE_NAME = "fracture-training"
-# The image's non-root user (docker/Dockerfile `USER`); a unit test keeps the two equal.
-IMAGE_UID = 10001
 
 
 def _with_secrets(task: dsl.PipelineTask, mlflow: bool = False) -> dsl.PipelineTask:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fracture.config import Params, PipelineParams
+from fracture.kubeflow.image import IMAGE_UID, container_security
 from fracture.kubeflow.secrets import secret_env
 
 log = logging.getLogger(__name__)
@@ -75,17 +76,30 @@ def _resources(cfg: PipelineParams) -> dict[str, Any]:
 
 
 def _pod_patch(cfg: PipelineParams) -> dict[str, Any]:
-    """Node pods: /dev/shm in memory, the staging volume (volume transfer), node selector and GPU toleration."""
+    """Node pods: non-root and locked down, /dev/shm in memory, the staging volume, node selector, GPU toleration.
+
+    The root file system stays writable: torchrun, PyTorch's and timm's caches and the staging copy write to it
+    (the KFP task pods cannot ask for a read-only root either); everything else matches the KServe predictor.
+    """
     tj = cfg.trainjob
     volumes: list[dict[str, Any]] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}}]
     mounts = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
     if tj.data_transfer == "volume":
         volumes.append({"name": STAGE_VOLUME, "persistentVolumeClaim": {"claimName": tj.volume_claim}})
         mounts.append({"name": STAGE_VOLUME, "mountPath": tj.volume_mount})
+    container = {"name": NODE_CONTAINER, "volumeMounts": mounts, "securityContext": container_security(False)}
     spec: dict[str, Any] = {
-        "containers": [{"name": NODE_CONTAINER, "volumeMounts": mounts}],
+        "containers": [container],
         "volumes": volumes,
         "nodeSelector": dict(cfg.node_selector),
+        # fsGroup: the staging volume's files are the image user's
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": IMAGE_UID,
+            "runAsGroup": IMAGE_UID,
+            "fsGroup": IMAGE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },  # fmt: skip
     }
     if tj.gpus_per_node:
         spec["tolerations"] = [{"key": cfg.gpu_type, "operator": "Exists", "effect": "NoSchedule"}]

@@ -163,9 +163,14 @@ def test_kfp_task_pods_run_as_the_images_user_with_limits(tmp_path):
     from tests.unit.test_pipeline_ir import STEPS
 
     written = pods.render(REPO / "params.yaml", tmp_path)
-    assert sorted(p.name for p in written) == sorted(f"kfp-{step}.yaml" for step in STEPS)
+    assert sorted(p.name for p in written) == sorted([*(f"kfp-{step}.yaml" for step in STEPS), "trainjob-node.yaml"])
     (user,) = re.findall(r"^USER\s+(\d+):", _dockerfile(), flags=re.M)
-    for path in written:
+    node = yaml.safe_load((tmp_path / "trainjob-node.yaml").read_text())  # the TrainJob launcher's node pods
+    kubernetes_validate.validate(node, K8S_VERSION, strict=True)
+    (container,) = node["spec"]["containers"]
+    assert container["securityContext"]["runAsUser"] == int(user) and node["spec"]["securityContext"]["runAsNonRoot"]
+    assert container["image"] and container["command"][:3] == ["python", "-m", "fracture.kubeflow.trainjob_node"]
+    for path in written[:-1]:
         pod = yaml.safe_load(path.read_text())
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
         (container,) = pod["spec"]["containers"]

@@ -117,6 +117,23 @@ def test_nodes_get_the_secrets_by_reference_only_and_s3_mode_mounts_no_claim(mak
     assert "nvidia.com/gpu" not in body["spec"]["trainer"]["resourcesPerNode"]["limits"]
 
 
+def test_node_pods_run_as_the_image_user_locked_down(make_params):
+    """Noted in an earlier stop: the TrainJob nodes ran with the runtime's defaults (root, capabilities)."""
+
+    from fracture.kubeflow.image import IMAGE_UID
+
+    body = tj.build_trainjob("fracture-train-1", "ml", trainjob_params(make_params).pipeline, ["true"])
+    job = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    pod = job["template"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["fsGroup"] == IMAGE_UID
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["runAsUser"] == IMAGE_UID and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    dockerfile = (Path(__file__).resolve().parents[2] / "docker" / "Dockerfile").read_text()
+    assert re.search(rf"^USER {IMAGE_UID}:{IMAGE_UID}$", dockerfile, re.M), "IMAGE_UID is not the image's user"
+
+
 def test_a_world_size_the_effective_batch_cannot_split_over_is_refused_before_launch(make_params):
     params = trainjob_params(make_params, {"batch_size": 16, "effective_batch_size": 32}, num_nodes=3, gpus_per_node=1)
     with pytest.raises(ConfigError, match=r"train\.effective_batch_size: 32 .* 3 process\(es\)"):
