@@ -161,12 +161,7 @@ def run_promote(
     if champion is not None and champion.version == candidate.version:
         log.info("%s version %s is already the champion; nothing to do", name, candidate.version)
         return {**record, "passed": True, "forced": False, "comparison": None}
-    evidence = gather_evidence(client, candidate, champion, params, allow_different_test_set, reason)
-    cand_tags, champ_tags = _gate_tags(client, candidate), _gate_tags(client, champion) if champion else None
-    cmp = compare_versions(cand_tags, champ_tags, params.register_.promote, (candidate.version, champ_v), evidence)
-    log.info("promotion gate for %s:\n%s", name, format_comparison(cmp))
-    if not dry_run:
-        record_comparison(client, name, candidate, comparison_tags(evidence, cmp, now_iso()))
+    cmp = _registry_gate(params, client, name, (candidate, champion), dry_run, allow_different_test_set, reason)
     record.update(passed=cmp["passed"], forced=not cmp["passed"] and force, comparison=cmp)
     if not cmp["passed"] and not force:
         raise GateError(f"{name} version {candidate.version} not promoted: {'; '.join(cmp['reasons'])}")
@@ -175,19 +170,32 @@ def run_promote(
     if dry_run:
         log.info("dry run: would move %s of %s to version %s; nothing changed", CHAMPION, name, candidate.version)
         return record
-    event = {
-        "event": "promote",
-        "version": candidate.version,
-        "from": champ_v,
-        "by": by,
-        "at": now_iso(),
-        "reason": reason,
-        "forced": record["forced"],
-        "comparison": cmp,
-    }
+    event = {"event": "promote", "version": candidate.version, "from": champ_v, "by": by, "at": now_iso()}
+    event |= {"reason": reason, "forced": record["forced"], "comparison": cmp}
     _apply_promotion(client, name, candidate, champion, event)
     log.info("%s: %s -> version %s (previous: %s)", name, CHAMPION, candidate.version, champ_v or "none")
     return {**record, "promoted": True, "promoted_by": event["by"], "promoted_at": event["at"]}
+
+
+def _registry_gate(
+    params: Params,
+    client: Any,
+    name: str,
+    versions: tuple[Any, Any | None],
+    dry_run: bool,
+    allow_different_test_set: bool,
+    reason: str | None,
+) -> dict:
+    """The candidate against the champion (registry.gate), logged, and recorded on the candidate unless a dry run."""
+    candidate, champion = versions
+    evidence = gather_evidence(client, candidate, champion, params, allow_different_test_set, reason)
+    cand_tags, champ_tags = _gate_tags(client, candidate), _gate_tags(client, champion) if champion else None
+    numbers = (candidate.version, champion.version if champion else None)
+    cmp = compare_versions(cand_tags, champ_tags, params.register_.promote, numbers, evidence)
+    log.info("promotion gate for %s:\n%s", name, format_comparison(cmp))
+    if not dry_run:
+        record_comparison(client, name, candidate, comparison_tags(evidence, cmp, now_iso()))
+    return cmp
 
 
 def _infra_gate(
