@@ -77,7 +77,10 @@ class ImageHeader:
 
 @dataclass(frozen=True)
 class Limits:
-    """Size limits checked from the header, before any decoding (decompression-bomb guard)."""
+    """Size limits checked from the header, before any decoding (decompression-bomb guard).
+
+    The defaults are for direct library use; the pipeline passes params.ingest's values (the demo's are the same).
+    """
 
     max_pixels: int = 200_000_000
     max_side: int = 40_000

@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 200_000_000  # same defaults as params.ingest.max_pixels / max_side
-MAX_SIDE = 40_000
+# Defaults for direct library use only, from their one owner (imageheader.Limits); every pipeline step passes
+# params.ingest's limits (or the model's recorded input contract) explicitly.
+MAX_PIXELS, MAX_SIDE = Limits().max_pixels, Limits().max_side
 _SAMPLE_PIXELS = 1 << 18  # percentiles are estimated on a strided view of about this many pixels
 _PNG_HEAD_BYTES = 4096  # signature, IHDR and (for the DICOM check) byte 132
 _LUMA_BGR = (0.114, 0.587, 0.299)  # ITU-R BT.601 weights in OpenCV's BGR channel order

@@ -238,9 +238,9 @@ def sample_indices(n_rows: int, n_sample: int, seed: int) -> np.ndarray:
 
 
 def check_image(
-    path: Path, window_percentiles: tuple[float, float], min_std: float
+    path: Path, window_percentiles: tuple[float, float], min_std: float, max_pixels: int, max_side: int
 ) -> tuple[bool, bool | None, str | None]:
-    """Decode one image the way preprocess does and test it for content.
+    """Decode one image the way preprocess does (window, ingest's size limits) and test it for content.
 
     Returns:
         (decodable, not_blank or None when undecodable, reason or None when both pass).
@@ -248,7 +248,7 @@ def check_image(
     from fracture.imaging import read_grayscale  # lazy: keeps GX-only uses free of OpenCV
 
     try:
-        img = read_grayscale(path, window_percentiles)
+        img = read_grayscale(path, window_percentiles, max_pixels=max_pixels, max_side=max_side)
     except Exception as err:  # any decoder failure is a finding to report, not a crash
         return False, None, f"{type(err).__name__}: {err}"
     std = float(np.std(img)) if np.size(img) else 0.0
@@ -276,7 +276,9 @@ def check_image_sample(df: pd.DataFrame, roots: Mapping[str, str], params: Param
             paths[idx] = resolve_image_path(dict(roots), str(row["source"]), str(row["path"]), data_root)
         except Exception as err:  # no root recorded, path escapes root, null path
             result.loc[idx, ["decodable", "reason"]] = [False, f"cannot resolve path: {err}"]
-    fn = partial(check_image, window_percentiles=params.preprocess.window_percentiles, min_std=vp.min_image_std)
+    ip = params.ingest  # the limits preprocess decodes under: an image it refuses must not pass here
+    fn = partial(check_image, window_percentiles=params.preprocess.window_percentiles, min_std=vp.min_image_std,
+                 max_pixels=ip.max_pixels, max_side=ip.max_side)  # fmt: skip
     checked = parallel_map(fn, list(paths.values()), params.base.num_workers, desc="validate images")
     for idx, (decodable, not_blank, reason) in zip(paths, checked, strict=True):
         result.loc[idx, ["decodable", "not_blank", "reason"]] = [decodable, not_blank, reason]

@@ -17,6 +17,7 @@ from fracture.validate import (
     DEFAULT_SEVERITY,
     build_suite,
     check_image,
+    check_image_sample,
     coerce_columns,
     column_types_result,
     label_consistency,
@@ -110,12 +111,25 @@ def test_check_image_finds_blank_and_undecodable(tmp_path) -> None:
     cv2.imwrite(str(good), rng.integers(0, 65535, (32, 32), dtype=np.uint16))
     cv2.imwrite(str(flat), np.full((32, 32), 7000, dtype=np.uint16))
     junk.write_bytes(b"not an image at all")
-    window = (0.5, 99.5)
-    assert check_image(good, window, 0.01) == (True, True, None)
-    decodable, not_blank, reason = check_image(flat, window, 0.01)
+    window, limits = (0.5, 99.5), {"max_pixels": 10_000, "max_side": 1_000}
+    assert check_image(good, window, 0.01, **limits) == (True, True, None)
+    decodable, not_blank, reason = check_image(flat, window, 0.01, **limits)
     assert (decodable, not_blank) == (True, False) and "blank or constant" in reason
-    decodable, not_blank, reason = check_image(junk, window, 0.01)
+    decodable, not_blank, reason = check_image(junk, window, 0.01, **limits)
     assert (decodable, not_blank) == (False, None) and "junk.png" in reason
+
+
+def test_image_check_decodes_under_the_params_size_limits(tmp_path, make_params) -> None:
+    """Regression: validate decoded with the library's default limits, not params.ingest's as preprocess does."""
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), np.random.default_rng(1).integers(0, 65535, (40, 120), dtype=np.uint16))
+    df = pd.DataFrame({"source": ["hospital"], "path": ["wide.png"]})
+    roots = {"hospital": str(tmp_path)}
+    strict = make_params({"ingest": {"max_side": 100}, "validate": {"image_sample": 1}, "base": {"num_workers": 1}})
+    (decodable, _, reason) = check_image_sample(df, roots, strict, tmp_path).iloc[0]
+    assert not decodable and "120" in reason  # preprocess would refuse it: so does validate
+    loose = make_params({"ingest": {"max_side": 200}, "validate": {"image_sample": 1}, "base": {"num_workers": 1}})
+    assert bool(check_image_sample(df, roots, loose, tmp_path).iloc[0]["decodable"])
 
 
 def test_summary_splits_blocking_from_warnings() -> None:
