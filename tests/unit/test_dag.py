@@ -144,3 +144,17 @@ def test_stage_deps_cover_every_module_its_step_loads(name, stage_files):
 def test_stage_code_deps_exist(name):
     deps = [d for d in stages()[name].get("deps", []) if d.startswith("fracture")]
     assert not [d for d in deps if not (REPO / d).exists()], f"dvc.yaml stage {name}: a code dep does not exist"
+
+
+def test_bytecode_caches_are_not_part_of_a_code_dependency():
+    """Regression: after `make test` wrote fracture/registry/__pycache__/, `make demo` hashed it into `register`'s
+    code dependency and dvc.lock differed from a clean clone's (what `.ci/run` checks). `.dvcignore` leaves them out.
+    """
+    from dvc.repo import Repo
+
+    ignore = Repo(str(REPO)).dvcignore
+    for package in ("fracture/registry", "fracture/train", "fracture/sources"):
+        cache = REPO / package / "__pycache__"
+        assert ignore.is_ignored_dir(str(cache)), package
+        assert ignore.is_ignored_file(str(cache / "run.cpython-311.pyc")), package
+        assert not ignore.is_ignored_file(str(REPO / package / "__init__.py")), package
