@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 TEMPLATE = "validation.html.j2"
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"  # fracture/templates (package data)
 MAX_LIST_ITEMS = 12  # list-valued observations (columns present) are cut after this many items
 ROW_KEYS = ("image_id", "source", "path", "label", "reason")  # shown for each failing row (sha256 is too long)
 
@@ -101,16 +99,9 @@ def page_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 
 def render_results_page(report: Mapping[str, Any]) -> str:
     """validation.html for a validation.json (`validate.summarise`'s dict): header with counts, one row each."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from fracture.pages import environment
 
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATE_DIR),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+    env = environment(keep_trailing_newline=True)
     rows = [page_row(e) for e in report["results"]]
     return env.get_template(TEMPLATE).render(
         report=report, rows=rows, counts=page_counts(rows), data_docs=report.get("data_docs")

@@ -46,7 +46,6 @@ from fracture.report.tables import (
 log = logging.getLogger(__name__)
 
 TEMPLATE = "report.html.j2"
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"  # fracture/templates (package data)
 
 
 def model_card(art: Artifacts) -> dict:
@@ -160,15 +159,9 @@ def build_context(art: Artifacts) -> dict:
 
 def render_html(context: dict) -> str:
     """Render the Jinja template (autoescaped; the only raw HTML are base64 PNG data URIs)."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from fracture.pages import environment
 
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATE_DIR),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment()
     env.filters["fmt"] = fmt
     env.tests["number"] = is_number
     return env.get_template(TEMPLATE).render(**context)
