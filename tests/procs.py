@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,17 @@ def wait_until(
             kill(proc)
             pytest.fail(f"kill point not reached within {timeout:.0f} s")
         time.sleep(poll_s)
+
+
+def kill_at_first_checkpoint(
+    cmd: list[str], env: dict[str, str], out: Path, kill: Callable[[subprocess.Popen], None], timeout: float = 300
+) -> None:
+    """Start a training command; `kill` it (a `kill -9`, a lost node) once `out/checkpoints/last.pt` exists."""
+    last = out / "checkpoints" / "last.pt"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(proc, last.exists, kill, timeout)
+    kill(proc)
+    proc.stderr.close()
 
 
 def sigkill(proc: subprocess.Popen) -> None:

@@ -196,6 +196,18 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str]
         stop_process(proc)
 
 
+def server_command(tmp: Path, artifacts_prefix: str, port: int, *extra: str) -> list[str]:
+    """`mlflow server` on loopback: sqlite in `tmp`, artifacts proxied to s3://<bucket>/<artifacts_prefix>, 1 worker."""
+    return [
+        str(BIN / "mlflow"), "server", *extra,
+        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+        "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/{artifacts_prefix}",
+        "--serve-artifacts",
+        "--host", LOOPBACK, "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, s3_env: dict[str, str]) -> Iterator:
     """`mlflow server` (sqlite backend, artifacts proxied to s3://fracture-mlflow/mlflow through a TCP switch)."""
@@ -205,15 +217,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, s3
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(s3_env, MLFLOW_S3_ENDPOINT_URL=switch.url, AWS_MAX_ATTEMPTS="2", AWS_RETRY_MODE="standard")
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job-runner process: faster start, less CPU
-    cmd = [
-        str(BIN / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-        "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/mlflow",
-        "--serve-artifacts",
-        "--host", LOOPBACK, "--port", str(port),
-        "--workers", "1",
-    ]  # fmt: skip
-    proc = start_process(cmd, env, log_path)
+    proc = start_process(server_command(tmp, "mlflow", port), env, log_path)
     url = f"http://{LOOPBACK}:{port}"
     try:
         wait_http(f"{url}/health", proc, log_path, timeout=180)
@@ -266,15 +270,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, s3_e
         MLFLOW_AUTH_ADMIN_PASSWORD=AUTH_ADMIN[1],
         MLFLOW_FLASK_SERVER_SECRET_KEY="planted-flask-secret-for-tests",
     )
-    cmd = [
-        str(BIN / "mlflow"), "server", "--app-name", "basic-auth",
-        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-        "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/mlflow-auth",
-        "--serve-artifacts",
-        "--host", LOOPBACK, "--port", str(port),
-        "--workers", "1",
-    ]  # fmt: skip
-    proc = start_process(cmd, env, log_path)
+    proc = start_process(server_command(tmp, "mlflow-auth", port, "--app-name", "basic-auth"), env, log_path)
     url = f"http://{LOOPBACK}:{port}"
     try:
         wait_http(f"{url}/health", proc, log_path, timeout=180)

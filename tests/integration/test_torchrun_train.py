@@ -25,7 +25,7 @@ import torch
 from fracture.config import dump_params, load_params
 from fracture.kubeflow.trainjob_stage import put_inputs
 from fracture.tracking import MODEL_DIGEST_TAG, model_digest
-from tests.procs import wait_until
+from tests.procs import kill_at_first_checkpoint
 from tests.unit.test_train import TINY, assert_same_weights, write_tiny_dataset
 
 pytestmark = pytest.mark.slow
@@ -98,19 +98,10 @@ def _kill_all(proc: subprocess.Popen) -> None:
             psutil.Process(pid).wait(timeout=30)
 
 
-def _kill_all_after_first_checkpoint(cmd: list[str], env: dict[str, str], out: Path, timeout: float = 300) -> None:
-    """Start torchrun; SIGKILL it and its ranks once last.pt exists."""
-    last = out / "checkpoints" / "last.pt"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_until(proc, last.exists, _kill_all, timeout)
-    _kill_all(proc)
-    proc.stderr.close()
-
-
 def test_resume_under_torchrun_reaches_the_uninterrupted_weights(setup, full_run, tmp_path):
     data, params_path, env = setup
     killed = tmp_path / "model"
-    _kill_all_after_first_checkpoint(_cmd(data, params_path, killed), env, killed)
+    kill_at_first_checkpoint(_cmd(data, params_path, killed), env, killed, _kill_all)
     assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
     epoch_at_kill = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert 1 <= epoch_at_kill < EPOCHS

@@ -14,7 +14,7 @@ import torch
 
 from fracture.config import dump_params
 from fracture.tracking import MODEL_DIGEST_TAG, model_digest
-from tests.procs import sigkill, wait_until
+from tests.procs import kill_at_first_checkpoint, sigkill
 from tests.unit.test_train import TINY, assert_same_weights, write_tiny_dataset
 
 pytestmark = pytest.mark.slow
@@ -34,14 +34,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
 
 
-def _kill_after_first_checkpoint(cmd: list[str], env: dict[str, str], out: Path, timeout: float = 300) -> None:
-    last = out / "checkpoints" / "last.pt"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_until(proc, last.exists, sigkill, timeout)
-    sigkill(proc)
-    proc.stderr.close()
-
-
 def test_kill_9_then_resume_reaches_the_uninterrupted_weights(make_params, tmp_path):
     data = write_tiny_dataset(tmp_path / "data", n={"train": 128, "val": 32, "test": 16})
     params = make_params({**TINY, "train": {**TINY["train"], "epochs": EPOCHS}})
@@ -53,7 +45,7 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_weights(make_params, tmp_p
     subprocess.run(_cmd(data, params_path, full), env=env, check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
-    _kill_after_first_checkpoint(_cmd(data, params_path, killed), env, killed)
+    kill_at_first_checkpoint(_cmd(data, params_path, killed), env, killed, sigkill)
     assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
     epoch_at_kill = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert 1 <= epoch_at_kill < EPOCHS
