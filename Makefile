@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 # DVC runs each stage's `fracture ...` command in a shell: the venv goes first on PATH.
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" FRACTURE_PSEUDONYM_KEY=$${FRACTURE_PSEUDONYM_KEY:-$(DEMO_KEY)} $(BIN)/dvc repro
-	@$(BIN)/fracture demo-summary
+	@$(BIN)/python -m tools.demo
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
@@ -56,10 +56,10 @@ image:
 # vulnerable; a package the advisory service could not be asked about fails the audit (a skipped audit is not a
 # pass). Offline, `make audit-offline` says plainly that nothing was audited and exits 0.
 audit: $(STAMP)
-	$(BIN)/python -m fracture.audit requirements.lock
+	$(BIN)/python -m tools.audit requirements.lock
 
 audit-offline: $(STAMP)
-	$(BIN)/python -m fracture.audit requirements.lock --offline
+	$(BIN)/python -m tools.audit requirements.lock --offline
 
 $(SCAN_STAMP): requirements-scan.lock
 	test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)

@@ -1,6 +1,6 @@
 """Benchmark 4: patient-level bootstrap CIs (2,000 resamples, 32,700 predictions, ~6,000 patients) vs a plain loop.
 
-Product: `fracture.evaluate.bootstrap_cis` (what evaluate runs: `fracture.bootstrap.cluster_bootstrap`, vectorised
+Product: `fracture.evaluate.bootstrap_cis` (what evaluate runs: `fracture.stats.bootstrap.cluster_bootstrap`, vectorised
 over resamples, then percentile intervals) for AUROC, AUPRC and F1 at a fixed threshold.
 Baseline: the straightforward per-resample loop: draw patients with replacement, gather their images, score with
 scikit-learn (`roc_auc_score`, `average_precision_score`, `f1_score`). The loop is timed on 100 resamples and
@@ -58,7 +58,7 @@ def loop_bootstrap(frame: Any, threshold: float, n_resamples: int, seed: int) ->
 
 def agreement(frame: Any, n: int) -> float:
     """Max |difference| of per-resample AUROC/AUPRC/F1 between product and loop on the same first `n` draws."""
-    from fracture.bootstrap import BLOCK, cluster_bootstrap
+    from fracture.stats.bootstrap import BLOCK, cluster_bootstrap
 
     n = min(n, BLOCK)  # the product draws blocks of BLOCK resamples; the first block's draws are the loop's
     y, p, g = frame["label"].to_numpy(), frame["prob"].to_numpy(), frame["patient_id"]
@@ -94,7 +94,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "metrics": ["auroc", "auprc", "f1"],
         "ci_example": {k: round(v, 4) for k, v in cis.items()},
         "agreement_max_abs_diff": agreement(frame, cfg["loop_resamples"]),
-        "product": "fracture.evaluate.bootstrap_cis -> fracture.bootstrap.cluster_bootstrap",
+        "product": "fracture.evaluate.bootstrap_cis -> fracture.stats.bootstrap.cluster_bootstrap",
         "baseline": "per-resample loop: gather drawn patients' images, sklearn roc_auc / average_precision / f1",
     }
     return make_result(

@@ -1,7 +1,8 @@
 """Benchmark 2: the training data loader over the preprocess cache vs a bare memmap read and vs decoding PNGs.
 
 Product: the train DataLoader exactly as training builds it (`fracture.train.loader.make_loaders`:
-UnifiedFractureDataset over `fracture.cache.load_cache`, SeededSampler, batch 32), one epoch per timed call, each
+UnifiedFractureDataset over `fracture.preprocess.cache.load_cache`, SeededSampler, batch 32), one epoch per timed
+call, each
 uint8 batch then scaled and normalised by the dataset's `BatchPrep` as the train step does on its device (here the
 CPU), so both sides end with the same normalised float batches. The train augmentation runs once per batch in the
 train step on the training device (`BatchPrep`), not in the loader: its cost on this CPU is measured too
@@ -9,9 +10,10 @@ train step on the training device (`BatchPrep`), not in the loader: its cost on 
 Baselines, same rows, same shuffled order, same batch size, same single core:
   (a) bare read: fancy-index the memmap, `torch.from_numpy`, float, scale, normalise (the upper bound);
   (b) decode each epoch: the same Dataset, DataLoader and normalisation whose image rows are decoded from 16-bit PNGs by
-      `fracture.imaging.prepare_image` instead of read from the cache. The PNGs are 1000 x 800 px to keep the run
+      `fracture.images.decode.prepare_image` instead of read from the cache. The PNGs are 1000 x 800 px to keep the run
       short (said so in the result); full-size (2500 x 2000) decode cost is measured separately on a few images.
-The cache is written directly in fracture/cache.py's format (images.npy, index.parquet, meta.json) and opened with
+The cache is written directly in fracture/preprocess/cache.py's format (images.npy, index.parquet, meta.json) and
+opened with
 the real `load_cache`. Per-core figures run with one torch thread and num_workers=0; the whole-machine figure at
 384 px uses num_workers=2. Targets: >= 0.5 of the bare read; >= 20x faster than decoding each epoch.
 """
@@ -55,7 +57,7 @@ class DecodedImages:
 
     def __getitem__(self, row: int) -> np.ndarray:
         """uint8 [S, S] for one row."""
-        from fracture.imaging import prepare_image
+        from fracture.images.decode import prepare_image
 
         return prepare_image(self.paths[int(row)], self.size, self.window)
 
@@ -64,7 +66,7 @@ def write_cache(cache_dir: Path, n: int, size: int) -> None:
     """A cache in the preprocess contract format: radiograph-like rows (rendered once, cycled), index, meta."""
     import pandas as pd
 
-    from fracture.io import write_json, write_parquet
+    from fracture.base.io import write_json, write_parquet
     from fracture.synth.render import make_radiograph
 
     bases = [make_radiograph(np.random.default_rng(i), size, size, bool(i % 2)) for i in range(min(n, 16))]
@@ -105,7 +107,7 @@ def product_loaders(images: Any, rows: Any, size: int, workers: int) -> tuple[An
 
 def normalise_only(loader: Any) -> Any:
     """The loader's device half without augmentation: uint8 -> float, scale, normalise (the bare read's work)."""
-    from fracture.data import BatchPrep
+    from fracture.model.data import BatchPrep
 
     return BatchPrep(loader.dataset.mean, loader.dataset.std)
 
@@ -138,7 +140,7 @@ def bare_batches(images: np.ndarray, rows: np.ndarray, mean: float, std: float, 
 
 def measure_size(work: Path, size: int, n: int, reps: int) -> dict[str, Any]:
     """Interleaved epochs at one size: train and val loaders (0 workers, 1 thread) and the bare read; then 2 workers."""
-    from fracture.cache import load_cache
+    from fracture.preprocess.cache import load_cache
 
     write_cache(work / f"cache{size}", n, size)
     images, index = load_cache(work / f"cache{size}")
@@ -172,8 +174,8 @@ def measure_decode(work: Path, cfg: dict[str, Any], reps: int) -> dict[str, Any]
     from torch.utils.data import DataLoader, DistributedSampler
 
     from benchmarks.bench_preprocess import write_radiograph
-    from fracture.data import BatchPrep, SeededSampler, UnifiedFractureDataset, collate_batch
-    from fracture.imaging import prepare_image
+    from fracture.images.decode import prepare_image
+    from fracture.model.data import BatchPrep, SeededSampler, UnifiedFractureDataset, collate_batch
 
     folder = work / "png"
     folder.mkdir()

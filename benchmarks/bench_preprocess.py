@@ -86,7 +86,7 @@ def bare_loop(paths: list[str], workers: int) -> np.ndarray:
 
 def product_run(params: Any, manifest_path: Path, cache_root: Path, expected: int) -> dict:
     """`run_preprocess` into a new, empty cache dir under `cache_root`, so every run decodes every image."""
-    from fracture.preprocess import run_preprocess
+    from fracture.preprocess.run import run_preprocess
 
     cache_root.mkdir(parents=True, exist_ok=True)
     cache_dir = cache_root / f"run{len(list(cache_root.iterdir()))}"
@@ -98,7 +98,7 @@ def product_run(params: Any, manifest_path: Path, cache_root: Path, expected: in
 
 def paths_of(manifest_path: Path) -> list[str]:
     """Absolute image paths of a manifest, in its order."""
-    from fracture.io import read_manifest, resolve_image_path
+    from fracture.base.io import read_manifest, resolve_image_path
 
     df, roots = read_manifest(manifest_path)
     return [str(resolve_image_path(roots, s, p, Path("."))) for s, p in zip(df["source"], df["path"], strict=True)]
@@ -159,7 +159,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         },
         "cpu_note": "CPU time of this process + its joined workers per image: the same comparison, far less "
         "sensitive than wall time to other processes on a shared machine",
-        "product": "fracture.preprocess.run_preprocess (fresh cache dir each run; ingest's sha256 reused)",
+        "product": "fracture.preprocess.run.run_preprocess (fresh cache dir each run; ingest's sha256 reused)",
         "baseline": "ProcessPoolExecutor(workers): cv2.imread(IMREAD_UNCHANGED) + cv2.resize(INTER_AREA)",
         "workers": list(WORKERS),
     }

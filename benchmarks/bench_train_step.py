@@ -129,7 +129,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     """Images/s of the project's training epoch vs the bare loop, interleaved, same model and batches."""
     import torch
 
-    from fracture.model import build_model
+    from fracture.model.core import build_model
 
     cfg = QUICK if quick else FULL
     quiet_environment()

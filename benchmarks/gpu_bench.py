@@ -1,7 +1,7 @@
 """GPU benchmark (benchmark 7): Swin-L/384 training and inference throughput, MFU, latency and Grad-CAM cost.
 
 Run on a CUDA machine from the repo root: `python -m benchmarks.gpu_bench` (about 5 minutes; `--quick` for a
-short check). Synthetic tensors only, no dataset. The model is the product's: `fracture.model.build_model` with the
+short check). Synthetic tensors only, no dataset. The model is the product's: `fracture.model.core.build_model` with the
 production params (configs/production.yaml: timm swin_large_patch4_window12_384, 1 channel, the seed's head),
 `pretrained` off. Training steps are the product's `fracture.train.epoch.train_one_epoch` (bf16 autocast from
 `setup_runtime`, fused AdamW from `make_optimisation`, gradient clipping), eager and under `torch.compile` as
@@ -223,7 +223,7 @@ def time_predict_proba(model: Any, rt: Any, n: int, size: int, batch: int, mean:
     """The product's `predict_proba` (uint8 host arrays in, probabilities out), as evaluate scores the test set."""
     import numpy as np
 
-    from fracture.model import predict_proba
+    from fracture.model.core import predict_proba
 
     images = np.random.default_rng(0).integers(0, 256, size=(n, size, size), dtype=np.uint8)
     predict_proba(model, images[:batch], mean, std, batch, rt.device)  # warm-up
@@ -259,7 +259,7 @@ class Bench:
         """Build the product model and optimisation on `device`."""
         import torch
 
-        from fracture.model import build_model
+        from fracture.model.core import build_model
         from fracture.train.optim import make_optimisation
         from fracture.train.runtime import Runtime, resolve_amp
 

@@ -105,8 +105,8 @@ def summarise(results: list[dict[str, Any]], quick: bool, seconds: float) -> dic
 
 def earlier_results(out_dir: Path, ran: list[str] | None) -> list[dict[str, Any]]:
     """With --only: the other benchmarks' results already in `out_dir`, so summary.json still covers all six."""
-    from fracture.errors import InputError
-    from fracture.io import read_json
+    from fracture.base.errors import InputError
+    from fracture.base.io import read_json
 
     if not ran:
         return []
@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks in order, write the JSON results, print the table."""
-    from fracture.io import write_json
+    from fracture.base.io import write_json
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -17,9 +17,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from fracture.errors import FractureError, printable
-from fracture.logs import setup_logging
-from fracture.vocab import BODY_PARTS
+from fracture.base.errors import FractureError, printable
+from fracture.base.logs import setup_logging
+from fracture.vocab import BODY_PARTS, examples
 
 VERBOSE_FLAGS = ("-v", "--verbose")
 
@@ -103,92 +103,6 @@ ManifestOpt = Annotated[
 DEFAULT_MANIFEST = Path("data/interim/ingest/manifest.parquet")
 
 
-# `--help` examples, one tuple per command (tests/unit/test_cli_usage.py parses each against its command).
-EXAMPLES: dict[str, tuple[str, ...]] = {
-    "synth": (
-        "fracture synth --out data/raw/demo",
-        "fracture synth --out /tmp/synth --n-per-source 40 --seed 7",
-    ),
-    "ingest": (
-        (
-            "fracture ingest --kaggle data/raw/demo/GRAZPEDWRI-DX --mura data/raw/demo/MURA-v1.1"
-            " --hospital data/raw/demo/hospital --out data/interim/ingest"
-        ),
-        "fracture ingest --mura MURA-v1.1 --out data/interim/ingest --data-root /mnt/datasets",
-    ),
-    "validate": ("fracture validate --manifest data/interim/ingest/manifest.parquet --out reports/validation",),
-    "split": (
-        "fracture split --manifest data/interim/ingest/manifest.parquet --out data/interim/split/splits.parquet",
-        (
-            "fracture split --manifest data/interim/ingest/manifest.parquet --out /tmp/fold2/splits.parquet"
-            " --strategy kfold --fold 2"
-        ),
-    ),
-    "preprocess": ("fracture preprocess --manifest data/interim/ingest/manifest.parquet --out data/processed/cache",),
-    "train": (
-        (
-            "fracture train --manifest data/interim/ingest/manifest.parquet"
-            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out models/demo"
-        ),
-        (
-            "fracture train -v --resume --manifest data/interim/ingest/manifest.parquet"
-            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out models/demo"
-        ),
-    ),
-    "evaluate": (
-        (
-            "fracture evaluate --model models/demo --manifest data/interim/ingest/manifest.parquet"
-            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out reports/eval"
-        ),
-    ),
-    "explain": (
-        "fracture explain --model models/demo --eval reports/eval --cache data/processed/cache --out reports/explain",
-    ),
-    "report": (
-        "fracture report",
-        "fracture report --out /tmp/report.html --model models/demo --eval reports/eval",
-    ),
-    "register": (
-        "fracture register --model models/demo --eval reports/eval --report reports/report.html",
-        "fracture register --model models/demo --eval reports/eval --out reports/registration.json --gate-failure-ok",
-    ),
-    "promote": (
-        "fracture promote --alias challenger --dry-run",
-        "fracture promote --name fracture-swin --alias challenger",
-        'fracture promote --allow-different-test-set --reason "new test site"',
-    ),
-    "rollback": ("fracture rollback --name fracture-swin",),
-    "infravalidate": (
-        "fracture infravalidate --model models/demo --eval reports/eval --out reports/infravalidation.json",
-    ),
-    "serve": (
-        "fracture serve --model-uri models:/fracture-swin@champion --port 5001",
-        "fracture serve --model-uri models:/fracture-swin/3 --port 5002",
-    ),
-    "deploy": (
-        "fracture deploy --alias champion --namespace fracture --dry-run",
-        "fracture deploy --version 3 --no-canary",
-    ),
-    "predict": (
-        "fracture predict --img wrist.png --part radius --weight models/demo",
-        "fracture predict --img study.dcm --weight models:/fracture-swin@champion --out results/",
-        "fracture predict --img /data/new_images/ --weight models/demo --out results/batch",
-    ),
-    "registry_setup_roles": (
-        "fracture registry setup-roles --pipeline-user kfp-pipeline --reviewer alice --reviewer bob",
-    ),
-    "registry_fetch": ("fracture registry fetch --model models:/fracture-swin@champion --out /tmp/champion",),
-    "pipeline_compile": ("fracture pipeline compile --out training_pipeline.yaml",),
-    "pipeline_run_local": ("fracture pipeline run-local --out data/kfp-local",),
-    "pipeline_submit": ("fracture pipeline submit --host https://kfp.example.org --experiment fracture",),
-}
-
-
-def examples(command: str) -> str:
-    """The epilog of `fracture <command> --help`: its examples, one per paragraph (rich keeps them apart)."""
-    return "[b]Examples[/b]\n\n" + "\n\n".join(f"  $ {line}" for line in EXAMPLES[command])
-
-
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (also after the command).")] = False,
@@ -211,7 +125,7 @@ def step(fn: Callable[..., Any]) -> Callable[..., Any]:
             log.error("%s", printable(str(err)))  # one line: newlines in quoted values are escaped too
             raise typer.Exit(err.exit_code) from None
         except OSError as err:  # a full disk, a read-only or vanished dir the step did not name itself
-            from fracture.outputs import os_error_message
+            from fracture.base.outputs import os_error_message
 
             log.error("%s", printable(os_error_message(err)))
             raise typer.Exit(2) from None
@@ -224,7 +138,7 @@ def step(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def path_option(value: str, option: str) -> Path:
     """A path option that must not be empty (Path("") would silently mean the working directory)."""
-    from fracture.outputs import path_option as checked
+    from fracture.base.outputs import path_option as checked
 
     return checked(value, option)
 
@@ -278,7 +192,7 @@ def validate(
 ) -> None:
     """Great Expectations checks over the manifest; exit 1 when a blocking expectation fails."""
     cfg = _params(params)
-    from fracture.validate import run_validate
+    from fracture.validate.run import run_validate
 
     run_validate(cfg, manifest, out, data_root=data_root)
 
@@ -294,7 +208,7 @@ def split(
 ) -> None:
     """Patient-grouped, label-stratified splits with the cohort policy applied."""
     cfg = _params(params)
-    from fracture.split import run_split
+    from fracture.split.run import run_split
 
     run_split(cfg, manifest, out, strategy=strategy, fold=fold)
 
@@ -309,7 +223,7 @@ def preprocess(
 ) -> None:
     """Decode, window and resize every image into the training cache."""
     cfg = _params(params)
-    from fracture.preprocess import run_preprocess
+    from fracture.preprocess.run import run_preprocess
 
     run_preprocess(cfg, manifest, path_option(out, "--out"), data_root=data_root)
 
@@ -326,7 +240,7 @@ def train(
 ) -> None:
     """Train the Swin fracture classifier (val-only model selection), tracked in MLflow; torchrun on several GPUs."""
     cfg = _params(params)
-    from fracture.launch import maybe_relaunch
+    from fracture.train.launch import maybe_relaunch
 
     code = maybe_relaunch(cfg.train.devices)
     if code is not None:  # trained by torchrun's processes
@@ -429,7 +343,7 @@ def register(
     Exits 1 when the evaluation gate failed, unless --gate-failure-ok (then the record says why, and exit is 0).
     """
     cfg = _params(params)
-    from fracture.errors import GateError
+    from fracture.base.errors import GateError
     from fracture.registry.register import not_registered_record, run_register
 
     try:
@@ -442,7 +356,7 @@ def register(
         record = not_registered_record(eval)
         log.warning("not registered: gate failed (%s)", "; ".join(record["reasons"]))
     if out is not None:
-        from fracture.io import write_json
+        from fracture.base.io import write_json
         from fracture.registry.register import outcome_record
 
         write_json(out, outcome_record(record))
@@ -526,7 +440,7 @@ def serve(
 ) -> None:
     """Serve a registered model with `mlflow models serve` (this environment's uvicorn); Ctrl-C stops it."""
     cfg = _params(params)
-    from fracture.serve import run_serve
+    from fracture.serving.server import run_serve
 
     run_serve(cfg, model_uri, host=host, port=port)
 
@@ -548,7 +462,7 @@ def deploy(
 ) -> None:
     """Render (and apply, unless --dry-run) the KServe InferenceService serving a registry version."""
     cfg = _params(params)
-    from fracture.deploy import run_deploy
+    from fracture.serving.deploy import run_deploy
 
     manifest = run_deploy(cfg, name, alias=alias, version=version, namespace=namespace, canary=canary, dry_run=dry_run)
     if dry_run:
@@ -568,7 +482,7 @@ def predict(
 ) -> None:
     """Single-image or batch inference with the frozen threshold and a Grad-CAM overlay."""
     cfg = _params(params)
-    from fracture.predict import run_predict
+    from fracture.serving.predict import run_predict
 
     img_path, out_dir = path_option(img, "--img"), path_option(out, "--out")
     run_predict(cfg, img_path, weight, part=part, out_dir=out_dir)
@@ -589,7 +503,7 @@ def registry_setup_roles(
 
     record = run_setup_roles(cfg, name, pipeline_user, reviewer)
     if out is not None:
-        from fracture.io import write_json
+        from fracture.base.io import write_json
 
         write_json(out, record)
 
@@ -644,16 +558,6 @@ def pipeline_submit(
     from fracture.kubeflow.runner import run_submit
 
     typer.echo(run_submit(cfg, host, experiment=experiment))
-
-
-@app.command("demo-summary", hidden=True)
-@step
-def demo_summary(params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Print where the demo's outputs are (called by `make demo`)."""
-    cfg = _params(params)
-    from fracture.demo import print_summary
-
-    print_summary(cfg)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fracture.errors import ConfigError
+from fracture.base.errors import ConfigError
 
 SOURCES = ("kaggle", "mura", "hospital")
 Source = Literal["kaggle", "mura", "hospital"]
@@ -539,6 +539,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def dump_params(params: Params, path: str | Path) -> None:
     """Write the resolved params beside an output (atomically)."""
-    from fracture.io import atomic_write_text
+    from fracture.base.io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(params.to_dict(), sort_keys=False))

@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from fracture.base.errors import InputError
 from fracture.config import Params
-from fracture.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class _LogitColumn(nn.Module):
 
 def _to_tensor(images_uint8: np.ndarray, mean: float, std: float, device: torch.device) -> torch.Tensor:
     """uint8 `[N, S, S]` -> normalised float `[N, 1, S, S]` (the model's input contract)."""
-    from fracture.data import normalise
+    from fracture.model.data import normalise
 
     x = torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device=device, dtype=torch.float32)
     return normalise(x / 255.0, mean, std).unsqueeze(1)
@@ -257,8 +257,8 @@ def _cache_rows(index: pd.DataFrame, image_ids: pd.Series, cache_dir: Path) -> n
 
 def _load_inputs(model_dir: Path, eval_dir: Path) -> tuple[nn.Module, dict, pd.DataFrame]:
     """Model, its config and the eval predictions."""
-    from fracture.io import read_parquet
-    from fracture.model import load_model_dir
+    from fracture.base.io import read_parquet
+    from fracture.model.core import load_model_dir
 
     model, config = load_model_dir(model_dir)
     predictions = read_parquet(eval_dir / "predictions.parquet")
@@ -272,8 +272,8 @@ def _write_overlays(
     examples: pd.DataFrame, images: np.ndarray, cams: np.ndarray, alpha: float, out_dir: Path
 ) -> list[dict]:
     """Render every example's overlay PNG; return the index entries."""
-    from fracture.io import atomic_write_bytes
-    from fracture.parallel import progress
+    from fracture.base.io import atomic_write_bytes
+    from fracture.base.parallel import progress
 
     index = []
     rows = examples.reset_index(drop=True).itertuples(index=False)
@@ -324,10 +324,10 @@ def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path
     Returns:
         meta.json's content (threshold, rule, grid, cell size, counts per category).
     """
-    from fracture.cache import load_cache
+    from fracture.base.io import read_json, write_json
     from fracture.config import dump_params
-    from fracture.io import read_json, write_json
-    from fracture.model import CONFIG_FILE, check_cache_contract, read_contract
+    from fracture.model.core import CONFIG_FILE, check_cache_contract, read_contract
+    from fracture.preprocess.cache import load_cache
 
     model, config, predictions = _load_inputs(model_dir, eval_dir)
     threshold = float(config["threshold"])

@@ -2,7 +2,7 @@
 
 Flow: each adapter (fracture.sources.*) turns its tables and folders into candidates; every candidate file is then
 vetted in parallel from its header alone (format, dimensions, bit depth, truncation, decompression-bomb limits;
-fracture.imageheader) and hashed; accepted files become manifest rows, everything else a quarantine row.
+fracture.images.header) and hashed; accepted files become manifest rows, everything else a quarantine row.
 Candidates = accepted + quarantined, per source, checked before anything is written.
 
 Outputs (each written atomically): manifest.parquet (source roots in its metadata), quarantine.csv
@@ -24,15 +24,14 @@ from typing import Any
 
 import pandas as pd
 
+from fracture.base.errors import InputError, printable
+from fracture.base.io import atomic_write_text, write_json, write_manifest
+from fracture.base.outputs import out_dir_lock, prepare_out_dir
+from fracture.base.parallel import parallel_map
 from fracture.config import IngestParams, Params, PathsParams, dump_params
-from fracture.errors import InputError, printable
-from fracture.imageheader import DICOM_SUFFIXES, FILE_MISSING, ImageRejected, Limits, read_header
-from fracture.imaging import check_compressed_dicom
-from fracture.io import atomic_write_text, write_json, write_manifest
-from fracture.outputs import out_dir_lock, prepare_out_dir
-from fracture.parallel import parallel_map
-from fracture.privacy import pseudonym_key
-from fracture.schema import MANIFEST_COLUMNS, QUARANTINE_COLUMNS, coerce_manifest
+from fracture.contracts.schema import MANIFEST_COLUMNS, QUARANTINE_COLUMNS, coerce_manifest
+from fracture.images.decode import check_compressed_dicom
+from fracture.images.header import DICOM_SUFFIXES, FILE_MISSING, ImageRejected, Limits, read_header
 from fracture.sources import (
     NOT_A_FILE,
     SYMLINK_OUTSIDE,
@@ -42,6 +41,7 @@ from fracture.sources import (
     image_id_for,
 )
 from fracture.sources.dicom import DicomIdentity, extract_identity
+from fracture.sources.privacy import pseudonym_key
 
 log = logging.getLogger(__name__)
 

@@ -115,7 +115,7 @@ def demo_manifest(demo_ingest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_splits(tmp_path_factory: pytest.TempPathFactory, params, demo_manifest: Path) -> Path:
-    from fracture.split import run_split
+    from fracture.split.run import run_split
 
     out = tmp_path_factory.mktemp("split") / "splits.parquet"
     run_split(params, demo_manifest, out)
@@ -124,7 +124,7 @@ def demo_splits(tmp_path_factory: pytest.TempPathFactory, params, demo_manifest:
 
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory: pytest.TempPathFactory, params, demo_manifest: Path) -> Path:
-    from fracture.preprocess import run_preprocess
+    from fracture.preprocess.run import run_preprocess
 
     out = tmp_path_factory.mktemp("cache")
     run_preprocess(params, demo_manifest, out)
@@ -156,7 +156,7 @@ UNTRAINED_THRESHOLDS = {"youden": 0.5, "f1_max": 0.45, "target_sensitivity": 0.3
 def write_model_dir(
     model_dir: Path, params, seed: int = 0, metadata: dict | None = None, thresholds: dict | None = None
 ) -> Path:  # noqa: ANN001
-    """An untrained model dir in the contract format, written through fracture.model's own save path.
+    """An untrained model dir in the contract format, written through fracture.model.core's own save path.
 
     The weights are random from `seed`; `params.base.image_size` sets the input size. Predict, serving and the
     registry need only a loadable model in the right format, never a trained one.
@@ -164,7 +164,7 @@ def write_model_dir(
     import pandas as pd
     import torch
 
-    from fracture.model import build_model, model_config, save_model_dir
+    from fracture.model.core import build_model, model_config, save_model_dir
 
     torch.manual_seed(seed)
     size = params.base.image_size
@@ -183,7 +183,7 @@ def manifest_row(source: str, path: str, label: int, patient: str | None = None,
     """
     import hashlib
 
-    from fracture.schema import MANIFEST_COLUMNS
+    from fracture.contracts.schema import MANIFEST_COLUMNS
 
     row = dict.fromkeys(MANIFEST_COLUMNS)
     image_id = hashlib.sha256(f"{source}:{path}".encode()).hexdigest()[:16]

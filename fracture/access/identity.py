@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from fracture.access.names import PIPELINE_ROLE, REVIEWER_ROLE, at_least
-from fracture.errors import AccessError
+from fracture.base.errors import AccessError
 from fracture.tracking import redact
 
 # MLflow basic-auth REST endpoints (mlflow.server.auth.routes), called directly: importing mlflow.server's client

@@ -18,8 +18,8 @@ from typing import Any
 
 from fracture.access.identity import whoami
 from fracture.access.names import PIPELINE_ROLE, REVIEW_PERMISSION, REVIEWER_ROLE, at_least
+from fracture.base.errors import AccessError, InputError
 from fracture.config import Params
-from fracture.errors import AccessError, InputError
 from fracture.registry.client import mlflow_client, registry_errors
 from fracture.tracking import redact, tracking_uri
 

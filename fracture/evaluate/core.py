@@ -100,7 +100,7 @@ def primary_record(values: dict) -> dict:
 
 
 # headline.json, THE DVC metric (`dvc metrics diff`, `dvc exp show`): key -> metrics.json key. Short names keep
-# `dvc exp show` (CI bounds dropped, fracture.demo.EXP_SHOW_FLAGS) within 120 columns; metrics.json (every number)
+# `dvc exp show` (CI bounds dropped, tools.demo.EXP_SHOW_FLAGS) within 120 columns; metrics.json (every number)
 # stays an output beside it.
 HEADLINE_KEYS = {
     "primary": "primary.value",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fracture import metrics
-from fracture.bootstrap import bin_replicates
 from fracture.config import EvaluateParams
 from fracture.evaluate import intervals
 from fracture.evaluate.cohort import EVAL_SPLITS
 from fracture.evaluate.intervals import resample_frame
+from fracture.stats import metrics
+from fracture.stats.bootstrap import bin_replicates
 
 # Decision-curve threshold probabilities: the range where a fracture work-up is a plausible decision.
 DECISION_THRESHOLDS = np.round(np.arange(0.05, 0.5 + 1e-9, 0.01), 2)

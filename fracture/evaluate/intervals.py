@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fracture import bootstrap, metrics
-from fracture.bootstrap import Resamples
 from fracture.config import EvaluateParams
+from fracture.stats import bootstrap, metrics
+from fracture.stats.bootstrap import Resamples
 
 MAX_UNDEFINED_SHARE = 0.01
 PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")

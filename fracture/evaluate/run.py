@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fracture.base.errors import InputError
+from fracture.base.io import atomic_write_text, read_manifest, read_parquet, write_json, write_parquet
+from fracture.base.parallel import progress
 from fracture.config import Params, dump_params
-from fracture.errors import InputError
 from fracture.evaluate.cohort import EVAL_SPLITS, MANIFEST_FIELDS, cohort_reasons
 from fracture.evaluate.core import Evaluation, assemble_evaluation, headline_record
-from fracture.io import atomic_write_text, read_manifest, read_parquet, write_json, write_parquet
-from fracture.parallel import progress
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def predict_rows(model: object, images: np.ndarray, rows: np.ndarray, config: di
     """Probabilities for cache rows `rows`, read from the memmap in sorted chunks (never the whole cache)."""
     import torch
 
-    from fracture.model import predict_proba
+    from fracture.model.core import predict_proba
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     order = np.argsort(rows, kind="stable")
@@ -129,7 +129,7 @@ def score_frame(
         InputError: the cache is unusable, no test image is in it (with `require_test`), or the model returns
             non-finite probabilities.
     """
-    from fracture.cache import load_cache
+    from fracture.preprocess.cache import load_cache
 
     images, index = load_cache(cache_dir)
     row_of = pd.Series(index["row"].to_numpy(np.int64), index=index["image_id"].astype("string").to_numpy())
@@ -209,9 +209,9 @@ def run_evaluate(
     Returns:
         The flat metrics written to metrics.json ("gate.passed" is 1 or 0).
     """
-    from fracture.cache import META_FILE
-    from fracture.io import read_json
-    from fracture.model import CONFIG_FILE, check_cache_contract, load_model_dir, read_contract
+    from fracture.base.io import read_json
+    from fracture.model.core import CONFIG_FILE, check_cache_contract, load_model_dir, read_contract
+    from fracture.preprocess.cache import META_FILE
 
     frame = load_eval_rows(Path(manifest_path), Path(splits_path))
     spectrum, excluded = load_excluded_rows(Path(manifest_path), Path(splits_path))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fracture import metrics
 from fracture.config import EvaluateParams, PrimaryParams
 from fracture.evaluate import intervals
 from fracture.evaluate.cohort import EVAL_SPLITS, SUBGROUPS, cluster_ids, level_names, population_rows
 from fracture.evaluate.intervals import Resampled, resample_frame
+from fracture.stats import metrics
 
 STUDY_COLUMNS = ("split", "study_id", "prob", "label", "patient_id", "cluster_id", "n_images", "excluded_positive_view")
 

@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 
 from fracture.config import EvaluateParams
-from fracture.operating_points import tune_thresholds
+from fracture.stats.operating_points import tune_thresholds
 
 log = logging.getLogger(__name__)
 

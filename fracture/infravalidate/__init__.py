@@ -12,5 +12,5 @@ Modules, one concern each:
 - `requestset`: the request set: evaluation rows joined with the manifest, a spread over file formats (PNG
   8/16-bit, JPEG, DICOM), each image sent as base64 `image` and as `path`, and the bad inputs.
 - `checks`: pure checks of the answers and the result summary (no I/O).
-- `run`: the orchestration: start the server (fracture.serve), send, check, record the result as version tags.
+- `run`: the orchestration: start the server (fracture.serving.server), send, check, record the result as version tags.
 """

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from fracture.contracts.verdict import Check, Verdict
+
 OUTPUT_KEYS = ("probability", "decision", "threshold")
 TAG_PREFIX = "infra_validation."
 MAX_NAMES = 5  # offending cases named per failed check
@@ -165,6 +167,22 @@ def summarise(checks: Sequence[dict], **facts: Any) -> dict:
 def failed_result(reason: str, **facts: Any) -> dict:
     """A result for a validation that could not run to the end (the server did not start, no request set)."""
     return {"passed": False, "reasons": [reason], "checks": [_check("infra validation ran", False, reason)], **facts}
+
+
+def not_run_result(reason: str, **facts: Any) -> dict:
+    """A result for a validation that was not run (the evaluation gate refused the model first): undecidable."""
+    return {"passed": False, "not_run": True, "reasons": [reason], "checks": [], **facts}
+
+
+def to_verdict(result: dict) -> Verdict:
+    """The result in the shared verdict schema (gate `infravalidate`): what `register` acts on."""
+    if result.get("not_run"):
+        return Verdict("infravalidate", "undecidable", tuple(result["reasons"]))
+    found = tuple(
+        Check(c["check"], "passed" if c["passed"] else "failed", note="" if c["passed"] else str(c["detail"]))
+        for c in result.get("checks", [])
+    )
+    return Verdict("infravalidate", "passed" if result["passed"] else "failed", tuple(result["reasons"]), found)
 
 
 def result_tags(result: dict, at: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fracture.errors import InputError
+from fracture.base.errors import InputError
 from fracture.infravalidate.checks import Case
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ Offline = Callable[[Sequence[Path]], np.ndarray]  # image files -> offline proba
 
 def file_kind(path: Path) -> str:
     """`png8`, `png16`, `jpeg`, `dicom`, another format name, or `missing`."""
-    from fracture.imageheader import sniff_format
+    from fracture.images.header import sniff_format
 
     try:
         with open(path, "rb") as f:
@@ -49,7 +49,7 @@ def evaluation_rows(predictions: pd.DataFrame, manifest: pd.DataFrame, roots: di
     Raises:
         InputError: the predictions lack columns or none of their images is in the manifest.
     """
-    from fracture.io import resolve_image_path
+    from fracture.base.io import resolve_image_path
 
     missing = [c for c in ("image_id", "split", "prob") if c not in predictions.columns]
     if missing:
@@ -94,7 +94,7 @@ def _gray(path: Path) -> np.ndarray:
     import cv2
 
     if file_kind(path) == "dicom":
-        from fracture.imageheader import quiet_pydicom
+        from fracture.images.header import quiet_pydicom
 
         with quiet_pydicom():
             import pydicom
@@ -148,7 +148,7 @@ def write_variant(src: Path, kind: str, dst_dir: Path) -> Path:
 
 def image_cases(name: str, path: Path, expected: float, reference: str) -> list[Case]:
     """The same image as base64 `image` and as `path`."""
-    from fracture.serving import encode_image_file
+    from fracture.serving.pyfunc import encode_image_file
 
     body = {"dataframe_split": {"columns": ["image"], "data": [[encode_image_file(path)]]}}
     return [
@@ -173,7 +173,7 @@ def good_cases(rows: pd.DataFrame, offline: Offline, work_dir: Path) -> list[Cas
 
 def bad_cases(sample: Path) -> list[Case]:
     """Inputs the server must refuse with a 4xx naming the problem, and keep serving."""
-    from fracture.serving import encode_bytes
+    from fracture.serving.pyfunc import encode_bytes
 
     data = Path(sample).read_bytes()
     records = {

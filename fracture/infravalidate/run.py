@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from fracture.base.errors import InputError, first_line
 from fracture.config import InfraValidationParams, Params
-from fracture.errors import InputError, first_line
 from fracture.infravalidate import checks
 from fracture.infravalidate.checks import Answer, Case
 from fracture.infravalidate.requestset import bad_cases, evaluation_rows, good_cases, select_rows
-from fracture.serve import LOOPBACK, running_server, verified_source, wait_port_closed
+from fracture.serving.server import LOOPBACK, running_server, verified_source, wait_port_closed
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def exercise(
 
 def offline_model(model_dir: Path) -> Any:
     """Offline probabilities for image files from the model dir, through the `fracture predict` decode path."""
-    from fracture.model import CONFIG_FILE, load_model_dir, predict_proba, read_contract
+    from fracture.model.core import CONFIG_FILE, load_model_dir, predict_proba, read_contract
 
     model, config = load_model_dir(model_dir, map_location="cpu")
     contract = read_contract(config, Path(model_dir) / CONFIG_FILE)  # the model's own input contract
@@ -109,7 +109,7 @@ def build_request_set(
     Raises:
         InputError: the predictions or the manifest cannot be read, or no evaluation image is readable.
     """
-    from fracture.io import read_manifest, read_parquet
+    from fracture.base.io import read_manifest, read_parquet
 
     predictions = read_parquet(Path(predictions_path))
     manifest, roots = read_manifest(Path(manifest_path))
@@ -194,8 +194,8 @@ def run_infravalidate(
         GateError: the model failed infra validation (the result file is written first).
         InputError: the model dir cannot be saved as a pyfunc.
     """
-    from fracture.errors import GateError
-    from fracture.io import write_json
+    from fracture.base.errors import GateError
+    from fracture.base.io import write_json
     from fracture.registry.register import save_pyfunc
 
     with tempfile.TemporaryDirectory(prefix="fracture-pyfunc-") as tmp:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fracture.base.errors import InputError, first_line
 from fracture.config import Params
-from fracture.errors import InputError, first_line
 from fracture.infravalidate import checks
 from fracture.infravalidate.run import EVIDENCE_PREDICTIONS, validate_served
 from fracture.tracking import tracking_uri

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from fracture.config import Params
-from fracture.kubeflow.pipeline import build_pipeline
+from fracture.kubeflow.pipelines.training import build_pipeline
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from fracture.base.errors import InputError
+from fracture.base.io import read_json, write_json
+from fracture.base.logs import setup_logging
 from fracture.config import Params, parse_params
-from fracture.errors import InputError
-from fracture.io import read_json, write_json
-from fracture.logs import setup_logging
 from fracture.sources import SOURCE_DIRS
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def ingest_step(
 
 def validate_step(params_json: str, raw_data_path: str, ingest_path: str, out_path: str, html_path: str) -> None:
     """`fracture validate`; the Data Docs index is also published as an HTML artifact."""
-    from fracture.validate import run_validate
+    from fracture.validate.run import run_validate
 
     _setup()
     manifest = Path(ingest_path) / "manifest.parquet"
@@ -107,7 +107,7 @@ def validate_step(params_json: str, raw_data_path: str, ingest_path: str, out_pa
 
 def split_step(params_json: str, strategy: str, ingest_path: str, out_path: str) -> None:
     """`fracture split` with the pipeline's split strategy."""
-    from fracture.split import run_split
+    from fracture.split.run import run_split
 
     _setup()
     params = resolve_params(params_json, split__strategy=strategy)
@@ -116,7 +116,7 @@ def split_step(params_json: str, strategy: str, ingest_path: str, out_path: str)
 
 def preprocess_step(params_json: str, raw_data_path: str, ingest_path: str, out_path: str) -> None:
     """`fracture preprocess`."""
-    from fracture.preprocess import run_preprocess
+    from fracture.preprocess.run import run_preprocess
 
     _setup()
     manifest = Path(ingest_path) / "manifest.parquet"
@@ -177,11 +177,11 @@ def evaluate_step(
     out_path: str,
     metrics: Any,
     classification: Any,
-) -> bool:
+) -> None:
     """`fracture evaluate`; logs headline metrics and the test ROC / confusion matrix for the KFP UI.
 
-    Returns:
-        Whether the evaluation gate passed (the pipeline registers only then).
+    The gate's verdict (gate.json in the eval dir) is an artifact that infravalidate and register receive: they act
+    on it and record it, so a refused model is a recorded outcome on the cluster as under DVC.
     """
     from fracture.evaluate import run_evaluate
 
@@ -196,7 +196,14 @@ def evaluate_step(
         out,
     )
     log_kfp_metrics(out, metrics, classification)
-    return bool(read_json(out / "gate.json")["passed"])
+
+
+def evaluation_refusal(eval_path: str) -> list[str] | None:
+    """The evaluation gate's reasons when it did not pass (None when it passed)."""
+    gate = read_json(Path(eval_path) / "gate.json")
+    if gate.get("status", "passed" if gate.get("passed") else "failed") == "passed":
+        return None
+    return [str(r) for r in gate.get("reasons") or []] or ["the evaluation gate did not pass"]
 
 
 def log_kfp_metrics(eval_dir: Path, metrics: Any, classification: Any) -> None:
@@ -254,20 +261,28 @@ def report_step(
 
 def infravalidate_step(
     params_json: str, raw_data_path: str, ingest_path: str, model_path: str, eval_path: str, out_path: str
-) -> bool:
-    """`fracture infravalidate` on the trained model; returns whether it passed (the result is written either way)."""
-    from fracture.errors import GateError
+) -> None:
+    """`fracture infravalidate` on the trained model; the result is written either way (register acts on it).
+
+    A model the evaluation gate refused is not served: the result says "not run" (an undecidable verdict).
+    """
+    from fracture.base.errors import GateError
+    from fracture.infravalidate.checks import not_run_result
     from fracture.infravalidate.run import run_infravalidate
 
     _setup()
+    refused = evaluation_refusal(eval_path)
+    if refused is not None:
+        reason = f"not run: the evaluation gate refused the model ({'; '.join(refused)})"
+        log.warning("infra validation %s", reason)
+        write_json(Path(out_path), not_run_result(reason, model_uri=model_path))
+        return
     manifest = Path(ingest_path) / "manifest.parquet"
     params = resolve_params(params_json)
     try:
         run_infravalidate(params, Path(model_path), Path(eval_path), manifest, data_root(raw_data_path), Path(out_path))
     except GateError as err:
         log.error("%s", err)
-        return False
-    return True
 
 
 def register_step(
@@ -276,24 +291,41 @@ def register_step(
     eval_path: str,
     report_path: str,
     out_path: str,
-    infra_path: str | None = None,
+    infra_path: str,
     validation_path: str | None = None,
 ) -> None:
-    """`fracture register` (only after the gates passed); records the infra validation result on the version.
+    """`fracture register --gate-failure-ok`, acting on both verdicts it receives; the outcome is always written.
 
-    validate's pages (validation.html, data_docs/) are logged beside the report, under `evaluation/validation`.
+    A model refused by the evaluation gate or by infra validation is not registered, and the outcome says why
+    (`{"registered": false, "why": ..., "reasons": [...]}`), as the DVC stage records it. A registered version gets
+    the infra validation result as tags. validate's pages are logged beside the report.
     """
-    from fracture.registry.register import run_register
+    from fracture.base.errors import GateError
+    from fracture.infravalidate.checks import to_verdict
+    from fracture.registry.register import not_registered_record, run_register
 
     _setup()
-    validation = Path(validation_path) if validation_path is not None else None
-    params = resolve_params(params_json)
-    record = run_register(
-        params, Path(model_path), Path(eval_path), report_path=Path(report_path), validation_dir=validation
-    )
-    if infra_path is not None:
-        from fracture.infravalidate.version import record_result
-        from fracture.registry.client import mlflow_client, now_iso
+    infra = read_json(Path(infra_path))
+    verdict = to_verdict(infra)
+    if evaluation_refusal(eval_path) is None and not verdict.passed:
+        record = {"registered": False, "why": f"infra validation {verdict.status}", "reasons": list(verdict.reasons)}
+    else:
+        validation = Path(validation_path) if validation_path is not None else None
+        try:
+            record = run_register(
+                resolve_params(params_json),
+                Path(model_path),
+                Path(eval_path),
+                report_path=Path(report_path),
+                validation_dir=validation,
+            )
+        except GateError:
+            record = not_registered_record(Path(eval_path))
+        else:
+            from fracture.infravalidate.version import record_result
+            from fracture.registry.client import mlflow_client, now_iso
 
-        record_result(mlflow_client(), record["name"], str(record["version"]), read_json(Path(infra_path)), now_iso())
+            record_result(mlflow_client(), record["name"], str(record["version"]), infra, now_iso())
+    if record.get("registered") is False:
+        log.warning("not registered: %s (%s)", record["why"], "; ".join(record["reasons"]))
     write_json(Path(out_path), record)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fracture.config import Params, PipelineParams
-from fracture.kubeflow.image import IMAGE_UID, container_security
-from fracture.kubeflow.secrets import secret_env
+from fracture.contracts.image import IMAGE_UID, container_security
+from fracture.contracts.secrets import secret_env
 
 log = logging.getLogger(__name__)
 

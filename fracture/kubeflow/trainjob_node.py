@@ -48,7 +48,7 @@ def run_node(root: str, env: Mapping[str, str], workdir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: `python -m fracture.kubeflow.trainjob_node <staging root>`."""
-    from fracture.logs import setup_logging
+    from fracture.base.logs import setup_logging
 
     setup_logging(verbose=False)
     args = sys.argv[1:] if argv is None else argv

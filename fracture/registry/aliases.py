@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fracture.base.errors import GateError, InputError, first_line
 from fracture.config import Params
-from fracture.errors import GateError, InputError, first_line
 from fracture.registry.client import access_error, mlflow_client, now_iso, registry_errors, tag_text
 from fracture.registry.compare import check_allow_different, comparison_tags
 from fracture.registry.evidence import gather_evidence, record_comparison

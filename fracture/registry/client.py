@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from fracture.errors import AccessError, InputError
+from fracture.base.errors import AccessError, InputError
 from fracture.tracking import redact, tracking_uri
 
 MAX_TAG_CHARS = 8000

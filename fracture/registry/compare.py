@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fracture.bootstrap import Resamples, cluster_codes, draw_resamples, percentile_interval, ranking_replicates
+from fracture.base.errors import InputError
 from fracture.config import PromoteParams
-from fracture.errors import InputError
-from fracture.metrics import auroc
 from fracture.registry.names import TEST_SET_TAG
+from fracture.stats.bootstrap import Resamples, cluster_codes, draw_resamples, percentile_interval, ranking_replicates
+from fracture.stats.metrics import auroc
 
 TEST_COLUMNS = ("image_id", "label", "prob", "cluster_id")
 SAME_TEST_SET_KEYS = ("splits_hash", "manifest_hash", TEST_SET_TAG)

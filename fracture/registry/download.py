@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fracture.errors import InputError
+from fracture.base.errors import InputError
 from fracture.registry.client import access_error, mlflow_client, registry_errors
 from fracture.registry.names import FINGERPRINT_TAG
 from fracture.registry.verify import check_mlmodel, check_model_files, check_weights
@@ -64,7 +64,7 @@ def download_model_dir(uri: str, dst: Path) -> Path:
     before they are moved into place (`fracture.registry.verify`).
 
     Returns:
-        `dst`, now a local model dir loadable by `fracture.model.load_model_dir`.
+        `dst`, now a local model dir loadable by `fracture.model.core.load_model_dir`.
 
     Raises:
         InputError: bad URI, unknown model/alias/version, a pickled pyfunc, missing files, or a fingerprint mismatch.

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from fracture.base.errors import InputError
 from fracture.config import Params
-from fracture.errors import InputError
 from fracture.registry.client import first_line
 from fracture.registry.compare import differing_test_set, extract_test_rows, pair_predictions, paired_comparison
 from fracture.registry.compare import fingerprint_test_set as fingerprint_of
@@ -36,7 +36,7 @@ def load_test_predictions(version: Any) -> pd.DataFrame:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from fracture.io import read_parquet
+    from fracture.base.io import read_parquet
 
     uri = version.tags.get(TEST_PREDICTIONS_TAG)
     if not uri:

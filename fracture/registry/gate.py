@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fracture.base.errors import InputError
 from fracture.config import PromoteParams
-from fracture.errors import InputError
 from fracture.registry.compare import DELONG_NOTE, paired_checks, reuse_check, same_test_set_check
 from fracture.registry.lineage import run_metric_name
 from fracture.registry.names import AUROC, HEADLINE_METRICS, SENSITIVITY

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fracture.errors import GateError, InputError
+from fracture.base.errors import GateError, InputError
 from fracture.registry.client import current_user, now_iso, tag_text
 from fracture.registry.names import AUROC, FINGERPRINT_TAG, HEADLINE_METRICS, LINEAGE_KEYS, SENSITIVITY
 
@@ -165,7 +165,7 @@ def version_tags(
 
 
 def _read_json(path: Path) -> dict:
-    from fracture.io import read_json
+    from fracture.base.io import read_json
 
     if not path.is_file():
         raise InputError(f"{path}: missing")
@@ -182,9 +182,9 @@ def read_test_predictions(eval_dir: Path, metrics: dict) -> Any:
         InputError: predictions.parquet is missing or unusable, or its test AUROC is not metrics.json's (the
             predictions and the metrics come from different evaluations).
     """
-    from fracture.io import read_parquet
-    from fracture.metrics import auroc
+    from fracture.base.io import read_parquet
     from fracture.registry.compare import extract_test_rows
+    from fracture.stats.metrics import auroc
 
     path = Path(eval_dir) / PREDICTIONS_FILE
     if not path.is_file():

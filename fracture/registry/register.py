@@ -18,9 +18,9 @@ from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
+from fracture.base.errors import InputError
+from fracture.base.io import hash_file
 from fracture.config import Params
-from fracture.errors import InputError
-from fracture.io import hash_file
 from fracture.registry.client import first_line, mlflow_client, registry_errors
 from fracture.registry.lineage import (
     DATA_DOCS_DIR,
@@ -65,7 +65,8 @@ from fracture.tracking import (
 
 log = logging.getLogger(__name__)
 
-# The model dir's contract files uploaded with the model (fracture.model.save_model_dir writes them; no checkpoints).
+# The model dir's contract files uploaded with the model (fracture.model.core.save_model_dir writes them; no
+# checkpoints).
 MODEL_DIR_FILES = ("model.pt", "config.json", "metadata.json", "history.csv", "params.yaml")
 MODEL_NAME = "model"  # the logged model's name inside its run
 EVIDENCE_DIR = "evaluation"  # the run's artifact dir for the evaluation files, the report and validate's pages
@@ -77,9 +78,9 @@ def _check_loadable(model_dir: Path) -> None:
     """Refuse a model dir whose weights do not rebuild the configured network (before anything is uploaded).
 
     Raises:
-        InputError: from fracture.model, naming the file and the mismatch.
+        InputError: from fracture.model.core, naming the file and the mismatch.
     """
-    from fracture.model import load_model_dir
+    from fracture.model.core import load_model_dir
 
     load_model_dir(model_dir, map_location="cpu")
 
@@ -245,13 +246,13 @@ def pyfunc_spec(staged: Path, config: dict) -> dict[str, Any]:
     """The pyfunc's definition: model code, model dir artifact, fingerprint, signature, input example, requirements.
 
     The one place it is spelled, shared by registration and by `save_pyfunc`. The pyfunc is MLflow "models from
-    code" (`fracture/model_code.py`, no pickle); its config carries the weights' fingerprint, which `load_context`
-    checks before loading them.
+    code" (`fracture/serving/model_code.py`, no pickle); its config carries the weights' fingerprint, which
+    `load_context` checks before loading them.
     """
     import pandas as pd
 
     from fracture.registry.verify import model_code_path
-    from fracture.serving import FINGERPRINT_CONFIG_KEY, MODEL_DIR_ARTIFACT, encode_bytes, signature
+    from fracture.serving.pyfunc import FINGERPRINT_CONFIG_KEY, MODEL_DIR_ARTIFACT, encode_bytes, signature
 
     example = pd.DataFrame({"image": [encode_bytes(example_image_png(int(config["img_size"])))]})
     return {
@@ -467,7 +468,7 @@ def registered_version(name: str, fingerprint: str) -> dict | None:
 
 def not_registered_record(eval_dir: Path) -> dict:
     """The registration record of a model the evaluation gate refused: a result, kept with the experiment."""
-    from fracture.io import read_json
+    from fracture.base.io import read_json
 
     gate = read_json(Path(eval_dir) / "gate.json")
     return {"registered": False, "why": "gate failed", "reasons": [str(r) for r in gate.get("reasons") or []]}

@@ -4,7 +4,7 @@ A registered version is accepted only when
 
 - its MLmodel has just the `python_function` flavor, loaded by MLflow's models-from-code loader, with no
   pickled `python_model`, no extra code paths, and no pickle file anywhere in the model;
-- its model code is byte for byte the installed `fracture/model_code.py` (so loading it runs only our code);
+- its model code is byte for byte the installed `fracture/serving/model_code.py` (so loading it runs only our code);
 - its `model.pt` + `config.json` hash to the version's `fingerprint` tag (set at registration, kept in the
   registry database, not beside the artifacts it vouches for).
 
@@ -17,7 +17,7 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-from fracture.errors import InputError
+from fracture.base.errors import InputError
 from fracture.registry.lineage import fingerprint_model_dir
 
 CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
@@ -26,10 +26,10 @@ MODEL_DIR_FILES = ("model.pt", "config.json", "metadata.json")
 
 
 def model_code_path() -> Path:
-    """The installed `fracture/model_code.py` (found without importing it: importing it builds a pyfunc)."""
-    spec = importlib.util.find_spec("fracture.model_code")
+    """The installed `fracture/serving/model_code.py` (found without importing it: importing it builds a pyfunc)."""
+    spec = importlib.util.find_spec("fracture.serving.model_code")
     if spec is None or spec.origin is None:  # pragma: no cover - the module ships with the package
-        raise InputError("fracture.model_code is missing from the installed package")
+        raise InputError("fracture.serving.model_code is missing from the installed package")
     return Path(spec.origin)
 
 
@@ -55,7 +55,7 @@ def check_mlmodel(uri: str, mlmodel: dict) -> str:
 
 
 def check_model_files(uri: str, model_root: Path, code_subpath: str) -> None:
-    """No pickle anywhere in the downloaded model, and its code file is the installed `fracture/model_code.py`.
+    """No pickle anywhere in the downloaded model, and its code file is the installed `fracture/serving/model_code.py`.
 
     Raises:
         InputError: naming the pickle file or the code mismatch.

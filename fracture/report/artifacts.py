@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from fracture.base.errors import InputError
 from fracture.config import Params
-from fracture.errors import InputError
 
 
 @dataclass
@@ -78,7 +78,7 @@ def _required_json(path: Path) -> dict:
 
 
 def _fingerprints(paths: dict[str, Path]) -> dict[str, str]:
-    from fracture.io import sha256_file
+    from fracture.base.io import sha256_file
 
     return {name: sha256_file(p) for name, p in paths.items() if p.is_file()}
 

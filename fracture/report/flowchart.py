@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fracture.contracts.schema import copy_exclusion_reason
 from fracture.report.figures import _pyplot, png_base64
-from fracture.schema import copy_exclusion_reason
 
 SPLIT_ORDER = ("train", "val", "test")
 BOX = {"boxstyle": "round,pad=0.45", "facecolor": "#eef2f7", "edgecolor": "#5b6577", "linewidth": 1}

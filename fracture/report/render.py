@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from fracture.config import Params
-from fracture.modelcard import INTENDED_USE, card_limitations
+from fracture.model.card import INTENDED_USE, card_limitations
 from fracture.report.artifacts import Artifacts, load_artifacts
 from fracture.report.endpoints import (
     METHOD_LABELS,
@@ -159,7 +159,7 @@ def build_context(art: Artifacts) -> dict:
 
 def render_html(context: dict) -> str:
     """Render the Jinja template (autoescaped; the only raw HTML are base64 PNG data URIs)."""
-    from fracture.pages import environment
+    from fracture.templates.pages import environment
 
     env = environment()
     env.filters["fmt"] = fmt
@@ -183,7 +183,7 @@ def run_report(
     Returns:
         The report's path.
     """
-    from fracture.io import atomic_write_text
+    from fracture.base.io import atomic_write_text
 
     out_path = Path(out_path)
     art = load_artifacts(

@@ -24,11 +24,11 @@ from typing import Any
 
 import pandas as pd
 
-from fracture.errors import InputError
+from fracture.base.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# Reason codes decided from tables and paths (image-level codes live in fracture.imageheader).
+# Reason codes decided from tables and paths (image-level codes live in fracture.images.header).
 PATH_ESCAPE = "path escapes dataset root"
 SYMLINK_OUTSIDE = "symlink outside dataset root"
 LABEL_INVALID = "label not in {0,1}"

@@ -1,6 +1,6 @@
 """DICOM identity without PHI (DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile, in spirit).
 
-From a header read by fracture.imageheader (pydicom, `stop_before_pixels=True`) take only what the pipeline
+From a header read by fracture.images.header (pydicom, `stop_before_pixels=True`) take only what the pipeline
 needs: a keyed pseudonym of the patient and of the study, age in years, sex. Names, IDs, dates, institution,
 accession number, physicians, UIDs and free text are never copied anywhere; the pseudonyms are HMAC-SHA256
 digests whose key lives only in the environment. Ages above 89 are reported as 90 (the HIPAA safe-harbour
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from fracture.imageheader import quiet_pydicom
-from fracture.privacy import pseudonymise
+from fracture.images.header import quiet_pydicom
 from fracture.sources import normalise_sex, parse_age
+from fracture.sources.privacy import pseudonymise
 
 MAX_REPORTED_AGE = 90.0
 _DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")

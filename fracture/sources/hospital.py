@@ -7,7 +7,8 @@ optional `<root>/metadata.csv` with `path` (relative to the root), `patient_id`,
 Offline-augmented copies (`nega_1000_0.png` ... beside `nega_1000.png`) are recognised by name
 (`ingest.augmented_copy_pattern`), whether or not the original file is present: they carry `augmented_from` (the
 original's group key) and share a `group_id` with the original and each other, so a split never separates them.
-Patient ids are pseudonymised with the keyed hash of fracture.privacy; age and sex come only from metadata.csv or
+Patient ids are pseudonymised with the keyed hash of fracture.sources.privacy; age and sex come only from
+metadata.csv or
 DICOM headers, never from a default.
 """
 
@@ -22,7 +23,6 @@ from typing import Any
 
 import pandas as pd
 
-from fracture.privacy import pseudonymise
 from fracture.sources import (
     LABEL_INVALID,
     NO_LABEL,
@@ -40,6 +40,7 @@ from fracture.sources import (
     safe_relpath,
     walk_files,
 )
+from fracture.sources.privacy import pseudonymise
 
 log = logging.getLogger(__name__)
 

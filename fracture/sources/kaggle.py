@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fracture.imageheader import FILE_MISSING
+from fracture.images.header import FILE_MISSING
 from fracture.sources import (
     CONFLICTING_LABELS,
     CONFLICTING_METADATA,

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from fracture.errors import InputError
+from fracture.base.errors import InputError
 from fracture.sources import (
     APPLEDOUBLE,
     BAD_LAYOUT,

@@ -12,10 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fracture.base.errors import InputError
+from fracture.base.io import write_json
+from fracture.base.parallel import progress
 from fracture.config import Params, dump_params
-from fracture.errors import InputError
-from fracture.io import write_json
-from fracture.parallel import progress
 from fracture.sources import SOURCE_DIRS
 from fracture.synth.dicom import write_dicom
 from fracture.synth.hospital import plan_hospital

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fracture.base.errors import InputError
+from fracture.base.io import atomic_path
 from fracture.config import Params
-from fracture.errors import InputError
-from fracture.io import atomic_path
 from fracture.train.optim import Optimisation
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fracture.base.parallel import progress
 from fracture.config import TrainParams
-from fracture.data import BatchPrep
-from fracture.parallel import progress
+from fracture.model.data import BatchPrep
 from fracture.train.optim import Optimisation, grad_accumulation
 from fracture.train.runtime import Runtime, autocast
 

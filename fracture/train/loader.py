@@ -10,11 +10,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fracture.cache import load_cache
+from fracture.base.errors import InputError
+from fracture.base.io import read_manifest, read_parquet
 from fracture.config import Params
-from fracture.data import SeededSampler, UnifiedFractureDataset, collate_batch
-from fracture.errors import InputError
-from fracture.io import read_manifest, read_parquet
+from fracture.model.data import SeededSampler, UnifiedFractureDataset, collate_batch
+from fracture.preprocess.cache import load_cache
 from fracture.train.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from fracture.config import Params
-from fracture.model import build_model
+from fracture.model.core import build_model
 from fracture.tracking import Tracker
 from fracture.train.checkpoint import LoopState, checkpoint_payload, restore_checkpoint, resume_key, save_checkpoint
 from fracture.train.epoch import score_val, train_one_epoch

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fracture.base.io import hash_file, read_json
 from fracture.config import Params
-from fracture.io import hash_file, read_json
-from fracture.model import model_config, predict_proba, save_model_dir
-from fracture.modelcard import build_model_card
-from fracture.operating_points import tune_thresholds
+from fracture.model.card import build_model_card
+from fracture.model.core import model_config, predict_proba, save_model_dir
+from fracture.stats.operating_points import tune_thresholds
 from fracture.tracking import MODEL_DIGEST_TAG, NOTE_TAG, model_digest, params_hash, sig4
 from fracture.train.checkpoint import LoopState, load_checkpoint
 from fracture.train.loop import Session
@@ -53,7 +53,7 @@ def build_metadata(params: Params, prog: LoopState, config: dict, lineage: dict,
             "shape": [1, s, s],
             "dtype": "uint8",
             "description": f"1-channel grayscale radiograph, {s} x {s} px, bone bright, windowed and resized by "
-            "fracture.imaging.prepare_image; the model sees float (x / 255 - mean) / std",
+            "fracture.images.decode.prepare_image; the model sees float (x / 255 - mean) / std",
             "mean": mp.mean,
             "std": mp.std,
         },

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fracture.base.errors import ConfigError
 from fracture.config import TrainParams
-from fracture.errors import ConfigError
 from fracture.train.runtime import Runtime
 
 

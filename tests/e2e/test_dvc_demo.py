@@ -77,7 +77,7 @@ def test_demo_model_is_registered_in_the_embedded_store(demo_project):
 
 
 def test_demo_summary_points_at_the_report(demo_project):
-    proc = _run(demo_project, "fracture", "demo-summary")
+    proc = _run(demo_project, "python", "-m", "tools.demo")
     assert proc.returncode == 0, proc.stderr
     assert "report.html" in proc.stdout
     assert "mlflow ui" in proc.stdout

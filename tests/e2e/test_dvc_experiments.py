@@ -14,9 +14,9 @@ import subprocess
 
 import pytest
 
-from fracture.demo import EXP_SHOW_FLAGS
 from tests.e2e.conftest import REPO, demo_env
 from tests.lockcheck import load_lock, portable_problems
+from tools.demo import EXP_SHOW_FLAGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

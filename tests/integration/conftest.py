@@ -317,7 +317,7 @@ class Candidate:
 
 
 def write_model_dir(model_dir: Path, params, seed: int, test_set: str = "A") -> Path:  # noqa: ANN001
-    """A tiny Swin model dir (random weights from `seed`) written through fracture.model's own save path.
+    """A tiny Swin model dir (random weights from `seed`) written through fracture.model.core's own save path.
 
     `test_set` names the data it was split from and evaluated on (manifest and splits hashes). Like train's, its
     metadata.json names no MLflow run: register finds the training run by the model digest.
@@ -377,7 +377,7 @@ def write_eval_dir(
 
     The headline numbers are the given ones; the test predictions reproduce the given AUROC exactly.
     """
-    from fracture.io import write_json, write_parquet
+    from fracture.base.io import write_json, write_parquet
 
     metrics = {"threshold": threshold, "test.prevalence": 0.4}
     for key, value in (

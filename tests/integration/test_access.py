@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fracture.access.roles import run_setup_roles
-from fracture.errors import AccessError
+from fracture.base.errors import AccessError
 from fracture.registry.aliases import run_promote, run_rollback
 from fracture.registry.register import run_register
 from tests.conftest import REPO

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from fracture.io import hash_file
+from fracture.base.io import hash_file
 from tests.e2e.conftest import copy_project, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

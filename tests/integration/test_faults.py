@@ -24,9 +24,9 @@ import pandas as pd
 import psutil
 import pytest
 
+from fracture.base.errors import InputError
+from fracture.base.io import hash_file, read_manifest
 from fracture.config import dump_params
-from fracture.errors import InputError
-from fracture.io import hash_file, read_manifest
 from tests.procs import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -223,7 +223,7 @@ def test_ingest_killed_while_writing_the_manifest_then_rerun(work, reference, ea
 
 # -------------------------------------------------------------------------------------------------- preprocess
 def assert_same_cache(ref: Path, out: Path) -> None:
-    from fracture.cache import load_cache
+    from fracture.preprocess.cache import load_cache
 
     images, index = load_cache(out)
     ref_images, ref_index = load_cache(ref)
@@ -234,7 +234,7 @@ def assert_same_cache(ref: Path, out: Path) -> None:
 
 @pytest.mark.parametrize("earlier_cache", [False, True])
 def test_preprocess_killed_mid_decode_then_rerun(work, reference, earlier_cache):
-    from fracture.cache import load_cache
+    from fracture.preprocess.cache import load_cache
 
     out = work / f"cache_{int(earlier_cache)}"
     manifest = "ref/ingest/manifest.parquet"

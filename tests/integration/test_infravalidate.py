@@ -18,11 +18,11 @@ import pytest
 import torch
 import yaml
 
-from fracture.deploy import run_deploy
-from fracture.errors import GateError
+from fracture.base.errors import GateError
 from fracture.infravalidate.version import InfraData
 from fracture.registry.aliases import run_promote
 from fracture.registry.register import run_register
+from fracture.serving.deploy import run_deploy
 from tests.integration.conftest import write_eval_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

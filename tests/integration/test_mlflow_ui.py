@@ -1,4 +1,6 @@
-"""The MLflow UI link that `demo-summary` and `register` print opens the runs table, not the GenAI overview.
+"""The MLflow UI link that the demo summary (`tools/demo.py`) and `register` print opens the runs table.
+
+Not the GenAI overview.
 
 MLflow 3.17's UI starts every experiment on its GenAI overview whatever the experiment's kind tag says
 (measured: `#/experiments/<id>` renders "Overview ... Traces ... Sessions" for a tagged experiment too); the

@@ -17,12 +17,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from fracture.errors import InputError
-from fracture.predict import run_predict
+from fracture.base.errors import InputError
 from fracture.registry.aliases import run_promote
 from fracture.registry.download import fetch_model
 from fracture.registry.lineage import fingerprint_model_dir
 from fracture.registry.register import run_register
+from fracture.serving.predict import run_predict
 from tests.integration.conftest import MLFLOW_BUCKET
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -22,7 +22,7 @@ import pytest
 
 from fracture.registry.aliases import run_promote
 from fracture.registry.register import run_register
-from fracture.serve import LOOPBACK, free_port, port_open, stop_group, wait_port_closed
+from fracture.serving.server import LOOPBACK, free_port, port_open, stop_group, wait_port_closed
 from tests.integration.conftest import BIN, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -66,7 +66,7 @@ def work(tmp_path, params, make_candidate, monkeypatch, radiograph_png):  # noqa
 
 
 def _offline_probability(model_dir: Path, image: Path) -> float:
-    from fracture.model import CONFIG_FILE, load_model_dir, predict_proba, read_contract
+    from fracture.model.core import CONFIG_FILE, load_model_dir, predict_proba, read_contract
 
     model, config = load_model_dir(model_dir)
     contract = read_contract(config, model_dir / CONFIG_FILE)

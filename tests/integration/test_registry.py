@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from fracture.errors import GateError, InputError
+from fracture.base.errors import GateError, InputError
 from fracture.registry.aliases import run_promote, run_rollback
 from fracture.registry.download import download_model_dir
 from fracture.registry.lineage import fingerprint_model_dir
@@ -305,9 +305,9 @@ def test_dry_run_changes_nothing(registry_env, params, params_file, make_candida
 
 
 def test_load_by_alias_predict_and_download(registry_env, params, make_candidate, radiograph_png, tmp_path):
-    from fracture.imaging import prepare_image
-    from fracture.model import load_model_dir, predict_proba
-    from fracture.serving import encode_image_file
+    from fracture.images.decode import prepare_image
+    from fracture.model.core import load_model_dir, predict_proba
+    from fracture.serving.pyfunc import encode_image_file
 
     name = _name("load")
     cand = make_candidate(seed=41)
@@ -385,7 +385,7 @@ def test_planted_credentials_never_reach_tags_params_or_logs(
 
 def test_register_the_real_train_and_evaluate_outputs(registry_env, params, demo_model, demo_eval, tmp_path):
     """Contract check: the model dir from train and the eval dir from evaluate register and load as they are."""
-    from fracture.model import load_model_dir
+    from fracture.model.core import load_model_dir
 
     name = _name("chain")
     forced = not json.loads((demo_eval / "gate.json").read_text())["passed"]  # a 2-epoch demo may miss the gate

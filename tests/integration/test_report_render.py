@@ -141,10 +141,10 @@ def test_report_from_the_real_demo_chain(tmp_path, params, demo_ingest, demo_spl
     """explain + report on the artifacts the real steps wrote (synth -> ingest -> ... -> evaluate)."""
     import json
 
-    from fracture.errors import GateError
+    from fracture.base.errors import GateError
     from fracture.explain import run_explain
-    from fracture.modelcard import INTENDED_USE
-    from fracture.validate import run_validate
+    from fracture.model.card import INTENDED_USE
+    from fracture.validate.run import run_validate
 
     try:
         run_validate(params, demo_ingest / "manifest.parquet", tmp_path / "validation")

@@ -65,8 +65,8 @@ def served(mlflow_server, params, make_candidate, tmp_path_factory):  # noqa: AN
 
 
 def _expected_probability(model_dir: Path, image: Path, params) -> float:  # noqa: ANN001
-    from fracture.imaging import prepare_image
-    from fracture.model import load_model_dir, predict_proba
+    from fracture.images.decode import prepare_image
+    from fracture.model.core import load_model_dir, predict_proba
 
     model, config = load_model_dir(model_dir)
     img = prepare_image(image, config["img_size"], params.preprocess.window_percentiles)
@@ -74,7 +74,7 @@ def _expected_probability(model_dir: Path, image: Path, params) -> float:  # noq
 
 
 def test_served_champion_predicts_an_image(served, radiograph_png, params):
-    from fracture.serving import encode_image_file
+    from fracture.serving.pyfunc import encode_image_file
 
     url, cand, _ = served
     body = {"dataframe_split": {"columns": ["image"], "data": [[encode_image_file(radiograph_png)]]}}
@@ -94,7 +94,7 @@ def test_served_champion_predicts_an_image(served, radiograph_png, params):
 
 
 def test_served_model_under_a_concurrent_burst(served, radiograph_png, capsys):
-    from fracture.serving import encode_image_file
+    from fracture.serving.pyfunc import encode_image_file
 
     url, _, _ = served
     body = {"dataframe_split": {"columns": ["image"], "data": [[encode_image_file(radiograph_png)]]}}

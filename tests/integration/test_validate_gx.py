@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from fracture.base.io import sha256_file, write_manifest
 from fracture.cli import app
 from fracture.config import dump_params
-from fracture.io import sha256_file, write_manifest
-from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
+from fracture.contracts.schema import MANIFEST_COLUMNS, coerce_manifest
 
 pytestmark = pytest.mark.integration  # real Great Expectations runs and Data Docs on disk
 

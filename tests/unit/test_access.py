@@ -85,7 +85,7 @@ def users_endpoint():  # noqa: ANN201
 
 
 def test_whoami_reads_the_servers_answer(users_endpoint, monkeypatch):
-    from fracture.errors import AccessError
+    from fracture.base.errors import AccessError
 
     url, answer = users_endpoint
     monkeypatch.setenv("FRACTURE_USER", "alice")

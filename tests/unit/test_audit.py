@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fracture.audit import summarize, verdict
+from tools.audit import summarize, verdict
 
 SKIPPED = {"name": "torch", "skip_reason": "Dependency not found on PyPI and could not be audited: torch (2.14.1)"}
 CLEAN = {"name": "numpy", "version": "2.3.0", "vulns": []}

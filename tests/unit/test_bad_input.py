@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from fracture.base.errors import InputError
+from fracture.base.io import read_manifest
 from fracture.cli import app
 from fracture.config import dump_params
-from fracture.errors import InputError
-from fracture.imaging import prepare_image
-from fracture.io import read_manifest
+from fracture.images.decode import prepare_image
 from tests.conftest import write_model_dir
 
 SIZE = 32

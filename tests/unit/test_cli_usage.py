@@ -18,16 +18,16 @@ def test_version_prints_the_package_version():
     assert result.exit_code == 0 and result.output.strip() == f"fracture {version('fracture-mlops')}"
 
 
-@pytest.mark.parametrize("argv", [["-v", "demo-summary"], ["demo-summary", "-v"], ["demo-summary", "--verbose"]])
+@pytest.mark.parametrize("argv", [["-v", "synth"], ["synth", "-v"], ["synth", "--verbose"]])
 def test_verbose_is_accepted_before_and_after_the_command(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, [*argv, "--params", str(tmp_path / "missing.yaml")])
+    result = CliRunner().invoke(app, [*argv, "--out", str(tmp_path / "o"), "--params", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2, result.output  # the missing params file, not "No such option: -v"
     assert logging.getLogger("fracture").getEffectiveLevel() == logging.DEBUG
 
 
 def test_verbose_after_a_double_dash_is_left_alone(tmp_path):
-    result = CliRunner().invoke(app, ["demo-summary", "--", "-v"])
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "o"), "--", "-v"])
     assert result.exit_code == 2 and "unexpected extra argument" in result.output.lower()
 
 
@@ -67,7 +67,7 @@ def test_register_records_a_failed_gate_as_a_result_with_the_flag(tmp_path, para
 
 
 def test_demo_summary_says_why_a_model_was_not_registered():
-    from fracture.demo import registration_line
+    from tools.demo import registration_line
 
     line = registration_line({"registered": False, "why": "gate failed", "reasons": ["test.auroc 0.55 < 0.7"]}, None)
     assert line.strip() == "not registered: gate failed (test.auroc 0.55 < 0.7)"
@@ -92,7 +92,7 @@ def test_register_out_is_the_outcome_alone():
 
 
 def test_mlflow_info_lines_and_progress_bar_stay_out_of_the_log(monkeypatch):
-    from fracture.logs import setup_logging
+    from fracture.base.logs import setup_logging
 
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
     setup_logging(verbose=False)
@@ -104,7 +104,7 @@ def test_mlflow_info_lines_and_progress_bar_stay_out_of_the_log(monkeypatch):
 def test_mlflow_records_go_through_the_project_handler_in_its_format(monkeypatch, capfd):
     import mlflow  # noqa: F401 - on import mlflow gives its loggers a handler and format of their own
 
-    from fracture.logs import setup_logging
+    from fracture.base.logs import setup_logging
 
     setup_logging(verbose=False)
     mlflow_logger = logging.getLogger("mlflow")
@@ -124,7 +124,7 @@ def test_mlflow_records_go_through_the_project_handler_in_its_format(monkeypatch
 def test_demo_summary_links_to_the_experiment_runs_and_the_registered_model(params, tmp_path, monkeypatch):
     import mlflow
 
-    from fracture.demo import mlflow_links
+    from tools.demo import mlflow_links
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -158,7 +158,7 @@ def test_every_command_has_examples_that_parse():
     for name, _ in _commands():
         result = CliRunner().invoke(app, [*name.split(), "--help"], terminal_width=200)
         assert result.exit_code == 0 and "Examples" in result.output, name
-    from fracture.cli import EXAMPLES
+    from fracture.vocab import EXAMPLES
 
     typer_root = __import__("typer").main.get_command(app)
     for name, cmd in _commands():

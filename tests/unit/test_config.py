@@ -6,9 +6,9 @@ import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from fracture.base.errors import ConfigError
 from fracture.cli import app
 from fracture.config import load_params, parse_params
-from fracture.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -90,7 +90,7 @@ def loaded_files(module_lists: dict[str, list[str]]) -> dict[str, list[str]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = {
         key: subprocess.Popen(
-            [sys.executable, "-c", CLOSURE, "fracture.config", "fracture.errors", *modules],
+            [sys.executable, "-c", CLOSURE, "fracture.config", "fracture.base.errors", *modules],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -121,9 +121,9 @@ def uncovered(files: list[str], deps: list[str]) -> list[str]:
 
 
 def test_uncovered_finds_a_missing_module_and_accepts_folders():
-    files = ["fracture/model.py", "fracture/sources/mura.py", "fracture/__init__.py"]
-    assert uncovered(files, ["fracture/sources"]) == ["fracture/model.py"]
-    assert uncovered(files, ["fracture/model.py", "fracture/sources/"]) == []
+    files = ["fracture/model/core.py", "fracture/sources/mura.py", "fracture/__init__.py"]
+    assert uncovered(files, ["fracture/sources"]) == ["fracture/model/core.py"]
+    assert uncovered(files, ["fracture/model/core.py", "fracture/sources/"]) == []
     assert uncovered(["fracture/modelx.py"], ["fracture/model"]) == ["fracture/modelx.py"]
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fracture.cache import load_cache
+from fracture.base.errors import InputError
 from fracture.config import AugmentParams, load_params
-from fracture.data import (
+from fracture.model.data import (
     NO_SEED,
     BatchPrep,
     SeededSampler,
@@ -21,7 +21,7 @@ from fracture.data import (
     augment_image,
     collate_batch,
 )
-from fracture.errors import InputError
+from fracture.preprocess.cache import load_cache
 from tests.unit.test_train import tiny_images, write_cache
 
 SIZE = 32

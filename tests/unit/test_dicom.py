@@ -8,11 +8,11 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from fracture import imageheader as ih
-from fracture.errors import InputError
-from fracture.imageheader import ImageRejected, read_header
-from fracture.privacy import KEY_ENV, pseudonym_key, pseudonymise
+from fracture.base.errors import InputError
+from fracture.images import header as ih
+from fracture.images.header import ImageRejected, read_header
 from fracture.sources.dicom import age_from_dates, dicom_age, extract_identity, parse_da
+from fracture.sources.privacy import KEY_ENV, pseudonym_key, pseudonymise
 
 KEY = b"unit-test-key"
 

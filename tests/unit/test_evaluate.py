@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from fracture import evaluate
+from fracture.base.errors import InputError
 from fracture.config import EvaluateParams, GateParams, load_params
-from fracture.errors import InputError
-from fracture.operating_points import tune_thresholds
+from fracture.stats.operating_points import tune_thresholds
 
 EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(
     update={"n_bootstrap": 200, "min_subgroup_n": 20}
@@ -303,9 +303,9 @@ def eval_inputs(tmp_path_factory, make_params):
     """
     import torch
 
-    from fracture.io import write_manifest
-    from fracture.model import build_model, input_contract, model_config, predict_proba
-    from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
+    from fracture.base.io import write_manifest
+    from fracture.contracts.schema import MANIFEST_COLUMNS, coerce_manifest
+    from fracture.model.core import build_model, input_contract, model_config, predict_proba
 
     root = tmp_path_factory.mktemp("evalrun")
     params = make_params({"evaluate": {"n_bootstrap": 50, "min_subgroup_n": 5}})
@@ -357,13 +357,13 @@ def eval_inputs(tmp_path_factory, make_params):
 
 
 def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkeypatch) -> None:
-    import fracture.model
+    import fracture.model.core
 
     root, params, config = eval_inputs
     scored = []
-    real = fracture.model.predict_proba
+    real = fracture.model.core.predict_proba
     monkeypatch.setattr(
-        fracture.model, "predict_proba", lambda m, x, *a, **k: scored.append(len(x)) or real(m, x, *a, **k)
+        fracture.model.core, "predict_proba", lambda m, x, *a, **k: scored.append(len(x)) or real(m, x, *a, **k)
     )
     params = params.model_copy(
         update={

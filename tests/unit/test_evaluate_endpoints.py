@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture import bootstrap, metrics
 from fracture.config import EvaluateParams, GateParams, PrimaryParams, load_params
 from fracture.evaluate import core, curves, tables
-from fracture.operating_points import tune_thresholds
+from fracture.stats import bootstrap, metrics
+from fracture.stats.operating_points import tune_thresholds
 from tests.unit.test_evaluate import scored_frame, val_tuned
 
 EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(

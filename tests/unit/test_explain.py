@@ -23,7 +23,7 @@ from fracture.explain import (
 
 def tiny_model(make_params, size: int, window: int) -> torch.nn.Module:
     """The project's classifier (backbone -> head) with a tiny Swin at `size` px."""
-    from fracture.model import build_model
+    from fracture.model.core import build_model
 
     params = make_params(
         {"base": {"image_size": size}, "model": {"backbone_kwargs": {"img_size": size, "window_size": window}}}
@@ -189,7 +189,7 @@ def test_gallery_overlay_has_no_text_above_or_under_the_panels():
 
 @pytest.fixture(scope="module")
 def explain_inputs(tmp_path_factory, make_params):
-    from fracture.io import write_json, write_parquet
+    from fracture.base.io import write_json, write_parquet
     from tests.unit.test_report import write_model_dir
 
     params = make_params({"explain": {"n_per_category": 2, "batch_size": 3}})
@@ -235,7 +235,7 @@ def test_run_explain_refuses_a_cache_of_another_size(explain_inputs, tmp_path):
     import json
     import shutil
 
-    from fracture.errors import InputError
+    from fracture.base.errors import InputError
     from fracture.explain import run_explain
 
     params, root = explain_inputs

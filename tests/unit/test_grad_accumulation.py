@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from fracture.base.errors import ConfigError
 from fracture.config import parse_params
-from fracture.errors import ConfigError
 from fracture.train.optim import grad_accumulation
 from tests.unit.test_train import TINY, write_tiny_dataset
 

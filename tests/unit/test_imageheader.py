@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fracture import imageheader as ih
-from fracture.imageheader import ImageRejected, Limits, read_header, read_image_header
+from fracture.images import header as ih
+from fracture.images.header import ImageRejected, Limits, read_header, read_image_header
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -188,7 +188,7 @@ def test_read_image_header_from_disk(tmp_path: Path):
 
 
 def test_rejection_is_an_input_error():
-    from fracture.errors import InputError
+    from fracture.base.errors import InputError
 
     assert issubclass(ImageRejected, InputError)
 
@@ -197,7 +197,7 @@ def test_raster_dims_reads_png_and_jpeg_headers_only() -> None:
     import cv2
     import numpy as np
 
-    from fracture.imageheader import raster_dims
+    from fracture.images.header import raster_dims
 
     img = np.zeros((7, 11), np.uint8)
     png = cv2.imencode(".png", img)[1].tobytes()
@@ -211,7 +211,7 @@ def test_raster_dims_reads_png_and_jpeg_headers_only() -> None:
 
 
 def test_first_line_is_the_first_line() -> None:
-    from fracture.errors import first_line
+    from fracture.base.errors import first_line
 
     assert first_line(ValueError("cannot decode\n  at frame 2\n")) == "cannot decode"
     assert first_line(ValueError("")) == "ValueError"

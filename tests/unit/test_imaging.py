@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import JPEGLSLossless, SecondaryCaptureImageStorage, generate_uid
 
-from fracture.errors import InputError
-from fracture.imaging import prepare_image, read_grayscale, resize_square, window_bounds
+from fracture.base.errors import InputError
+from fracture.images.decode import prepare_image, read_grayscale, resize_square, window_bounds
 
 WP = (0.5, 99.5)
 
@@ -323,14 +323,14 @@ def test_oversized_png_refused_from_header_before_decoding(tmp_path: Path) -> No
 
 # ------------------------------------------------------------------------------ PNG read straight from disk
 def _full_bytes_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fracture.imaging as imaging
+    import fracture.images.decode as imaging
 
     monkeypatch.setattr(imaging, "decode_png_file", lambda *a, **k: None)
 
 
 @pytest.mark.parametrize("kind", ["gray16", "rgb8"])
 def test_png_from_disk_equals_the_full_bytes_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    from fracture.imaging import decode_png_file
+    from fracture.images.decode import decode_png_file
 
     rng = np.random.default_rng(0)
     arr = two_structures_16bit(300, 240) + rng.integers(0, 500, (300, 240), dtype=np.uint16)
@@ -345,11 +345,11 @@ def test_png_from_disk_equals_the_full_bytes_path(tmp_path: Path, monkeypatch: p
 
 
 def test_png_with_data_after_iend_is_refused_as_ingest_does(tmp_path: Path) -> None:
-    from fracture.imaging import decode_png_file
+    from fracture.images.decode import decode_png_file
 
     path = tmp_path / "padded.png"
     path.write_bytes(_png_bytes(two_structures_16bit()) + b"\x00" * 8192)  # IEND is not in the last 4 KiB
     assert decode_png_file(path) is None  # left to the full-bytes path
-    # The shared rule (fracture.vetting): ingest looks for IEND in the last 4 KiB, so predict refuses it too.
+    # The shared rule (fracture.images.vetting): ingest looks for IEND in the last 4 KiB, so predict refuses it too.
     with pytest.raises(InputError, match=r"padded\.png: truncated or corrupt \(PNG without IEND chunk\)"):
         prepare_image(path, 16, WP)

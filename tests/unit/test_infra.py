@@ -190,10 +190,10 @@ def test_compose_services_drop_capabilities_and_mlflow_authenticates():
 
 def test_the_kserve_predictor_is_locked_down_and_labelled_for_the_network_policies():
     from fracture.config import load_params
-    from fracture.deploy import render_inference_service
+    from fracture.serving.deploy import render_inference_service
 
     manifest = render_inference_service(load_params(REPO / "params.yaml"), "m", "3", "f" * 64, False)
-    assert manifest["metadata"]["labels"]["fracture.io/serving"] == "true"
+    assert manifest["metadata"]["labels"]["fracture.base.io/serving"] == "true"
     predictor = manifest["spec"]["predictor"]
     (container,) = predictor["containers"]
     sc = container["securityContext"]

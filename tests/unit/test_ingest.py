@@ -10,15 +10,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fracture import imageheader as ih
 from fracture import sources
+from fracture.base.errors import InputError
+from fracture.base.io import read_manifest
 from fracture.cli import app
-from fracture.errors import InputError
+from fracture.contracts.schema import MANIFEST_COLUMNS
+from fracture.images import header as ih
 from fracture.ingest import inherit_group_identity, run_ingest
-from fracture.io import read_manifest
-from fracture.privacy import KEY_ENV
-from fracture.schema import MANIFEST_COLUMNS
 from fracture.sources import image_id_for
+from fracture.sources.privacy import KEY_ENV
 from tests.unit.test_dicom import PHI, make_dicom
 from tests.unit.test_imageheader import crafted_png, png_bytes
 from tests.unit.test_sources_kaggle import STEM_A, STEM_B, kaggle_record, write_kaggle

@@ -12,9 +12,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fracture.base.errors import InputError
 from fracture.config import load_params
-from fracture.errors import InputError
-from fracture.imageheader import ImageHeader, ImageRejected, Limits, read_header
+from fracture.images.header import ImageHeader, ImageRejected, Limits, read_header
 from fracture.sources import Candidate, Rejected, decode_text, parse_age, parse_binary, safe_relpath
 from fracture.sources.hospital import hospital_candidates, metadata_index, parse_metadata
 from fracture.sources.kaggle import REQUIRED_COLUMNS, kaggle_candidates, parse_kaggle_table

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture.errors import InputError
-from fracture.imaging import prepare_image
-from fracture.io import read_json
-from fracture.model import CONFIG_FILE, check_cache_contract, input_contract, read_contract
+from fracture.base.errors import InputError
+from fracture.base.io import read_json
+from fracture.images.decode import prepare_image
+from fracture.model.core import CONFIG_FILE, check_cache_contract, input_contract, read_contract
 
 # Every setting the input contract records, changed. 32 px still fits the tiny Swin's geometry.
 CHANGED = {
@@ -55,7 +55,7 @@ def test_the_changed_params_would_change_the_input(kaggle_png: Path, params, cha
 
 
 def test_predict_ignores_the_current_params(demo_model: Path, kaggle_png: Path, params, changed, tmp_path: Path):
-    from fracture.predict import run_predict
+    from fracture.serving.predict import run_predict
 
     before = run_predict(params, kaggle_png, str(demo_model), out_dir=tmp_path / "a")
     after = run_predict(changed, kaggle_png, str(demo_model), out_dir=tmp_path / "b")
@@ -64,8 +64,8 @@ def test_predict_ignores_the_current_params(demo_model: Path, kaggle_png: Path, 
 
 
 def test_pyfunc_serves_what_predict_gives(demo_model: Path, kaggle_png: Path, params, tmp_path: Path):
-    from fracture.predict import run_predict
-    from fracture.serving import MODEL_DIR_ARTIFACT, FracturePyfunc
+    from fracture.serving.predict import run_predict
+    from fracture.serving.pyfunc import MODEL_DIR_ARTIFACT, FracturePyfunc
 
     served = FracturePyfunc()
     from fracture.registry.lineage import fingerprint_model_dir

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fracture.config import load_params
-from fracture.deploy import CONTAINER_NAME, render_inference_service
+from fracture.serving.deploy import CONTAINER_NAME, render_inference_service
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "tests" / "data" / "kserve" / "inferenceservice-v1beta1.schema.json.gz"
@@ -118,8 +118,8 @@ class FakeApi:
 
 
 def test_apply_creates_a_new_service_and_patches_a_running_one():
-    from fracture.deploy import apply_manifest
-    from fracture.errors import InputError
+    from fracture.base.errors import InputError
+    from fracture.serving.deploy import apply_manifest
 
     manifest = render_inference_service(load_params(REPO / "params.yaml"), "m", "3", "x", True)
     new, running = FakeApi(existing=False), FakeApi(existing=True)
@@ -130,8 +130,8 @@ def test_apply_creates_a_new_service_and_patches_a_running_one():
 
 
 def test_apply_without_a_cluster_says_to_use_dry_run(monkeypatch, tmp_path):
-    from fracture.deploy import apply_manifest
-    from fracture.errors import InputError
+    from fracture.base.errors import InputError
+    from fracture.serving.deploy import apply_manifest
 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent-kubeconfig"))
@@ -143,7 +143,7 @@ def test_apply_without_a_cluster_says_to_use_dry_run(monkeypatch, tmp_path):
 
 def test_the_predictor_gets_every_credential_the_pipeline_gets():
     """Regression: the predictor read only a token; behind the basic-auth MLflow it could not download the model."""
-    from fracture.kubeflow.secrets import MLFLOW_ENV, S3_ENV
+    from fracture.contracts.secrets import MLFLOW_ENV, S3_ENV
 
     params = load_params(REPO / "configs" / "production.yaml")
     manifest = render_inference_service(params, "fracture-swin", "7", "f" * 64, True)

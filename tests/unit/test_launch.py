@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from fracture.errors import ConfigError
-from fracture.launch import plan_launch, processes_wanted
+from fracture.base.errors import ConfigError
+from fracture.train.launch import plan_launch, processes_wanted
 
 ARGV = ["train", "--manifest", "m.parquet", "--splits", "s.parquet", "--cache", "c", "--out", "models/x"]
 

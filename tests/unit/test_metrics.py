@@ -19,8 +19,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from fracture import metrics
-from fracture.operating_points import tune_thresholds
+from fracture.stats import metrics
+from fracture.stats.operating_points import tune_thresholds
 
 SEEDS = range(6)
 

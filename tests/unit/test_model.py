@@ -11,9 +11,9 @@ import pytest
 import timm
 import torch
 
+from fracture.base.errors import ConfigError, InputError
 from fracture.config import load_params
-from fracture.errors import ConfigError, InputError
-from fracture.model import build_model, load_model_dir, model_config, predict_proba, save_model_dir
+from fracture.model.core import build_model, load_model_dir, model_config, predict_proba, save_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
 THRESHOLDS = {"youden": 0.4, "f1_max": 0.45, "target_sensitivity": 0.3, "fixed": 0.5}

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from fracture.modelcard import INTENDED_USE, LIMITATIONS, build_model_card, card_limitations
+from fracture.model.card import INTENDED_USE, LIMITATIONS, build_model_card, card_limitations
 
 SECTIONS = ("Data", "Preprocessing", "Training", "Input", "Output", "Performance", "Limitations", "Intended use")
 

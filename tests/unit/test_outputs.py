@@ -200,7 +200,7 @@ def test_full_disk_during_batch_predict_keeps_csv_and_jsonl_in_step(tmpfs, kaggl
 def hold_lock(out: Path) -> subprocess.Popen:
     """Another process holding the output dir's lock until killed."""
     code = (
-        "import sys, time; from filelock import FileLock; from fracture.outputs import lock_path\n"
+        "import sys, time; from filelock import FileLock; from fracture.base.outputs import lock_path\n"
         f"lock = FileLock(str(lock_path({str(out)!r}))); lock.acquire(); print('locked', flush=True); time.sleep(600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -2,7 +2,7 @@ import os
 
 import cv2
 
-from fracture.parallel import parallel_map
+from fracture.base.parallel import parallel_map
 
 
 def _parent_pid(_: int) -> int:

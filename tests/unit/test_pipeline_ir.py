@@ -1,5 +1,6 @@
 """The compiled Kubeflow pipeline: every step, the GPU request, shm, secrets, node selector, the gate."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,21 +54,17 @@ def test_train_has_shm_node_selector_toleration_and_secrets(ir):
     assert {"MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= envs
 
 
-def test_register_runs_only_when_the_gate_and_infra_validation_pass(ir):
+def test_register_always_runs_and_receives_both_verdicts(ir):
+    """No condition hides register: it acts on the evaluation verdict and the infra validation result it receives."""
     spec, k8s, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
-    assert "register" not in tasks
-    (cond_name,) = [n for n, t in tasks.items() if "triggerPolicy" in t]
-    assert "evaluate-Output" in tasks[cond_name]["triggerPolicy"]["condition"]  # the gate result
-    inner = spec["components"][tasks[cond_name]["componentRef"]["name"]]["dag"]["tasks"]
-    assert "infravalidate" in inner and "register" not in inner
-    (infra_cond,) = [n for n, t in inner.items() if "triggerPolicy" in t]
-    assert "infravalidate-Output" in inner[infra_cond]["triggerPolicy"]["condition"]  # infra validation passed
-    innermost = spec["components"][inner[infra_cond]["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(innermost) == ["register"]
-    assert "infra_validation" in innermost["register"]["inputs"]["artifacts"]  # its result becomes version tags
-    # validate's pages go into the registered run beside the report
-    assert "validation" in innermost["register"]["inputs"]["artifacts"]  # passed down from the validate task
+    assert not [n for n, t in tasks.items() if "triggerPolicy" in t], "a conditional task hides an outcome"
+    assert "condition" not in json.dumps(spec["root"]["dag"])
+    register = tasks["register"]["inputs"]["artifacts"]
+    assert register["eval_dir"]["taskOutputArtifact"]["producerTask"] == "evaluate"  # gate.json, the verdict
+    assert register["infra_validation"]["taskOutputArtifact"]["producerTask"] == "infravalidate"
+    assert register["validation"]["taskOutputArtifact"]["producerTask"] == "validate"  # pages beside the report
+    assert tasks["infravalidate"]["inputs"]["artifacts"]["eval_dir"]["taskOutputArtifact"]["producerTask"] == "evaluate"
     assert "secretAsEnv" in k8s["exec-register"]
 
 

@@ -16,9 +16,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import SecondaryCaptureImageStorage
 from typer.testing import CliRunner
 
+from fracture.base.errors import InputError
 from fracture.cli import app
-from fracture.errors import InputError
-from fracture.predict import decide, list_inputs, run_predict, validate_part
+from fracture.serving.predict import decide, list_inputs, run_predict, validate_part
 from fracture.tracking import model_digest
 from fracture.vocab import BODY_PARTS
 from tests.unit.test_report import write_model_dir
@@ -226,7 +226,7 @@ def test_batch_says_loading_model_first_and_counts_images(
     inputs, model_dir, make_params, tmp_path, monkeypatch, caplog
 ):
     """The bar advances in images (not chunks of batch_size), and the slow model load is announced before it."""
-    import fracture.parallel as parallel
+    import fracture.base.parallel as parallel
 
     params = make_params({"predict": {"batch_size": 4}})
     src = make_batch_dir(tmp_path / "in", inputs, n_good=9)
@@ -256,7 +256,7 @@ def test_batch_says_loading_model_first_and_counts_images(
 
 
 def test_batch_streams_in_chunks_and_keeps_finished_chunks(inputs, model_dir, predict_params, tmp_path, monkeypatch):
-    import fracture.predict as predict
+    import fracture.serving.predict as predict
 
     src = make_batch_dir(tmp_path / "in", inputs, n_good=10)
     seen: list[int] = []

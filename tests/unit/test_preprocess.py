@@ -12,10 +12,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
-from fracture.imaging import prepare_image
-from fracture.io import read_json, write_manifest
-from fracture.preprocess import load_previous_cache, run_preprocess
-from fracture.schema import coerce_manifest
+from fracture.base.io import read_json, write_manifest
+from fracture.contracts.schema import coerce_manifest
+from fracture.images.decode import prepare_image
+from fracture.preprocess.run import load_previous_cache, run_preprocess
 from tests.conftest import manifest_row
 
 SIZE = 32
@@ -148,7 +148,7 @@ def test_incremental_rerun_reuses_unchanged_rows(tmp_path: Path, raw: Path, smal
 
 
 def test_rows_from_another_decoder_version_are_not_reused(tmp_path: Path, raw: Path, small_params, monkeypatch) -> None:
-    import fracture.preprocess as pp
+    import fracture.preprocess.run as pp
 
     out, manifest = tmp_path / "cache", tmp_path / "m.parquet"
     write_test_manifest(raw, GOOD[:2], manifest)
@@ -159,7 +159,7 @@ def test_rows_from_another_decoder_version_are_not_reused(tmp_path: Path, raw: P
 
 
 def test_crash_never_leaves_a_cache_that_reads_as_valid(tmp_path: Path, raw: Path, small_params, monkeypatch) -> None:
-    import fracture.preprocess as pp
+    import fracture.preprocess.run as pp
 
     out, manifest = tmp_path / "cache", tmp_path / "m.parquet"
     write_test_manifest(raw, GOOD[:2], manifest)
@@ -192,7 +192,7 @@ def test_parallel_workers_give_the_same_cache(tmp_path: Path, raw: Path, make_pa
 
 
 def test_nothing_decodable_is_an_input_error(tmp_path: Path, raw: Path, small_params) -> None:
-    from fracture.errors import InputError
+    from fracture.base.errors import InputError
 
     write_test_manifest(raw, ["radius/positive/broken.png"], tmp_path / "m.parquet")
     with pytest.raises(InputError, match="no image could be decoded"):
@@ -202,7 +202,7 @@ def test_nothing_decodable_is_an_input_error(tmp_path: Path, raw: Path, small_pa
 
 def test_demo_cache_matches_prepare_image_for_every_source(demo_cache: Path, demo_manifest: Path, params) -> None:
     """The session's real chain (synth -> ingest -> preprocess): every format the demo writes lands in the cache."""
-    from fracture.io import read_manifest, resolve_image_path
+    from fracture.base.io import read_manifest, resolve_image_path
 
     manifest, roots = read_manifest(demo_manifest)
     index = pd.read_parquet(demo_cache / "index.parquet")

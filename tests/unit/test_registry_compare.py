@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture.bootstrap import BLOCK
+from fracture.base.errors import InputError
 from fracture.config import PromoteParams
-from fracture.errors import InputError
 from fracture.registry.compare import (
     check_allow_different,
     comparison_tags,
@@ -25,6 +24,7 @@ from fracture.registry.compare import (
     paired_comparison,
 )
 from fracture.registry.gate import compare_versions, format_comparison
+from fracture.stats.bootstrap import BLOCK
 
 PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6)
 SAME = {"splits_hash": "s" * 64, "manifest_hash": "m" * 64, "test_set_fingerprint": "f" * 64}

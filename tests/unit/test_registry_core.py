@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fracture.base.errors import GateError, InputError
 from fracture.config import PromoteParams
-from fracture.errors import GateError, InputError
-from fracture.model import InputContract
+from fracture.model.core import InputContract
 from fracture.registry.download import parse_model_uri
 from fracture.registry.gate import compare_versions, format_comparison
 from fracture.registry.lineage import (
@@ -26,7 +26,7 @@ from fracture.registry.lineage import (
     version_tags,
 )
 from fracture.registry.names import HEADLINE_METRICS
-from fracture.serving import encode_image_file, load_images, predictions_frame
+from fracture.serving.pyfunc import encode_image_file, load_images, predictions_frame
 
 # 32 px, window (0.5, 99.5), the demo decode limits, normalisation and batch size.
 CONTRACT = InputContract(32, 1, (0.5, 99.5), 200_000_000, 40_000, 8, 0.5, 0.5, 16)
@@ -174,7 +174,7 @@ def _predictions() -> pd.DataFrame:
 
 
 def _model_and_eval(tmp_path, frozen=0.5):  # noqa: ANN001, ANN202
-    from fracture.io import write_parquet
+    from fracture.base.io import write_parquet
 
     model, ev = tmp_path / "run" / "model", tmp_path / "run" / "eval"
     model.mkdir(parents=True)
@@ -205,7 +205,7 @@ def test_register_inputs_are_cross_checked(tmp_path):
 
 
 def test_register_inputs_carry_the_test_predictions_that_reproduce_the_test_auroc(tmp_path):
-    from fracture.io import write_parquet
+    from fracture.base.io import write_parquet
     from fracture.registry.compare import fingerprint_test_set
 
     model, ev = _model_and_eval(tmp_path)
@@ -236,7 +236,7 @@ def test_fingerprint_follows_weights_and_config_not_the_dir(tmp_path):
 
 
 def test_registration_uploads_every_file_the_model_dir_contract_writes_and_no_other(make_params, tmp_path):
-    from fracture.model import build_model, model_config, save_model_dir
+    from fracture.model.core import build_model, model_config, save_model_dir
     from fracture.registry.register import MODEL_DIR_FILES, _stage_model_dir
 
     params = make_params({"base": {"image_size": 32}})

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture.modelcard import INTENDED_USE, LIMITATIONS
+from fracture.model.card import INTENDED_USE, LIMITATIONS
 from fracture.report import run_report
 from fracture.report.tables import fmt
 
@@ -67,7 +67,7 @@ def _scored_rows(rng: np.random.Generator) -> pd.DataFrame:
 def write_model_dir(params, model_dir: Path) -> None:
     import torch
 
-    from fracture.model import build_model, model_config, save_model_dir
+    from fracture.model.core import build_model, model_config, save_model_dir
 
     torch.manual_seed(0)
     model = build_model(params.model, SIZE, pretrained=False)
@@ -107,7 +107,7 @@ def write_model_dir(params, model_dir: Path) -> None:
 
 
 def _write_cache(cache_dir: Path, rows: pd.DataFrame) -> None:
-    from fracture.io import write_json, write_parquet
+    from fracture.base.io import write_json, write_parquet
 
     cache_dir.mkdir(parents=True)
     images = _blob_images(len(rows), SIZE, rows["label"].to_numpy(), seed=1)
@@ -128,7 +128,7 @@ def _write_cache(cache_dir: Path, rows: pd.DataFrame) -> None:
 
 def _write_upstream(root: Path) -> None:
     """Ingest summary + quarantine, validation.json + Data Docs, split summary (hand-written, documented formats)."""
-    from fracture.io import write_json
+    from fracture.base.io import write_json
 
     ingest = root / "ingest"
     ingest.mkdir()
@@ -213,8 +213,8 @@ def _spectrum_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _write_flow_and_baseline(split_dir: Path, rows: pd.DataFrame, spectrum: pd.DataFrame, quarantine: Path) -> None:
     """flow.json and baseline.csv as `fracture split` writes them, from the scored and the excluded rows."""
-    from fracture.cohort import baseline_table, flow_counts
-    from fracture.io import write_json
+    from fracture.base.io import write_json
+    from fracture.split.cohort import baseline_table, flow_counts
 
     df = pd.concat([rows, spectrum], ignore_index=True)
     df["ao_code"] = pd.Series(np.where(df["source"] == "kaggle", "23r-M/3.1", None), dtype="string")
@@ -517,7 +517,7 @@ def test_validation_link_only_when_its_page_exists(tmp_path):
 
 
 def test_missing_metrics_is_an_input_error(tmp_path, report_params, report_inputs):
-    from fracture.errors import InputError
+    from fracture.base.errors import InputError
 
     with pytest.raises(InputError, match="metrics.json"):
         run_report(report_params, tmp_path / "r.html", **{**report_inputs, "eval_dir": tmp_path})

@@ -18,11 +18,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fracture.base.errors import InputError
 from fracture.cli import app
 from fracture.config import dump_params
-from fracture.errors import InputError
-from fracture.model import load_model_dir
-from fracture.privacy import KEY_ENV
+from fracture.model.core import load_model_dir
+from fracture.sources.privacy import KEY_ENV
 from fracture.train.checkpoint import load_checkpoint
 from tests.conftest import write_model_dir
 

@@ -1,4 +1,4 @@
-"""fracture.serve: the scoring server's command, environment and lifetime (cleaned up on errors and Ctrl-C)."""
+"""fracture.serving.server: the scoring server's command, environment and lifetime (cleaned up on errors and Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fracture import serve
-from fracture.errors import InputError
+from fracture.base.errors import InputError
+from fracture.serving import server as serve
 
 # A stand-in for `mlflow models serve`: answers /ping on its port and, like MLflow, starts a worker process.
 FAKE_SERVER = textwrap.dedent(

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture.errors import InputError
+from fracture.base.errors import InputError
 from fracture.registry.register import save_pyfunc
-from fracture.serving import encode_image_file
+from fracture.serving.pyfunc import encode_image_file
 from tests.integration.conftest import write_model_dir
 
 

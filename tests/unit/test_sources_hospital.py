@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from fracture import sources
+from fracture.base.errors import InputError
+from fracture.base.io import read_manifest
 from fracture.config import load_params
-from fracture.errors import InputError
 from fracture.ingest import run_ingest
-from fracture.io import read_manifest
-from fracture.privacy import pseudonymise
 from fracture.sources.hospital import (
     augmentation_base,
     candidate_paths,
@@ -21,6 +20,7 @@ from fracture.sources.hospital import (
     parse_metadata,
     scan_hospital,
 )
+from fracture.sources.privacy import pseudonymise
 from tests.conftest import REPO
 from tests.unit.test_dicom import PHI, make_dicom
 

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture import imageheader as ih
 from fracture import sources
-from fracture.errors import InputError
+from fracture.base.errors import InputError
+from fracture.images import header as ih
 from fracture.sources.kaggle import (
     index_images,
     kaggle_candidates,

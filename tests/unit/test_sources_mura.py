@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from fracture import sources
-from fracture.errors import InputError
+from fracture.base.errors import InputError
+from fracture.base.io import read_manifest
 from fracture.ingest import run_ingest
-from fracture.io import read_manifest
 from fracture.sources.mura import (
     mura_candidates,
     mura_relpath,

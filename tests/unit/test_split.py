@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from fracture.base.errors import InputError
+from fracture.base.io import read_parquet, write_manifest
 from fracture.cli import app
 from fracture.config import dump_params
-from fracture.errors import InputError
-from fracture.io import read_parquet, write_manifest
-from fracture.schema import COPY_REASON, SPLIT_COLUMNS, coerce_manifest, copy_exclusion_reason
-from fracture.split import (
+from fracture.contracts.schema import COPY_REASON, SPLIT_COLUMNS, coerce_manifest, copy_exclusion_reason
+from fracture.split.run import (
     exclusion_reasons,
     group_components,
     make_splits,

@@ -16,7 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from fracture.errors import InputError
+from fracture.base.errors import InputError
 from fracture.sources import SOURCE_DIRS
 from fracture.synth import run_synth
 from fracture.synth.dicom import SYNTH_PHI_STRINGS

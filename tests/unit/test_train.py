@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from fracture.errors import InputError
-from fracture.io import write_json, write_manifest, write_parquet
-from fracture.model import load_model_dir, predict_proba
-from fracture.operating_points import tune_thresholds
-from fracture.schema import MANIFEST_COLUMNS, coerce_manifest
+from fracture.base.errors import InputError
+from fracture.base.io import write_json, write_manifest, write_parquet
+from fracture.contracts.schema import MANIFEST_COLUMNS, coerce_manifest
+from fracture.model.core import load_model_dir, predict_proba
+from fracture.stats.operating_points import tune_thresholds
 from fracture.tracking import (
     EXPERIMENT_KIND_TAG,
     MODEL_DIGEST_TAG,

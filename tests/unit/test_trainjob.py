@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from fracture.errors import ConfigError
+from fracture.base.errors import ConfigError
 from fracture.kubeflow import trainjob as tj
 from fracture.kubeflow.trainjob_node import train_command
 from fracture.kubeflow.trainjob_stage import get_dir, input_paths, put_dir, put_inputs, remove, stage_root
@@ -120,7 +120,7 @@ def test_nodes_get_the_secrets_by_reference_only_and_s3_mode_mounts_no_claim(mak
 def test_node_pods_run_as_the_image_user_locked_down(make_params):
     """Noted in an earlier stop: the TrainJob nodes ran with the runtime's defaults (root, capabilities)."""
 
-    from fracture.kubeflow.image import IMAGE_UID
+    from fracture.contracts.image import IMAGE_UID
 
     body = tj.build_trainjob("fracture-train-1", "ml", trainjob_params(make_params).pipeline, ["true"])
     job = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracture.errors import ConfigError
-from fracture.schema import coerce_manifest
-from fracture.validate import (
+from fracture.base.errors import ConfigError
+from fracture.contracts.schema import coerce_manifest
+from fracture.validate.page import render_results_page
+from fracture.validate.run import (
     DEFAULT_SEVERITY,
     build_suite,
     check_image,
@@ -26,7 +27,6 @@ from fracture.validate import (
     sample_indices,
     summarise,
 )
-from fracture.validation_page import render_results_page
 from tests.conftest import manifest_row
 
 

@@ -1,10 +1,10 @@
-"""The one verdict schema (fracture/verdict.py): combination rule, round trip, and clear errors."""
+"""The one verdict schema (fracture/contracts/verdict.py): combination rule, round trip, and clear errors."""
 
 import json
 
 import pytest
 
-from fracture.verdict import Check, Verdict, VerdictError, combine, read_verdict, write_verdict
+from fracture.contracts.verdict import Check, Verdict, VerdictError, combine, read_verdict, write_verdict
 
 
 def test_combine_failed_beats_undecidable_beats_passed():
@@ -29,7 +29,10 @@ def test_round_trip_and_summary(tmp_path):
     ("payload", "message"),
     [
         ({"schema": "other"}, "schema is 'other'"),
-        ({"schema": "fracture.verdict/1", "gate": "g", "status": "maybe", "reasons": [], "checks": []}, "maybe"),
+        (
+            {"schema": "fracture.verdict/1", "gate": "g", "status": "maybe", "reasons": [], "checks": []},
+            "maybe",
+        ),
         ({"schema": "fracture.verdict/1", "gate": "g"}, "missing status, reasons, checks"),
     ],
 )

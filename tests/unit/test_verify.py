@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from fracture.errors import InputError
+from fracture.base.errors import InputError
 from fracture.registry.lineage import fingerprint_model_dir
 from fracture.registry.verify import CODE_LOADER, check_mlmodel, check_model_files, check_weights, model_code_path
-from fracture.serving import verify_weights
+from fracture.serving.pyfunc import verify_weights
 
 URI = "models:/m/1"
 CODE = {
     "flavors": {
         "python_function": {
             "loader_module": CODE_LOADER,
-            "model_code_path": "/build/fracture/model_code.py",
+            "model_code_path": "/build/fracture/serving/model_code.py",
             "artifacts": {"model_dir": {"path": "artifacts/model_dir"}},
         }
     }

@@ -1,4 +1,4 @@
-"""One usable-radiograph rule (fracture/vetting.py): ingest's header check and the decoder agree on every file.
+"""One usable-radiograph rule (fracture/images/vetting.py): ingest's header check and the decoder agree on every file.
 
 Files are built here from the published layouts (TIFF 6.0, PS3.10 / PS3.5 for DICOM, EXIF orientation) rather
 than taken from one vendor, and every case is checked through both doors: `read_image_header` (ingest) and
@@ -20,9 +20,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, SecondaryCaptureImageStorage
 
-from fracture.errors import InputError
-from fracture.imageheader import ImageRejected, Limits, decoder_problem, read_image_header
-from fracture.imaging import prepare_image, read_grayscale
+from fracture.base.errors import InputError
+from fracture.images.decode import prepare_image, read_grayscale
+from fracture.images.header import ImageRejected, Limits, decoder_problem, read_image_header
 
 WP = (0.5, 99.5)
 LIMITS = Limits(min_side=8)
@@ -190,7 +190,7 @@ def test_dual_personality_dicom_is_a_dicom_everywhere(tmp_path):
 
 
 def test_extensionless_dicom_is_usable_and_gets_a_batch_row(tmp_path):
-    from fracture.predict import list_inputs
+    from fracture.serving.predict import list_inputs
 
     folder = tmp_path / "pacs"
     folder.mkdir()
@@ -263,8 +263,8 @@ def test_pydicom_decoder_failure_prints_no_traceback(tmp_path):
     ds.PhotometricInterpretation = "MONOCHROME2"
     path = save(ds, tmp_path / "garbage.dcm")
     code = (
-        "import sys; from fracture.logs import setup_logging; setup_logging(False)\n"
-        "from fracture.imaging import read_grayscale\n"
+        "import sys; from fracture.base.logs import setup_logging; setup_logging(False)\n"
+        "from fracture.images.decode import read_grayscale\n"
         f"try: read_grayscale({str(path)!r}, (0.5, 99.5))\n"
         "except Exception as err: print(err)\n"
     )

@@ -1,0 +1,1 @@
+"""The `evaluate` KFP component (component.py), its README and its tests/."""

@@ -1,0 +1,1 @@
+"""The `infravalidate` KFP component (component.py), its README and its tests/."""

@@ -1,0 +1,1 @@
+"""The `ingest` KFP component (component.py), its README and its tests/."""

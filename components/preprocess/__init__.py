@@ -1,0 +1,1 @@
+"""The `preprocess` KFP component (component.py), its README and its tests/."""

@@ -1,0 +1,1 @@
+"""The `register` KFP component (component.py), its README and its tests/."""

@@ -1,0 +1,1 @@
+"""The `report` KFP component (component.py), its README and its tests/."""

@@ -1,0 +1,1 @@
+"""The `split` KFP component (component.py), its README and its tests/."""

@@ -1,0 +1,1 @@
+"""The `train` KFP component (component.py), its README and its tests/."""

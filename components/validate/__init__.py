@@ -1,0 +1,1 @@
+"""The `validate` KFP component (component.py), its README and its tests/."""

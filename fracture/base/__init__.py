@@ -1,0 +1,1 @@
+"""Foundation: errors and exit codes, logging, atomic file I/O, output directories, parallel maps."""

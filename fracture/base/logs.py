@@ -1,0 +1,63 @@
+"""Logging set-up, once per process, shared by every shell (the CLI, the Kubeflow steps)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from fracture.base.errors import printable
+
+# Libraries whose INFO lines drown the project's own.
+NOISY_LOGGERS = ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations", "mlflow")
+# On import, mlflow gives the loggers it owns their own stderr handler and format (`2026/12/02 03:12:45 INFO
+# mlflow...`), at INFO, not propagating; these variables stop that (read at mlflow's import), and `_adopt`
+# undoes it when mlflow was imported first. The progress bar of artifact uploads and downloads goes too.
+MLFLOW_ENV = {
+    "MLFLOW_CONFIGURE_LOGGING": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+MLFLOW_OWNED_LOGGERS = ("mlflow", "sqlalchemy.engine", "alembic", "huey")
+
+
+class EscapeControlFilter(logging.Filter):
+    """Escape control characters (NUL, ESC, ...) in a record's message; newlines and tabs stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Render the message once, escaped (the record then carries no args)."""
+        message = record.getMessage()
+        escaped = printable(message, keep="\n\t")
+        if escaped != message or record.args:
+            record.msg, record.args = escaped, None
+        return True
+
+
+def _adopt(logger: logging.Logger) -> None:
+    """Route a library logger through the root handler (one format): drop its own handlers, let it propagate."""
+    logger.handlers = []
+    logger.propagate = True
+
+
+def setup_logging(verbose: bool) -> None:
+    """Configure logging: timestamped lines on stderr, noisy libraries at WARNING."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(EscapeControlFilter())
+    for key, value in MLFLOW_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in MLFLOW_OWNED_LOGGERS:
+        _adopt(logging.getLogger(name))
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if verbose:  # -v: MLflow's INFO lines too, in the project's format
+        logging.getLogger("mlflow").setLevel(logging.INFO)
+    # pydicom logs decoder failures with a traceback and quotes element values (PHI); the package reports
+    # every DICOM problem itself in one line, so pydicom's records never reach the user's terminal.
+    logging.getLogger("pydicom").propagate = False

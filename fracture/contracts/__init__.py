@@ -1,0 +1,1 @@
+"""The contracts steps exchange: table columns, artifact names, gate verdicts (one owner each)."""

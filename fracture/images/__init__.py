@@ -1,0 +1,1 @@
+"""Image headers, the one decode path, and the usable-radiograph rule."""

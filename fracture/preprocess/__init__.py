@@ -1,0 +1,1 @@
+"""The preprocess step and the cache contract every reader checks."""

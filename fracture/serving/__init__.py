@@ -1,0 +1,1 @@
+"""Inference and serving: predict, the MLflow pyfunc, its model code, the local server, KServe deploy."""

@@ -1,0 +1,1 @@
+"""The split step: patient-grouped, label-stratified splits and their cohort tables."""

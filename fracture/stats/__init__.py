@@ -1,0 +1,1 @@
+"""Pure statistics: metrics, the patient-cluster bootstrap, operating points."""

@@ -1,0 +1,1 @@
+"""The HTML pages' templates and their one Jinja environment (templates.pages)."""

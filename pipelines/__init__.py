@@ -1,0 +1,1 @@
+"""The Kubeflow pipeline definitions (package fracture.kubeflow.pipelines, mapped by pyproject.toml)."""
