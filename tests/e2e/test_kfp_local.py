@@ -1,5 +1,6 @@
 """The same steps as one Kubeflow pipeline, run locally through kfp.local.SubprocessRunner."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,11 +14,10 @@ from tests.e2e.conftest import REPO, WIRING_OVERRIDES, project_env, shrink_param
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
+def _run_local(tmp_path, overrides):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    shrink_params(tmp_path, WIRING_OVERRIDES)
+    shrink_params(tmp_path, overrides)
     params_path = tmp_path / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
     store = tmp_path / "mlflow.db"
     env = project_env(MLFLOW_TRACKING_URI=f"sqlite:///{store}")
     out = tmp_path / "kfp"
@@ -29,6 +29,31 @@ def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc, out, store, yaml.safe_load(params_path.read_text())
+
+
+def _artifact(out, name):
+    found = [p for p in (out / "pipeline_root").rglob(name) if p.is_file()]
+    assert found, f"no {name} artifact"
+    return found[0]
+
+
+def test_pipeline_run_local_records_a_refused_registration_with_its_reasons(tmp_path):
+    """A model the evaluation gate refuses: infravalidate does not serve it, register records why, as under DVC."""
+    refusing = {**WIRING_OVERRIDES, "evaluate": {**WIRING_OVERRIDES["evaluate"], "gate": {"min_auroc": 1.0}}}
+    proc, out, store, params = _run_local(tmp_path, refusing)
+    record = json.loads(_artifact(out, "registration").read_text())
+    assert record["registered"] is False and record["why"] == "gate failed", record
+    assert any("auroc" in reason for reason in record["reasons"]), record
+    infra = json.loads(_artifact(out, "infra_validation").read_text())
+    assert infra["not_run"] is True and "evaluation gate refused" in infra["reasons"][0]
+    assert "not registered: gate failed" in proc.stdout + proc.stderr
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    assert not client.search_model_versions(f"name='{params['register']['model_name']}'")
+
+
+def test_pipeline_run_local_registers_a_model_and_writes_a_report(tmp_path):
+    proc, out, store, params = _run_local(tmp_path, WIRING_OVERRIDES)
     reports = [p for p in (out / "pipeline_root").rglob("report") if p.is_file()]
     assert reports, "no report artifact"
     assert "<html" in reports[0].read_text().lower()
