@@ -10,7 +10,7 @@ SCAN_STAMP := $(SCAN_VENV)/.installed
 # The demo's pseudonymisation key: public and for synthetic data only. Real data needs your own secret key.
 DEMO_KEY := fracture-demo-key-not-secret
 
-.PHONY: venv demo test lint format params-format bench image audit audit-offline scan clean
+.PHONY: venv demo test test-fast lint format params-format bench image audit audit-offline scan clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
+
+# The fast tier: unit tests and each KFP component's own test; no services, no demo, no training to convergence.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not gpu and not slow and not integration and not e2e" tests/unit components $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-# Stages whose outputs are the same bytes on every x86-64 CPU (tests/unit/test_synth_portable.py proves it for synth
-# with numpy's and OpenCV's SIMD paths switched off).
+# Stages whose outputs are the same bytes on every x86-64 CPU (tests/unit/synth/test_synth_portable.py proves it for
+# synth with numpy's and OpenCV's SIMD paths switched off).
 PORTABLE_STAGE_PREFIXES = ("synth@",)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 # paths per CPU, and their exp / pow / blur / resize differ in the last bit between paths: in float32 that flipped
 # about 1 pixel in 10^5 by one grey level on another machine (199 of 498 demo files), in float64 the last-bit
 # differences (~1e-16) cross a quantisation boundary about once in 10^13 pixels, so the demo data is the same bytes
-# on every x86-64 CPU (tests/unit/test_synth_portable.py runs synth with the SIMD paths switched off).
+# on every x86-64 CPU (tests/unit/synth/test_synth_portable.py runs synth with the SIMD paths switched off).
 _f = np.float64
 
 

@@ -272,7 +272,7 @@ def test_train_while_mlflow_is_down_then_register_later(tmp_path, make_params, m
     from fracture.registry.download import download_model_dir
     from fracture.registry.register import run_register
     from fracture.train import run_train
-    from tests.unit.test_train import TINY, assert_same_weights, closed_port_uri, write_tiny_dataset
+    from tests.unit.train.test_train import TINY, assert_same_weights, closed_port_uri, write_tiny_dataset
 
     torch.set_num_threads(1)
     params = make_params({**TINY, "train": {**TINY["train"], "epochs": 2}, "evaluate": {"n_bootstrap": 20}})

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fracture.report import run_report
-from tests.unit.test_report import build_report_inputs
+from tests.unit.report.test_report import build_report_inputs
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from fracture.config import dump_params, load_params
 from fracture.kubeflow.trainjob_stage import put_inputs
 from fracture.tracking import MODEL_DIGEST_TAG, model_digest
 from tests.procs import kill_at_first_checkpoint
-from tests.unit.test_train import TINY, assert_same_weights, write_tiny_dataset
+from tests.unit.train.test_train import TINY, assert_same_weights, write_tiny_dataset
 
 pytestmark = pytest.mark.slow
 

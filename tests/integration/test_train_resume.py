@@ -15,7 +15,7 @@ import torch
 from fracture.config import dump_params
 from fracture.tracking import MODEL_DIGEST_TAG, model_digest
 from tests.procs import kill_at_first_checkpoint, sigkill
-from tests.unit.test_train import TINY, assert_same_weights, write_tiny_dataset
+from tests.unit.train.test_train import TINY, assert_same_weights, write_tiny_dataset
 
 pytestmark = pytest.mark.slow
 

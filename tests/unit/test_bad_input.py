@@ -493,7 +493,7 @@ def test_prepare_image_refuses_images_below_min_side(tmp_path):
 def test_backbone_kwargs_timm_cannot_use_exit_2_naming_the_key(tmp_path, demo_params_dict, monkeypatch, extra):
     # Was: a TypeError/IndexError traceback from timm at model build. backbone_kwargs is passed through to timm,
     # so it is checked when the model is built (before any training work), not by the params schema.
-    from tests.unit.test_train import write_tiny_dataset
+    from tests.unit.train.test_train import write_tiny_dataset
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = write_tiny_dataset(tmp_path / "data", n={"train": 8, "val": 4, "test": 4}, size=64)

@@ -33,7 +33,7 @@ def test_verbose_after_a_double_dash_is_left_alone(tmp_path):
 
 def _failed_gate_dirs(tmp_path):  # noqa: ANN001, ANN202
     """A model dir and an eval dir registration accepts, except that the gate refused the model."""
-    from tests.unit.test_registry_core import _model_and_eval
+    from tests.unit.registry.test_registry_core import _model_and_eval
 
     model, ev = _model_and_eval(tmp_path)
     gate = {"passed": False, "reasons": ["test.auroc 0.5500 < 0.7", "test.frozen.sensitivity 0.4000 < 0.6"]}

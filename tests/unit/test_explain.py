@@ -190,7 +190,7 @@ def test_gallery_overlay_has_no_text_above_or_under_the_panels():
 @pytest.fixture(scope="module")
 def explain_inputs(tmp_path_factory, make_params):
     from fracture.base.io import write_json, write_parquet
-    from tests.unit.test_report import write_model_dir
+    from tests.unit.report.test_report import write_model_dir
 
     params = make_params({"explain": {"n_per_category": 2, "batch_size": 3}})
     root = tmp_path_factory.mktemp("explain-inputs")

@@ -160,7 +160,7 @@ def test_kfp_task_pods_run_as_the_images_user_with_limits(tmp_path):
     spec = importlib.util.spec_from_file_location("kfp_pods", REPO / "infra" / "kfp" / "pods.py")
     pods = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pods)
-    from tests.unit.test_pipeline_ir import STEPS
+    from tests.unit.kubeflow.test_pipeline_ir import STEPS
 
     written = pods.render(REPO / "params.yaml", tmp_path)
     assert sorted(p.name for p in written) == sorted([*(f"kfp-{step}.yaml" for step in STEPS), "trainjob-node.yaml"])

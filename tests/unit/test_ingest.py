@@ -19,9 +19,9 @@ from fracture.images import header as ih
 from fracture.ingest import inherit_group_identity, run_ingest
 from fracture.sources import image_id_for
 from fracture.sources.privacy import KEY_ENV
-from tests.unit.test_dicom import PHI, make_dicom
-from tests.unit.test_imageheader import crafted_png, png_bytes
-from tests.unit.test_sources_kaggle import STEM_A, STEM_B, kaggle_record, write_kaggle
+from tests.unit.images.test_imageheader import crafted_png, png_bytes
+from tests.unit.sources.test_dicom import PHI, make_dicom
+from tests.unit.sources.test_sources_kaggle import STEM_A, STEM_B, kaggle_record, write_kaggle
 
 OUTPUTS = ("manifest.parquet", "quarantine.csv", "summary.json", "params.yaml")
 
@@ -222,8 +222,8 @@ def test_parallel_and_serial_agree(tmp_path, make_params):
 
 
 def test_all_three_sources_together(tmp_path, serial):
-    from tests.unit.test_sources_hospital import hospital_tree
-    from tests.unit.test_sources_mura import standard_mura
+    from tests.unit.sources.test_sources_hospital import hospital_tree
+    from tests.unit.sources.test_sources_mura import standard_mura
 
     kaggle = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A)])
     mura = standard_mura(tmp_path / "MURA-v1.1")

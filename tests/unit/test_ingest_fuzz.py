@@ -20,8 +20,8 @@ from fracture.sources.hospital import hospital_candidates, metadata_index, parse
 from fracture.sources.kaggle import REQUIRED_COLUMNS, kaggle_candidates, parse_kaggle_table
 from fracture.sources.mura import mura_candidates, parse_image_paths, parse_labeled_studies
 from tests.conftest import REPO
-from tests.unit.test_dicom import make_dicom
-from tests.unit.test_imageheader import crafted_png, crafted_tiff, jpeg_bytes, png_bytes
+from tests.unit.images.test_imageheader import crafted_png, crafted_tiff, jpeg_bytes, png_bytes
+from tests.unit.sources.test_dicom import make_dicom
 
 FUZZ = settings(
     max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]

@@ -137,7 +137,7 @@ def test_checkpoint_loader_refuses_a_code_carrying_pickle(tmp_path, kind):
 
 
 def test_train_resume_cli_refuses_a_code_carrying_checkpoint(tmp_path, tiny_params, monkeypatch):
-    from tests.unit.test_train import write_tiny_dataset
+    from tests.unit.train.test_train import write_tiny_dataset
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = write_tiny_dataset(tmp_path / "data", n={"train": 16, "val": 8, "test": 8})
@@ -210,7 +210,7 @@ def test_static_rules_catch_offences():
 
 # ----------------------------------------------------------------------------------------- pseudonymisation key
 def test_ingest_cli_without_the_key_refuses_identifiable_sources(tmp_path, params_file, monkeypatch):
-    from tests.unit.test_dicom import make_dicom
+    from tests.unit.sources.test_dicom import make_dicom
 
     root = tmp_path / "hospital"
     make_dicom(root / "radius" / "positive" / "IM0001.dcm", rows=24, cols=20)

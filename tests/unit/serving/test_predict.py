@@ -21,7 +21,7 @@ from fracture.cli import app
 from fracture.serving.predict import decide, list_inputs, run_predict, validate_part
 from fracture.tracking import model_digest
 from fracture.vocab import BODY_PARTS
-from tests.unit.test_report import write_model_dir
+from tests.unit.report.test_report import write_model_dir
 
 
 def wrist_16bit(h: int = 120, w: int = 90, seed: int = 0) -> np.ndarray:

@@ -22,10 +22,10 @@ from fracture.model.data import (
     collate_batch,
 )
 from fracture.preprocess.cache import load_cache
-from tests.unit.test_train import tiny_images, write_cache
+from tests.unit.train.test_train import tiny_images, write_cache
 
 SIZE = 32
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 AUG = AugmentParams(
     enabled=True, degrees=8.0, translate=0.05, scale=(0.92, 1.08), brightness=0.1, contrast=0.1, hflip=False
 )

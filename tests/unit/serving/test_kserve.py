@@ -13,7 +13,7 @@ import yaml
 from fracture.config import load_params
 from fracture.serving.deploy import CONTAINER_NAME, render_inference_service
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = REPO / "tests" / "data" / "kserve" / "inferenceservice-v1beta1.schema.json.gz"
 EXAMPLE = REPO / "infra" / "kserve" / "inferenceservice.example.yaml"
 

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from fracture.base.errors import ConfigError
 from fracture.config import parse_params
 from fracture.train.optim import grad_accumulation
-from tests.unit.test_train import TINY, write_tiny_dataset
+from tests.unit.train.test_train import TINY, write_tiny_dataset
 
 
 def _free_port() -> int:

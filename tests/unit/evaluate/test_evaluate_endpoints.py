@@ -13,9 +13,9 @@ from fracture.config import EvaluateParams, GateParams, PrimaryParams, load_para
 from fracture.evaluate import core, curves, tables
 from fracture.stats import bootstrap, metrics
 from fracture.stats.operating_points import tune_thresholds
-from tests.unit.test_evaluate import scored_frame, val_tuned
+from tests.unit.evaluate.test_evaluate import scored_frame, val_tuned
 
-EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(
+EP = load_params(Path(__file__).resolve().parents[3] / "params.yaml").evaluate.model_copy(
     update={"n_bootstrap": 200, "min_subgroup_n": 20, "min_subgroup_patients": 5}
 )
 

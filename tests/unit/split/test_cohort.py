@@ -12,7 +12,7 @@ from fracture.base.io import read_parquet, write_manifest
 from fracture.contracts.schema import COPY_REASON
 from fracture.split.cohort import ao_classes, baseline_table, flow_counts
 from fracture.split.run import make_splits, run_split
-from tests.unit.test_split import SOURCES, make_manifest
+from tests.unit.split.test_split import SOURCES, make_manifest
 
 QUARANTINE = pd.DataFrame(
     {

@@ -16,7 +16,7 @@ from fracture.base.errors import InputError
 from fracture.config import EvaluateParams, GateParams, load_params
 from fracture.stats.operating_points import tune_thresholds
 
-EP = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate.model_copy(
+EP = load_params(Path(__file__).resolve().parents[3] / "params.yaml").evaluate.model_copy(
     update={"n_bootstrap": 200, "min_subgroup_n": 20}
 )
 

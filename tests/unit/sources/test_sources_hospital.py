@@ -22,7 +22,7 @@ from fracture.sources.hospital import (
 )
 from fracture.sources.privacy import pseudonymise
 from tests.conftest import REPO
-from tests.unit.test_dicom import PHI, make_dicom
+from tests.unit.sources.test_dicom import PHI, make_dicom
 
 KEY = b"hospital-test-key"
 PATTERN = load_params(REPO / "params.yaml").ingest.augmented_copy_pattern  # the params value

@@ -15,7 +15,7 @@ from fracture.base.errors import ConfigError, InputError
 from fracture.config import load_params
 from fracture.model.core import build_model, load_model_dir, model_config, predict_proba, save_model_dir
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 THRESHOLDS = {"youden": 0.4, "f1_max": 0.45, "target_sensitivity": 0.3, "fixed": 0.5}
 # A second tiny Swin with other geometry: 96 px, window 3 -> token grids 24, 12, 6, 3.
 OTHER_ARCH = {

@@ -665,7 +665,7 @@ def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
     dvc = Path(sys.executable).with_name("dvc")
     if not dvc.is_file() or shutil.which("git") is None:
         pytest.skip("dvc or git not installed")
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     for name in ("dvc.yaml", "params.yaml"):  # dvc.yaml fills ${paths.*} from params.yaml
         shutil.copy(repo / name, tmp_path / name)
     eval_path = yaml.safe_load((repo / "params.yaml").read_text())["paths"]["eval"]

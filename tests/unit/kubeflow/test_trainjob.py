@@ -21,7 +21,7 @@ from fracture.kubeflow import trainjob as tj
 from fracture.kubeflow.trainjob_node import train_command
 from fracture.kubeflow.trainjob_stage import get_dir, input_paths, put_dir, put_inputs, remove, stage_root
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "data" / "trainer" / "trainjob.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "data" / "trainer" / "trainjob.schema.json"
 
 
 def strict(schema: Any) -> Any:
@@ -130,7 +130,7 @@ def test_node_pods_run_as_the_image_user_locked_down(make_params):
     sc = container["securityContext"]
     assert sc["runAsUser"] == IMAGE_UID and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    dockerfile = (Path(__file__).resolve().parents[2] / "docker" / "Dockerfile").read_text()
+    dockerfile = (Path(__file__).resolve().parents[3] / "docker" / "Dockerfile").read_text()
     assert re.search(rf"^USER {IMAGE_UID}:{IMAGE_UID}$", dockerfile, re.M), "IMAGE_UID is not the image's user"
 
 
