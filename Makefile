@@ -10,7 +10,7 @@ SCAN_STAMP := $(SCAN_VENV)/.installed
 # The demo's pseudonymisation key: public and for synthetic data only. Real data needs your own secret key.
 DEMO_KEY := fracture-demo-key-not-secret
 
-.PHONY: venv demo test test-fast lint format params-format bench image audit audit-offline scan clean
+.PHONY: venv demo test test-fast docs lint format params-format bench image audit audit-offline scan clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 # The fast tier: unit tests and each KFP component's own test; no services, no demo, no training to convergence.
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not gpu and not slow and not integration and not e2e" tests/unit components $(PYTEST_ARGS)
+
+# The docs site (Sphinx + MyST Markdown, furo theme) into build/docs; any warning fails the build.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs build/docs
+	@echo "docs: build/docs/index.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
