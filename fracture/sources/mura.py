@@ -27,6 +27,7 @@ from fracture.sources import (
     Candidate,
     Rejected,
     SourceScan,
+    label_key,
     parse_binary,
     read_text,
     reject,
@@ -118,14 +119,17 @@ def mura_relpath(raw: str, root_name: str = PREFIX) -> str | None:
 
 
 def study_labels(studies: Iterable[tuple[str, str]], root_name: str = PREFIX) -> dict[str, str | None]:
-    """Study key (first four parts below the MURA folder) -> raw label, None where two rows disagree."""
+    """Study key (first four parts below the MURA folder) -> raw label, None where two rows disagree.
+
+    Labels are compared by value: `1` and `1.0` (a re-saved CSV) are the same label, not a conflict.
+    """
     labels: dict[str, str | None] = {}
     for raw_path, raw_label in studies:
         rel = mura_relpath(raw_path, root_name)
         if rel is None:
             continue
         key = "/".join(rel.split("/")[:4])
-        if key in labels and labels[key] != raw_label:
+        if key in labels and (labels[key] is None or label_key(labels[key]) != label_key(raw_label)):
             labels[key] = None
         else:
             labels.setdefault(key, raw_label)
