@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -51,6 +52,47 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
+
+
+class _WriteErrorKeeper:
+    """A writable file that remembers the first OSError of its `write` (torch's zip writer swallows it)."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        """Write through; keep and re-raise an OSError (a full disk)."""
+        try:
+            return self._fp.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        """Flush through."""
+        self._fp.flush()
+
+
+def save_torch(obj: object, path: Path) -> None:
+    """`torch.save` to `path` atomically, through a file object (the bytes do not depend on the temporary name).
+
+    On a full disk torch's writer reports a RuntimeError ("unexpected pos ..."); the OSError behind it is raised
+    instead, so the caller sees "no space left on <path>" (an InputError, exit 2), like every other write.
+
+    Raises:
+        InputError: an OS error while writing, naming `path`.
+    """
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fp:
+        keeper = _WriteErrorKeeper(fp)
+        try:
+            torch.save(obj, keeper)
+        except RuntimeError:
+            if keeper.error is not None:
+                raise keeper.error from None
+            raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from fracture.config import Params
 from fracture.errors import InputError
-from fracture.io import atomic_path
+from fracture.io import save_torch
 from fracture.train.optim import Optimisation
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,7 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically (a kill mid-write leaves the previous one intact)."""
-    # A file object, not the temporary path: torch.save would name the zip's root after it (bytes differ per run).
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+    save_torch(state, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -10,11 +10,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fracture.cache import load_cache
+from fracture.cache import load_cache, read_cache_meta
 from fracture.config import Params
 from fracture.data import SeededSampler, UnifiedFractureDataset, collate_batch
 from fracture.errors import InputError
 from fracture.io import read_manifest, read_parquet
+from fracture.model import check_cache_contract, input_contract
 from fracture.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ def load_training_data(
             f"{cache_dir}: cache holds {images.shape[1]} px images but base.image_size is {params.base.image_size}; "
             "rerun `fracture preprocess` with these params"
         )
+    # The model's config.json records these params' input contract: the pixels it trains on must match it, or
+    # predict and serving would decode differently from training.
+    contract = input_contract(params, params.base.image_size)
+    check_cache_contract(contract, read_cache_meta(cache_dir), cache_dir, against="params preprocess")
     return images, attach_cache_rows(rows, index, cache_dir)
 
 
