@@ -27,6 +27,13 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def _short_name(name: str, limit: int = 200) -> str:
+    """`name` cut to at most `limit` bytes (whole characters), for the prefix of a temporary file."""
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -39,7 +46,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # The temporary name adds 14 characters: cut a long name so it still fits NAME_MAX (255 bytes).
+        fd, tmp = tempfile.mkstemp(prefix=f".{_short_name(path.name)}.", suffix=".tmp", dir=path.parent)
         tmp_path = Path(tmp)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
         os.close(fd)
