@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fracture.errors import ConfigError
-from fracture.yamlkeys import DuplicateKeyError, UniqueKeyLoader
+from fracture.yamlkeys import DuplicateKeyError, UniqueKeySafeLoader
 
 SOURCES = ("kaggle", "mura", "hospital")
 Source = Literal["kaggle", "mura", "hospital"]
@@ -540,7 +540,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a YAML text file (byte 0x{err.object[err.start]:02x} at {err.start})") from None
     try:
-        data = yaml.load(text, Loader=UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=UniqueKeySafeLoader) or {}  # a SafeLoader subclass
     except DuplicateKeyError as err:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:

@@ -1,7 +1,7 @@
 """YAML loading that refuses a key given twice in one mapping (PyYAML silently keeps the last value).
 
 A `params.yaml` with two `lr:` lines, or two `train:` sections, would train with whichever came last without a
-word; `UniqueKeyLoader` (a `yaml.SafeLoader`) names the dotted key and both lines instead.
+word; `UniqueKeySafeLoader` (a `yaml.SafeLoader`) names the dotted key and both lines instead.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ class DuplicateKeyError(yaml.YAMLError):
     """A mapping in params.yaml names one key twice (YAML would silently keep the last value)."""
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeySafeLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key repeated within one mapping, naming its dotted path and both lines."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
