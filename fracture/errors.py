@@ -52,3 +52,12 @@ def printable(text: str, keep: str = "") -> str:
 @functools.lru_cache(maxsize=8)
 def _escape_table(keep: str) -> dict[int, str]:
     return {c: v for c, v in _CONTROL.items() if chr(c) not in keep} | _SURROGATES
+
+
+class MultiLine(str):
+    """Text whose newlines are meant (a table or a list logged as one value): the log filter keeps them.
+
+    Every other logged value is escaped entirely, newlines included, so a file name cannot forge a log line.
+    """
+
+    __slots__ = ()

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import PurePath
 
-from fracture.errors import printable
+from fracture.errors import MultiLine, printable
 
 # Libraries whose INFO lines drown the project's own.
 NOISY_LOGGERS = ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations", "mlflow")
@@ -25,8 +25,8 @@ MLFLOW_OWNED_LOGGERS = ("mlflow", "sqlalchemy.engine", "alembic", "huey")
 class EscapeControlFilter(logging.Filter):
     """Escape control characters (NUL, ESC, newline, ...) and non-UTF-8 bytes in a record's values.
 
-    Values (a file name with a newline, a table cell) are escaped entirely, so one record stays one line per
-    value; the message template keeps its own newlines and tabs.
+    Values (a file name with a newline, a table cell) are escaped entirely, so a value cannot forge a log line;
+    the message template keeps its own newlines and tabs, and so does a value wrapped in `errors.MultiLine`.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -45,7 +45,9 @@ class EscapeControlFilter(logging.Filter):
 
 
 def _escaped_value(value: object) -> object:
-    """A str or path argument escaped entirely (newlines too); other values unchanged."""
+    """A str or path argument escaped entirely (newlines too, except in a `MultiLine`); other values unchanged."""
+    if isinstance(value, MultiLine):
+        return printable(value, keep="\n\t")
     return printable(str(value)) if isinstance(value, str | PurePath) else value
 
 

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from fracture.config import load_params, parse_params
-from fracture.errors import ConfigError, InputError, printable
+from fracture.errors import ConfigError, InputError, MultiLine, printable
 from fracture.ingest import run_ingest
 from fracture.io import read_manifest
 from fracture.logs import EscapeControlFilter
@@ -343,3 +343,6 @@ def test_newline_and_latin1_bytes_in_a_file_name_are_escaped_in_log_lines():
     EscapeControlFilter().filter(record)
     assert record.getMessage() == "evil\\x0aINFO fake line \\xf6.png: scored\nsecond line"
     assert printable(name) == "evil\\x0aINFO fake line \\xf6.png"
+    table = logging.LogRecord("fracture", logging.INFO, __file__, 1, "split:\n%s", (MultiLine("a  b\n1  2"),), None)
+    EscapeControlFilter().filter(table)
+    assert table.getMessage() == "split:\na  b\n1  2"  # a table logged as one value keeps its lines
