@@ -55,7 +55,11 @@ def _rows(text: str, name: str) -> list[tuple[int, list[str]]]:
         raise InputError(f"{name}: not a valid CSV file ({err})") from None
     rows = [(n, fields) for n, fields in rows if any(fields)]
     if rows and is_header(rows[0][1]):
-        rows = rows[1:]
+        header, rows = rows[0][1], rows[1:]
+        repeated = [n for n, fields in rows if fields == header]  # two copies concatenated, header and all
+        if repeated:
+            log.warning("%s: dropped %d repeated header line(s) inside the file", name, len(repeated))
+            rows = [(n, fields) for n, fields in rows if fields != header]
     return rows
 
 

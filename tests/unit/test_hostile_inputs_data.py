@@ -32,7 +32,7 @@ from fracture.predict import UnusableEntry, list_inputs, output_stem, run_predic
 from fracture.sources import CASE_MISMATCH, CONFLICTING_LABELS, CONFLICTING_METADATA, NAME_NOT_UTF8, SHORT_ROW
 from fracture.sources.hospital import scan_hospital
 from fracture.sources.kaggle import kaggle_candidates, parse_kaggle_table, scan_kaggle
-from fracture.sources.mura import mura_candidates
+from fracture.sources.mura import mura_candidates, parse_image_paths
 from fracture.train.checkpoint import save_checkpoint
 from tests.conftest import write_model_dir
 from tests.unit.test_sources_kaggle import COLUMNS, STEM_A, STEM_B, csv_text, kaggle_record
@@ -85,6 +85,13 @@ def test_repeated_header_line_is_dropped_with_one_warning(caplog):
     assert scan.rejected == []  # two candidates in all, not three
     assert [r.message for r in caplog.records if "repeated header" in r.message] == [
         "dataset.csv: dropped 1 repeated header line(s) inside the table"
+    ]
+
+
+def test_repeated_header_in_a_mura_csv_is_not_an_image_path():
+    text = "Img_Path\nMURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png\nImg_Path\n"
+    assert parse_image_paths(text, "train_image_paths.csv") == [
+        "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png"
     ]
 
 
