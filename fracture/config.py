@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fracture.base.errors import ConfigError
+from fracture.base.yamlkeys import DuplicateKeyError, UniqueKeySafeLoader
 
 SOURCES = ("kaggle", "mura", "hospital")
 Source = Literal["kaggle", "mura", "hospital"]
@@ -23,7 +24,7 @@ Source = Literal["kaggle", "mura", "hospital"]
 class _Section(BaseModel):
     """Base for every section: frozen, unknown keys are errors, and numbers must be written as numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # `lr: .inf` is not a number
 
     @model_validator(mode="before")
     @classmethod
@@ -63,7 +64,7 @@ class PathsParams(_Section):
 class BaseParams(_Section):
     """Cross-stage values."""
 
-    seed: int
+    seed: int = Field(ge=0, lt=2**32, description="Seeds Python, NumPy (32-bit seeds) and torch.")
     image_size: int = Field(gt=0, le=2048, description="Square side of the preprocess cache and model input, px.")
     num_workers: int = Field(ge=0, le=256, description="Worker processes for parallel steps.")
 
@@ -95,6 +96,12 @@ class IngestParams(_Section):
         description="Regex over a hospital file stem marking an offline-augmented copy; group `base` names the "
         "original (`nega_1000_3` -> `nega_1000`). null: only a stem `base_k` beside an existing `base` is a copy.",
     )
+
+    @model_validator(mode="after")
+    def _sides_ordered(self) -> IngestParams:
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side: {self.min_side} is larger than max_side {self.max_side}; no image could pass")
+        return self
 
     @field_validator("augmented_copy_pattern")
     @classmethod
@@ -476,7 +483,9 @@ class Params(_Section):
     serve: ServeParams
     deploy: DeployParams
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(), allow_inf_nan=False
+    )
 
     def to_dict(self) -> dict:
         """Plain dict in params.yaml's shape (aliases applied), for logging and resolved copies."""
@@ -531,7 +540,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a YAML text file (byte 0x{err.object[err.start]:02x} at {err.start})") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=UniqueKeySafeLoader) or {}  # a SafeLoader subclass
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     return parse_params(data, str(path))

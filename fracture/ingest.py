@@ -39,6 +39,7 @@ from fracture.sources import (
     Candidate,
     SourceScan,
     image_id_for,
+    refuse_non_utf8_names,
 )
 from fracture.sources.dicom import DicomIdentity, extract_identity
 from fracture.sources.privacy import pseudonym_key
@@ -309,7 +310,10 @@ def source_dirs(
 
 
 def scan_sources(dirs: dict[str, Path], ingest: IngestParams, key: bytes | None) -> dict[str, SourceScan]:
-    """Run the adapters (tables and folders only; image files are not opened here)."""
+    """Run the adapters (tables and folders only; image files are not opened here).
+
+    A file whose name is not UTF-8 is quarantined here: the manifest and quarantine.csv are UTF-8.
+    """
     from fracture.sources.hospital import scan_hospital
     from fracture.sources.kaggle import scan_kaggle
     from fracture.sources.mura import scan_mura
@@ -323,6 +327,8 @@ def scan_sources(dirs: dict[str, Path], ingest: IngestParams, key: bytes | None)
         scans["hospital"] = scan_hospital(
             dirs["hospital"], key or pseudonym_key("the hospital source"), ingest.augmented_copy_pattern
         )
+    for scan in scans.values():
+        refuse_non_utf8_names(scan)
     return scans
 
 

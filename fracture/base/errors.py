@@ -1,5 +1,7 @@
 """Exceptions that the CLI maps to exit codes (0 ok, 1 gate failed, 2 bad usage or unusable input)."""
 
+import functools
+
 
 class FractureError(Exception):
     """Base class: a user-facing problem with a message that names the file and the reason."""
@@ -33,13 +35,29 @@ def first_line(err: BaseException, limit: int = 400) -> str:
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+# Lone surrogates: bytes of a non-UTF-8 file name as Python holds them (0xDC80-0xDCFF <-> byte 0x80-0xFF).
+_SURROGATES = {c: f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}" for c in range(0xD800, 0xE000)}
 
 
 def printable(text: str, keep: str = "") -> str:
     """`text` with control characters (NUL, ESC, CR, ...) escaped as backslash-x-hex, except those in `keep`.
 
     Values from untrusted tables reach file names, quarantine.csv and log lines; a raw NUL or terminal escape
-    there corrupts the CSV for other readers or the user's terminal.
+    there corrupts the CSV for other readers or the user's terminal. The bytes of a file name that is not UTF-8
+    (lone surrogates in Python) are escaped the same way, byte 0xf6 as backslash-x-f6: UTF-8 cannot hold them.
     """
-    table = {c: v for c, v in _CONTROL.items() if chr(c) not in keep}
-    return text.translate(table)
+    return text.translate(_escape_table(keep))
+
+
+@functools.lru_cache(maxsize=8)
+def _escape_table(keep: str) -> dict[int, str]:
+    return {c: v for c, v in _CONTROL.items() if chr(c) not in keep} | _SURROGATES
+
+
+class MultiLine(str):
+    """Text whose newlines are meant (a table or a list logged as one value): the log filter keeps them.
+
+    Every other logged value is escaped entirely, newlines included, so a file name cannot forge a log line.
+    """
+
+    __slots__ = ()

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +25,13 @@ from fracture.base.outputs import os_error_message, write_error_message
 ROOTS_KEY = b"fracture.roots"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def _short_name(name: str, limit: int = 200) -> str:
+    """`name` cut to at most `limit` bytes (whole characters), for the prefix of a temporary file."""
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name
 
 
 @contextmanager
@@ -38,7 +46,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # The temporary name adds 14 characters: cut a long name so it still fits NAME_MAX (255 bytes).
+        fd, tmp = tempfile.mkstemp(prefix=f".{_short_name(path.name)}.", suffix=".tmp", dir=path.parent)
         tmp_path = Path(tmp)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
         os.close(fd)
@@ -51,6 +60,47 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
+
+
+class _WriteErrorKeeper:
+    """A writable file that remembers the first OSError of its `write` (torch's zip writer swallows it)."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        """Write through; keep and re-raise an OSError (a full disk)."""
+        try:
+            return self._fp.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        """Flush through."""
+        self._fp.flush()
+
+
+def save_torch(obj: object, path: Path) -> None:
+    """`torch.save` to `path` atomically, through a file object (the bytes do not depend on the temporary name).
+
+    On a full disk torch's writer reports a RuntimeError ("unexpected pos ..."); the OSError behind it is raised
+    instead, so the caller sees "no space left on <path>" (an InputError, exit 2), like every other write.
+
+    Raises:
+        InputError: an OS error while writing, naming `path`.
+    """
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fp:
+        keeper = _WriteErrorKeeper(fp)
+        try:
+            torch.save(obj, keeper)
+        except RuntimeError:
+            if keeper.error is not None:
+                raise keeper.error from None
+            raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import PurePath
 
-from fracture.base.errors import printable
+from fracture.base.errors import MultiLine, printable
 
 # Libraries whose INFO lines drown the project's own.
 NOISY_LOGGERS = ("urllib3", "botocore", "matplotlib", "PIL", "alembic", "great_expectations", "mlflow")
@@ -22,15 +23,32 @@ MLFLOW_OWNED_LOGGERS = ("mlflow", "sqlalchemy.engine", "alembic", "huey")
 
 
 class EscapeControlFilter(logging.Filter):
-    """Escape control characters (NUL, ESC, ...) in a record's message; newlines and tabs stay."""
+    """Escape control characters (NUL, ESC, newline, ...) and non-UTF-8 bytes in a record's values.
+
+    Values (a file name with a newline, a table cell) are escaped entirely, so a value cannot forge a log line;
+    the message template keeps its own newlines and tabs, and so does a value wrapped in `errors.MultiLine`.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Render the message once, escaped (the record then carries no args)."""
-        message = record.getMessage()
-        escaped = printable(message, keep="\n\t")
-        if escaped != message or record.args:
-            record.msg, record.args = escaped, None
+        args = record.args
+        if isinstance(args, dict):
+            args = {k: _escaped_value(v) for k, v in args.items()}
+        elif args:
+            args = tuple(_escaped_value(a) for a in args)
+        try:
+            message = str(record.msg) % args if args else str(record.msg)
+        except (TypeError, ValueError, KeyError):  # a malformed call: left to logging's own error report
+            return True
+        record.msg, record.args = printable(message, keep="\n\t"), None
         return True
+
+
+def _escaped_value(value: object) -> object:
+    """A str or path argument escaped entirely (newlines too, except in a `MultiLine`); other values unchanged."""
+    if isinstance(value, MultiLine):
+        return printable(value, keep="\n\t")
+    return printable(str(value)) if isinstance(value, str | PurePath) else value
 
 
 def _adopt(logger: logging.Logger) -> None:

@@ -343,6 +343,8 @@ def decode_png_file(path: Path, *, max_pixels: int = MAX_PIXELS, max_side: int =
         return None
     if not head.startswith(PNG_SIGNATURE) or head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES:
         return None
+    if not _utf8_path(path):  # OpenCV crashes (SIGSEGV) on a name that is not UTF-8; imdecode reads the bytes
+        return None
     if b"IEND" not in tail:
         return None
     check_dims(path, *raster_dims(head), max_pixels=max_pixels, max_side=max_side)
@@ -357,6 +359,15 @@ def decode_png_file(path: Path, *, max_pixels: int = MAX_PIXELS, max_side: int =
         return to_gray(arr)
     except ValueError as err:
         raise InputError(f"{path}: {err}") from None
+
+
+def _utf8_path(path: Path) -> bool:
+    """Whether OpenCV can be handed this path (it takes UTF-8; other bytes are Python's lone surrogates)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_dims(path: Path, width: int, height: int, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> None:

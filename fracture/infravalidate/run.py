@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fracture.base.errors import InputError, first_line
+from fracture.base.errors import InputError, MultiLine, first_line
 from fracture.config import InfraValidationParams, Params
 from fracture.infravalidate import checks
 from fracture.infravalidate.checks import Answer, Case
@@ -179,7 +179,8 @@ def validate_served(
 def _log_result(result: dict) -> None:
     lines = [f"  {'pass' if c['passed'] else 'FAIL'}  {c['check']}: {c['detail']}" for c in result["checks"]]
     verdict = "PASSED" if result["passed"] else "FAILED: " + "; ".join(result["reasons"])
-    log.info("infra validation of %s:\n%s\ninfra validation %s", result.get("model_uri"), "\n".join(lines), verdict)
+    table = MultiLine("\n".join(lines))  # newlines meant: kept by the log filter
+    log.info("infra validation of %s:\n%s\ninfra validation %s", result.get("model_uri"), table, verdict)
 
 
 def run_infravalidate(

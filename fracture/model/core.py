@@ -22,7 +22,7 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 from fracture.base.errors import ConfigError, InputError
-from fracture.base.io import atomic_path, atomic_write_text, read_json, write_json
+from fracture.base.io import atomic_write_text, read_json, save_torch, write_json
 from fracture.config import ModelParams, Params, dump_params
 from fracture.model.data import normalise
 
@@ -290,19 +290,27 @@ def read_contract(config: dict[str, Any], source: Path) -> InputContract:
         raise InputError(f"{source}: input contract is incomplete or malformed ({type(err).__name__}: {err})") from None
 
 
-def check_cache_contract(contract: InputContract, cache_meta: dict[str, Any], cache_dir: Path) -> None:
+def check_cache_contract(
+    contract: InputContract, cache_meta: dict[str, Any], cache_dir: Path, against: str = "the model's input contract"
+) -> None:
     """A preprocess cache must have been made the way the model's inputs were (size and window).
+
+    Args:
+        contract: the input contract the pixels must follow.
+        cache_meta: the cache's meta.json.
+        cache_dir: for messages.
+        against: what the contract is, for messages (train: the params it records in config.json).
 
     Raises:
         InputError: naming the cache and the setting that differs.
     """
     size, window = cache_meta.get("image_size"), cache_meta.get("window_percentiles")
     if size != contract.image_size:
-        raise InputError(f"{cache_dir}: cache images are {size} px but the model takes {contract.image_size} px")
+        raise InputError(f"{cache_dir}: cache images are {size} px but {against} takes {contract.image_size} px")
     if window is None or tuple(float(w) for w in window) != contract.window_percentiles:
         raise InputError(
-            f"{cache_dir}: cache window_percentiles {window} differ from the model's input contract "
-            f"{list(contract.window_percentiles)}; re-run preprocess with the model's settings"
+            f"{cache_dir}: cache window_percentiles {window} differ from {against} "
+            f"{list(contract.window_percentiles)}; re-run preprocess with the same settings"
         )
 
 
@@ -329,10 +337,7 @@ def save_model_dir(
     config = {**config, "input": config.get("input") or input_contract(params, int(config["img_size"])).to_dict()}
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # Saved through a file object: torch names the zip's root folder after a path's file name (here the random
-    # temporary one), which would make the bytes, the DVC hash and the registry fingerprint differ on every run.
-    with atomic_path(model_dir / WEIGHTS_FILE) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+    save_torch(state, model_dir / WEIGHTS_FILE)  # same bytes on every run (a file object, not the temp path)
     write_json(model_dir / CONFIG_FILE, config)
     write_json(model_dir / METADATA_FILE, metadata)
     atomic_write_text(model_dir / "history.csv", history.to_csv(index=False))

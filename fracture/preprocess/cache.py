@@ -35,6 +35,18 @@ def cache_meta(size: int, window: tuple[float, float], count: int, decoder: str)
     }
 
 
+def read_cache_meta(cache_dir: Path) -> dict:
+    """meta.json of a cache (what it was built with: image size, window percentiles, decoder).
+
+    Raises:
+        InputError: missing or unreadable.
+    """
+    path = Path(cache_dir) / META_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: missing; run `fracture preprocess` to build the cache")
+    return read_json(path)
+
+
 def load_cache(cache_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Open the preprocess cache without reading its pixels.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fracture.base.errors import GateError, InputError, first_line
+from fracture.base.errors import GateError, InputError, MultiLine, first_line
 from fracture.config import Params
 from fracture.registry.client import access_error, mlflow_client, now_iso, registry_errors, tag_text
 from fracture.registry.compare import check_allow_different, comparison_tags
@@ -192,7 +192,7 @@ def _registry_gate(
     cand_tags, champ_tags = _gate_tags(client, candidate), _gate_tags(client, champion) if champion else None
     numbers = (candidate.version, champion.version if champion else None)
     cmp = compare_versions(cand_tags, champ_tags, params.register_.promote, numbers, evidence)
-    log.info("promotion gate for %s:\n%s", name, format_comparison(cmp))
+    log.info("promotion gate for %s:\n%s", name, MultiLine(format_comparison(cmp)))
     if not dry_run:
         record_comparison(client, name, candidate, comparison_tags(evidence, cmp, now_iso()))
     return cmp

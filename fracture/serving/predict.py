@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
+import os
 import pickle
 import tempfile
 import zipfile
@@ -37,7 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fracture.base.errors import InputError
+from fracture.base.errors import InputError, printable
 from fracture.base.outputs import out_dir_lock, prepare_out_dir, write_error_message
 from fracture.config import Params
 from fracture.model.core import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, InputContract, read_contract
@@ -101,8 +103,25 @@ def is_batch_input(img: Path) -> bool:
     return img.is_dir() or img.suffix.lower() == ".csv"
 
 
-def list_inputs(img: Path) -> list[Path]:
+@dataclass(frozen=True)
+class UnusableEntry:
+    """A row of a batch list that names no file (an empty path, `.`): it gets a result row with its error."""
+
+    text: str
+    error: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+BatchItem = Path | UnusableEntry
+
+
+def list_inputs(img: Path) -> list[BatchItem]:
     """The images of a batch: a directory searched recursively (sorted), or a CSV's `path` column.
+
+    Every CSV row gets a result row: spaces around a path are stripped, and a row whose path is empty or `.`
+    (no file) becomes an `UnusableEntry` that is reported as an error row, never dropped.
 
     Raises:
         InputError: the directory holds no images, or the CSV cannot be read or has no `path` column.
@@ -112,20 +131,51 @@ def list_inputs(img: Path) -> list[Path]:
 
         # Every file gets a row, as every file of a hospital folder is an ingest candidate: DICOMs from a PACS
         # often have no suffix, and a file that is not an image gets its reason instead of vanishing.
-        paths = [img / rel for rel in walk_files(img).files]
+        paths: list[BatchItem] = [img / rel for rel in walk_files(img).files]
         if not paths:
             raise InputError(f"{img}: no files found (hidden files and AppleDouble `._*` files are skipped)")
         return paths
     try:
-        table = pd.read_csv(img, dtype=str, keep_default_na=False)
+        table = pd.read_csv(img, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise InputError(f"{img}: cannot read CSV ({err})") from None
+    table.columns = [str(c).strip().lstrip("\ufeff") for c in table.columns]
     if "path" not in table.columns:
         raise InputError(f"{img}: CSV needs a 'path' column; it has {', '.join(map(str, table.columns))}")
-    return [p if p.is_absolute() else img.parent / p for p in map(Path, table["path"]) if str(p) not in ("", ".")]
+    entries: list[BatchItem] = []
+    for row, raw in enumerate(table["path"], start=1):
+        text = str(raw).strip()
+        if text in ("", "."):
+            entries.append(
+                UnusableEntry(text, f"{img}: row {row}: {'empty path' if not text else 'path `.` names no file'}")
+            )
+        else:
+            path = Path(text)
+            entries.append(path if path.is_absolute() else img.parent / path)
+    return entries
 
 
-def chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
+def output_stem(stem: str, suffix: str = "_gradcam.png", name_max: int = 255) -> str:
+    """A file stem that leaves room for `suffix` within the file system's name limit (NAME_MAX bytes).
+
+    A stem too long is cut and given the first 8 hex of its sha256 (`<cut>~<hash>`), so two long names that share
+    their start still get different outputs, and the same input always gets the same name.
+    """
+    encoded = os.fsencode(stem)
+    room = name_max - len(os.fsencode(suffix))
+    if len(encoded) <= room:
+        return stem
+    digest = hashlib.sha256(encoded).hexdigest()[:8]
+    budget, used, kept = room - len(digest) - 1, 0, []
+    for char in stem:  # whole characters only: a cut UTF-8 sequence would make the name undecodable
+        used += len(os.fsencode(char))
+        if used > budget:
+            break
+        kept.append(char)
+    return f"{''.join(kept)}~{digest}"
+
+
+def chunks(items: list[BatchItem], size: int) -> Iterator[list[BatchItem]]:
     """Consecutive slices of at most `size` items."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -243,10 +293,12 @@ def overlay_png(predictor: Predictor, image: np.ndarray, cam: np.ndarray, prob: 
     return render_overlay(image, cam, title, note, alpha)
 
 
-def _result(path: Path, part: str | None, prob: float | None, threshold: float, overlay: str | None) -> dict:
-    """One result row (RESULT_COLUMNS)."""
+def _result(
+    path: Path | UnusableEntry, part: str | None, prob: float | None, threshold: float, overlay: str | None
+) -> dict:
+    """One result row (RESULT_COLUMNS); the path escaped where it is not UTF-8 (the outputs are UTF-8 text)."""
     return {
-        "path": str(path),
+        "path": printable(str(path)),
         "part": part,
         "prob": None if prob is None else float(prob),
         "threshold": threshold,
@@ -271,7 +323,8 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
     image = predictor.contract.decode(img)  # [S, S] uint8
     prob = float(score(predictor, image[None], 1)[0])
     cam = gradcam(predictor.model, image[None], predictor.mean, predictor.std, 1)[0]
-    overlay = f"{img.stem}_gradcam.png"
+    stem = output_stem(img.stem)
+    overlay = f"{stem}_gradcam.png"
     atomic_write_bytes(out_dir / overlay, overlay_png(predictor, image, cam, prob, params.explain.alpha))
     result = _result(img, part, prob, predictor.threshold, overlay)
     result.pop("error")
@@ -281,26 +334,29 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
         "model": predictor.lineage,
         "intended_use": DISCLAIMER,
     }
-    write_json(out_dir / f"{img.stem}.json", result)
+    write_json(out_dir / f"{stem}.json", result)
     log.info("%s: %s (p = %.3f, threshold %.3f)", img, result["decision"], prob, predictor.threshold)
     return result
 
 
 # ------------------------------------------------------------------------------------------------ batch
-def _decode_chunk(params: Params, predictor: Predictor, paths: list[Path]) -> tuple[list[np.ndarray], list[dict]]:
+def _decode_chunk(params: Params, predictor: Predictor, paths: list[BatchItem]) -> tuple[list[np.ndarray], list[dict]]:
     """Decode a chunk; unreadable files become rows with an error instead of raising."""
     images, rows = [], []
     for path in paths:
         row = _result(path, None, None, predictor.threshold, None)
-        try:
-            images.append(predictor.contract.decode(path))
-        except InputError as err:
-            row["error"] = str(err)
+        if isinstance(path, UnusableEntry):
+            row["error"] = path.error
+        else:
+            try:
+                images.append(predictor.contract.decode(path))
+            except InputError as err:
+                row["error"] = printable(str(err))
         rows.append(row)
     return images, rows
 
 
-def _score_chunk(params: Params, predictor: Predictor, paths: list[Path], start: int, out_dir: Path) -> list[dict]:
+def _score_chunk(params: Params, predictor: Predictor, paths: list[BatchItem], start: int, out_dir: Path) -> list[dict]:
     """Decode, score and (optionally) explain one chunk; returns its result rows in input order."""
     from fracture.base.io import atomic_write_bytes
     from fracture.explain import gradcam
@@ -320,7 +376,7 @@ def _score_chunk(params: Params, predictor: Predictor, paths: list[Path], start:
         prob = float(probs[k])
         rows[j] |= {"prob": prob, "decision": decide(prob, predictor.threshold)}
         if cams is not None:
-            name = f"overlays/{start + j:06d}_{paths[j].stem}.png"
+            name = f"overlays/{start + j:06d}_{output_stem(paths[j].stem, '.png', 255 - 7)}.png"
             atomic_write_bytes(out_dir / name, overlay_png(predictor, stack[k], cams[k], prob, params.explain.alpha))
             rows[j]["overlay"] = name
     return rows
@@ -357,7 +413,9 @@ def _append_rows(fcsv: BinaryIO, fjs: BinaryIO, rows: list[dict], header: bool =
         raise InputError(write_error_message(err, current)) from None
 
 
-def predict_batch(params: Params, predictor: Predictor, paths: list[Path], part: str | None, out_dir: Path) -> dict:
+def predict_batch(
+    params: Params, predictor: Predictor, paths: list[BatchItem], part: str | None, out_dir: Path
+) -> dict:
     """Stream a batch through the model chunk by chunk into predictions.csv and predictions.jsonl.
 
     Returns:

@@ -40,6 +40,10 @@ BAD_LAYOUT = "unexpected path layout"
 MISSING_ID = "missing identifier"
 NOT_A_FILE = "not a regular file"
 UNREADABLE_FILE = "unreadable file"
+SHORT_ROW = "short table row"
+NAME_NOT_UTF8 = "file name not UTF-8"
+CASE_MISMATCH = "path differs in case from metadata.csv"
+SHORT_ROWS_ATTR = "short_rows"  # DataFrame.attrs key: {row label: fields found} of rows shorter than the header
 
 # Each source's folder under a raw-data root, as the datasets ship (and as `fracture synth` writes them).
 SOURCE_DIRS = {"kaggle": "GRAZPEDWRI-DX", "mura": "MURA-v1.1", "hospital": "hospital"}
@@ -120,6 +124,29 @@ def safe_relpath(raw: str) -> str | None:
     return norm
 
 
+def name_is_utf8(path: str) -> bool:
+    """Whether a path from a directory walk is valid UTF-8 (Python holds other bytes as lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def refuse_non_utf8_names(scan: SourceScan) -> int:
+    """Move candidates whose path is not valid UTF-8 (Latin-1 bytes, e.g. `0xf6`) to the rejections, in place.
+
+    Such a name cannot be written to the manifest or quarantine.csv (both UTF-8) nor looked up again by name by
+    the later steps; the quarantine row shows its bytes escaped. Returns how many were moved.
+    """
+    bad = [c for c in scan.candidates if not name_is_utf8(c.path)]
+    if bad:
+        scan.candidates = [c for c in scan.candidates if name_is_utf8(c.path)]
+        scan.rejected += [reject(scan.source, c.path, NAME_NOT_UTF8, "rename the file in UTF-8") for c in bad]
+        log.warning("%s: %d files have names that are not UTF-8; quarantined", scan.source, len(bad))
+    return len(bad)
+
+
 def is_junk(name: str) -> bool:
     """Hidden files, AppleDouble `._*` resource forks and OS thumbnails: never images."""
     return name.startswith(".") or name.lower() in _JUNK_NAMES
@@ -198,6 +225,11 @@ def check_delimiter(header_line: str, name: str) -> None:
 def parse_csv(text: str, name: str, required: tuple[str, ...]) -> pd.DataFrame:
     """Parse a comma-separated table with a header line into a DataFrame of strings ("" for empty cells).
 
+    A line repeating the header (two exports concatenated) is dropped with one warning. Rows with fewer fields
+    than the header stay in the frame (their missing cells read as empty) and are listed in
+    `df.attrs[SHORT_ROWS_ATTR]`: a missing cell must not read as a value, so adapters take them out with
+    `take_short_rows` and quarantine them.
+
     Args:
         text: the decoded file contents.
         name: file name for messages.
@@ -210,7 +242,7 @@ def parse_csv(text: str, name: str, required: tuple[str, ...]) -> pd.DataFrame:
     if not header:
         raise InputError(f"{name}: empty table (expected columns: {', '.join(required)})")
     check_delimiter(header, name)
-    trailing = check_row_widths(text, name)
+    widths = check_row_widths(text, name)
     try:
         # index_col=False: pandas would otherwise take the first column as the index when data rows have one
         # field more than the header (a trailing delimiter), shifting every column by one. The field it then
@@ -228,29 +260,84 @@ def parse_csv(text: str, name: str, required: tuple[str, ...]) -> pd.DataFrame:
     if missing:
         found = ", ".join(list(df.columns)[:20])
         raise InputError(f"{name}: missing required column(s): {', '.join(missing)} (found: {found})")
-    if trailing:
+    if widths.trailing:
         log.warning("%s: %d data rows end with a delimiter the header does not have; the empty field is ignored",
-                    name, trailing)  # fmt: skip
-    return df.astype(object).fillna("")
+                    name, widths.trailing)  # fmt: skip
+    df = df.astype(object).fillna("")
+    short = {}
+    if len(df) == widths.rows:
+        short = dict(zip(df.index[widths.short_rows], widths.short_fields, strict=True))
+    elif widths.short_rows:  # the csv module and pandas disagree on what a row is: say so, never guess
+        log.warning("%s: %d rows have fewer fields than the header (missing cells read as empty)", name,
+                    len(widths.short_rows))  # fmt: skip
+    df = drop_repeated_headers(df, name)
+    df.attrs[SHORT_ROWS_ATTR] = {i: n for i, n in short.items() if i in df.index}
+    return df
 
 
-def check_row_widths(text: str, name: str) -> int:
+def drop_repeated_headers(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Drop data rows that repeat the header line (a file concatenated with its header), with one warning."""
+    names = [str(c) for c in df.columns]
+    cells = df.apply(lambda col: col.astype(str).str.strip().str.lstrip("\ufeff"))
+    repeated = (cells == names).all(axis=1)
+    if repeated.any():
+        log.warning("%s: dropped %d repeated header line(s) inside the table", name, int(repeated.sum()))
+    return df[~repeated]
+
+
+def take_short_rows(df: pd.DataFrame, key: str, name: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Split off the rows that `parse_csv` found shorter than the header.
+
+    Returns:
+        The complete rows, and per short row its `key` cell and a reason detail ("8 of 17 fields").
+    """
+    short = {i: n for i, n in df.attrs.get(SHORT_ROWS_ATTR, {}).items() if i in df.index}
+    if not short:
+        return df, []
+    width = len(df.columns)
+    log.warning(
+        "%s: %d rows have fewer fields than the header's %d; quarantined (a missing cell is not a value)",
+        name, len(short), width,
+    )  # fmt: skip
+    found = [
+        (str(df.at[i, key]).strip(), f"{n} of {width} fields in {posixpath.basename(name)}") for i, n in short.items()
+    ]
+    return df.drop(index=list(short)), found
+
+
+@dataclass(frozen=True)
+class RowWidths:
+    """What `check_row_widths` found: data rows in pandas' sense, the short ones, and trailing delimiters."""
+
+    rows: int
+    short_rows: list[int]  # positions among the data rows
+    short_fields: list[int]  # fields each of those rows has
+    trailing: int
+
+
+def _pandas_skips(row: list[str]) -> bool:
+    # pd.read_csv(skip_blank_lines=True) skips empty and whitespace-only lines, not a quoted empty field ("").
+    return not row or (len(row) == 1 and row[0] != "" and not row[0].strip())
+
+
+def check_row_widths(text: str, name: str) -> RowWidths:
     """Compare every data row's field count with the header's.
 
     A row with one extra, empty, last field (a trailing delimiter on data rows only) is counted; a row with
-    more fields than that is refused, since its columns cannot be told apart.
-
-    Returns:
-        How many rows end with an empty extra field.
+    more fields than that is refused, since its columns cannot be told apart; a row with fewer fields is listed.
 
     Raises:
         InputError: naming the file, the line and both field counts.
     """
     reader = csv.reader(io.StringIO(text))
+    short_rows: list[int] = []
+    short_fields: list[int] = []
     try:
         width = next((len(row) for row in reader if any(f.strip() for f in row)), 0)
-        trailing = 0
+        trailing = rows = 0
         for row in reader:
+            if _pandas_skips(row):
+                continue
             if len(row) == width + 1 and not row[-1].strip():
                 trailing += 1
             elif len(row) > width and any(f.strip() for f in row[width:]):
@@ -258,9 +345,13 @@ def check_row_widths(text: str, name: str) -> int:
                     f"{name}: line {reader.line_num}: {len(row)} fields but the header has {width} columns "
                     "(a stray delimiter or an unquoted comma in a value)"
                 )
+            elif len(row) < width:
+                short_rows.append(rows)
+                short_fields.append(len(row))
+            rows += 1
     except csv.Error as err:
         raise InputError(f"{name}: not a valid CSV table ({err})") from None
-    return trailing
+    return RowWidths(rows, short_rows, short_fields, trailing)
 
 
 def parse_binary(value: str) -> int | None:
@@ -302,6 +393,44 @@ def normalise_sex(value: str) -> str | None:
     text = str(value).strip().upper()
     mapping = {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F", "O": "O", "OTHER": "O"}
     return mapping.get(text)
+
+
+def label_key(value: object) -> str:
+    """A label cell compared by value: "1", "1.0" and " true " are one label; other text is compared as written."""
+    try:
+        return str(parse_binary(str(value)))
+    except ValueError:
+        return str(value).strip()
+
+
+def table_conflicts(
+    df: pd.DataFrame, key: str, label: str | None, name: str
+) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    """Take out every key listed more than once with different values; exact repeats stay (for `dedupe_rows`).
+
+    Which of two contradicting rows is right cannot be told from the table, so neither is kept: a key whose rows
+    disagree on `label` (compared by value) is `conflicting labels`, one whose rows disagree on another column is
+    `conflicting metadata` naming the columns.
+
+    Returns:
+        The rows of keys without conflicts, and per conflicting key (key, reason code, detail).
+    """
+    columns = [c for c in df.columns if c != key]
+    cells = df[columns].apply(lambda col: col.astype(str).str.strip())
+    if label is not None and label in cells.columns:
+        cells[label] = cells[label].map(label_key)
+    differing = cells.groupby(df[key]).nunique() > 1  # [keys, columns]
+    found = []
+    for value in differing.index[differing.any(axis=1)]:
+        names = [c for c in columns if differing.loc[value, c]]
+        if label in names:
+            found.append((str(value), CONFLICTING_LABELS, f"{posixpath.basename(name)} rows disagree on {label}"))
+        else:
+            detail = f"{posixpath.basename(name)} rows disagree on {', '.join(names)}"
+            found.append((str(value), CONFLICTING_METADATA, detail))
+    if found:
+        log.warning("%s: %d entries are listed with contradicting values; quarantined", name, len(found))
+    return df[~df[key].isin([k for k, _, _ in found])], found
 
 
 def dedupe_rows(df: pd.DataFrame, key: str, name: str) -> tuple[pd.DataFrame, int, int]:

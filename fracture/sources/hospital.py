@@ -24,9 +24,11 @@ from typing import Any
 import pandas as pd
 
 from fracture.sources import (
+    CASE_MISMATCH,
     LABEL_INVALID,
     NO_LABEL,
     PATH_ESCAPE,
+    SHORT_ROW,
     Candidate,
     Rejected,
     SourceScan,
@@ -38,6 +40,8 @@ from fracture.sources import (
     read_text,
     reject,
     safe_relpath,
+    table_conflicts,
+    take_short_rows,
     walk_files,
 )
 from fracture.sources.privacy import pseudonymise
@@ -93,17 +97,48 @@ def parse_metadata(text: str, name: str) -> pd.DataFrame:
 
 
 def metadata_index(df: pd.DataFrame, name: str = META_NAME) -> tuple[dict[str, dict[str, str]], list[Rejected]]:
-    """Normalised relative path -> metadata record; rows whose path escapes the root are rejected."""
+    """Normalised relative path -> metadata record, and the rows refused.
+
+    Refused: a path escaping the root, a row with fewer fields than the header, and every row of a path listed
+    twice with contradicting values (`conflicting labels` when the labels differ, else `conflicting metadata`,
+    e.g. two patient ids): which row is right cannot be told, so none is used. Exact repeats are dropped.
+    """
+    df, short = take_short_rows(df, "path", name)
+    rejected = [reject(SOURCE, safe_relpath(p) or p.strip(), SHORT_ROW, why) for p, why in short]
     df = df.assign(path=[safe_relpath(p) or f"\x00{p}" for p in df["path"]])
+    df, conflicts = table_conflicts(df, "path", "label", name)
+    rejected += [reject(SOURCE, path.removeprefix("\x00").strip(), code, detail) for path, code, detail in conflicts]
     df, _, _ = dedupe_rows(df, "path", name)
     index: dict[str, dict[str, str]] = {}
-    rejected = []
     for rec in df.to_dict("records"):
         if rec["path"].startswith("\x00"):
             rejected.append(reject(SOURCE, rec["path"][1:].strip(), PATH_ESCAPE))
         else:
             index[rec["path"]] = rec
     return index, rejected
+
+
+def case_mismatches(files: list[str], meta: dict[str, dict[str, str]]) -> list[Rejected]:
+    """Metadata paths that name an existing file only with other letter case (`Radius/` for `radius/`).
+
+    Paths match case-sensitively (as on Linux); using the file by its folders while its metadata row points
+    elsewhere would count one image twice and drop its patient id, so the file is quarantined instead, naming the
+    metadata path, and that metadata row is removed from `meta` (in place). One row per image.
+    """
+    present = set(files)
+    by_lower: dict[str, list[str]] = {}
+    for f in files:
+        by_lower.setdefault(f.lower(), []).append(f)
+    rejected = []
+    for path in sorted(p for p in meta if p not in present):
+        matches = [f for f in by_lower.get(path.lower(), []) if f not in meta]
+        if len(matches) == 1:
+            del meta[path]
+            rejected.append(reject(SOURCE, matches[0], CASE_MISMATCH, f"metadata.csv lists {path}"))
+    if rejected:
+        log.warning("hospital: %d metadata.csv paths differ from their file only in letter case; those files are "
+                    "quarantined (fix the case in metadata.csv)", len(rejected))  # fmt: skip
+    return rejected
 
 
 def _label(path: str, folder_label: int | None, meta: Mapping[str, str]) -> tuple[int, str] | Rejected:
@@ -214,6 +249,9 @@ def scan_hospital(root: Path, key: bytes, copy_pattern: str | None) -> SourceSca
     if meta_path.is_file():
         meta, rejected = metadata_index(parse_metadata(read_text(meta_path), str(meta_path)), str(meta_path))
     files = [f for f in walk.files if f != META_NAME]
+    rejected += case_mismatches(files, meta)
+    refused = {r.path for r in rejected}  # a refused metadata row's file is not used by its folders either
+    files = [f for f in files if f not in refused]
     scan = hospital_candidates(files, meta, key, re.compile(copy_pattern) if copy_pattern else None)
     scan.rejected = rejected + scan.rejected
     scan.stats.update({"junk_files": walk.junk_files, "metadata_rows": len(meta) + len(rejected)})

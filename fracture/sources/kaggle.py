@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fracture.base.errors import InputError
 from fracture.images.header import FILE_MISSING
 from fracture.sources import (
     CONFLICTING_LABELS,
@@ -23,6 +24,7 @@ from fracture.sources import (
     LABEL_INVALID,
     MISSING_ID,
     PATH_ESCAPE,
+    SHORT_ROW,
     Candidate,
     Rejected,
     SourceScan,
@@ -34,6 +36,7 @@ from fracture.sources import (
     read_text,
     reject,
     safe_relpath,
+    take_short_rows,
     walk_files,
 )
 
@@ -210,8 +213,13 @@ def metadata_conflicts(df: pd.DataFrame, stem_paths: Mapping[str, str]) -> tuple
 def kaggle_candidates(df: pd.DataFrame, stem_paths: Mapping[str, str], name: str = CSV_NAME) -> SourceScan:
     """All dataset.csv rows -> candidates and rejections, with duplicate rows dropped (and counted).
 
-    Rows of one image that disagree on the label quarantine that image (`conflicting labels`).
+    Rows of one image that disagree on the label quarantine that image (`conflicting labels`); a row with fewer
+    fields than the header is quarantined (`short table row`): its missing `fracture_visible` is not a 0.
     """
+    df, short = take_short_rows(df, "filestem", name)
+    short_rejected = [
+        reject(SOURCE, stem_paths.get(_stem_of(stem)[0] or "", stem), SHORT_ROW, why) for stem, why in short
+    ]
     df = df.assign(filestem=df["filestem"].str.strip())
     df, label_rejected = label_conflicts(df, stem_paths)
     if label_rejected:
@@ -220,7 +228,7 @@ def kaggle_candidates(df: pd.DataFrame, stem_paths: Mapping[str, str], name: str
     if meta_rejected:
         log.warning("%s: %d images are listed with conflicting metadata; quarantined", name, len(meta_rejected))
     df, exact, conflicting = dedupe_rows(df, "filestem", name)
-    scan = SourceScan(SOURCE, rejected=label_rejected + meta_rejected)
+    scan = SourceScan(SOURCE, rejected=short_rejected + label_rejected + meta_rejected)
     for rec in df.to_dict("records"):
         item = kaggle_row(rec, stem_paths)
         (scan.candidates if isinstance(item, Candidate) else scan.rejected).append(item)
@@ -242,10 +250,14 @@ def scan_kaggle(root: Path) -> SourceScan:
     """Read `<root>/dataset.csv`, walk the tree once, and build the candidates.
 
     Raises:
-        InputError: dataset.csv missing, not UTF-8, or malformed.
+        InputError: dataset.csv missing, not UTF-8, malformed, or holding no image rows (a header only).
     """
     csv_path = Path(root) / CSV_NAME
     df = parse_kaggle_table(read_text(csv_path), str(csv_path))
+    if df.empty:
+        raise InputError(
+            f"{csv_path}: header only, no image rows (GRAZPEDWRI-DX lists one row per image); a truncated export?"
+        )
     walk = walk_files(Path(root))
     stem_paths, extra_copies = index_images(walk.files)
     scan = kaggle_candidates(df, stem_paths, str(csv_path))

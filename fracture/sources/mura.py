@@ -27,6 +27,7 @@ from fracture.sources import (
     Candidate,
     Rejected,
     SourceScan,
+    label_key,
     parse_binary,
     read_text,
     reject,
@@ -54,7 +55,11 @@ def _rows(text: str, name: str) -> list[tuple[int, list[str]]]:
         raise InputError(f"{name}: not a valid CSV file ({err})") from None
     rows = [(n, fields) for n, fields in rows if any(fields)]
     if rows and is_header(rows[0][1]):
-        rows = rows[1:]
+        header, rows = rows[0][1], rows[1:]
+        repeated = [n for n, fields in rows if fields == header]  # two copies concatenated, header and all
+        if repeated:
+            log.warning("%s: dropped %d repeated header line(s) inside the file", name, len(repeated))
+            rows = [(n, fields) for n, fields in rows if fields != header]
     return rows
 
 
@@ -118,14 +123,17 @@ def mura_relpath(raw: str, root_name: str = PREFIX) -> str | None:
 
 
 def study_labels(studies: Iterable[tuple[str, str]], root_name: str = PREFIX) -> dict[str, str | None]:
-    """Study key (first four parts below the MURA folder) -> raw label, None where two rows disagree."""
+    """Study key (first four parts below the MURA folder) -> raw label, None where two rows disagree.
+
+    Labels are compared by value: `1` and `1.0` (a re-saved CSV) are the same label, not a conflict.
+    """
     labels: dict[str, str | None] = {}
     for raw_path, raw_label in studies:
         rel = mura_relpath(raw_path, root_name)
         if rel is None:
             continue
         key = "/".join(rel.split("/")[:4])
-        if key in labels and labels[key] != raw_label:
+        if key in labels and (labels[key] is None or label_key(labels[key]) != label_key(raw_label)):
             labels[key] = None
         else:
             labels.setdefault(key, raw_label)

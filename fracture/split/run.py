@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from fracture.base.errors import InputError
+from fracture.base.errors import InputError, MultiLine
 from fracture.base.io import atomic_write_text, read_manifest, write_json, write_parquet
 from fracture.config import ExclusionPolicy, Params, SplitParams, dump_params
 from fracture.contracts.schema import SPLIT_COLUMNS, SPLITS, copy_exclusion_reason
@@ -385,5 +385,6 @@ def run_split(
     atomic_write_text(out_path.parent / "split_summary.csv", summary.to_csv(index=False))
     write_cohort_tables(df, splits, Path(manifest_path), out_path.parent, {"strategy": strategy, "fold": fold})
     dump_params(params, out_path.parent / "params.yaml")
-    log.info("split %s (fold %d, seed %d):\n%s", strategy, fold, params.base.seed, summary.to_string(index=False))
+    table = MultiLine(summary.to_string(index=False))
+    log.info("split %s (fold %d, seed %d):\n%s", strategy, fold, params.base.seed, table)
     return report

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fracture.base.errors import InputError
-from fracture.base.io import atomic_path
+from fracture.base.io import save_torch
 from fracture.config import Params
 from fracture.train.optim import Optimisation
 
@@ -73,9 +73,7 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically (a kill mid-write leaves the previous one intact)."""
-    # A file object, not the temporary path: torch.save would name the zip's root after it (bytes differ per run).
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+    save_torch(state, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

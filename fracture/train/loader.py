@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from fracture.base.errors import InputError
 from fracture.base.io import read_manifest, read_parquet
 from fracture.config import Params
+from fracture.model.core import check_cache_contract, input_contract
 from fracture.model.data import SeededSampler, UnifiedFractureDataset, collate_batch
-from fracture.preprocess.cache import load_cache
+from fracture.preprocess.cache import load_cache, read_cache_meta
 from fracture.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ def load_training_data(
             f"{cache_dir}: cache holds {images.shape[1]} px images but base.image_size is {params.base.image_size}; "
             "rerun `fracture preprocess` with these params"
         )
+    # The model's config.json records these params' input contract: the pixels it trains on must match it, or
+    # predict and serving would decode differently from training.
+    contract = input_contract(params, params.base.image_size)
+    check_cache_contract(contract, read_cache_meta(cache_dir), cache_dir, against="params preprocess")
     return images, attach_cache_rows(rows, index, cache_dir)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
 import torch.distributed as dist
 
+from fracture.base.outputs import out_dir_lock, prepare_out_dir
 from fracture.config import Params, dump_params
 from fracture.tracking import GIT_COMMIT_TAG, flatten, git_commit, run_name, short_http_timeouts
 from fracture.train.checkpoint import LoopState
@@ -72,7 +74,10 @@ def run_train(
     out_dir = Path(out_dir)
     rt = setup_runtime(params.train)
     try:
-        with deterministic(rt.device), short_http_timeouts():
+        # Two trainings into one model dir would interleave checkpoints and model files: the second refuses at once.
+        # Only the main process locks (the others of a torchrun job write nothing there).
+        lock = out_dir_lock(prepare_out_dir(out_dir)) if rt.is_main else nullcontext()
+        with lock, deterministic(rt.device), short_http_timeouts():
             images, rows = load_training_data(params, Path(manifest_path), Path(splits_path), Path(cache_dir))
             s = build_session(params, rt, images, rows, out_dir)
             prog = maybe_resume(s, resume)
