@@ -19,6 +19,8 @@ from typer.core import TyperGroup
 
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
+from fracture.review.cli import EXAMPLES as REVIEW_EXAMPLES
+from fracture.review.cli import review_add_user, review_serve
 from fracture.vocab import BODY_PARTS
 
 VERBOSE_FLAGS = ("-v", "--verbose")
@@ -78,6 +80,8 @@ pipeline_app = typer.Typer(
 app.add_typer(pipeline_app, name="pipeline")
 registry_app = typer.Typer(cls=FractureGroup, help="MLflow registry access: users and roles.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
+review_app = typer.Typer(cls=FractureGroup, help="Clinical review app: verdicts and sign-off.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 log = logging.getLogger("fracture")
 
@@ -182,6 +186,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "pipeline_run_local": ("fracture pipeline run-local --out data/kfp-local",),
     "pipeline_submit": ("fracture pipeline submit --host https://kfp.example.org --experiment fracture",),
 }
+
+
+EXAMPLES.update(REVIEW_EXAMPLES)
 
 
 def examples(command: str) -> str:
@@ -644,6 +651,10 @@ def pipeline_submit(
     from fracture.kubeflow.runner import run_submit
 
     typer.echo(run_submit(cfg, host, experiment=experiment))
+
+
+review_app.command("serve", epilog=examples("review_serve"))(step(review_serve))
+review_app.command("add-user", epilog=examples("review_add_user"))(step(review_add_user))
 
 
 @app.command("demo-summary", hidden=True)
