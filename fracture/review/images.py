@@ -82,7 +82,7 @@ class CaseImages:
     def model_input(self, image_id: str) -> np.ndarray:
         """The uint8 `[S, S]` image the model saw: the cache row, else the source decoded by the model's contract."""
         if self.rows is not None and image_id in self.rows.index:
-            return np.asarray(self.images[int(self.rows[image_id])])
+            return np.array(self.images[int(self.rows[image_id])])  # a writable copy, not a memmap view
         return self.predictor.contract.decode(self.source_path(image_id))
 
     def raw(self, image_id: str) -> np.ndarray:
