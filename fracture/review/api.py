@@ -182,7 +182,7 @@ def verdict_sets(state: ReviewState) -> tuple[set[str], set[str], list[dict]]:
 
 def list_cases(state: ReviewState, query: CaseQuery) -> dict:
     """A page of cases for the query, as JSON."""
-    reviewed, flagged, _ = verdict_sets(state)
+    reviewed, flagged = store.verdict_status(state.engine, state.model_version)
     size = query.page_size or state.page_size
     selected = select_cases(state.cases, query, reviewed, flagged)
     rows, pages = page_of(selected, query.page, size)

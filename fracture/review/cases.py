@@ -88,6 +88,7 @@ def with_outcomes(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     names = np.array(["TN", "FN", "FP", "TP"])  # index 2 * pred + label
     out["outcome"] = pd.Categorical(names[2 * pred + label], categories=list(OUTCOMES))
     out["margin"] = np.abs(prob - threshold)  # distance from the operating point: the model's confidence
+    out["id_rank"] = out["image_id"].rank(method="first").astype(np.int64)  # integer tie-break for the sorts
     for column in SUBGROUP_FILTERS:
         out[column] = text_levels(out[column]) if column in out.columns else "unknown"
     return out.reset_index(drop=True)
@@ -118,15 +119,15 @@ def select_cases(frame: pd.DataFrame, query: CaseQuery, reviewed: set[str], flag
 
 def sort_cases(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
     """error: wrong decisions first, most confidently wrong first; confidence: least confident first."""
+    rank, margin = frame["id_rank"].to_numpy(), frame["margin"].to_numpy()
     if sort == "error":
         wrong = frame["outcome"].isin(("FP", "FN")).to_numpy()
-        key = np.where(wrong, -frame["margin"].to_numpy(), frame["margin"].to_numpy() + 2)
-        return frame.iloc[np.lexsort((frame["image_id"].to_numpy(), key))]
+        return frame.iloc[np.lexsort((rank, np.where(wrong, -margin, margin + 2)))]
     if sort == "confidence":
-        return frame.iloc[np.lexsort((frame["image_id"].to_numpy(), frame["margin"].to_numpy()))]
+        return frame.iloc[np.lexsort((rank, margin))]
     if sort == "prob":
-        return frame.iloc[np.lexsort((frame["image_id"].to_numpy(), -frame["prob"].to_numpy()))]
-    return frame.sort_values("image_id", kind="stable")
+        return frame.iloc[np.lexsort((rank, -frame["prob"].to_numpy()))]
+    return frame.iloc[np.argsort(rank, kind="stable")]
 
 
 def page_of(selected: pd.DataFrame, page: int, page_size: int) -> tuple[pd.DataFrame, int]:

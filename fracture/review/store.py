@@ -125,6 +125,19 @@ def latest_verdicts(engine: Engine, model_version: str, image_id: str | None = N
         return list(session.scalars(query.order_by(CaseVerdict.image_id, CaseVerdict.reviewer)))
 
 
+def verdict_status(engine: Engine, model_version: str) -> tuple[set[str], set[str]]:
+    """(image ids with a current verdict, image ids whose current verdict flags the label) of the version."""
+    latest = (
+        select(func.max(CaseVerdict.id))
+        .where(CaseVerdict.model_version == model_version)
+        .group_by(CaseVerdict.image_id, CaseVerdict.reviewer)
+    )
+    query = select(CaseVerdict.image_id, CaseVerdict.label_wrong).where(CaseVerdict.id.in_(latest))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return {r[0] for r in rows}, {r[0] for r in rows if r[1]}
+
+
 def add_sign_off(engine: Engine, row: dict) -> SignOff:
     """Record a sign-off or refusal in its own transaction."""
     with Session(engine, expire_on_commit=False) as session, session.begin():

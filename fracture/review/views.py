@@ -113,7 +113,7 @@ def add_case_routes(app: FastAPI) -> None:
         if match.empty:
             raise HTTPException(404, f"{image_id}: not a case of this evaluation")
         row = match.iloc[0]
-        reviewed, flagged, _ = verdict_sets(state)
+        reviewed, flagged = store.verdict_status(state.engine, state.model_version)
         order = select_cases(state.cases, query, reviewed, flagged)["image_id"].tolist()
         prev_id, next_id = neighbours(order, image_id)
         mine = [v for v in store.latest_verdicts(state.engine, state.model_version, image_id)]
