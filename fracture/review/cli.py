@@ -56,11 +56,13 @@ def review_add_user(
     users: Annotated[Path, typer.Option(help="Users file to create or update.")],
     username: Annotated[str, typer.Option(help="Login name.")],
     name: Annotated[str | None, typer.Option(help="Display name on verdicts and sign-offs.")] = None,
-    password: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="FRACTURE_REVIEW_PASSWORD")
-    ] = "",
 ) -> None:
-    """Add a clinical reviewer to the users file (the password is stored as a scrypt hash)."""
+    """Add a clinical reviewer to the users file (password from a prompt or $FRACTURE_REVIEW_PASSWORD; scrypt hash)."""
+    import os
+
     from fracture.review.auth import add_user
 
+    password = os.environ.get("FRACTURE_REVIEW_PASSWORD") or typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
     add_user(users, username, password, name)
