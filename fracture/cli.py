@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
 from fracture.review.cli import EXAMPLES as REVIEW_EXAMPLES
-from fracture.review.cli import review_add_user, review_serve
+from fracture.review.cli import review_add_user, review_serve, review_summary
 from fracture.vocab import BODY_PARTS
 
 VERBOSE_FLAGS = ("-v", "--verbose")
@@ -655,6 +655,7 @@ def pipeline_submit(
 
 review_app.command("serve", epilog=examples("review_serve"))(step(review_serve))
 review_app.command("add-user", epilog=examples("review_add_user"))(step(review_add_user))
+review_app.command("summary", epilog=examples("review_summary"))(step(review_summary))
 
 
 @app.command("demo-summary", hidden=True)

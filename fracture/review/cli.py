@@ -16,6 +16,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
             " --users review-users.yaml --port 8765"
         ),
     ),
+    "review_summary": (
+        "fracture review summary --model models:/fracture-swin@challenger --eval reports/eval",
+        "fracture review summary --model models:/fracture-swin/3 --eval reports/eval --out reports/review.json",
+    ),
     "review_add_user": ("fracture review add-user --users review-users.yaml --username alice --name 'Dr A. Example'",),
 }
 DEFAULT_PARAMS = Path("params.yaml")
@@ -66,3 +70,16 @@ def review_add_user(
         "Password", hide_input=True, confirmation_prompt=True
     )
     add_user(users, username, password, name)
+
+
+def review_summary(
+    model: Annotated[str, typer.Option(help="models:/NAME/VERSION or models:/NAME@ALIAS.")],
+    eval: Annotated[Path, typer.Option("--eval", help="Eval dir the review was done on.")],
+    db: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in --state-dir).")] = None,
+    state_dir: Annotated[Path, typer.Option(help="The review app's state dir.")] = Path("data/review"),
+    out: Annotated[Path, typer.Option(help="Review record (JSON) to write and attach.")] = Path("reports/review.json"),
+) -> None:
+    """Attach a version's clinical review (counts, agreement, sign-off) to the registry as tags and an artifact."""
+    from fracture.review.registry import run_review_summary
+
+    run_review_summary(model, eval, db or f"sqlite:///{(state_dir / 'review.db').resolve()}", out)
