@@ -213,6 +213,17 @@ def add_summary_routes(app: FastAPI) -> None:
                                           "verdict_json": json.dumps(verdict.to_dict(), sort_keys=True)})  # fmt: skip
         return RedirectResponse("/summary", status_code=303)
 
+    @app.get("/export/corrections.csv", include_in_schema=False)
+    def export_corrections(request: Request, user: PageUser) -> Response:
+        from fracture.corrections import corrections_from_verdicts
+
+        state = state_of(request)
+        labels = dict(zip(state.cases["image_id"], state.cases["label"].astype(int), strict=True))
+        table = corrections_from_verdicts(verdict_sets(state)[2], labels)
+        name = f"label-corrections-{state.model_version[:12]}.csv"
+        return Response(table.to_csv(index=False), media_type="text/csv",
+                        headers={"content-disposition": f'attachment; filename="{name}"', **NO_STORE})  # fmt: skip
+
     @app.get("/export/verdicts.csv", include_in_schema=False)
     def export_csv(request: Request, user: PageUser) -> Response:
         state = state_of(request)

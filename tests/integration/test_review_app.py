@@ -146,16 +146,22 @@ def test_review_flow_in_the_browser(server, browser, inputs, tmp_path):
 
     page.keyboard.press("d")  # verdict key: disagree
     page.check("#label-wrong")
-    page.fill("textarea[name=note]", "fracture line at the distal radius")
+    page.fill("textarea[name=note]", "no fracture; overlapping ulnar styloid")
     page.click("#save")
     page.wait_for_load_state()
     page.reload()
-    assert "alice: disagree, label looks wrong (suggests 1): fracture line" in page.inner_text("#verdicts")
+    assert "alice: disagree, label looks wrong (suggests 0): no fracture" in page.inner_text("#verdicts")
 
     with page.expect_download() as download:
         page.click("text=Export CSV")
     csv_text = Path(download.value.path()).read_text()
-    assert f",{case_id},alice,disagree,True,1,fracture line at the distal radius," in csv_text
+    assert f",{case_id},alice,disagree,True,0,no fracture; overlapping ulnar styloid," in csv_text
+
+    corrections = page.request.get(f"{server.url}/export/corrections.csv").text()
+    assert corrections.splitlines()[0] == "image_id,old_label,new_label,reviewer,reason"
+    assert (
+        f"{case_id},1,0,alice,no fracture; overlapping ulnar styloid" in corrections
+    )  # the form suggests the other label
 
     page.goto(f"{server.url}/summary")
     assert case_id in page.inner_text("#flags")

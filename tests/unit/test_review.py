@@ -197,3 +197,27 @@ def test_upload_names_are_sanitised_and_old_uploads_purged(tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert purge_uploads(tmp_path, retention_hours=1) == 1
     assert not old.exists() and new.exists()
+
+
+def test_label_corrections_export_read_and_apply(tmp_path):
+    from fracture.corrections import apply_corrections, corrections_from_verdicts, read_corrections
+
+    verdicts = [
+        {"image_id": "a", "reviewer": "alice", "label_wrong": True, "suggested_label": 1, "note": "fracture seen"},
+        {"image_id": "b", "reviewer": "alice", "label_wrong": True, "suggested_label": 1, "note": "same label"},
+        {"image_id": "c", "reviewer": "bob", "label_wrong": False, "suggested_label": None, "note": ""},
+    ]
+    table = corrections_from_verdicts(verdicts, {"a": 0, "b": 1, "c": 0})
+    assert table.to_dict("records") == [
+        {"image_id": "a", "old_label": 0, "new_label": 1, "reviewer": "alice", "reason": "fracture seen"}
+    ]
+    path = tmp_path / "corrections.csv"
+    table.to_csv(path, index=False)
+    manifest = pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "label_source": ["folder", "folder"]})
+    fixed, n = apply_corrections(manifest, read_corrections(path), str(path))
+    assert n == 1 and fixed["label"].tolist() == [1, 1] and fixed["label_source"].tolist() == ["review", "folder"]
+    with pytest.raises(InputError, match="stale"):
+        apply_corrections(fixed, read_corrections(path), str(path))  # already applied: old label 0 is gone
+    pd.concat([table, table.assign(reviewer="bob", new_label=0)]).to_csv(path, index=False)
+    with pytest.raises(InputError, match="disagree on the new label of a"):
+        read_corrections(path)
