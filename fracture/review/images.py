@@ -20,6 +20,9 @@ from fracture.errors import InputError
 log = logging.getLogger(__name__)
 
 DISPLAY_MAX_SIDE = 2048  # px: full-resolution views are shrunk to this for the browser (window first, then shrink)
+# One model call at a time: Grad-CAM hooks the model and toggles requires_grad, which a concurrent forward pass
+# (another request's Grad-CAM or an upload's score) must not see half done.
+MODEL_LOCK = threading.Lock()
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -59,7 +62,6 @@ class CaseImages:
         self.cam_dir.mkdir(parents=True, exist_ok=True)
         self.sources = sources
         self.images, self.rows = None, None
-        self._lock = threading.Lock()  # one Grad-CAM at a time: the model's hooks are not re-entrant
         if cache_dir is not None:
             from fracture.cache import load_cache
 
@@ -107,7 +109,7 @@ class CaseImages:
         if path.is_file():
             return np.load(path)
         image = self.model_input(image_id)
-        with self._lock:
+        with MODEL_LOCK:
             p = self.predictor
             cam = gradcam(p.model, image[None], p.mean, p.std, 1)[0]
         tmp = path.with_suffix(".tmp.npy")

@@ -46,6 +46,7 @@ def predict_upload(predictor: object, data: bytes, filename: str | None, upload_
     """
     from fracture.explain import gradcam
     from fracture.predict import DISCLAIMER, decide, score
+    from fracture.review.images import MODEL_LOCK
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise InputError(f"{shown_name(filename)}: larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
@@ -61,8 +62,9 @@ def predict_upload(predictor: object, data: bytes, filename: str | None, upload_
         raise InputError(str(err).replace(str(path), shown_name(filename))) from None
     finally:
         path.unlink(missing_ok=True)
-    prob = float(score(predictor, image[None], 1)[0])
-    cam = gradcam(predictor.model, image[None], predictor.mean, predictor.std, 1)[0]
+    with MODEL_LOCK:
+        prob = float(score(predictor, image[None], 1)[0])
+        cam = gradcam(predictor.model, image[None], predictor.mean, predictor.std, 1)[0]
     np.save(folder / "input.npy", image)
     np.save(folder / "cam.npy", cam.astype(np.float16))
     return {

@@ -221,3 +221,17 @@ def test_label_corrections_export_read_and_apply(tmp_path):
     pd.concat([table, table.assign(reviewer="bob", new_label=0)]).to_csv(path, index=False)
     with pytest.raises(InputError, match="disagree on the new label of a"):
         read_corrections(path)
+
+
+def test_full_resolution_keeps_16_bit_values_until_windowing(tmp_path):
+    import cv2
+
+    from fracture.imaging import read_raw
+    from fracture.review.images import window_png
+
+    arr = (np.arange(64 * 48) + 40_000).astype(np.uint16).reshape(64, 48)  # 3,072 levels, far past 8 bits
+    cv2.imwrite(str(tmp_path / "deep.png"), arr)
+    raw = read_raw(tmp_path / "deep.png")
+    assert raw.dtype == np.float32 and np.array_equal(raw, arr.astype(np.float32))
+    narrow = cv2.imdecode(np.frombuffer(window_png(raw, 41_000.0, 41_255.0), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert narrow.shape == (64, 48) and len(np.unique(narrow)) == 256  # a 255-unit window keeps every level
