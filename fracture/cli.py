@@ -265,6 +265,7 @@ def ingest(
     mura: Annotated[Path | None, typer.Option(help="The MURA-v1.1 folder (holds the four CSVs).")] = None,
     hospital: Annotated[Path | None, typer.Option(help="Hospital root (<part>/{positive,negative}/...).")] = None,
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
+    label_corrections: Annotated[Path | None, typer.Option(help="Clinical review's label corrections (CSV).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Harmonise the three datasets into one manifest; quarantine what cannot be used, with a reason."""
@@ -272,7 +273,8 @@ def ingest(
     from fracture.ingest import run_ingest
 
     out_dir = path_option(out, "--out")
-    run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
+    run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root,
+               label_corrections=label_corrections)  # fmt: skip
 
 
 @app.command(epilog=examples("validate"))

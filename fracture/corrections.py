@@ -48,6 +48,8 @@ def read_corrections(path: Path) -> pd.DataFrame:
     for column in ("old_label", "new_label"):
         if not table[column].isin([0, 1]).all():
             raise InputError(f"{path}: {column} must be 0 or 1")
+    if (table["old_label"] == table["new_label"]).any():
+        raise InputError(f"{path}: a row's new_label equals its old_label (not a correction)")
     conflicts = table.groupby("image_id")["new_label"].nunique()
     if (conflicts > 1).any():
         raise InputError(f"{path}: reviewers disagree on the new label of {conflicts[conflicts > 1].index[0]}")
@@ -71,6 +73,6 @@ def apply_corrections(manifest: pd.DataFrame, corrections: pd.DataFrame, source:
     if (current != expected).any():
         raise InputError(f"{source}: old labels no longer match the manifest (a stale corrections file)")
     out = manifest.copy()
-    out.loc[hit, "label"] = first.loc[ids[hit], "new_label"].astype(int).to_numpy()
+    out.loc[hit, "label"] = first.loc[ids[hit], "new_label"].to_numpy().astype(out["label"].dtype)
     out.loc[hit, "label_source"] = LABEL_SOURCE
     return out, int(hit.sum())

@@ -218,7 +218,7 @@ def test_label_corrections_export_read_and_apply(tmp_path):
     assert n == 1 and fixed["label"].tolist() == [1, 1] and fixed["label_source"].tolist() == ["review", "folder"]
     with pytest.raises(InputError, match="stale"):
         apply_corrections(fixed, read_corrections(path), str(path))  # already applied: old label 0 is gone
-    pd.concat([table, table.assign(reviewer="bob", new_label=0)]).to_csv(path, index=False)
+    pd.concat([table, table.assign(reviewer="bob", old_label=1, new_label=0)]).to_csv(path, index=False)
     with pytest.raises(InputError, match="disagree on the new label of a"):
         read_corrections(path)
 
