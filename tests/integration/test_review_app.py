@@ -1,9 +1,9 @@
 """The review app driven in real headless Chromium (Playwright pointed at the Debian package), plus its API,
 its store and its start-up refusals.
 
-Needs Chromium at /usr/bin/chromium (`apt-get install -y chromium`; never `playwright install`). Without it the
-browser tests skip, except in CI (`CI` or `FRACTURE_REQUIRE_BROWSER` set), where they fail. The case view's
-screenshot goes to $FRACTURE_TEST_ARTIFACTS (default build/test-artifacts), not to the repository.
+Needs Chromium at /usr/bin/chromium or $FRACTURE_CHROMIUM (`apt-get install -y chromium`; never `playwright
+install`). Without it the browser tests skip, except in CI (`CI` or `FRACTURE_REQUIRE_BROWSER` set), where they
+fail. The case view's screenshot goes to $FRACTURE_TEST_ARTIFACTS (default build/test-artifacts), not to the repository.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.review_inputs import PASSWORDS, outcome_ids, write_review_inputs
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("FRACTURE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("FRACTURE_TEST_ARTIFACTS", REPO / "build" / "test-artifacts"))
 
 
@@ -118,7 +118,7 @@ def write_dicom(path: Path) -> Path:
     return write(path, pixels)
 
 
-def test_review_flow_in_the_browser(server, browser, inputs, tmp_path):
+def test_review_flow_in_the_browser(browser, server, inputs, tmp_path):
     """List, filter to FN, open a case, window it, record a verdict, reload, export CSV, sign off, try images."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     login(page, server.url, "alice")
