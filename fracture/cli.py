@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from fracture.base.errors import FractureError, printable
 from fracture.base.logs import setup_logging
+from fracture.review.cli import review_add_user, review_serve, review_summary
 from fracture.vocab import BODY_PARTS, examples
 
 VERBOSE_FLAGS = ("-v", "--verbose")
@@ -78,6 +79,8 @@ pipeline_app = typer.Typer(
 app.add_typer(pipeline_app, name="pipeline")
 registry_app = typer.Typer(cls=FractureGroup, help="MLflow registry access: users and roles.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
+review_app = typer.Typer(cls=FractureGroup, help="Clinical review app: verdicts and sign-off.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 log = logging.getLogger("fracture")
 
@@ -172,6 +175,7 @@ def ingest(
     mura: Annotated[Path | None, typer.Option(help="The MURA-v1.1 folder (holds the four CSVs).")] = None,
     hospital: Annotated[Path | None, typer.Option(help="Hospital root (<part>/{positive,negative}/...).")] = None,
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
+    label_corrections: Annotated[Path | None, typer.Option(help="Clinical review's label corrections (CSV).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Harmonise the three datasets into one manifest; quarantine what cannot be used, with a reason."""
@@ -179,7 +183,8 @@ def ingest(
     from fracture.ingest import run_ingest
 
     out_dir = path_option(out, "--out")
-    run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
+    run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root,
+               label_corrections=label_corrections)  # fmt: skip
 
 
 @app.command(epilog=examples("validate"))
@@ -558,6 +563,11 @@ def pipeline_submit(
     from fracture.kubeflow.runner import run_submit
 
     typer.echo(run_submit(cfg, host, experiment=experiment))
+
+
+review_app.command("serve", epilog=examples("review_serve"))(step(review_serve))
+review_app.command("add-user", epilog=examples("review_add_user"))(step(review_add_user))
+review_app.command("summary", epilog=examples("review_summary"))(step(review_summary))
 
 
 if __name__ == "__main__":

@@ -319,6 +319,7 @@ class PromoteParams(_Section):
 
     max_auroc_drop: float = Field(ge=0, le=1)
     min_sensitivity: float = Field(ge=0, le=1)
+    require_review: bool = Field(description="Refuse to promote a version that no clinical reviewer signed off.")
 
 
 class InfraValidationParams(_Section):
@@ -404,6 +405,16 @@ class ServeParams(_Section):
     timeout_s: int = Field(gt=0, description="Request timeout of the scoring server, s.")
 
 
+class ReviewParams(_Section):
+    """`fracture review serve`: the clinical review app (loopback unless --host says otherwise)."""
+
+    host: str
+    port: int = Field(gt=0, lt=65536)
+    page_size: int = Field(gt=0, le=500, description="Cases per page of the case list.")
+    session_hours: float = Field(gt=0, description="A login lasts this long, h.")
+    upload_retention_hours: float = Field(gt=0, description="Uploaded images are deleted after this many hours.")
+
+
 class DeployParams(_Section):
     """`fracture deploy`: the KServe InferenceService serving a registry version (no secrets here)."""
 
@@ -482,6 +493,7 @@ class Params(_Section):
     pipeline: PipelineParams
     serve: ServeParams
     deploy: DeployParams
+    review: ReviewParams
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(), allow_inf_nan=False

@@ -395,6 +395,7 @@ def run_ingest(
     mura_dir: Path | None = None,
     hospital_dir: Path | None = None,
     data_root: Path = Path("."),
+    label_corrections: Path | None = None,
 ) -> dict:
     """Ingest any subset of the three sources into `out_dir`.
 
@@ -406,6 +407,8 @@ def run_ingest(
         hospital_dir: hospital root (`<part>/{positive,negative}/...`, optional metadata.csv).
         data_root: relative source dirs are taken relative to it and recorded so in the manifest, which stays
             valid wherever a later step finds the data root (a Kubeflow task mounts it elsewhere).
+        label_corrections: a clinical review's corrections file (fracture.corrections): those rows get the new
+            label and `label_source: review`; summary.json counts them under `label_corrections`.
 
     Returns:
         The summary written to summary.json.
@@ -419,12 +422,13 @@ def run_ingest(
     key = pseudonym_key("the hospital source") if "hospital" in dirs else None
     out_dir = prepare_out_dir(Path(out_dir), inputs=list(dirs.values()))  # a bad --out fails before the work
     with out_dir_lock(out_dir):
-        return _ingest_locked(params, out_dir, dirs, recorded, key)
+        return _ingest_locked(params, out_dir, dirs, recorded, key, label_corrections)
 
 
 def _ingest_locked(
-    params: Params, out_dir: Path, dirs: dict[str, Path], recorded: dict[str, Path], key: bytes | None
-) -> dict:
+    params: Params, out_dir: Path, dirs: dict[str, Path], recorded: dict[str, Path], key: bytes | None,
+    corrections: Path | None = None,
+) -> dict:  # fmt: skip
     """The body of `run_ingest`, run while this process holds the output dir's lock."""
     scans = scan_sources(dirs, params.ingest, key)
     if key is None and _needs_dicom_key(scans):
@@ -433,7 +437,15 @@ def _ingest_locked(
     manifest, quarantine, fallbacks = assemble(scans, results)
     if manifest["image_id"].duplicated().any():
         raise InputError("ingest: duplicate image_id in the manifest (the same file listed twice)")
+    n_corrected = None
+    if corrections is not None:
+        from fracture.corrections import apply_corrections, read_corrections
+
+        manifest, n_corrected = apply_corrections(manifest, read_corrections(corrections), str(corrections))
+        log.info("%s: %d labels corrected by clinical review (label_source: review)", corrections, n_corrected)
     summary = summarise(manifest, quarantine, scans)
+    if n_corrected is not None:
+        summary["label_corrections"] = n_corrected
     _log_summary(summary, fallbacks)
     write_outputs(out_dir, manifest, quarantine, summary, {s: str(d) for s, d in recorded.items()}, params)
     return summary

@@ -84,6 +84,19 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "pipeline_compile": ("fracture pipeline compile --out training_pipeline.yaml",),
     "pipeline_run_local": ("fracture pipeline run-local --out data/kfp-local",),
     "pipeline_submit": ("fracture pipeline submit --host https://kfp.example.org --experiment fracture",),
+    "review_serve": (
+        "fracture review serve --model models/demo --eval reports/eval --users review-users.yaml",
+        (
+            "fracture review serve --model models:/fracture-swin@challenger --eval reports/eval --explain"
+            " reports/explain --cache data/processed/cache --manifest data/interim/ingest/manifest.parquet"
+            " --users review-users.yaml --port 8765"
+        ),
+    ),
+    "review_summary": (
+        "fracture review summary --model models:/fracture-swin@challenger --eval reports/eval",
+        "fracture review summary --model models:/fracture-swin/3 --eval reports/eval --out reports/review.json",
+    ),
+    "review_add_user": ("fracture review add-user --users review-users.yaml --username alice --name 'Dr A. Example'",),
 }
 
 

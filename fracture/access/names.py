@@ -29,6 +29,9 @@ REVIEW_TAGS = frozenset(
 )
 # Registered-model tags written by promote / rollback (the history): `history.0001`, ...
 REVIEW_TAG_PREFIX = "history."
+# Version tags of the clinical review's sign-off (`fracture review summary`): only reviewers may write them, so the
+# pipeline cannot sign its own model off.
+CLINICAL_REVIEW_TAG_PREFIX = "review."
 # Audit tags naming a person: the server accepts them only when they name the authenticated user.
 BY_TAGS = frozenset({"registered_by", "promoted_by", "rolled_back_by"})
 
@@ -42,4 +45,4 @@ def at_least(permission: str, needed: str) -> bool:
 
 def is_review_tag(key: str) -> bool:
     """A version or registered-model tag only a reviewer may write."""
-    return key in REVIEW_TAGS or key.startswith(REVIEW_TAG_PREFIX)
+    return key in REVIEW_TAGS or key.startswith((REVIEW_TAG_PREFIX, CLINICAL_REVIEW_TAG_PREFIX))

@@ -85,6 +85,34 @@ def read_grayscale(
     return percentile_window(_decode_raster_file(path, header, max_pixels, max_side), window_percentiles)
 
 
+def read_raw(path: Path, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Decode an image file to grayscale in its own units, bone bright, for display windowing (16 bits kept).
+
+    Rasters keep their stored values; monochrome DICOM gets its modality LUT (MONOCHROME1 flipped so bone is
+    bright); colour and palette DICOM come back windowed to [0, 1]. The model's input goes through
+    `prepare_image`, never through this.
+
+    Returns:
+        float32 [H, W].
+
+    Raises:
+        InputError: as `read_grayscale`.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    path = Path(path)
+    header = vet_file(path, Limits(max_pixels, max_side, 1))
+    if header.format != "dicom":
+        return to_gray(_decode_raster_file(path, header, max_pixels, max_side)).astype(np.float32)
+    ds = _read_dicom_dataset(path, _read_bytes(path))
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if int(ds.get("SamplesPerPixel") or 1) > 1 or photometric == "PALETTE COLOR":
+        return _read_dicom(path, _read_bytes(path), (0.0, 100.0), max_pixels, max_side)
+    check_dims(path, int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), max_pixels=max_pixels, max_side=max_side)
+    values = np.asarray(apply_modality_lut(_dicom_pixels(path, ds), ds), dtype=np.float32)
+    return values.max() + values.min() - values if photometric == "MONOCHROME1" else values
+
+
 def resize_square(img01: np.ndarray, size: int) -> np.ndarray:
     """Letterbox a [0, 1] image into a `size` x `size` uint8 square.
 

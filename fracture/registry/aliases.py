@@ -12,7 +12,7 @@ from fracture.registry.compare import check_allow_different, comparison_tags
 from fracture.registry.evidence import gather_evidence, record_comparison
 from fracture.registry.gate import compare_versions, exact_gate_tags, format_comparison
 from fracture.registry.lineage import check_force
-from fracture.registry.names import CHALLENGER, CHAMPION, PREVIOUS
+from fracture.registry.names import CHALLENGER, CHAMPION, PREVIOUS, REVIEW_STATUS_TAG
 from fracture.tracking import redact, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,20 @@ def _apply_promotion(client: Any, name: str, candidate: Any, champion: Any | Non
 
 
 @registry_errors
+def check_review(params: Params, name: str, candidate: Any) -> None:
+    """With `register.promote.require_review`, refuse a version no clinical reviewer signed off.
+
+    Raises:
+        GateError: the version's `review.status` tag is not `passed`.
+    """
+    status = (candidate.tags or {}).get(REVIEW_STATUS_TAG)
+    if params.register_.promote.require_review and status != "passed":
+        raise GateError(
+            f"{name} version {candidate.version} not promoted: no clinical review sign-off ({REVIEW_STATUS_TAG} is "
+            f"{status or 'absent'}); review it in `fracture review serve` and attach with `fracture review summary`"
+        )
+
+
 def _gate_tags(client: Any, version: Any) -> dict[str, str]:
     """A version's tags, headline numbers at full precision from its run's metrics (registry.gate.exact_gate_tags)."""
     try:
@@ -152,6 +166,7 @@ def run_promote(
     check_allow_different(allow_different_test_set, reason)
     client = mlflow_client()
     candidate = _candidate(client, name, version, alias)
+    check_review(params, name, candidate)
     by = None if dry_run else _reviewer(name, f"move {CHAMPION!r} of")
     _verify_candidate(name, candidate.version)
     champ_v = _aliases(client, name).get(CHAMPION)

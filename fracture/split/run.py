@@ -129,6 +129,19 @@ def _check_groups_within_sources(df: pd.DataFrame, groups: pd.Series, strategy: 
         )
 
 
+def stratify_labels(df: pd.DataFrame) -> pd.Series:
+    """The labels splits stratify on: the ingested ones, before clinical-review corrections.
+
+    A corrected row (`label_source` "review", fracture.corrections) holds the flipped binary label; stratifying on
+    the original keeps every image in the split it had, so a correction never moves an image between splits.
+    """
+    label = df["label"].astype(int)
+    if "label_source" not in df.columns:
+        return label
+    corrected = df["label_source"].astype("string").eq("review").fillna(False).to_numpy()
+    return label.where(~corrected, 1 - label)
+
+
 def _train_val(df: pd.DataFrame, rows: np.ndarray, groups: pd.Series, sp: SplitParams, seed: int, what: str) -> None:
     """Write "train"/"val" into df["split"] for the boolean mask `rows`."""
     if not rows.any():
@@ -251,7 +264,8 @@ def make_splits(df: pd.DataFrame, sp: SplitParams, strategy: str, fold: int, see
         InputError: a strategy leaves a split empty, or has too few patients to fill its folds.
     """
     reasons = exclusion_reasons(df, sp.exclude)
-    work = pd.DataFrame({"source": df["source"], "label": df["label"], "fold": pd.NA, "reason": reasons})
+    # `label` here only stratifies: the ingested label, so a review correction never moves an image between splits
+    work = pd.DataFrame({"source": df["source"], "label": stratify_labels(df), "fold": pd.NA, "reason": reasons})
     work["split"] = pd.Series(np.where(reasons.notna(), "excluded", None), index=df.index, dtype=object)
     groups = group_components(df)
     pin_mura_valid(df, work, groups, sp, (strategy, fold))

@@ -176,6 +176,8 @@ LAYERS: dict[str, int] = {
     # 6 the shells
     "kubeflow": 6,
     "cli": 6,
+    "review": 6,
+    "corrections": 2,
 }
 
 

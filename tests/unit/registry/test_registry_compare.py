@@ -26,7 +26,7 @@ from fracture.registry.compare import (
 from fracture.registry.gate import compare_versions, format_comparison
 from fracture.stats.bootstrap import BLOCK
 
-PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6)
+PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6, require_review=False)
 SAME = {"splits_hash": "s" * 64, "manifest_hash": "m" * 64, "test_set_fingerprint": "f" * 64}
 
 
