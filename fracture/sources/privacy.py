@@ -14,6 +14,9 @@ import os
 from fracture.base.errors import InputError
 
 KEY_ENV = "FRACTURE_PSEUDONYM_KEY"
+# The demo's key: public, for the synthetic demo data only (`make demo`, `fracture pipeline run-local` on the data it
+# generates). Real data needs your own secret key; nothing falls back to this one.
+DEMO_KEY = "fracture-demo-key-not-secret"
 DIGEST_HEX = 16
 
 

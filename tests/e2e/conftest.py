@@ -18,7 +18,8 @@ __all__ = ["DEMO_KEY", "FIXTURE_LOCK", "REPO", "copy_project", "demo_env", "proj
 
 # The demo's pseudonymisation key, as `make demo` sets it (the Makefile's DEMO_KEY; checked below): with it and the
 # committed params, a fresh `dvc repro` must reproduce the committed dvc.lock (tests/e2e/test_dvc_experiments.py).
-DEMO_KEY = "fracture-demo-key-not-secret"
+from fracture.sources.privacy import DEMO_KEY  # the Makefile spells it too (checked below)
+
 # Where the session's fresh demo leaves its dvc.lock (git-ignored build/): `.ci/run` checks it against its own.
 FIXTURE_LOCK = REPO / "build" / "e2e" / "demo.dvc.lock"
 # For wiring tests that need not learn: small data, one epoch, a gate that any model passes.
