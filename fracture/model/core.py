@@ -269,15 +269,48 @@ def input_contract(params: Params, image_size: int) -> InputContract:
     )  # fmt: skip
 
 
+_NUMBER = {"type": "number"}
+_COUNT = {"type": "integer", "minimum": 1}
+# The input contract block of config.json (InputContract.to_dict): its one schema, checked by read_contract.
+CONTRACT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["image_size", "channels", "window_percentiles", "decode_limits", "normalisation", "batch_size"],
+    "properties": {
+        "image_size": _COUNT,
+        "channels": _COUNT,
+        "dtype": {"const": "uint8"},
+        "decoder": {"type": "string"},
+        "window_percentiles": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
+        "decode_limits": {
+            "type": "object",
+            "required": ["max_pixels", "max_side", "min_side"],
+            "properties": {"max_pixels": _COUNT, "max_side": _COUNT, "min_side": _COUNT},
+        },
+        "normalisation": {
+            "type": "object",
+            "required": ["scale", "mean", "std"],
+            "properties": {"scale": _NUMBER, "mean": _NUMBER, "std": {"type": "number", "exclusiveMinimum": 0}},
+        },
+        "batch_size": _COUNT,
+    },
+}
+
+
 def read_contract(config: dict[str, Any], source: Path) -> InputContract:
-    """The input contract recorded in a model's config.json.
+    """The input contract recorded in a model's config.json, validated against CONTRACT_SCHEMA.
 
     Raises:
         InputError: naming the missing or malformed `input.*` key.
     """
+    from jsonschema import Draft202012Validator
+
     block = config.get("input")
     if not isinstance(block, dict):
         raise InputError(f"{source}: no 'input' contract (a model dir from before it was recorded: re-run train)")
+    errors = sorted(Draft202012Validator(CONTRACT_SCHEMA).iter_errors(block), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = ".".join(["input", *map(str, errors[0].absolute_path)])
+        raise InputError(f"{source}: input contract is malformed at {where}: {errors[0].message}")
     try:
         limits, norm = block["decode_limits"], block["normalisation"]
         lo, hi = block["window_percentiles"]

@@ -15,8 +15,10 @@ import pytest
 
 from fracture.base.errors import InputError
 from fracture.base.io import read_json
+from fracture.config import load_params
 from fracture.images.decode import prepare_image
 from fracture.model.core import CONFIG_FILE, check_cache_contract, input_contract, read_contract
+from tests.conftest import REPO
 
 # Every setting the input contract records, changed. 32 px still fits the tiny Swin's geometry.
 CHANGED = {
@@ -101,5 +103,22 @@ def test_a_cache_made_another_way_is_refused(params):
 def test_a_model_dir_without_a_contract_names_the_key(tmp_path: Path):
     with pytest.raises(InputError, match=r"config\.json: no 'input' contract"):
         read_contract({"img_size": 64}, tmp_path / "config.json")
-    with pytest.raises(InputError, match=r"config\.json: input contract is incomplete"):
+    with pytest.raises(
+        InputError, match=r"config\.json: input contract is malformed at input: 'channels' is a required"
+    ):
         read_contract({"input": {"image_size": 64}}, tmp_path / "config.json")
+
+
+def test_the_contract_block_is_checked_against_its_schema(tmp_path: Path):
+    """One block, one schema: a wrong type deep inside names its path."""
+    from fracture.model.core import CONTRACT_SCHEMA
+
+    good = input_contract(load_params(REPO / "params.yaml"), 64).to_dict()
+    assert read_contract({"input": good}, tmp_path / "config.json").image_size == 64
+    assert set(CONTRACT_SCHEMA["required"]) <= set(good)
+    bad = {**good, "normalisation": {**good["normalisation"], "std": 0}}
+    with pytest.raises(InputError, match=r"malformed at input\.normalisation\.std"):
+        read_contract({"input": bad}, tmp_path / "config.json")
+    bad = {**good, "window_percentiles": [1]}
+    with pytest.raises(InputError, match=r"malformed at input\.window_percentiles"):
+        read_contract({"input": bad}, tmp_path / "config.json")
