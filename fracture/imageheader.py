@@ -36,6 +36,7 @@ UNREADABLE_DICOM = "unreadable DICOM"
 NO_PIXEL_DATA = "DICOM without pixel data"
 UNSUPPORTED_DICOM = "unsupported DICOM"
 CORRUPT_PIXELS = "corrupt DICOM pixel data"
+NOT_A_FILE = "not a regular file"  # a FIFO, socket or device (never read: it may block); = fracture.sources.NOT_A_FILE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
