@@ -174,7 +174,10 @@ def load_images(df: pd.DataFrame, contract: InputContract, path_roots: tuple[str
             if (path is None) == (image is None):
                 raise InputError(f"row {row}: give exactly one of 'path' or 'image'")
             if path is not None:
-                out[row] = contract.decode(check_path_allowed(path, path_roots, row))
+                try:
+                    out[row] = contract.decode(check_path_allowed(path, path_roots, row))
+                except InputError as err:
+                    raise InputError(err if str(err).startswith(f"row {row}: ") else f"row {row}: {err}") from None
                 continue
             tmp_path = Path(tmp) / f"image-{row}"
             tmp_path.write_bytes(decode_base64(image, row))
