@@ -121,3 +121,22 @@ def dicom_bytes(ds, *, preamble: bool = True) -> bytes:
     ds.save_as(buf, enforce_file_format=True)
     data = buf.getvalue()
     return data if preamble else data[132:]
+
+
+# -------------------------------------------------------------------------------------------------- PNG 1.2
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC-32 of type and data."""
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def with_chunk(png: bytes, chunk: bytes, before_idat: bool) -> bytes:
+    """`png` with `chunk` inserted right before its first IDAT, or right before IEND."""
+    at = png.index(b"IDAT") - 4 if before_idat else png.rindex(b"IEND") - 4
+    return png[:at] + chunk + png[at:]
+
+
+def exif_orientation(value: int) -> bytes:
+    """A big-endian TIFF structure (the body of a PNG eXIf chunk) holding only Orientation = `value`."""
+    return b"MM\0*" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, SHORT, 1, value, 0) + b"\0\0\0\0"

@@ -24,7 +24,17 @@ from fracture.errors import InputError, without_reprs
 from fracture.imageheader import ImageRejected, Limits, read_image_header
 from fracture.imaging import prepare_image
 from fracture.ingest import InspectConfig, inspect_file
-from tests.craft import LONG, TiffPage, dicom_bytes, dicom_dataset, pack_bits, tiff_file
+from tests.craft import (
+    LONG,
+    TiffPage,
+    dicom_bytes,
+    dicom_dataset,
+    exif_orientation,
+    pack_bits,
+    png_chunk,
+    tiff_file,
+    with_chunk,
+)
 
 WP = (0.5, 99.5)
 SIZE = 32
@@ -169,6 +179,21 @@ def test_every_layout_declared_decodable_decodes_with_the_installed_wheels(tmp_p
         Image.fromarray(PICTURE).save(buf, "TIFF", compression=writers[compression])
         path = write(tmp_path, f"c{compression}.tif", buf.getvalue())
         assert predict_says(path) == "usable", compression
+
+
+# ----------------------------------------------------------------------------------------------------- PNG
+def test_png_orientation_is_read_from_an_exif_chunk_before_idat_only(tmp_path, reference):
+    """The decision for the unclear cases: an eXIf after IDAT, or an XMP-only orientation, is not applied."""
+    png = cv2.imencode(".png", PICTURE)[1].tobytes()
+    turned = with_chunk(png, png_chunk(b"eXIf", exif_orientation(6)), before_idat=True)
+    assert np.array_equal(decoded(write(tmp_path, "early.png", turned)), np.rot90(reference, -1))
+    late = with_chunk(png, png_chunk(b"eXIf", exif_orientation(6)), before_idat=False)
+    xmp = b'XML:com.adobe.xmp\0\0\0\0\0<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    xmp_only = with_chunk(png, png_chunk(b"iTXt", xmp), before_idat=True)
+    for name, data in (("late.png", late), ("xmp.png", xmp_only)):
+        path = write(tmp_path, name, data)
+        assert ingest_says(path) == "usable"
+        assert np.array_equal(decoded(path), reference), name
 
 
 # --------------------------------------------------------------------------------------------------- DICOM
