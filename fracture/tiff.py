@@ -134,9 +134,29 @@ def decode_with_pillow(path: Path, data: bytes) -> np.ndarray:
                     return np.asarray(im).astype(np.uint16)
                 if im.mode == "F":
                     return np.asarray(im, dtype=np.float32)
-                return np.asarray(im.convert("L"))  # 1, L, P, LA, CMYK, RGB: luminance (ITU-R 601-2)
+                palette = np.asarray(im.getpalette("RGB"), np.uint8).reshape(-1, 3) if im.mode in ("P", "PA") else None
+                return _grey8(np.asarray(im), im.mode, palette)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise InputError(f"{path}: corrupt image data ({first_line(err)})") from None
+
+
+def _grey8(arr: np.ndarray, mode: str, palette: np.ndarray | None) -> np.ndarray:
+    """Pillow's 8-bit modes (1, L, LA, P, PA, RGB, RGBA, CMYK) as [H, W] uint8 luminance (ITU-R 601-2).
+
+    Done in numpy rather than by Pillow's `convert`, which the project never calls on radiographs (it clips 16-bit
+    samples; these are 8-bit, but one rule is easier to hold than an exception).
+    """
+    if mode == "1":
+        return arr.astype(np.uint8) * 255
+    if palette is not None:
+        arr = palette[arr if arr.ndim == 2 else arr[..., 0]]  # indices -> the file's own colours, [H, W, 3]
+    elif mode == "CMYK":  # as Pillow's CMYK -> RGB: (255 - C) * (255 - K) / 255
+        arr = np.rint((255.0 - arr[..., :3]) * (255.0 - arr[..., 3:]) / 255.0).astype(np.uint8)
+    if arr.ndim == 2:
+        return arr
+    if arr.shape[2] < 3:  # grey + alpha
+        return np.ascontiguousarray(arr[..., 0])
+    return np.rint(arr[..., :3] @ np.asarray([0.299, 0.587, 0.114])).astype(np.uint8)
 
 
 def undo_min_is_white(arr: np.ndarray, layout: TiffLayout) -> np.ndarray:

@@ -26,6 +26,7 @@ from fracture.imaging import prepare_image
 from fracture.ingest import InspectConfig, inspect_file
 from tests.craft import (
     LONG,
+    SHORT,
     TiffPage,
     dicom_bytes,
     dicom_dataset,
@@ -110,6 +111,21 @@ USABLE_TIFFS = {  # name -> (bytes, largest tolerated difference to the 8-bit re
     "4-bit grey": (tiff_file([TiffPage(pack_bits(PICTURE >> 4, 4), 48, 64, bits=4)]), 12),
     "4-bit WhiteIsZero": (tiff_file([TiffPage(pack_bits(15 - (PICTURE >> 4), 4), 48, 64, bits=4, photometric=0)]), 12),
     "2-bit grey": (tiff_file([TiffPage(pack_bits(PICTURE >> 6, 2), 48, 64, bits=2)]), 60),
+    "2-bit palette": (
+        tiff_file(
+            [
+                TiffPage(
+                    pack_bits(PICTURE >> 6, 2),
+                    48,
+                    64,
+                    bits=2,
+                    photometric=3,
+                    extra={320: (SHORT, [0, 21845, 43690, 65535] * 3)},
+                )
+            ]
+        ),
+        60,
+    ),  # fmt: skip
     "16-bit CMYK": (
         tiff_file(
             [
