@@ -110,7 +110,7 @@ def test_bad_requests_are_400_with_the_reason_as_message_and_no_stack_trace(serv
     }
     for expected, records in cases.items():
         status, body = post(url, records)
-        assert status == 400 and "stack_trace" not in body
+        assert status == 400 and "stack_trace" not in body and body["error_code"] == "INVALID_PARAMETER_VALUE"
         assert body["message"].startswith(expected), body["message"]
         assert "Failed to predict data" not in body["message"]  # the request is not echoed back
 
