@@ -403,6 +403,9 @@ class ServeParams(_Section):
     port: int = Field(gt=0, lt=65536)
     workers: int = Field(gt=0, le=64, description="uvicorn worker processes.")
     timeout_s: int = Field(gt=0, description="Request timeout of the scoring server, s.")
+    allowed_path_roots: tuple[str, ...] = Field(
+        description="Folders a request's `path` column may read under (symlinks resolved); [] switches `path` off."
+    )
 
 
 class ReviewParams(_Section):

@@ -1,6 +1,10 @@
 """Exceptions that the CLI maps to exit codes (0 ok, 1 gate failed, 2 bad usage or unusable input)."""
 
 import functools
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class FractureError(Exception):
@@ -27,10 +31,23 @@ class GateError(FractureError):
     exit_code = 1
 
 
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def without_reprs(text: str) -> str:
+    """`text` with object reprs (`<_io.BytesIO object at 0x7f...>`) replaced by `<data>`.
+
+    A library's message may name an in-memory buffer by its address, which differs from run to run: a reason
+    holding one makes quarantine.csv (a DVC output) differ between identical runs, and ingest's reason differ
+    from predict's for the same file.
+    """
+    return _OBJECT_REPR.sub("<data>", text)
+
+
 def first_line(err: BaseException, limit: int = 400) -> str:
     """The first non-empty line of an exception's message (its type name when empty), at most `limit` chars."""
     text = getattr(err, "message", None) or str(err)
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in without_reprs(str(text)).strip().splitlines() if line.strip()]
     return (lines[0] if lines else type(err).__name__)[:limit]
 
 
@@ -61,3 +78,17 @@ class MultiLine(str):
     """
 
     __slots__ = ()
+
+
+@contextmanager
+def decoder_failures(path: Path) -> Iterator[None]:
+    """Turn a decoder's unexpected exception on one hostile file into that file's InputError (never a crash).
+
+    preprocess and batch predict record it as that file's reason and go on; the server answers 400 with it.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as err:  # OpenCV, Pillow, pydicom and numpy raise many types on malformed data
+        raise InputError(f"{path}: cannot decode ({type(err).__name__}: {first_line(err, 200)})") from None

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from fracture.base.errors import InputError, first_line
+from fracture.base.errors import InputError, decoder_failures, first_line, without_reprs
+from fracture.images.dicomlut import displayed_inverted, modality_values, voi_lut_depth
 from fracture.images.header import (
     CORRUPT_PIXELS,
     DICOM_SUFFIXES,
@@ -38,6 +39,7 @@ from fracture.images.header import (
     quiet_pydicom,
     raster_dims,
 )
+from fracture.images.tiff import TiffLayout, decode_with_pillow, undo_min_is_white
 from fracture.images.vetting import vet_file
 
 if TYPE_CHECKING:
@@ -80,9 +82,10 @@ def read_grayscale(
     """
     path = Path(path)
     header = vet_file(path, Limits(max_pixels, max_side, 1))
-    if header.format == "dicom":
-        return _read_dicom(path, _read_bytes(path), window_percentiles, max_pixels, max_side)
-    return percentile_window(_decode_raster_file(path, header, max_pixels, max_side), window_percentiles)
+    with decoder_failures(path):
+        if header.format == "dicom":
+            return _read_dicom(path, _read_bytes(path), window_percentiles, max_pixels, max_side)
+        return percentile_window(_decode_raster_file(path, header, max_pixels, max_side), window_percentiles)
 
 
 def read_raw(path: Path, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -161,6 +164,20 @@ def prepare_image(
     """
     path = Path(path)
     header = vet_file(path, Limits(max_pixels, max_side, min_side))
+    with decoder_failures(path):
+        return _prepare_vetted(path, header, size, window_percentiles, max_pixels, max_side, min_side)
+
+
+def _prepare_vetted(
+    path: Path,
+    header: ImageHeader,
+    size: int,
+    window_percentiles: tuple[float, float],
+    max_pixels: int,
+    max_side: int,
+    min_side: int,
+) -> np.ndarray:
+    """`prepare_image` after the usable-radiograph rule said yes."""
     if header.format == "dicom":
         img01 = _read_dicom(path, _read_bytes(path), window_percentiles, max_pixels, max_side)
         return resize_square(_check_min_side(path, img01, min_side), size)
@@ -177,12 +194,23 @@ def prepare_image(
 
 def _decode_raster_file(path: Path, header: ImageHeader, max_pixels: int, max_side: int) -> np.ndarray:
     """A vetted PNG/JPEG/TIFF decoded to [H, W] in its own units, upright (EXIF / TIFF orientation applied)."""
+    if header.format == "tiff" and header.tiff is not None:
+        return _decode_tiff_file(path, header.tiff, max_pixels, max_side)
     raw = decode_png_file(path, max_pixels=max_pixels, max_side=max_side) if header.format == "png" else None
     if raw is None:
         raw = decode_raster(path, _read_bytes(path), max_pixels=max_pixels, max_side=max_side)
-    if header.format == "tiff":  # OpenCV's TIFF decoder applies the Orientation tag itself (libtiff)
-        return raw
     return apply_orientation(raw, read_orientation(path))  # OpenCV ignores EXIF in PNG and JPEG (UNCHANGED mode)
+
+
+def _decode_tiff_file(path: Path, layout: TiffLayout, max_pixels: int, max_side: int) -> np.ndarray:
+    """A vetted TIFF by the decoder its layout names (fracture.images.tiff), upright and bone bright."""
+    data = _read_bytes(path)
+    if layout.decoder == "opencv":  # OpenCV's TIFF decoder applies the Orientation tag itself (libtiff)
+        raw = decode_raster(path, data, max_pixels=max_pixels, max_side=max_side)
+    else:
+        raw = apply_orientation(decode_with_pillow(path, data), read_orientation(path))
+        check_dims(path, raw.shape[1], raw.shape[0], max_pixels=max_pixels, max_side=max_side)
+    return undo_min_is_white(raw, layout)
 
 
 def read_orientation(path: Path) -> int:
@@ -467,7 +495,7 @@ def _read_dicom(
     path: Path, data: bytes, window_percentiles: tuple[float, float], max_pixels: int, max_side: int
 ) -> np.ndarray:
     """DICOM -> modality LUT -> VOI LUT / window (else percentiles) -> MONOCHROME1 inverted -> [0, 1]."""
-    from pydicom.pixels import apply_color_lut, apply_modality_lut
+    from pydicom.pixels import apply_color_lut
 
     ds = _read_dicom_dataset(path, data)
     check_dims(path, int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), max_pixels=max_pixels, max_side=max_side)
@@ -477,13 +505,9 @@ def _read_dicom(
     if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR":
         rgb = apply_color_lut(arr, ds)  # indices -> the file's own colour table, [H, W, 3]
         return percentile_window(to_gray(np.ascontiguousarray(rgb[..., ::-1])), window_percentiles)
-    values = apply_modality_lut(arr, ds)
+    values = modality_values(path, ds, arr)
     img01 = _dicom_voi(path, ds, values, window_percentiles)
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        # Inverted once, after windowing. A MONOCHROME1 file's Presentation LUT Shape INVERSE describes this
-        # same inversion, so it is deliberately not applied as well (that would flip bone back to dark).
-        img01 = 1.0 - img01
-    return img01
+    return 1.0 - img01 if displayed_inverted(ds) else img01  # inverted once, after windowing
 
 
 def _read_dicom_dataset(path: Path, data: bytes) -> Dataset:
@@ -519,7 +543,7 @@ def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
             return ds.pixel_array
     except Exception as err:  # truncated or malformed pixel data, in any of pydicom's error types
         # pydicom puts each plugin's own reason on the lines after "Unable to decode ...": keep the last one.
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        lines = [line.strip() for line in without_reprs(str(err)).splitlines() if line.strip()]
         detail = lines[-1][:300] if len(lines) > 1 else first_line(err)
         raise InputError(f"{path}: {CORRUPT_PIXELS} ({type(err).__name__}: {detail})") from None
 
@@ -529,10 +553,9 @@ def _dicom_voi(path: Path, ds: Dataset, values: np.ndarray, window_percentiles: 
     from pydicom.pixels import apply_voi
 
     if ds.get("VOILUTSequence"):
-        depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         stored = np.rint(values).astype(np.int64)  # VOI LUTs index integer modality values
         lut_out = apply_voi(stored, ds)  # uint8/uint16 in [0, 2**depth - 1]
-        return apply_linear_window(lut_out, 0.0, float(2**depth - 1))
+        return apply_linear_window(lut_out, 0.0, float(2 ** voi_lut_depth(path, ds) - 1))
     window = _window(ds)
     if window is None:
         return percentile_window(values, window_percentiles)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from fracture.base.errors import InputError
+from fracture.images.tiff import MAX_PAGES_COUNTED, TiffLayout, is_page
 
 # Reason codes (the text in quarantine.csv starts with the code or, for dimensions, names the numbers).
 FILE_MISSING = "file missing"
@@ -35,6 +36,7 @@ UNREADABLE_DICOM = "unreadable DICOM"
 NO_PIXEL_DATA = "DICOM without pixel data"
 UNSUPPORTED_DICOM = "unsupported DICOM"
 CORRUPT_PIXELS = "corrupt DICOM pixel data"
+NOT_A_FILE = "not a regular file"  # a FIFO, socket or device (never read: it may block); = fracture.sources.NOT_A_FILE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
@@ -68,6 +70,7 @@ class ImageHeader:
     bit_depth: int  # bits per sample as stored (1..16; DICOM BitsStored)
     channels: int  # samples per pixel after decoding
     colour_type: str  # gray, rgb, palette, ... or the DICOM PhotometricInterpretation
+    tiff: TiffLayout | None = None  # how a TIFF's pixels are stored (its decoder, WhiteIsZero); None otherwise
 
     @property
     def decoded_bit_depth(self) -> int:
@@ -99,7 +102,7 @@ def sniff_format(head: bytes) -> str:
     `DICM` at offset 128 wins over every other signature: PS3.10 lets the 128-byte preamble hold anything, and
     "dual-personality" files put a TIFF header there.
     """
-    if head[128:132] == b"DICM":
+    if head[128:132] == b"DICM" or (head[:2] == b"\x02\x00" and headless_dicom(head)):
         return "dicom"
     if head.startswith(PNG_SIGNATURE):
         return "png"
@@ -124,6 +127,12 @@ def sniff_format(head: bytes) -> str:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     return "unknown"
+
+
+def headless_dicom(head: bytes) -> bool:
+    """A bare DICOM data set (no preamble, no `DICM`; some exporters omit them) starting at a (0002) or (0008) tag."""
+    explicit = len(head) >= 6 and head[4:6].isalpha() and head[4:6].isupper()
+    return head[128:132] != b"DICM" and (head[:2] == b"\x08\x00" or (head[:2] == b"\x02\x00" and explicit))
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -260,6 +269,8 @@ class _Ifd:
         for i in range(count):
             tag, typ, n = struct.unpack(order + "HHI", raw[12 * i : 12 * i + 8])
             self.entries[tag] = (typ, n, raw[12 * i + 8 : 12 * i + 12])
+        link = read_at(offset + 2 + 12 * count, 4)
+        self.next = struct.unpack(order + "I", link)[0] if len(link) == 4 else 0  # offset of the next IFD, 0: none
 
     def values(self, tag: int) -> list[int]:
         """Integer values of a tag ([] when absent or of a type we do not read)."""
@@ -276,23 +287,18 @@ class _Ifd:
         return list(struct.unpack(f"{self.order}{n}{fmt}", data))
 
 
-def _check_tiff_samples(bits: int, channels: int, sample_format: int, planar: int) -> None:
-    """Refuse TIFF sample layouts the decoder does not read faithfully.
-
-    Accepted: integer samples of 1 to 16 bits, and single-channel 32-bit IEEE float. Refused: other float or
-    integer widths, and separate colour planes (PlanarConfiguration 2), which OpenCV decodes as garbage that
-    differs from run to run at 16 bits.
-
-    Raises:
-        ImageRejected: UNSUPPORTED_FORMAT naming the layout.
-    """
-    if planar == 2 and channels > 1:
-        raise ImageRejected(UNSUPPORTED_FORMAT, "TIFF with separate colour planes (PlanarConfiguration 2)")
-    if sample_format == 3:
-        if bits != 32 or channels != 1:
-            raise ImageRejected(UNSUPPORTED_FORMAT, f"TIFF with {bits}-bit float samples in {channels} channels")
-    elif bits > 16:
-        raise ImageRejected(UNSUPPORTED_FORMAT, f"TIFF with {bits} bits per sample")
+def _count_pages(read_at: Reader, order: str, first: _Ifd) -> int:
+    """Full-size pages in the IFD chain up to MAX_PAGES_COUNTED (not thumbnails or masks; a broken link ends it)."""
+    pages, ifd, seen = 1, first, set()
+    while ifd.next and ifd.next not in seen and len(seen) < MAX_PAGES_COUNTED:
+        seen.add(ifd.next)
+        try:
+            ifd = _Ifd(read_at, order, ifd.next)
+        except ImageRejected:
+            break
+        has_size = ifd.values(256) and ifd.values(257)
+        pages += bool(has_size) and is_page((ifd.values(254) or [0])[0], (ifd.values(255) or [1])[0])
+    return min(pages, MAX_PAGES_COUNTED)
 
 
 def parse_tiff(read_at: Reader, size: int) -> _Parsed:
@@ -308,9 +314,12 @@ def parse_tiff(read_at: Reader, size: int) -> _Parsed:
     bits = max(ifd.values(258) or [1])
     channels = (ifd.values(277) or [1])[0]
     photometric = (ifd.values(262) or [1])[0]
+    first = (ifd.values(259) or [1])[0], bits, channels, photometric, (ifd.values(339) or [1])[0]
+    layout = TiffLayout(*first, planar=(ifd.values(284) or [1])[0], pages=_count_pages(read_at, order, ifd))
     names = {0: "gray (min-is-white)", 1: "gray", 2: "rgb", 3: "palette", 5: "cmyk", 6: "ycbcr"}
-    header = ImageHeader("tiff", width[0], height[0], bits, channels, names.get(photometric, "other"))
-    _check_tiff_samples(bits, channels, (ifd.values(339) or [1])[0], (ifd.values(284) or [1])[0])
+    header = ImageHeader("tiff", width[0], height[0], bits, channels, names.get(photometric, "other"), layout)
+    if layout.problem():
+        raise ImageRejected(UNSUPPORTED_FORMAT, layout.problem())
     offsets = ifd.values(273) or ifd.values(324)
     counts = ifd.values(279) or ifd.values(325)
     end = max((o + c for o, c in zip(offsets, counts, strict=False)), default=0)
@@ -427,7 +436,9 @@ def _read_dataset(fp: IO[bytes], stop_before_pixels: bool) -> tuple[Any, int]:
     import pydicom
 
     fp.seek(0)
-    ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, defer_size=DICOM_DEFER_BYTES)
+    force = headless_dicom(fp.read(132))
+    fp.seek(0)
+    ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, defer_size=DICOM_DEFER_BYTES, force=force)
     return ds, fp.tell()
 
 
@@ -459,7 +470,16 @@ def _pixel_extent_problem(read_at: Reader, size: int, element: tuple[str, int, i
         raise ImageRejected(NO_PIXEL_DATA)
     if start + length > size or length < native:
         return "DICOM pixel data cut short"
+    _check_pixel_length(length, native)
     return None
+
+
+def _check_pixel_length(length: int, native: int) -> None:
+    """Refuse native pixel data longer than one frame plus a pad byte (a frame hidden by NumberOfFrames 1 or absent)."""
+    if native and length > native + native % 2:
+        frames = f": {length // native} frames' worth" if length % native == 0 else ""
+        detail = f"PixelData holds {length} bytes, not Rows x Columns x SamplesPerPixel x BitsAllocated/8 = {native}"
+        raise ImageRejected(CORRUPT_PIXELS, detail + frames)
 
 
 _PILLOW_ONLY_LIMITS = {  # what pydicom's Pillow plugin refuses (pydicom/pixels/decoders/pillow.py)
@@ -524,6 +544,8 @@ def _dicom_header(ds: Any) -> tuple[ImageHeader, int]:
         raise ImageRejected(UNSUPPORTED_DICOM, f"SamplesPerPixel {spp}")
     if frames != 1:
         raise ImageRejected(UNSUPPORTED_DICOM, f"multi-frame ({frames} frames)")
+    if "ModalityLUTSequence" not in ds and ds.get("RescaleSlope") not in (None, "") and float(ds.RescaleSlope) == 0:
+        raise ImageRejected(UNSUPPORTED_DICOM, "RescaleSlope 0 maps every pixel to one value: a blank image")
     allowed = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
     if photometric not in allowed:
         raise ImageRejected(UNSUPPORTED_DICOM, "unknown photometric interpretation")
@@ -542,7 +564,7 @@ def _parse_dicom_dataset(fp: IO[bytes], size: int) -> _Parsed:
     uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if uid == _DEFLATED:  # positions refer to the inflated stream: check presence on a full read
         full, _ = _read_dataset(fp, stop_before_pixels=False)
-        element = ("", 0, 1) if "PixelData" in full else None
+        element = ("", 0, len(full.PixelData)) if "PixelData" in full else None
     elif pos > size:  # a value declared past the end of the file
         raise ImageRejected(UNREADABLE_DICOM)
     else:
@@ -554,6 +576,7 @@ def _parse_dicom_dataset(fp: IO[bytes], size: int) -> _Parsed:
     header, native_bytes = _dicom_header(ds)
     compressed = _check_transfer_syntax(ds, header)
     if uid == _DEFLATED:
+        _check_pixel_length(element[2], 0 if compressed else native_bytes)
         return _Parsed(header, None, ds)
     problem = _pixel_extent_problem(read_at, size, element, 0 if compressed else native_bytes)
     return _Parsed(header, problem, ds)

@@ -27,11 +27,14 @@ that passes the header check but whose entropy-coded data is corrupt can still f
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from fracture.base.errors import InputError
-from fracture.images.header import FILE_MISSING, ImageHeader, ImageRejected, Limits, read_header
+from fracture.images.header import FILE_MISSING, NOT_A_FILE, ImageHeader, ImageRejected, Limits, read_header
 
 
 def vet_file(path: Path, limits: Limits) -> ImageHeader:
@@ -45,7 +48,7 @@ def vet_file(path: Path, limits: Limits) -> ImageHeader:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as fp:
+        with open_regular(path) as fp:
             size = os.fstat(fp.fileno()).st_size
             return read_header(fp, size, path.suffix, limits)[0]
     except ImageRejected as err:
@@ -56,3 +59,28 @@ def vet_file(path: Path, limits: Limits) -> ImageHeader:
         raise InputError(f"{path}: is a directory, not an image file") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a regular file for reading without ever blocking on a FIFO, socket or device.
+
+    `open()` of a FIFO waits for a writer forever (a batch predict over a folder holding one hung with 0 rows;
+    each server request naming one left a thread blocked). The file is opened non-blocking and checked with
+    fstat before a byte is read, so there is no window between the check and the read.
+
+    Raises:
+        ImageRejected: NOT_A_FILE for anything but a regular file or a directory.
+        IsADirectoryError: a directory. OSError: the file cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise ImageRejected(NOT_A_FILE)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

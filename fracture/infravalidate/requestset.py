@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 KINDS = ("png8", "png16", "jpeg", "dicom")
 SUFFIX = {"png8": ".png", "png16": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 MISSING = "missing"
-BAD_PATH = "/nonexistent/fracture-infravalidate.png"
+MISSING_NAME = "fracture-infravalidate-missing.png"  # a `path` inside the allowed roots naming no file
+OUTSIDE_PATH = "/etc/hostname"  # a `path` outside them: refused without being read
 Offline = Callable[[Sequence[Path]], np.ndarray]  # image files -> offline probabilities
 
 
@@ -171,6 +172,12 @@ def good_cases(rows: pd.DataFrame, offline: Offline, work_dir: Path) -> list[Cas
     return cases
 
 
+def path_roots(cases: Sequence[Case]) -> list[str]:
+    """The folders of every `path` the cases send: the allowed path roots of the validating server alone."""
+    paths = [rec["path"] for c in cases for rec in c.body.get("dataframe_records", []) if rec.get("path")]
+    return sorted({str(Path(p).parent) for p in paths})
+
+
 def bad_cases(sample: Path) -> list[Case]:
     """Inputs the server must refuse with a 4xx naming the problem, and keep serving."""
     from fracture.serving.pyfunc import encode_bytes
@@ -180,7 +187,8 @@ def bad_cases(sample: Path) -> list[Case]:
         "bad/not-base64": ({"image": "not base64!"}, "base64"),
         "bad/not-an-image": ({"image": encode_bytes(b"plain text, not an image " * 8)}, "row 0"),
         "bad/truncated-image": ({"image": encode_bytes(data[: max(len(data) // 2, 64)])}, "row 0"),
-        "bad/missing-path": ({"path": BAD_PATH}, Path(BAD_PATH).name),
+        "bad/missing-path": ({"path": str(Path(sample).parent / MISSING_NAME)}, MISSING_NAME),
+        "bad/path-outside-roots": ({"path": OUTSIDE_PATH}, "allowed path roots"),
         "bad/both-columns": ({"path": str(sample), "image": encode_bytes(data)}, "exactly one"),
     }
     records["bad/no-input-column"] = ({"filename": "wrist.png"}, "no rows")  # MLflow drops the column and the row

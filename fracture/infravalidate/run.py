@@ -23,7 +23,7 @@ from fracture.base.errors import InputError, MultiLine, first_line
 from fracture.config import InfraValidationParams, Params
 from fracture.infravalidate import checks
 from fracture.infravalidate.checks import Answer, Case
-from fracture.infravalidate.requestset import bad_cases, evaluation_rows, good_cases, select_rows
+from fracture.infravalidate.requestset import bad_cases, evaluation_rows, good_cases, path_roots, select_rows
 from fracture.serving.server import LOOPBACK, running_server, verified_source, wait_port_closed
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,10 @@ def validate_served(
         except InputError as err:
             return checks.failed_result(f"request set: {first_line(err)}", **facts)
         facts.update(kinds=_kinds(good), n_images=len({c.name.rsplit("/", 1)[0] for c in good}))
+        # Its own server reads the request set's files by `path`: only their folders (serve.allowed_path_roots
+        # keeps applying to every other server, off by default).
         server_args = {"workers": params.serve.workers, "timeout_s": params.serve.timeout_s}
+        server_args["path_roots"] = path_roots(good)
         try:
             with (
                 verified_source(model_uri) as source,

@@ -186,17 +186,21 @@ def _strip_path(message: str, path: Path) -> str:
 # ------------------------------------------------------------------------------------------------- cache files
 @functools.cache
 def decoder_id() -> str:
-    """Fingerprint of the decode path (fracture/images/decode.py's source, OpenCV and pydicom versions).
+    """Fingerprint of the decode path: imaging.py, tiff.py and dicomlut.py sources; OpenCV, pydicom, Pillow versions.
 
-    Rows are reused only from a cache made by the same decoder, so a fix in imaging.py or a library upgrade
+    Rows are reused only from a cache made by the same decoder, so a fix in the decode path or a library upgrade
     re-decodes everything instead of mixing old and new rows.
     """
+    import PIL
     import pydicom
 
     from fracture.images import decode as imaging
+    from fracture.images import dicomlut, tiff
 
-    h = hashlib.sha256(Path(imaging.__file__).read_bytes())
-    h.update(f"|cv2 {cv2.__version__}|pydicom {pydicom.__version__}".encode())
+    h = hashlib.sha256()
+    for module in (imaging, tiff, dicomlut):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(f"|cv2 {cv2.__version__}|pydicom {pydicom.__version__}|pillow {PIL.__version__}".encode())
     return h.hexdigest()[:16]
 
 

@@ -175,6 +175,23 @@ def output_stem(stem: str, suffix: str = "_gradcam.png", name_max: int = 255) ->
     return f"{''.join(kept)}~{digest}"
 
 
+def outside_problem(path: Path, root: Path) -> str | None:
+    """Ingest's reason when `path` is a symlink leading outside `root` (or not a regular file), else None.
+
+    A batch folder is read like a dataset root: a link inside it that leads elsewhere is refused, not followed.
+    """
+    import os
+
+    from fracture.images.header import ImageRejected
+    from fracture.ingest import locate_file
+
+    try:
+        locate_file(str(path), os.path.realpath(root))
+    except ImageRejected as err:
+        return err.reason
+    return None
+
+
 def chunks(items: list[BatchItem], size: int) -> Iterator[list[BatchItem]]:
     """Consecutive slices of at most `size` items."""
     for start in range(0, len(items), size):
@@ -318,6 +335,8 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
     from fracture.base.io import atomic_write_bytes, write_json
     from fracture.explain import gradcam
 
+    if problem := outside_problem(img, img.parent):  # missing, not a regular file, or a link leading elsewhere
+        raise InputError(f"{img}: {problem}")
     if not img.is_file():
         raise InputError(f"{img}: no such image file")
     image = predictor.contract.decode(img)  # [S, S] uint8
@@ -340,8 +359,10 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
 
 
 # ------------------------------------------------------------------------------------------------ batch
-def _decode_chunk(params: Params, predictor: Predictor, paths: list[BatchItem]) -> tuple[list[np.ndarray], list[dict]]:
-    """Decode a chunk; unreadable files become rows with an error instead of raising."""
+def _decode_chunk(
+    params: Params, predictor: Predictor, paths: list[BatchItem], root: Path | None = None
+) -> tuple[list[np.ndarray], list[dict]]:
+    """Decode a chunk; unreadable files (and links leading outside a batch folder `root`) become error rows."""
     images, rows = [], []
     for path in paths:
         row = _result(path, None, None, predictor.threshold, None)
@@ -349,6 +370,8 @@ def _decode_chunk(params: Params, predictor: Predictor, paths: list[BatchItem]) 
             row["error"] = path.error
         else:
             try:
+                if root is not None and (problem := outside_problem(path, root)):
+                    raise InputError(f"{path}: {problem}")
                 images.append(predictor.contract.decode(path))
             except InputError as err:
                 row["error"] = printable(str(err))
@@ -356,12 +379,14 @@ def _decode_chunk(params: Params, predictor: Predictor, paths: list[BatchItem]) 
     return images, rows
 
 
-def _score_chunk(params: Params, predictor: Predictor, paths: list[BatchItem], start: int, out_dir: Path) -> list[dict]:
+def _score_chunk(
+    params: Params, predictor: Predictor, paths: list[BatchItem], start: int, out_dir: Path, root: Path | None = None
+) -> list[dict]:
     """Decode, score and (optionally) explain one chunk; returns its result rows in input order."""
     from fracture.base.io import atomic_write_bytes
     from fracture.explain import gradcam
 
-    images, rows = _decode_chunk(params, predictor, paths)
+    images, rows = _decode_chunk(params, predictor, paths, root)
     ok = [j for j, r in enumerate(rows) if r["error"] is None]
     if not ok:
         return rows
@@ -414,9 +439,16 @@ def _append_rows(fcsv: BinaryIO, fjs: BinaryIO, rows: list[dict], header: bool =
 
 
 def predict_batch(
-    params: Params, predictor: Predictor, paths: list[BatchItem], part: str | None, out_dir: Path
+    params: Params,
+    predictor: Predictor,
+    paths: list[BatchItem],
+    part: str | None,
+    out_dir: Path,
+    root: Path | None = None,
 ) -> dict:
     """Stream a batch through the model chunk by chunk into predictions.csv and predictions.jsonl.
+
+    `root` is the batch folder: a symlink in it leading outside gets an error row and is never read.
 
     Returns:
         {"count", "scored", "errors", "positives", "predictions_csv", "predictions_jsonl"}.
@@ -433,7 +465,7 @@ def predict_batch(
     ):
         _append_rows(fcsv, fjs, [], header=True)
         for i, chunk in enumerate(chunks(paths, params.predict.batch_size)):
-            rows = _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir)
+            rows = _score_chunk(params, predictor, chunk, i * params.predict.batch_size, out_dir, root)
             for row in rows:
                 row["part"] = part
             _append_rows(fcsv, fjs, rows)
@@ -485,6 +517,6 @@ def run_predict(
         if paths is None:
             result = predict_one(params, predictor, img, part, out_dir)
         else:
-            result = predict_batch(params, predictor, paths, part, out_dir)
+            result = predict_batch(params, predictor, paths, part, out_dir, root=img if img.is_dir() else None)
         dump_params(params, out_dir / "params.yaml")
     return result

@@ -10,12 +10,15 @@ decode path shared with preprocess and `fracture predict`.
 
 Input: a DataFrame with one row per image and, per row, exactly one of
 
-- `path`: an image file path readable by the serving process (PNG 8/16-bit, JPEG, TIFF, DICOM), or
+- `path`: an image file path readable by the serving process (PNG 8/16-bit, JPEG, TIFF, DICOM) under one of the
+  roots in `FRACTURE_SERVE_PATH_ROOTS` (set from params `serve.allowed_path_roots`; empty, the default, switches
+  the column off, so a client cannot make the server read or describe its own files), or
 - `image`: the image FILE's bytes, base64-encoded (standard alphabet; a `data:...;base64,` prefix is
   accepted). Sending the encoded file keeps 16-bit PNG and DICOM intact and is plain JSON.
 
 Output: a DataFrame with `probability` (float, P(fracture)), `decision` (int, 1 = fracture at the frozen
-threshold) and `threshold` (the frozen operating point, tuned on validation data only).
+threshold) and `threshold` (the frozen operating point, tuned on validation data only). A refused request is a
+400 whose JSON `message` is the reason alone (no stack trace, no echo of the request).
 
 Served request body (`mlflow models serve`):
 `{"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG>"]]}}` or
@@ -27,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from fracture.base.errors import InputError
 
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INPUT_COLUMNS = ("path", "image")
+PATH_ROOTS_ENV = "FRACTURE_SERVE_PATH_ROOTS"  # os.pathsep-separated folders the `path` column may read under
 OUTPUT_COLUMNS = ("probability", "decision", "threshold")
 MODEL_DIR_ARTIFACT = "model_dir"
 FINGERPRINT_CONFIG_KEY = "fingerprint"  # model_config key: the sha256 of model.pt + config.json at registration
@@ -91,6 +97,54 @@ def decode_base64(text: str, row: int) -> bytes:
     return data
 
 
+class RequestRefused(InputError, MlflowException):
+    """An answer whose `message` is the reason alone: 400 for a bad request, 500 (`internal=True`) for our fault.
+
+    MLflow's scoring server rewrites an MlflowException's message to `Failed to predict data '<frame>'. Error: ...`,
+    echoing the request's rows (paths, base64 images) into the answer and the server log; this message setter keeps
+    only the reason. Any other exception would be answered with a generic message and a stack trace.
+    """
+
+    def __init__(self, reason: str, internal: bool = False) -> None:
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+        MlflowException.__init__(self, reason, error_code=INTERNAL_ERROR if internal else INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        """The reason, without MLflow's prefix."""
+        return self._reason
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._reason = str(value).rsplit("\nError: ", 1)[-1]
+
+
+def path_roots_from_env() -> tuple[str, ...]:
+    """The real paths of the folders the `path` column may read under (none: the column is off)."""
+    value = os.environ.get(PATH_ROOTS_ENV, "")
+    return tuple(os.path.realpath(r) for r in value.split(os.pathsep) if r.strip())
+
+
+def check_path_allowed(path: str, roots: tuple[str, ...], row: int) -> Path:
+    """The `path` cell as a Path when it resolves (symlinks followed) under one of `roots`.
+
+    Nothing is opened or stat-ed before the check, so a refused path tells the client nothing about the file.
+
+    Raises:
+        InputError: the column is off, or the path lies outside every root.
+    """
+    if not roots:
+        raise InputError(
+            f"row {row}: column 'path' is switched off on this server (params serve.allowed_path_roots is empty); "
+            "send the image file's bytes, base64-encoded, in column 'image'"
+        )
+    real = os.path.realpath(path)
+    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+        raise InputError(f"row {row}: {path}: not under the server's allowed path roots (serve.allowed_path_roots)")
+    return Path(path)
+
+
 def _cell(df: pd.DataFrame, col: str, row: int) -> str | None:
     if col not in df.columns:
         return None
@@ -101,8 +155,10 @@ def _cell(df: pd.DataFrame, col: str, row: int) -> str | None:
     return text or None
 
 
-def load_images(df: pd.DataFrame, contract: InputContract) -> np.ndarray:
+def load_images(df: pd.DataFrame, contract: InputContract, path_roots: tuple[str, ...] = ()) -> np.ndarray:
     """Decode every row of the input frame to the model's input, as its input contract says.
+
+    `path_roots`: real paths of the folders a `path` cell may name (`check_path_allowed`); none: `path` is off.
 
     Returns:
         uint8 [N, S, S], S = the contract's image size.
@@ -119,7 +175,10 @@ def load_images(df: pd.DataFrame, contract: InputContract) -> np.ndarray:
             if (path is None) == (image is None):
                 raise InputError(f"row {row}: give exactly one of 'path' or 'image'")
             if path is not None:
-                out[row] = contract.decode(Path(path))
+                try:
+                    out[row] = contract.decode(check_path_allowed(path, path_roots, row))
+                except InputError as err:
+                    raise InputError(err if str(err).startswith(f"row {row}: ") else f"row {row}: {err}") from None
                 continue
             tmp_path = Path(tmp) / f"image-{row}"
             tmp_path.write_bytes(decode_base64(image, row))
@@ -181,6 +240,7 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
         self._model, self._config = load_model_dir(model_dir, map_location=self._device)
         self._contract = read_contract(self._config, model_dir / CONFIG_FILE)
         self._threshold = float(self._config["threshold"])
+        self._path_roots = path_roots_from_env()
         # The dir is often a temporary download (registration's input-example check): its path only at DEBUG.
         log.debug("model dir %s", model_dir)
         log.info("loaded fracture model on %s (threshold %.4f)", self._device, self._threshold)
@@ -188,7 +248,11 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        """Probabilities and decisions for every row of `model_input`."""
+        """Probabilities and decisions for every row of `model_input`.
+
+        Raises:
+            RequestRefused: the request cannot be scored (400 with the reason; 500 when the fault is ours).
+        """
         from fracture.model.core import predict_proba
 
         if not isinstance(model_input, pd.DataFrame):
@@ -196,8 +260,17 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
         if len(model_input) == 0:
             # MLflow's schema enforcement drops unknown columns and, with them, every row: a request of misnamed
             # columns arrives here empty and must not be answered with an empty 200.
-            raise InputError(f"no rows to score: send one row per image with a column {' or '.join(INPUT_COLUMNS)}")
+            cols = " or ".join(INPUT_COLUMNS)
+            raise RequestRefused(f"no rows to score: send one row per image with a column {cols}")
         c = self._contract
-        images = load_images(model_input, c)
-        probs = predict_proba(self._model, images, c.mean, c.std, batch_size=c.batch_size, device=self._device)
+        try:
+            images = load_images(model_input, c, self._path_roots)
+            probs = predict_proba(self._model, images, c.mean, c.std, batch_size=c.batch_size, device=self._device)
+        except InputError as err:
+            raise RequestRefused(str(err)) from None
+        except Exception as err:
+            log.exception("scoring failed")  # the traceback stays in the server log, out of the answer
+            raise RequestRefused(
+                f"internal error while scoring ({type(err).__name__}); see the server log", True
+            ) from None
         return predictions_frame(probs, self._threshold)

@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +53,19 @@ def serve_command(model_uri: str, host: str, port: int, workers: int = 1, timeou
     ]  # fmt: skip
 
 
-def serve_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def serve_env(base: dict[str, str] | None = None, path_roots: Sequence[str | Path] = ()) -> dict[str, str]:
     """`base` (default: this process's environment) with the interpreter's bin dir first on PATH.
 
     MLflow's pickle loading is switched off: the project's pyfunc is models-from-code, so a pickled one is foreign.
+    `path_roots` (params `serve.allowed_path_roots`) are the only folders a request's `path` may name; the variable
+    is always set, so a value inherited from the caller's environment never widens it.
     """
+    from fracture.serving.pyfunc import PATH_ROOTS_ENV
+
     env = dict(os.environ if base is None else base)
     env["PATH"] = os.pathsep.join([str(bin_dir()), *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
     env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    env[PATH_ROOTS_ENV] = os.pathsep.join(os.path.abspath(r) for r in path_roots)
     return env
 
 
@@ -213,6 +218,7 @@ def running_server(
     startup_timeout_s: float = 300.0,
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
+    path_roots: Sequence[str | Path] = (),
 ) -> Iterator[Server]:
     """Start `mlflow models serve` for `model_uri`, wait for `/ping`, yield it, and always stop its process group.
 
@@ -225,6 +231,7 @@ def running_server(
         startup_timeout_s: how long to wait for `/ping`.
         env: base environment (default: this process's); the bin dir is put first on its PATH.
         log_path: where the server's output goes (default: a temp file).
+        path_roots: the folders a request's `path` may name (none: `path` is off).
 
     Raises:
         InputError: the server could not start (the message carries its log's tail).
@@ -238,7 +245,9 @@ def running_server(
     url = f"http://{host}:{port}"
     log.info("starting the scoring server for %s on %s (log: %s)", model_uri, url, log_path)
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, env=serve_env(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=serve_env(env, path_roots), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         waited = wait_ready(url, proc, log_path, startup_timeout_s)
         log.info("scoring server ready after %.1f s (pid %d)", waited, proc.pid)
@@ -250,7 +259,9 @@ def running_server(
         log.info("scoring server on %s stopped", url)
 
 
-def exec_server(model_uri: str, host: str, port: int, workers: int, timeout_s: int) -> None:
+def exec_server(
+    model_uri: str, host: str, port: int, workers: int, timeout_s: int, path_roots: Sequence[str] = ()
+) -> None:
     """Replace this process with `mlflow models serve` (foreground: Ctrl-C and SIGTERM reach the server).
 
     Raises:
@@ -264,7 +275,7 @@ def exec_server(model_uri: str, host: str, port: int, workers: int, timeout_s: i
     # exec replaces this process: the verified copy stays in its temp dir for the server's lifetime.
     source = fetch_verified(model_uri, Path(tempfile.mkdtemp(prefix="fracture-serve-")))
     cmd = serve_command(source, host, port, workers, timeout_s)
-    env = serve_env({**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()})
+    env = serve_env({**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}, path_roots)
     log.info("serving %s from %s on http://%s:%d (POST /invocations, GET /ping)", model_uri,
              redact(env["MLFLOW_TRACKING_URI"]), host, port)  # fmt: skip
     for handler in logging.getLogger().handlers:
@@ -276,4 +287,4 @@ def run_serve(params: Params, model_uri: str | None, host: str | None = None, po
     """`fracture serve`: the champion (or `model_uri`) on params `serve.host:serve.port`, in the foreground."""
     uri = model_uri or f"models:/{params.register_.model_name}@champion"
     sp = params.serve
-    exec_server(uri, host or sp.host, port or sp.port, sp.workers, sp.timeout_s)
+    exec_server(uri, host or sp.host, port or sp.port, sp.workers, sp.timeout_s, sp.allowed_path_roots)

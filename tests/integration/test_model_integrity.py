@@ -70,7 +70,12 @@ def _pickle_payload(marker: Path) -> bytes:
     return buf.getvalue()
 
 
-def test_registered_versions_are_code_not_pickles(registry_env, params, make_candidate, radiograph_png, tmp_path):
+def test_registered_versions_are_code_not_pickles(
+    registry_env, params, make_candidate, radiograph_png, tmp_path, monkeypatch
+):
+    from fracture.serving.pyfunc import PATH_ROOTS_ENV
+
+    monkeypatch.setenv(PATH_ROOTS_ENV, str(radiograph_png.parent))  # serve.allowed_path_roots: the `path` column on
     cand = make_candidate(seed=401)
     rec = run_register(params, cand.model_dir, cand.eval_dir, name=f"code-{uuid.uuid4().hex[:8]}")
     files = {a.path for a in MlflowClient().list_logged_model_artifacts(rec["model_id"])}

@@ -304,10 +304,14 @@ def test_dry_run_changes_nothing(registry_env, params, params_file, make_candida
     assert client.get_registered_model(name).aliases == {"champion": "1", "challenger": "2"}
 
 
-def test_load_by_alias_predict_and_download(registry_env, params, make_candidate, radiograph_png, tmp_path):
+def test_load_by_alias_predict_and_download(
+    registry_env, params, make_candidate, radiograph_png, tmp_path, monkeypatch
+):
     from fracture.images.decode import prepare_image
     from fracture.model.core import load_model_dir, predict_proba
-    from fracture.serving.pyfunc import encode_image_file
+    from fracture.serving.pyfunc import PATH_ROOTS_ENV, encode_image_file
+
+    monkeypatch.setenv(PATH_ROOTS_ENV, str(radiograph_png.parent))  # serve.allowed_path_roots: the `path` column on
 
     name = _name("load")
     cand = make_candidate(seed=41)

@@ -42,7 +42,7 @@ def post(url: str, body: dict, timeout: float = 60) -> tuple[int, dict | str, fl
 
 
 @pytest.fixture(scope="module")
-def served(mlflow_server, params, make_candidate, tmp_path_factory):  # noqa: ANN001, ANN201
+def served(mlflow_server, params, make_candidate, tmp_path_factory, radiograph_png):  # noqa: ANN001, ANN201
     """Register + promote a model, then serve models:/NAME@champion on a free loopback port."""
     name = f"serve-{uuid.uuid4().hex[:8]}"
     cand = make_candidate(seed=71)
@@ -54,6 +54,7 @@ def served(mlflow_server, params, make_candidate, tmp_path_factory):  # noqa: AN
     port, log_path = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env.update(MLFLOW_TRACKING_URI=mlflow_server.url, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    env["FRACTURE_SERVE_PATH_ROOTS"] = str(radiograph_png.parent)  # serve.allowed_path_roots: the test image's dir
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local"]
     proc = start_process([*cmd, "-p", str(port), "-h", LOOPBACK], env, log_path)
     url = f"http://{LOOPBACK}:{port}"

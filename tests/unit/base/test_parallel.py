@@ -29,3 +29,53 @@ def test_single_worker_runs_in_process():
 
 def _own_pid(_: int) -> int:
     return os.getpid()
+
+
+_MAP_UNTIL_KILLED = """
+import sys, time
+from fracture.base import parallel
+from fracture.base.parallel import parallel_map
+
+parallel.WORKER_MODULES = ()  # the same pool without preloading the steps' heavy imports (seconds on 2 cores)
+
+def slow(x):
+    time.sleep(0.2)
+    return x
+
+if __name__ == "__main__":
+    for _ in parallel_map(slow, list(range(100)), workers=2, chunksize=1):
+        print("decoded", flush=True)
+"""
+
+
+def test_sigkill_of_the_step_leaves_no_worker_forkserver_or_tracker(tmp_path):
+    # Was: after `kill -9` of preprocess mid-decode, the forkserver, the resource tracker and both workers ran
+    # forever (about 375 MB each time): every one of them held another's pipe open, so none saw EOF.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = tmp_path / "map_until_killed.py"
+    script.write_text(_MAP_UNTIL_KILLED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        assert proc.stdout.readline() == b"decoded\n"  # the pool is up and a worker has returned a result
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(helpers) >= 3  # forkserver, resource tracker, two workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while (alive := [p for p in helpers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert not alive, [" ".join(p.cmdline())[-80:] for p in alive]
+    finally:
+        for p in psutil.Process().children(recursive=True):  # only this test's own leftovers, by pid
+            if p.pid == proc.pid or p in helpers:
+                p.kill()
+        proc.stdout.close()

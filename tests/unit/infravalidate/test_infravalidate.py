@@ -11,7 +11,14 @@ import pytest
 
 from fracture.infravalidate import checks
 from fracture.infravalidate.checks import Answer, Case
-from fracture.infravalidate.requestset import bad_cases, file_kind, good_cases, select_rows, write_variant
+from fracture.infravalidate.requestset import (
+    bad_cases,
+    file_kind,
+    good_cases,
+    path_roots,
+    select_rows,
+    write_variant,
+)
 
 
 def _ok(prob: float, threshold: float = 0.5, decision: int | None = None) -> Answer:
@@ -124,8 +131,20 @@ def test_good_cases_cover_missing_kinds_with_offline_references(images, tmp_path
     assert {"image", "path"} == {c.name.rsplit("/", 1)[1] for c in cases}
     assert sorted(file_kind(p) for p in seen) == ["dicom", "jpeg", "png8"]
     assert {c.reference for c in cases[2:]} == {"offline model"}
+    # The validating server alone may read these folders by `path` (serve.allowed_path_roots stays [] elsewhere).
+    assert path_roots(cases) == sorted({str(images["png16"].parent), str(tmp_path)})
 
 
 def test_bad_cases_are_all_refusable(images):
     cases = bad_cases(images["png8"])
     assert all(c.bad for c in cases) and len({c.name for c in cases}) == len(cases)
+    by_name = {c.name: c for c in cases}
+    outside = by_name["bad/path-outside-roots"].body["dataframe_records"][0]["path"]
+    assert by_name["bad/path-outside-roots"].expect_error == "allowed path roots"
+    assert not any(outside.startswith(root) for root in path_roots(good_like(images["png8"])))
+    missing = by_name["bad/missing-path"].body["dataframe_records"][0]["path"]
+    assert str(Path(missing).parent) == str(images["png8"].parent)  # inside the roots: refused as missing
+
+
+def good_like(path: Path) -> list[Case]:
+    return [Case("x/path", {"dataframe_records": [{"path": str(path)}]}, 0.5)]

@@ -65,9 +65,11 @@ def test_predict_ignores_the_current_params(demo_model: Path, kaggle_png: Path, 
     assert after["preprocess"]["window_percentiles"] == list(params.preprocess.window_percentiles)
 
 
-def test_pyfunc_serves_what_predict_gives(demo_model: Path, kaggle_png: Path, params, tmp_path: Path):
+def test_pyfunc_serves_what_predict_gives(demo_model: Path, kaggle_png: Path, params, tmp_path: Path, monkeypatch):
     from fracture.serving.predict import run_predict
-    from fracture.serving.pyfunc import MODEL_DIR_ARTIFACT, FracturePyfunc
+    from fracture.serving.pyfunc import MODEL_DIR_ARTIFACT, PATH_ROOTS_ENV, FracturePyfunc
+
+    monkeypatch.setenv(PATH_ROOTS_ENV, str(kaggle_png.parent))  # the `path` column is off unless a root allows it
 
     served = FracturePyfunc()
     from fracture.registry.lineage import fingerprint_model_dir

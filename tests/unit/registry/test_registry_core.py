@@ -278,7 +278,7 @@ def png16(tmp_path):
 
 def test_path_and_base64_inputs_decode_identically(png16):
     df = pd.DataFrame({"path": [str(png16), None], "image": [None, encode_image_file(png16)]})
-    images = load_images(df, CONTRACT)
+    images = load_images(df, CONTRACT, path_roots=(str(png16.parent),))
     assert images.shape == (2, 32, 32) and images.dtype == np.uint8
     assert np.array_equal(images[0], images[1]) and images[0].max() > images[0].min()
     uri = pd.DataFrame({"image": ["data:image/png;base64," + encode_image_file(png16)]})
