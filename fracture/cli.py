@@ -257,6 +257,7 @@ def ingest(
     kaggle: Annotated[Path | None, typer.Option(help="GRAZPEDWRI-DX root (holds dataset.csv).")] = None,
     mura: Annotated[Path | None, typer.Option(help="The MURA-v1.1 folder (holds the four CSVs).")] = None,
     hospital: Annotated[Path | None, typer.Option(help="Hospital root (<part>/{positive,negative}/...).")] = None,
+    kaggle_boxes: Annotated[Path | None, typer.Option(help="GRAZPEDWRI-DX YOLO labels dir (boxes.parquet).")] = None,
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
@@ -265,7 +266,7 @@ def ingest(
     from fracture.ingest import run_ingest
 
     out_dir = path_option(out, "--out")
-    run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root)
+    run_ingest(cfg, out_dir, kaggle, mura, hospital, data_root=data_root, boxes_dir=kaggle_boxes)
 
 
 @app.command(epilog=examples("validate"))

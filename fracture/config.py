@@ -47,6 +47,9 @@ class PathsParams(_Section):
 
     synth: dict[str, str] = Field(description="Name -> root of a `synth@<name>` stage's output; {} for real data.")
     kaggle: str = Field(min_length=1, description="GRAZPEDWRI-DX root (holds dataset.csv).")
+    kaggle_boxes: str = Field(
+        min_length=1, description="GRAZPEDWRI-DX YOLO labels folder (yolov5/labels); missing or empty: no boxes."
+    )
     mura: str = Field(min_length=1, description="The MURA-v1.1 folder (holds the four CSVs).")
     hospital: str = Field(min_length=1, description="Hospital root (<part>/{positive,negative}/...).")
     ingest: str = Field(min_length=1)
