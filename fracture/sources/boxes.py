@@ -38,7 +38,7 @@ CLASS_NAMES = (
 BOX_COLUMNS = ("stem", "class", "x", "y", "w", "h", "file", "line")
 QUARANTINE_COLUMNS = ("file", "line", "reason")
 NAME_FILES = ("classes.txt", "obj.names", "classes.names")
-_EDGE_TOLERANCE = 1e-6  # labels written with 6 decimals may overshoot an edge by rounding
+_EDGE_TOLERANCE = 1e-5  # labels written with 6 decimals overshoot an edge by up to 1e-6 by rounding
 
 
 @dataclass(frozen=True)
