@@ -59,6 +59,7 @@ class PathsParams(_Section):
     model: str = Field(min_length=1)
     eval: str = Field(min_length=1)
     explain: str = Field(min_length=1)
+    localization: str = Field(min_length=1, description="localization.json: Grad-CAM against boxes (a DVC metric).")
     report: str = Field(min_length=1)
     registration: str = Field(min_length=1)
 
@@ -302,6 +303,8 @@ class ExplainParams(_Section):
     n_per_category: int = Field(ge=1)
     batch_size: int = Field(gt=0)
     alpha: float = Field(ge=0, le=1)
+    localization_sample: int = Field(ge=1, description="Boxed test cases scored against their boxes (seeded).")
+    pointing_tolerance_px: float = Field(ge=0, description="Pointing game tolerance around a fracture box, input px.")
 
 
 class ReportParams(_Section):
