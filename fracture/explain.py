@@ -362,6 +362,8 @@ def localize(
     from fracture.localization import summarise as summarise_localization
 
     ep, size = params.explain, contract.image_size
+    if missing := {"pred", "cluster_id"} - set(predictions.columns):
+        raise InputError(f"predictions.parquet: localization needs columns {sorted(missing)} (re-run evaluate)")
     test = predictions[predictions["split"] == "test"]
     boxed = box_classes(boxes, (FRACTURE, *SHORTCUT_CLASSES))
     cases = pick_cases(test[test["image_id"].astype(str).isin(boxed)], ep.localization_sample, params.base.seed)
@@ -385,7 +387,7 @@ def _write_box_overlays(
 
     if scored.empty or "fracture_area" not in scored.columns:
         return []
-    scored = scored.assign(category=categorise(scored), _row=np.arange(len(scored)))
+    scored = scored.assign(category=categorise(scored), row_in_cams=np.arange(len(scored)))
     entries = []
     for category in ("TP", "FN"):
         pool = scored[(scored["category"] == category) & np.isfinite(scored["fracture_area"].astype(float))]
@@ -393,7 +395,7 @@ def _write_box_overlays(
             name = f"boxes_{category}_{row.image_id}.png"
             boxes = on_grid[str(row.image_id)].by_class
             atomic_write_bytes(
-                out_dir / name, render_overlay(images[row._row], cams[row._row], None, None, alpha, boxes)
+                out_dir / name, render_overlay(images[row.row_in_cams], cams[row.row_in_cams], None, None, alpha, boxes)
             )
             entries.append(
                 {
