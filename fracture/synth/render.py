@@ -10,6 +10,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+# All pixel math is float64, quantised once at the end (`to_uint8` / `to_uint16`). numpy and OpenCV pick SIMD code
+# paths per CPU, and their exp / pow / blur / resize differ in the last bit between paths: in float32 that flipped
+# about 1 pixel in 10^5 by one grey level on another machine (199 of 498 demo files), in float64 the last-bit
+# differences (~1e-16) cross a quantisation boundary about once in 10^13 pixels, so the demo data is the same bytes
+# on every x86-64 CPU (tests/unit/test_synth_portable.py runs synth with the SIMD paths switched off).
+_f = np.float64
+
 
 @dataclass(frozen=True)
 class _Geometry:
@@ -73,33 +80,33 @@ def _sample_fracture(rng: np.random.Generator, geo: _Geometry) -> _Fracture:
 
 
 def _axis_coords(geo: _Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """Rotated canvas coordinates (u up the forearm, v across it), each [H, W] float32."""
-    ys = (np.arange(geo.h, dtype=np.float32) - np.float32(geo.cy))[:, None]
-    xs = (np.arange(geo.w, dtype=np.float32) - np.float32(geo.cx))[None, :]
-    s, c = np.float32(np.sin(geo.theta)), np.float32(np.cos(geo.theta))
+    """Rotated canvas coordinates (u up the forearm, v across it), each [H, W] float64."""
+    ys = (np.arange(geo.h, dtype=np.float64) - _f(geo.cy))[:, None]
+    xs = (np.arange(geo.w, dtype=np.float64) - _f(geo.cx))[None, :]
+    s, c = _f(np.sin(geo.theta)), _f(np.cos(geo.theta))
     return xs * s - ys * c, xs * c + ys * s
 
 
 def _tube(u: np.ndarray, v: np.ndarray, centre: float, radius, start: float, end: float) -> np.ndarray:
     """Projected density of a hollow long bone (bright cortex, darker marrow) with rounded ends."""
-    cap = np.float32(1.2) * radius
+    cap = _f(1.2) * radius
     e = np.maximum(np.clip((u - (end - cap)) / cap, 0, None), np.clip(((start + cap) - u) / cap, 0, None))
-    d2 = ((v - np.float32(centre)) / radius) ** 2 + e * e
+    d2 = ((v - _f(centre)) / radius) ** 2 + e * e
     outer = np.sqrt(np.clip(1 - d2, 0, None))
-    inner = np.sqrt(np.clip(1 - d2 / np.float32(0.62**2), 0, None))
-    return outer - np.float32(0.75 * 0.62) * inner
+    inner = np.sqrt(np.clip(1 - d2 / _f(0.62**2), 0, None))
+    return outer - _f(0.75 * 0.62) * inner
 
 
 def _break(u: np.ndarray, v: np.ndarray, centre: float, frac: _Fracture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coordinates of a bone broken by `frac` (distal fragment angulated and displaced) and its density factor."""
-    du, dv = u - np.float32(frac.u), v - np.float32(centre)
-    s = du * np.float32(np.cos(frac.phi)) + dv * np.float32(np.sin(frac.phi))  # signed distance to the line
+    du, dv = u - _f(frac.u), v - _f(centre)
+    s = du * _f(np.cos(frac.phi)) + dv * _f(np.sin(frac.phi))  # signed distance to the line
     distal = s > 0
-    c, t = np.float32(np.cos(frac.tilt)), np.float32(np.sin(frac.tilt))
-    u_moved = np.where(distal, np.float32(frac.u) + du * c - dv * t, u)
-    v_moved = np.where(distal, np.float32(centre) + du * t + dv * c - np.float32(frac.shift), v)
-    inside = np.clip(np.abs(s) - np.float32(frac.gap / 2) + np.float32(0.5), 0, 1)  # 1 px soft edge
-    return u_moved, v_moved, np.float32(frac.depth) + np.float32(1 - frac.depth) * inside
+    c, t = _f(np.cos(frac.tilt)), _f(np.sin(frac.tilt))
+    u_moved = np.where(distal, _f(frac.u) + du * c - dv * t, u)
+    v_moved = np.where(distal, _f(centre) + du * t + dv * c - _f(frac.shift), v)
+    inside = np.clip(np.abs(s) - _f(frac.gap / 2) + _f(0.5), 0, 1)  # 1 px soft edge
+    return u_moved, v_moved, _f(frac.depth) + _f(1 - frac.depth) * inside
 
 
 def _forearm(u: np.ndarray, v: np.ndarray, geo: _Geometry, frac: _Fracture | None) -> np.ndarray:
@@ -108,10 +115,8 @@ def _forearm(u: np.ndarray, v: np.ndarray, geo: _Geometry, frac: _Fracture | Non
     ulna_end = geo.joint - 0.035 * geo.h
 
     def radius(uu: np.ndarray, vv: np.ndarray) -> np.ndarray:
-        flare = np.float32(0.12 * geo.h)
-        r = np.float32(geo.r_radius) * (
-            1 + np.float32(0.45) * np.clip((uu - np.float32(geo.joint) + flare) / flare, 0, 1)
-        )
+        flare = _f(0.12 * geo.h)
+        r = _f(geo.r_radius) * (1 + _f(0.45) * np.clip((uu - _f(geo.joint) + flare) / flare, 0, 1))
         return _tube(uu, vv, v_r, r, -1e6, geo.joint)
 
     if frac is None:
@@ -134,28 +139,28 @@ def _hand(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, geo: _Geometry
         a, b = geo.h * 0.027, span / n * 0.45
         for k in range(n):
             vc = left - geo.r_ulna + span * (k + 0.5) / n + rng.uniform(-0.1, 0.1) * b
-            out += np.float32(0.8) * np.sqrt(np.clip(1 - ((u - uc) / a) ** 2 - ((v - vc) / b) ** 2, 0, None))
+            out += _f(0.8) * np.sqrt(np.clip(1 - ((u - uc) / a) ** 2 - ((v - vc) / b) ** 2, 0, None))
     start = geo.joint + geo.h * 0.15
     for k in range(4):
         vc = left - geo.r_ulna + span * (k + 0.5) / 4
-        out += np.float32(0.8) * _tube(u, v, vc, geo.r_ulna * 0.75, start, start + geo.h * rng.uniform(0.3, 0.4))
+        out += _f(0.8) * _tube(u, v, vc, geo.r_ulna * 0.75, start, start + geo.h * rng.uniform(0.3, 0.4))
     return out
 
 
 def _soft_tissue(u: np.ndarray, v: np.ndarray, geo: _Geometry, frac: _Fracture | None) -> np.ndarray:
     """Soft-tissue thickness: a rounded band around the forearm that widens over the hand (and swells at a fracture)."""
-    half = np.float32(geo.tissue) * (1 + np.float32(0.3) * np.clip((u - np.float32(geo.joint)) / (0.2 * geo.h), 0, 1))
+    half = _f(geo.tissue) * (1 + _f(0.3) * np.clip((u - _f(geo.joint)) / (0.2 * geo.h), 0, 1))
     if frac is None:
         return np.sqrt(np.clip(1 - (v / half) ** 2, 0, None))
-    swelling = np.float32(frac.swell) * np.exp(-(((u - np.float32(frac.u)) / np.float32(0.12 * geo.h)) ** 2))
+    swelling = _f(frac.swell) * np.exp(-(((u - _f(frac.u)) / _f(0.12 * geo.h)) ** 2))
     return (1 + swelling) * np.sqrt(np.clip(1 - (v / (half * (1 + swelling))) ** 2, 0, None))
 
 
 def _add_cast(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray, geo: _Geometry) -> None:
     """Plaster cast: a textured mid-density sleeve over the forearm and wrist (in place)."""
-    texture = cv2.resize(rng.normal(0, 1, (6, 6)).astype(np.float32), (geo.w, geo.h), interpolation=cv2.INTER_CUBIC)
+    texture = cv2.resize(rng.normal(0, 1, (6, 6)), (geo.w, geo.h), interpolation=cv2.INTER_CUBIC)
     sleeve = (np.abs(v) < geo.tissue * 1.15) & (u < geo.joint + 0.12 * geo.h)
-    img += sleeve * (np.float32(0.16) + np.float32(0.03) * texture)
+    img += sleeve * (_f(0.16) + _f(0.03) * texture)
 
 
 def _add_metal(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray, geo: _Geometry) -> None:
@@ -163,10 +168,10 @@ def _add_metal(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.n
     v_plate = -geo.side * geo.sep / 2 + geo.r_radius * rng.uniform(-0.3, 0.3)
     u0 = geo.joint - 0.35 * geo.h
     plate = (np.abs(v - v_plate) < 0.025 * geo.w) & (u > u0) & (u < geo.joint - 0.03 * geo.h)
-    img += plate * np.float32(1.2)
+    img += plate * _f(1.2)
     for k in range(3):
         uc = u0 + (k + 0.5) * 0.1 * geo.h
-        img += ((u - uc) ** 2 + (v - v_plate) ** 2 < (0.02 * geo.w) ** 2) * np.float32(0.8)
+        img += ((u - uc) ** 2 + (v - v_plate) ** 2 < (0.02 * geo.w) ** 2) * _f(0.8)
 
 
 def _add_marker(rng: np.random.Generator, img: np.ndarray) -> None:
@@ -186,19 +191,19 @@ def _add_marker(rng: np.random.Generator, img: np.ndarray) -> None:
         cv2.rectangle(
             mask, (int(x) - pad, int(y) - th - pad), (int(x) + tw + pad, int(y) + pad), 255, max(1, thick // 2)
         )
-    np.maximum(img, mask * np.float32(rng.uniform(1.0, 1.3) / 255), out=img)
+    np.maximum(img, mask * _f(rng.uniform(1.0, 1.3) / 255), out=img)
 
 
 def _expose(rng: np.random.Generator, density: np.ndarray) -> np.ndarray:
     """Detector response: saturating curve, gamma, heel-effect gradient, window (contrast/brightness)."""
-    k = np.float32(rng.uniform(1.0, 2.0))
-    img = (1 - np.exp(-k * density)) / (1 - np.exp(-k * np.float32(1.2)))
-    img = np.clip(img, 0, None) ** np.float32(rng.uniform(0.8, 1.25))
+    k = _f(rng.uniform(1.0, 2.0))
+    img = (1 - np.exp(-k * density)) / (1 - np.exp(-k * _f(1.2)))
+    img = np.clip(img, 0, None) ** _f(rng.uniform(0.8, 1.25))
     h, w = img.shape
-    ramp = np.linspace(-0.5, 0.5, h if rng.random() < 0.5 else w, dtype=np.float32)
-    img += np.float32(rng.uniform(-0.08, 0.08)) * (ramp[:, None] if ramp.size == h else ramp[None, :])
+    ramp = np.linspace(-0.5, 0.5, h if rng.random() < 0.5 else w, dtype=np.float64)
+    img += _f(rng.uniform(-0.08, 0.08)) * (ramp[:, None] if ramp.size == h else ramp[None, :])
     lo, hi = rng.uniform(0.0, 0.1), rng.uniform(0.85, 1.0)
-    return np.float32(lo) + np.float32(hi - lo) * img
+    return _f(lo) + _f(hi - lo) * img
 
 
 def make_radiograph(
@@ -226,7 +231,7 @@ def make_radiograph(
         metal: draw a plate with screws.
 
     Returns:
-        float32 [height, width] in [0, 1], bone bright.
+        float64 [height, width] in [0, 1], bone bright.
     """
     scale = min(1.0, 640 / max(height, width))  # geometry at <= 640 px, then resized: fast at 2500 x 2000
     ch, cw = max(8, round(height * scale)), max(8, round(width * scale))
@@ -234,8 +239,8 @@ def make_radiograph(
     frac = _sample_fracture(rng, geo)
     u, v = _axis_coords(geo)
     broken = frac if fracture else None
-    density = np.float32(0.04) + np.float32(0.3) * _soft_tissue(u, v, geo, broken)
-    density += np.float32(0.55) * (_forearm(u, v, geo, broken) + _hand(rng, u, v, geo))
+    density = _f(0.04) + _f(0.3) * _soft_tissue(u, v, geo, broken)
+    density += _f(0.55) * (_forearm(u, v, geo, broken) + _hand(rng, u, v, geo))
     if cast:
         _add_cast(rng, density, u, v, geo)
     if metal:
@@ -247,7 +252,7 @@ def make_radiograph(
     img = _expose(rng, density)
     if (ch, cw) != (height, width):
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
-    noise = rng.standard_normal((height, width), dtype=np.float32) * np.float32(rng.uniform(0.008, 0.03))
+    noise = rng.standard_normal((height, width), dtype=np.float64) * _f(rng.uniform(0.008, 0.03))
     img += noise
     return np.clip(img, 0, 1, out=img)
 
@@ -258,8 +263,8 @@ def augment_copy(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-6, 6), rng.uniform(0.95, 1.05))
     m[:, 2] += rng.uniform(-0.03, 0.03, 2) * (w, h)
     out = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    out = out * np.float32(rng.uniform(0.92, 1.08)) + np.float32(rng.uniform(-0.05, 0.05))
-    return np.clip(out, 0, 1).astype(np.float32)
+    out = out * _f(rng.uniform(0.92, 1.08)) + _f(rng.uniform(-0.05, 0.05))
+    return np.clip(out, 0, 1)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

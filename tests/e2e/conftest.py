@@ -6,6 +6,7 @@ benchmarks (`benchmarks/common.py`), which time the same `dvc repro` flow.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import pytest
 
 from benchmarks.common import REPO, copy_project, project_env, shrink_params
 
-__all__ = ["DEMO_KEY", "REPO", "copy_project", "demo_env", "project_env", "shrink_params"]
+__all__ = ["DEMO_KEY", "FIXTURE_LOCK", "REPO", "copy_project", "demo_env", "project_env", "shrink_params"]
 
 # The demo's pseudonymisation key, as `make demo` sets it (the Makefile's DEMO_KEY; checked below): with it and the
 # committed params, a fresh `dvc repro` must reproduce the committed dvc.lock (tests/e2e/test_dvc_experiments.py).
 DEMO_KEY = "fracture-demo-key-not-secret"
+# Where the session's fresh demo leaves its dvc.lock (git-ignored build/): `.ci/run` checks it against its own.
+FIXTURE_LOCK = REPO / "build" / "e2e" / "demo.dvc.lock"
 # For wiring tests that need not learn: small data, one epoch, a gate that any model passes.
 WIRING_OVERRIDES = {
     "synth": {"n_per_source": 32},
@@ -38,4 +41,7 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = copy_project(tmp_path_factory.mktemp("project"))
     proc = subprocess.run(["dvc", "repro"], cwd=project, env=demo_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    # `.ci/run` compares this fresh run's lock with its own `make demo` on the same machine (two fresh runs agree).
+    FIXTURE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(project / "dvc.lock", FIXTURE_LOCK)
     return project

@@ -310,12 +310,12 @@ def test_make_radiograph_contract_and_fracture_is_the_only_difference() -> None:
     a = make_radiograph(np.random.default_rng(5), 200, 150, fracture=False)
     b = make_radiograph(np.random.default_rng(5), 200, 150, fracture=False)
     c = make_radiograph(np.random.default_rng(5), 200, 150, fracture=True)
-    assert a.shape == (200, 150) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert a.shape == (200, 150) and a.dtype == np.float64 and 0 <= a.min() and a.max() <= 1
     assert np.array_equal(a, b)
     diff = np.abs(c - a) > 0.1
     assert 0.005 < diff.mean() < 0.3  # a localised change, not a different picture
     big = make_radiograph(np.random.default_rng(5), 2500, 2000, fracture=True, cast=True, metal=True)
-    assert big.shape == (2500, 2000) and big.dtype == np.float32
+    assert big.shape == (2500, 2000) and big.dtype == np.float64
 
 
 def test_quantisers_map_the_unit_range_onto_the_target_range() -> None:
