@@ -318,6 +318,43 @@ def test_make_radiograph_contract_and_fracture_is_the_only_difference() -> None:
     assert big.shape == (2500, 2000) and big.dtype == np.float64
 
 
+def test_boxes_frame_the_drawn_fracture_marker_and_metal_without_changing_the_image() -> None:
+    found = []
+    for seed in range(40):
+        boxes: list = []
+        with_boxes = make_radiograph(np.random.default_rng(seed), 200, 150, True, metal=True, boxes=boxes)
+        assert np.array_equal(with_boxes, make_radiograph(np.random.default_rng(seed), 200, 150, True, metal=True))
+        intact = make_radiograph(np.random.default_rng(seed), 200, 150, False, metal=True)
+        changed = np.abs(with_boxes - intact) > 0.1  # the fracture line and the displaced fragment
+        for name, (xc, yc, w, h) in boxes:
+            assert 0 <= xc - w / 2 and xc + w / 2 <= 1 and 0 <= yc - h / 2 and yc + h / 2 <= 1
+            x0, x1, y0, y1 = (
+                round((xc - w / 2) * 150),
+                round((xc + w / 2) * 150),
+                round((yc - h / 2) * 200),
+                round((yc + h / 2) * 200),
+            )
+            inside = with_boxes[y0:y1, x0:x1]
+            if name == "fracture":
+                assert changed[y0:y1, x0:x1].mean() > 0.1  # the break is inside its box
+            else:  # the marker and the plate are the brightest things drawn
+                assert np.quantile(inside, 0.9) > np.quantile(with_boxes, 0.8)
+            found.append(name)
+    assert {"fracture", "metal", "text"} <= set(found)
+
+
+def test_kaggle_synth_writes_yolo_labels_for_every_image(raw: Path, graz_rows: list[dict]) -> None:
+    from fracture.sources.boxes import scan_boxes
+
+    labels = raw / "GRAZPEDWRI-DX" / "folder_structure" / "yolov5" / "labels"
+    scan = scan_boxes(labels)
+    assert scan.files == len(graz_rows) and scan.quarantine.empty
+    positives = {r["filestem"] for r in graz_rows if r["fracture_visible"] == "1"}
+    boxed = set(scan.boxes.loc[scan.boxes["class"] == "fracture", "stem"])
+    assert boxed == positives  # a fracture box exactly where a fracture is drawn
+    assert (scan.boxes["class"] == "text").sum() > len(graz_rows) / 2
+
+
 def test_quantisers_map_the_unit_range_onto_the_target_range() -> None:
     img = np.array([[0.0, 0.5, 1.0, 1.7, -0.2]], dtype=np.float32)
     assert to_uint8(img).tolist() == [[0, 128, 255, 255, 0]]
