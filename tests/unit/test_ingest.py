@@ -307,6 +307,7 @@ def test_kaggle_boxes_land_upright_in_boxes_parquet_and_bad_lines_are_quarantine
         "boxes": 3, "images": 2, "quarantined": 2, "per_class": {"fracture": 2, "text": 1},
         "class_names": "documented order",
     }  # fmt: skip
+    caplog.clear()
     with caplog.at_level("INFO", logger="fracture.ingest"):
         summary = run_ingest(serial, tmp_path / "out", kaggle_dir=root, boxes_dir=tmp_path / "missing")
     assert read_parquet(tmp_path / "out" / "boxes.parquet").empty and summary["boxes"]["boxes"] == 0
