@@ -294,7 +294,7 @@ def test_rerun_replaces_a_previous_output_and_cleans_a_killed_run(tmp_path, para
     counts = run_synth(params, out, seed=2)
     second = _file_hashes(out / "GRAZPEDWRI-DX")
     assert not set(first) - {"dataset.csv"} & set(second)  # no stale image of the first run survives
-    assert len(second) == counts["kaggle"]["images"] + 1
+    assert len(second) == 2 * counts["kaggle"]["images"] + 1  # each image, its YOLO labels file, dataset.csv
     assert not list(out.glob(".synth-tmp-*")) and (out / "keep.txt").read_text() == "not ours"
 
 
