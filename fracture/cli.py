@@ -174,6 +174,7 @@ def ingest(
     kaggle: Annotated[Path | None, typer.Option(help="GRAZPEDWRI-DX root (holds dataset.csv).")] = None,
     mura: Annotated[Path | None, typer.Option(help="The MURA-v1.1 folder (holds the four CSVs).")] = None,
     hospital: Annotated[Path | None, typer.Option(help="Hospital root (<part>/{positive,negative}/...).")] = None,
+    kaggle_boxes: Annotated[Path | None, typer.Option(help="GRAZPEDWRI-DX YOLO labels dir (boxes.parquet).")] = None,
     data_root: DataRootOpt = DEFAULT_DATA_ROOT,
     label_corrections: Annotated[Path | None, typer.Option(help="Clinical review's label corrections (CSV).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
@@ -184,7 +185,7 @@ def ingest(
 
     out_dir = path_option(out, "--out")
     run_ingest(cfg, out_dir, kaggle_dir=kaggle, mura_dir=mura, hospital_dir=hospital, data_root=data_root,
-               label_corrections=label_corrections)  # fmt: skip
+               label_corrections=label_corrections, boxes_dir=kaggle_boxes)  # fmt: skip
 
 
 @app.command(epilog=examples("validate"))
@@ -279,13 +280,15 @@ def explain(
     eval: Annotated[Path, typer.Option("--eval", help="Eval dir from evaluate.")],
     cache: Annotated[Path, typer.Option(help="Preprocess cache dir.")],
     out: Annotated[Path, typer.Option(help="Output dir for Grad-CAM overlays and index.json.")],
+    boxes: Annotated[Path | None, typer.Option(help="boxes.parquet from ingest: localization figures.")] = None,
+    localization: Annotated[Path | None, typer.Option(help="localization.json (default: in --out).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Grad-CAM overlays for TP / FN / FP / TN examples chosen by a fixed rule."""
+    """Grad-CAM overlays for TP / FN / FP / TN examples chosen by a fixed rule; with --boxes, checked against boxes."""
     cfg = _params(params)
     from fracture.explain import run_explain
 
-    run_explain(cfg, model, eval, cache, out)
+    run_explain(cfg, model, eval, cache, out, boxes, localization)
 
 
 @app.command(epilog=examples("report"))
@@ -298,6 +301,7 @@ def report(
     model: Annotated[Path | None, typer.Option(help="Model dir (default: paths.model).")] = None,
     eval: Annotated[Path | None, typer.Option("--eval", help="Eval dir (default: paths.eval).")] = None,
     explain_dir: Annotated[Path | None, typer.Option("--explain", help="Explain dir (default: paths.explain).")] = None,
+    localization: Annotated[Path | None, typer.Option(help="localization.json (default: paths.localization).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Render the self-contained HTML evaluation report and model card."""
@@ -314,6 +318,7 @@ def report(
         model_dir=model or Path(p.model),
         eval_dir=eval or Path(p.eval),
         explain_dir=explain_dir or Path(p.explain),
+        localization_path=localization or Path(p.localization),
     )
 
 

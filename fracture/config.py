@@ -48,6 +48,9 @@ class PathsParams(_Section):
 
     synth: dict[str, str] = Field(description="Name -> root of a `synth@<name>` stage's output; {} for real data.")
     kaggle: str = Field(min_length=1, description="GRAZPEDWRI-DX root (holds dataset.csv).")
+    kaggle_boxes: str = Field(
+        min_length=1, description="GRAZPEDWRI-DX YOLO labels folder (yolov5/labels); missing or empty: no boxes."
+    )
     mura: str = Field(min_length=1, description="The MURA-v1.1 folder (holds the four CSVs).")
     hospital: str = Field(min_length=1, description="Hospital root (<part>/{positive,negative}/...).")
     ingest: str = Field(min_length=1)
@@ -57,6 +60,7 @@ class PathsParams(_Section):
     model: str = Field(min_length=1)
     eval: str = Field(min_length=1)
     explain: str = Field(min_length=1)
+    localization: str = Field(min_length=1, description="localization.json: Grad-CAM against boxes (a DVC metric).")
     report: str = Field(min_length=1)
     registration: str = Field(min_length=1)
 
@@ -306,6 +310,8 @@ class ExplainParams(_Section):
     n_per_category: int = Field(ge=1)
     batch_size: int = Field(gt=0)
     alpha: float = Field(ge=0, le=1)
+    localization_sample: int = Field(ge=1, description="Boxed test cases scored against their boxes (seeded).")
+    pointing_tolerance_px: float = Field(ge=0, description="Pointing game tolerance around a fracture box, input px.")
 
 
 class ReportParams(_Section):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -197,8 +198,18 @@ def content_box(image: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def render_overlay(image: np.ndarray, cam: np.ndarray, title: str | None, note: str | None, alpha: float) -> bytes:
+def render_overlay(
+    image: np.ndarray,
+    cam: np.ndarray,
+    title: str | None,
+    note: str | None,
+    alpha: float,
+    boxes: dict[str, np.ndarray] | None = None,
+) -> bytes:
     """PNG bytes: the radiograph and its Grad-CAM overlay side by side, fixed 0..1 colour scale with a colour bar.
+
+    `boxes` (class -> `[K, 4]` `(x0, y0, x1, y1)` px on the input grid) are outlined on both panels, one colour per
+    class (BOX_COLOURS), so a reader sees the radiologists' box beside the map.
 
     The letterbox padding is cropped so that the panels keep the image's own aspect ratio. `title` is printed
     above the panels and `note` small under them. explain passes neither: the report's figure caption says both
@@ -234,6 +245,7 @@ def render_overlay(image: np.ndarray, cam: np.ndarray, title: str | None, note: 
     axes[1].imshow(heat, cmap=COLORMAP, vmin=0.0, vmax=1.0, alpha=alpha)
     scale = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=COLORMAP)
     fig.colorbar(scale, cax=fig.add_subplot(grid[0, 2]), label="Grad-CAM (0 = none, 1 = image max)")
+    draw_boxes(axes, boxes or {}, (x0, y0))
     axes[0].set_title("input", fontsize=9)
     axes[1].set_title("Grad-CAM overlay", fontsize=9)
     if title:
@@ -244,6 +256,25 @@ def render_overlay(image: np.ndarray, cam: np.ndarray, title: str | None, note: 
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+BOX_COLOURS = {"fracture": "lime", "text": "magenta", "metal": "cyan"}
+
+
+def draw_boxes(axes: list, boxes: dict[str, np.ndarray], origin: tuple[int, int]) -> None:
+    """Outline `(x0, y0, x1, y1)` input-grid boxes on each axis, shifted by the crop's `origin` (x, y)."""
+    from matplotlib.patches import Rectangle
+
+    limits = [(ax.get_xlim(), ax.get_ylim()) for ax in axes]
+    for name, found in sorted(boxes.items()):
+        colour = BOX_COLOURS.get(name, "yellow")
+        for bx0, by0, bx1, by1 in np.asarray(found, dtype=float).reshape(-1, 4):
+            for ax in axes:  # imshow puts pixel i's centre at i, so its left edge is at i - 0.5
+                corner = (bx0 - origin[0] - 0.5, by0 - origin[1] - 0.5)
+                ax.add_patch(Rectangle(corner, bx1 - bx0, by1 - by0, fill=False, edgecolor=colour, linewidth=1.2))
+    for ax, (xlim, ylim) in zip(axes, limits, strict=True):  # a box past the crop must not zoom the panel out
+        ax.set_xlim(xlim)
+        ax.set_ylim(ylim)
 
 
 def _cache_rows(index: pd.DataFrame, image_ids: pd.Series, cache_dir: Path) -> np.ndarray:
@@ -311,15 +342,128 @@ def explain_meta(config: dict, n_per_category: int, size: int, grid: tuple[int, 
     }
 
 
-def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path, out_dir: Path) -> dict:
+LOCALIZATION_FILE = "localization.json"
+LOCALIZATION_RULE = (
+    "Cases: TEST-split predictions whose image has a fracture, text or metal box (all of them, or a seeded sample of "
+    "explain.localization_sample). Example overlays: per category (TP, FN) up to explain.n_per_category cases with "
+    "a fracture box, lowest image_id first; boxes outlined: fracture lime, text magenta, metal cyan."
+)
+
+
+def localize(
+    params: Params, model: nn.Module, predictions: pd.DataFrame, boxes: pd.DataFrame, cache: tuple, contract: Any
+) -> tuple[dict, pd.DataFrame, np.ndarray, np.ndarray, dict]:
+    """Grad-CAM of the boxed test cases scored against their boxes (fracture/stats/localization.py).
+
+    Returns:
+        (localization.json's figures, the scored cases, their images, their CAMs, the cases' grid boxes).
+    """
+    from fracture.stats.localization import (
+        FRACTURE,
+        SHORTCUT_CLASSES,
+        box_classes,
+        grid_boxes,
+        pick_cases,
+        score_cases,
+    )
+    from fracture.stats.localization import summarise as summarise_localization
+
+    ep, size = params.explain, contract.image_size
+    if missing := {"pred", "cluster_id"} - set(predictions.columns):
+        raise InputError(f"predictions.parquet: localization needs columns {sorted(missing)} (re-run evaluate)")
+    test = predictions[predictions["split"] == "test"]
+    boxed = box_classes(boxes, (FRACTURE, *SHORTCUT_CLASSES))
+    cases = pick_cases(test[test["image_id"].astype(str).isin(boxed)], ep.localization_sample, params.base.seed)
+    on_grid = grid_boxes(boxes[boxes["image_id"].astype(str).isin(set(cases["image_id"].astype(str)))], size)
+    images_all, index, cache_dir = cache
+    images = np.asarray(images_all[_cache_rows(index, cases["image_id"], cache_dir)]) if len(cases) else None
+    if images is None:
+        return {}, cases, np.zeros((0, size, size), np.uint8), np.zeros((0, size, size), np.float32), on_grid
+    cams = gradcam(model, images, contract.mean, contract.std, ep.batch_size)
+    scored = score_cases(cams, cases, on_grid, ep.pointing_tolerance_px)
+    ev = params.evaluate
+    return summarise_localization(scored, ev.n_bootstrap, ev.ci_level, params.base.seed), scored, images, cams, on_grid
+
+
+def _write_box_overlays(
+    scored: pd.DataFrame, images: np.ndarray, cams: np.ndarray, on_grid: dict, n: int, alpha: float, out_dir: Path
+) -> list[dict]:
+    """A few TP / FN overlays with the boxes drawn (LOCALIZATION_RULE); returns their index entries."""
+    from fracture.base.io import atomic_write_bytes
+    from fracture.stats.localization import categorise
+
+    if scored.empty or "fracture_area" not in scored.columns:
+        return []
+    scored = scored.assign(category=categorise(scored), row_in_cams=np.arange(len(scored)))
+    entries = []
+    for category in ("TP", "FN"):
+        pool = scored[(scored["category"] == category) & np.isfinite(scored["fracture_area"].astype(float))]
+        for row in pool.sort_values("image_id", kind="mergesort").head(n).itertuples(index=False):
+            name = f"boxes_{category}_{row.image_id}.png"
+            boxes = on_grid[str(row.image_id)].by_class
+            atomic_write_bytes(
+                out_dir / name, render_overlay(images[row.row_in_cams], cams[row.row_in_cams], None, None, alpha, boxes)
+            )
+            entries.append(
+                {
+                    "image_id": str(row.image_id),
+                    "category": category,
+                    "prob": float(row.prob),
+                    "label": int(row.label),
+                    "pointing_hit": float(row.pointing_hit),
+                    "fracture_energy": None if np.isnan(row.fracture_energy) else float(row.fracture_energy),
+                    "file": name,
+                }
+            )
+    return entries
+
+
+def localization_report(
+    params: Params, figures: dict, scored: pd.DataFrame, grid: tuple[int, int], size: int, examples: list[dict]
+) -> dict:
+    """localization.json: the settings, the figures and the example overlays."""
+    return {
+        "unit": "image; CIs resample patients (cluster_id)",
+        "rule": LOCALIZATION_RULE,
+        "n_cases": len(scored),
+        "n_patients": int(scored["cluster_id"].nunique()) if len(scored) else 0,
+        "localization_sample": params.explain.localization_sample,
+        "pointing_tolerance_px": params.explain.pointing_tolerance_px,
+        "image_size": size,
+        "grid": list(grid),
+        "cell_px": size / grid[0],
+        "ci_level": params.evaluate.ci_level,
+        "n_bootstrap": params.evaluate.n_bootstrap,
+        "chance": "pointing game: share of the input inside the tolerance-grown fracture boxes; energy and "
+        "shortcut: the boxes' share of the input area",
+        **figures,
+        "examples": examples,
+    }
+
+
+def run_explain(
+    params: Params,
+    model_dir: Path,
+    eval_dir: Path,
+    cache_dir: Path,
+    out_dir: Path,
+    boxes_path: Path | None = None,
+    localization_path: Path | None = None,
+) -> dict:
     """Grad-CAM gallery for the test split: overlays, index.json, meta.json and the resolved params.
 
+    With `boxes_path` (boxes.parquet from ingest) also localization.json: the Grad-CAMs of the boxed test cases
+    checked against the radiologists' boxes, and a few overlays with the boxes drawn.
+
     Args:
-        params: resolved params (uses `explain.*`).
+        params: resolved params (uses `explain.*`, `evaluate.n_bootstrap / ci_level`, `base.seed`).
         model_dir: model dir from train.
         eval_dir: eval dir from evaluate (predictions.parquet).
         cache_dir: preprocess cache (the images the model saw).
         out_dir: output dir.
+        boxes_path: boxes.parquet, or None for no localization figures.
+        localization_path: where localization.json goes (default: in `out_dir`; the DAG keeps it outside, as a
+            DVC metric may not sit inside an output dir).
 
     Returns:
         meta.json's content (threshold, rule, grid, cell size, counts per category).
@@ -342,7 +486,22 @@ def run_explain(params: Params, model_dir: Path, eval_dir: Path, cache_dir: Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = _write_overlays(examples, images, cams, params.explain.alpha, out_dir)
-    for stale in set(out_dir.glob("*.png")) - {out_dir / e["file"] for e in entries}:
+    box_entries = []
+    localization_path = Path(localization_path or out_dir / LOCALIZATION_FILE)
+    if boxes_path is not None:
+        from fracture.base.io import read_parquet
+
+        figures, scored, box_images, box_cams, on_grid = localize(
+            params, model, predictions, read_parquet(Path(boxes_path)), (images_all, index, cache_dir), contract
+        )
+        box_entries = _write_box_overlays(
+            scored, box_images, box_cams, on_grid, params.explain.n_per_category, params.explain.alpha, out_dir
+        )
+        write_json(localization_path, localization_report(params, figures, scored, grid, size, box_entries))
+        log.info("explain: localization of %d boxed test cases in %s", len(scored), localization_path)
+    else:
+        localization_path.unlink(missing_ok=True)  # an earlier run's figures no longer describe this one
+    for stale in set(out_dir.glob("*.png")) - {out_dir / e["file"] for e in entries + box_entries}:
         stale.unlink()  # overlays of an earlier run that this rule no longer picks
     write_json(out_dir / "index.json", entries)
     meta = explain_meta(config, params.explain.n_per_category, size, grid, examples)

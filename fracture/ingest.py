@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from fracture.base.errors import InputError, printable
-from fracture.base.io import atomic_write_text, write_json, write_manifest
+from fracture.base.io import atomic_write_text, write_json, write_manifest, write_parquet
 from fracture.base.outputs import out_dir_lock, prepare_out_dir
 from fracture.base.parallel import parallel_map
 from fracture.config import IngestParams, Params, PathsParams, dump_params
@@ -396,6 +396,7 @@ def run_ingest(
     hospital_dir: Path | None = None,
     data_root: Path = Path("."),
     label_corrections: Path | None = None,
+    boxes_dir: Path | None = None,
 ) -> dict:
     """Ingest any subset of the three sources into `out_dir`.
 
@@ -405,6 +406,8 @@ def run_ingest(
         kaggle_dir: GRAZPEDWRI-DX root (holds dataset.csv).
         mura_dir: the MURA-v1.1 folder (holds the four CSVs).
         hospital_dir: hospital root (`<part>/{positive,negative}/...`, optional metadata.csv).
+        boxes_dir: GRAZPEDWRI-DX's YOLO labels folder (`folder_structure/yolov5/labels`), relative to `data_root`;
+            None, missing or empty means no boxes (boxes.parquet is then written empty).
         data_root: relative source dirs are taken relative to it and recorded so in the manifest, which stays
             valid wherever a later step finds the data root (a Kubeflow task mounts it elsewhere).
         label_corrections: a clinical review's corrections file (fracture.corrections): those rows get the new
@@ -417,12 +420,60 @@ def run_ingest(
         InputError: no source, a bad table, hospital/DICOM data without FRACTURE_PSEUDONYM_KEY, an unusable
             `out_dir` (checked first), or another run writing into it.
     """
+    if boxes_dir is None and kaggle_dir is None and mura_dir is None and hospital_dir is None:
+        boxes_dir = Path(params.paths.kaggle_boxes)  # the sources come from params.paths too
     recorded = source_dirs(params.paths, kaggle_dir, mura_dir, hospital_dir, Path(data_root))
     dirs = {source: Path(data_root) / d for source, d in recorded.items()}
     key = pseudonym_key("the hospital source") if "hospital" in dirs else None
     out_dir = prepare_out_dir(Path(out_dir), inputs=list(dirs.values()))  # a bad --out fails before the work
     with out_dir_lock(out_dir):
-        return _ingest_locked(params, out_dir, dirs, recorded, key, label_corrections)
+        summary = _ingest_locked(params, out_dir, dirs, recorded, key, label_corrections)
+        summary["boxes"] = ingest_boxes(out_dir, None if boxes_dir is None else Path(data_root) / boxes_dir, dirs)
+        write_json(out_dir / "summary.json", summary)
+        return summary
+
+
+def ingest_boxes(out_dir: Path, boxes_dir: Path | None, dirs: dict[str, Path]) -> dict[str, Any]:
+    """boxes.parquet and boxes_quarantine.csv beside the manifest (empty without boxes); returns their counts."""
+    from fracture.sources.boxes import QUARANTINE_COLUMNS as BOX_QUARANTINE
+    from fracture.sources.boxes import TABLE_COLUMNS, boxes_table, empty_table, quarantine_frame, scan_boxes
+
+    has_files = boxes_dir is not None and boxes_dir.is_dir() and any(boxes_dir.glob("*.txt"))
+    if not has_files or "kaggle" not in dirs:
+        why = "no --kaggle-boxes" if boxes_dir is None else f"no label files in {boxes_dir}"
+        log.info("boxes: none (%s)", why if "kaggle" in dirs else "no GRAZPEDWRI-DX source")
+        table, quarantine, names = empty_table(), quarantine_frame([]), "none"
+    else:
+        scan = scan_boxes(boxes_dir)
+        table, orphans = boxes_table(scan, _kaggle_images(out_dir, dirs["kaggle"], set(scan.boxes["stem"])))
+        quarantine = pd.concat([scan.quarantine, orphans], ignore_index=True)
+        names = scan.names_source
+        log.info(
+            "boxes: %d boxes on %d images from %d label files in %s (class names: %s), %d lines quarantined",
+            len(table), table["image_id"].nunique(), scan.files, boxes_dir, names, len(quarantine),
+        )  # fmt: skip
+    write_parquet(table[list(TABLE_COLUMNS)], out_dir / "boxes.parquet")
+    atomic_write_text(out_dir / "boxes_quarantine.csv", quarantine[list(BOX_QUARANTINE)].to_csv(index=False))
+    return {
+        "boxes": len(table),
+        "images": int(table["image_id"].nunique()),
+        "quarantined": len(quarantine),
+        "per_class": {str(k): int(v) for k, v in table["class"].value_counts().sort_index().items()},
+        "class_names": names,
+    }
+
+
+def _kaggle_images(out_dir: Path, kaggle_dir: Path, stems: set[str]) -> pd.DataFrame:
+    """The accepted GRAZPEDWRI-DX images (image_id, stem, width, height, orientation) whose stem has boxes."""
+    from fracture.base.io import read_manifest
+    from fracture.images.decode import read_orientation
+
+    manifest, _ = read_manifest(out_dir / "manifest.parquet")
+    rows = manifest[manifest["source"].astype(str) == "kaggle"]
+    stem = rows["path"].astype(str).map(lambda p: Path(p).stem)
+    rows = rows.assign(stem=stem)[stem.isin(stems).to_numpy()]
+    orientation = [read_orientation(kaggle_dir / p) for p in rows["path"].astype(str)]  # header only, no pixels
+    return rows.assign(orientation=orientation)[["image_id", "stem", "width", "height", "orientation"]]
 
 
 def _ingest_locked(

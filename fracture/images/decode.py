@@ -25,6 +25,7 @@ import numpy as np
 
 from fracture.base.errors import InputError, decoder_failures, first_line, without_reprs
 from fracture.images.dicomlut import displayed_inverted, modality_values, voi_lut_depth
+from fracture.images.geometry import letterbox
 from fracture.images.header import (
     CORRUPT_PIXELS,
     DICOM_SUFFIXES,
@@ -251,18 +252,16 @@ def _letterbox_resize(img: np.ndarray, size: int) -> np.ndarray:
     """Scale the long side to `size`, keeping the aspect ratio (INTER_AREA down, INTER_LINEAR up)."""
     if img.ndim != 2 or min(img.shape) < 1:
         raise ValueError(f"expected a non-empty 2-D image, got shape {img.shape}")
-    h, w = img.shape
-    scale = size / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(img), (new_w, new_h), interpolation=interp)
+    box = letterbox(*img.shape, size)  # the geometry boxes follow too (fracture/images/geometry.py)
+    interp = cv2.INTER_AREA if box.scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(img), (box.new_w, box.new_h), interpolation=interp)
 
 
 def _pad_square(small: np.ndarray, size: int) -> np.ndarray:
     """Centre a uint8 image on a `size` x `size` canvas of zeros (the windowed background)."""
     out = np.zeros((size, size), dtype=np.uint8)
     h, w = small.shape
-    top, left = (size - h) // 2, (size - w) // 2
+    top, left = (size - h) // 2, (size - w) // 2  # geometry.letterbox's offsets
     out[top : top + h, left : left + w] = small
     return out
 

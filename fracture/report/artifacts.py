@@ -45,6 +45,7 @@ class Artifacts:
     explain_index: list[dict] | None = None
     explain_meta: dict | None = None
     explain_dir: Path | None = None
+    localization: dict | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
 
@@ -124,6 +125,7 @@ def load_artifacts(
     model_dir: Path,
     eval_dir: Path,
     explain_dir: Path,
+    localization_path: Path | None = None,
 ) -> Artifacts:
     """Read every artifact the report shows; metrics.json and config.json are required, the rest are optional.
 
@@ -154,6 +156,8 @@ def load_artifacts(
     art.explain_index = _json_or_none(explain_dir / "index.json", missing)
     art.explain_meta = _json_or_none(explain_dir / "meta.json", missing)
     art.explain_dir = explain_dir
+    if localization_path is not None:
+        art.localization = _json_or_none(Path(localization_path), missing)
     art.fingerprints = _fingerprints(
         {
             "model.pt": model_dir / "model.pt",

@@ -173,3 +173,41 @@ def plot_decision_curve(curve: pd.DataFrame) -> str:
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
     return png_base64(fig)
+
+
+_LOCALIZATION_FIGURES = (
+    ("pointing_game", "Pointing game (Grad-CAM peak inside a fracture box, with tolerance)"),
+    ("energy_inside", "Energy inside the fracture boxes (share of positive Grad-CAM mass)"),
+)
+
+
+def _localization_rows(title: str, splits: dict) -> list[dict]:
+    return [
+        {"figure": title, "group": group, **{k: entry.get(k) for k in ("n", "n_patients", "value", "ci", "chance")},
+         "above_chance": entry.get("above_chance")}
+        for group, entry in splits.items()
+    ]  # fmt: skip
+
+
+def localization_context(localization: dict | None, explain_dir: Path | None) -> dict:
+    """The report's localization section: one row per figure and group, and the box overlays inlined."""
+    if not localization:
+        return {}
+    rows = []
+    for key, title in _LOCALIZATION_FIGURES:
+        rows += _localization_rows(title, localization.get(key) or {})
+    for name, by_label in sorted((localization.get("shortcut") or {}).items()):
+        for label, splits in by_label.items():
+            rows += _localization_rows(f"Shortcut attention: share inside {name} boxes, {label}", splits)
+    examples = [{**e, "source": "boxes"} for e in localization.get("examples") or []]
+    figures = gallery(examples, explain_dir)
+    settings = {k: localization.get(k) for k in ("n_cases", "n_patients", "pointing_tolerance_px", "grid", "cell_px")}
+    return {
+        "rows": rows,
+        "examples": figures[0]["items"] if figures else [],
+        **settings,
+        "rule": localization.get("rule"),
+        "chance": localization.get("chance"),
+        "unit": localization.get("unit"),
+        "image_size": localization.get("image_size"),
+    }

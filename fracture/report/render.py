@@ -22,7 +22,7 @@ from fracture.report.endpoints import (
     table_rows,
     target_rows,
 )
-from fracture.report.figures import curve_figures, gallery, plot_history
+from fracture.report.figures import curve_figures, gallery, localization_context, plot_history
 from fracture.report.flowchart import plot_flow
 from fracture.report.tables import (
     PROVENANCE_KEYS,
@@ -150,6 +150,7 @@ def build_context(art: Artifacts) -> dict:
         "study_headline": headline_rows(m, spec=STUDY_HEADLINE),
         "gallery": gallery(art.explain_index, art.explain_dir),
         "explain_meta": art.explain_meta or {},
+        "localization": localization_context(art.localization, art.explain_dir),
         "card": model_card(art),
         "all_metric_keys": other_metric_keys(m),
         "params_yaml": yaml.safe_dump(art.params.to_dict(), sort_keys=False),
@@ -177,6 +178,7 @@ def run_report(
     model_dir: Path,
     eval_dir: Path,
     explain_dir: Path,
+    localization_path: Path | None = None,
 ) -> Path:
     """Write the self-contained report.html (the resolved params are embedded in it, not written beside it).
 
@@ -195,6 +197,7 @@ def run_report(
         model_dir=Path(model_dir),
         eval_dir=Path(eval_dir),
         explain_dir=Path(explain_dir),
+        localization_path=localization_path,
     )
     if art.missing:
         log.warning("report: %d artifact(s) missing, their sections say so: %s", len(art.missing), art.missing)

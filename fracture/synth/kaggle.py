@@ -27,6 +27,7 @@ KAGGLE_COLUMNS = (
 )
 KAGGLE_FLAGS = ("initial_exam", "cast", "diagnosis_uncertain", "osteopenia", "fracture_visible", "metal")
 KAGGLE_PARTS = 4
+LABELS_DIR = "folder_structure/yolov5/labels"  # the detection download's layout, inside the root here
 AO_CODES = (
     "23r-M/2.1",
     "23r-M/3.1",
@@ -149,7 +150,10 @@ def _kaggle_table(rng: np.random.Generator, n: int, positive_fraction: float) ->
 
 
 def plan_kaggle(rng: np.random.Generator, n: int, positive_fraction: float, sides: tuple[int, int]) -> SourcePlan:
-    """GRAZPEDWRI-DX: `dataset.csv` (BOM, 17 columns) + 16-bit PNGs in `images_part1..4` (the last one nested)."""
+    """GRAZPEDWRI-DX: `dataset.csv` (BOM, 17 columns) + 16-bit PNGs in `images_part1..4` (the last one nested).
+
+    Each image also gets its YOLO box file under `folder_structure/yolov5/labels/` (empty when nothing is boxed).
+    """
     rows = _kaggle_table(rng, n, positive_fraction)
     specs = []
     for i, row in enumerate(rows):
@@ -167,6 +171,7 @@ def plan_kaggle(rng: np.random.Generator, n: int, positive_fraction: float, side
                 lateral=row["projection"] == 2,
                 cast=row["cast"] == "1",
                 metal=row["metal"] == "1",
+                labels=f"{LABELS_DIR}/{row['filestem']}.txt",
             )
         )
     table = csv_bytes(KAGGLE_COLUMNS, [[row[c] for c in KAGGLE_COLUMNS] for row in rows], bom=True)

@@ -24,6 +24,7 @@ class ImageSpec:
     cast: bool = False
     metal: bool = False
     copies: tuple[str, ...] = field(default=())  # offline-augmented copies (hospital)
+    labels: str | None = None  # YOLO box labels file to write (GRAZPEDWRI-DX's folder_structure/yolov5/labels)
 
 
 @dataclass(frozen=True)

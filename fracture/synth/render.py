@@ -18,6 +18,19 @@ import numpy as np
 _f = np.float64
 
 
+Box = tuple[float, float, float, float]  # (x_center, y_center, width, height), normalised to the image
+
+
+def _bbox(mask: np.ndarray) -> Box | None:
+    """The normalised YOLO box around the True pixels of a [H, W] mask (pixel i covers [i, i + 1)); None if none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    h, w = mask.shape
+    x0, x1, y0, y1 = cols[0] / w, (cols[-1] + 1) / w, rows[0] / h, (rows[-1] + 1) / h
+    return (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+
+
 @dataclass(frozen=True)
 class _Geometry:
     """Forearm layout on the canvas, px; `u` runs along the forearm towards the hand, `v` across it."""
@@ -147,6 +160,26 @@ def _hand(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, geo: _Geometry
     return out
 
 
+def _fracture_boxes(u: np.ndarray, v: np.ndarray, geo: _Geometry, frac: _Fracture) -> list[Box]:
+    """Boxes around the fracture line where it crosses each broken bone, as a radiologist would draw them.
+
+    Computed from the geometry already drawn (no random draws): the band of the fracture line (`_break`'s signed
+    distance within half the gap, plus the 1 px soft edge) across the bone's width, widened by the displacement.
+    """
+    bones = [(-geo.side * geo.sep / 2, geo.r_radius * 1.45, geo.joint)]  # 1.45: the radius' distal flare
+    if frac.ulna:
+        bones.append((geo.side * geo.sep / 2, geo.r_ulna, geo.joint - 0.035 * geo.h))
+    boxes = []
+    for centre, radius, end in bones:
+        s = (u - _f(frac.u)) * _f(np.cos(frac.phi)) + (v - _f(centre)) * _f(np.sin(frac.phi))
+        band = np.abs(s) <= frac.gap / 2 + 0.5
+        across = np.abs(v - centre) <= radius + abs(frac.shift)
+        box = _bbox(band & across & (u <= end))
+        if box is not None:
+            boxes.append(box)
+    return boxes
+
+
 def _soft_tissue(u: np.ndarray, v: np.ndarray, geo: _Geometry, frac: _Fracture | None) -> np.ndarray:
     """Soft-tissue thickness: a rounded band around the forearm that widens over the hand (and swells at a fracture)."""
     half = _f(geo.tissue) * (1 + _f(0.3) * np.clip((u - _f(geo.joint)) / (0.2 * geo.h), 0, 1))
@@ -163,19 +196,26 @@ def _add_cast(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.nd
     img += sleeve * (_f(0.16) + _f(0.03) * texture)
 
 
-def _add_metal(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray, geo: _Geometry) -> None:
-    """Volar plate with screws on the distal radius: the brightest thing in the image (in place)."""
+def _add_metal(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray, geo: _Geometry) -> Box | None:
+    """Volar plate with screws on the distal radius: the brightest thing in the image (in place); returns its box."""
     v_plate = -geo.side * geo.sep / 2 + geo.r_radius * rng.uniform(-0.3, 0.3)
     u0 = geo.joint - 0.35 * geo.h
     plate = (np.abs(v - v_plate) < 0.025 * geo.w) & (u > u0) & (u < geo.joint - 0.03 * geo.h)
     img += plate * _f(1.2)
+    drawn = plate.copy()
     for k in range(3):
         uc = u0 + (k + 0.5) * 0.1 * geo.h
-        img += ((u - uc) ** 2 + (v - v_plate) ** 2 < (0.02 * geo.w) ** 2) * _f(0.8)
+        screw = (u - uc) ** 2 + (v - v_plate) ** 2 < (0.02 * geo.w) ** 2
+        img += screw * _f(0.8)
+        drawn |= screw
+    return _bbox(drawn)
 
 
-def _add_marker(rng: np.random.Generator, img: np.ndarray) -> None:
-    """Bright side marker ("L"/"R", sometimes boxed) in a random corner, as technicians place them (in place)."""
+def _add_marker(rng: np.random.Generator, img: np.ndarray) -> Box | None:
+    """Bright side marker ("L"/"R", sometimes boxed) in a random corner, as technicians place them (in place).
+
+    Returns the marker's box (a `text` box in GRAZPEDWRI-DX's classes).
+    """
     h, w = img.shape
     scale = min(h, w) * rng.uniform(0.07, 0.11) / 22.0  # Hershey simplex glyphs are ~22 px tall at scale 1
     thick = max(1, round(scale * 2.5))
@@ -192,6 +232,7 @@ def _add_marker(rng: np.random.Generator, img: np.ndarray) -> None:
             mask, (int(x) - pad, int(y) - th - pad), (int(x) + tw + pad, int(y) + pad), 255, max(1, thick // 2)
         )
     np.maximum(img, mask * _f(rng.uniform(1.0, 1.3) / 255), out=img)
+    return _bbox(mask > 0)
 
 
 def _expose(rng: np.random.Generator, density: np.ndarray) -> np.ndarray:
@@ -215,6 +256,7 @@ def make_radiograph(
     lateral: bool = False,
     cast: bool = False,
     metal: bool = False,
+    boxes: list[tuple[str, Box]] | None = None,
 ) -> np.ndarray:
     """Render one synthetic wrist radiograph.
 
@@ -229,6 +271,9 @@ def make_radiograph(
         lateral: lateral projection (radius and ulna overlap).
         cast: draw a plaster cast.
         metal: draw a plate with screws.
+        boxes: when given, gets a (class name, normalised box) for the fracture line on each broken bone, the
+            plate and screws (`metal`) and the side marker (`text`), computed from what was drawn: the random
+            draws and so the image are the same with and without it.
 
     Returns:
         float64 [height, width] in [0, 1], bone bright.
@@ -243,12 +288,17 @@ def make_radiograph(
     density += _f(0.55) * (_forearm(u, v, geo, broken) + _hand(rng, u, v, geo))
     if cast:
         _add_cast(rng, density, u, v, geo)
+    found: list[tuple[str, Box | None]] = (
+        [("fracture", b) for b in _fracture_boxes(u, v, geo, frac)] if fracture else []
+    )
     if metal:
-        _add_metal(rng, density, u, v, geo)
+        found.append(("metal", _add_metal(rng, density, u, v, geo)))
     sigma = min(ch, cw) * rng.uniform(0.002, 0.006)
     density = cv2.GaussianBlur(density, (0, 0), sigma) if sigma > 0.3 else density
     if rng.random() < 0.85:
-        _add_marker(rng, density)
+        found.append(("text", _add_marker(rng, density)))
+    if boxes is not None:
+        boxes.extend((name, box) for name, box in found if box is not None)
     img = _expose(rng, density)
     if (ch, cw) != (height, width):
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -17,6 +17,7 @@ from fracture.base.io import write_json
 from fracture.base.parallel import progress
 from fracture.config import Params, dump_params
 from fracture.sources import SOURCE_DIRS
+from fracture.sources.boxes import CLASS_NAMES
 from fracture.synth.dicom import write_dicom
 from fracture.synth.hospital import plan_hospital
 from fracture.synth.kaggle import plan_kaggle
@@ -53,20 +54,41 @@ def _save(path: Path, image: np.ndarray, kind: str, rng: np.random.Generator, se
         raise OSError(f"{path}: could not write image")
 
 
-def render_spec(spec: ImageSpec, seed: int, source_code: int) -> tuple[np.random.Generator, np.ndarray]:
-    """Render one planned image from its own random stream (independent of every other image)."""
+def render_spec(
+    spec: ImageSpec, seed: int, source_code: int, boxes: list | None = None
+) -> tuple[np.random.Generator, np.ndarray]:
+    """Render one planned image from its own random stream (independent of every other image).
+
+    `boxes`, when given, gets the drawn fracture, metal and marker boxes (render.make_radiograph).
+    """
     rng = np.random.default_rng([_entropy(seed), source_code, 1, spec.key])
     image = make_radiograph(
-        rng, spec.height, spec.width, spec.fracture, lateral=spec.lateral, cast=spec.cast, metal=spec.metal
+        rng,
+        spec.height,
+        spec.width,
+        spec.fracture,
+        lateral=spec.lateral,
+        cast=spec.cast,
+        metal=spec.metal,
+        boxes=boxes,
     )
     return rng, image
+
+
+def yolo_lines(boxes: list) -> str:
+    """A YOLO labels file: `class x_center y_center width height` per box, class indices in GRAZPEDWRI-DX's order."""
+    return "".join(f"{CLASS_NAMES.index(name)} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f}\n" for name, (xc, yc, w, h) in boxes)
 
 
 def write_source(root: Path, plan: SourcePlan, seed: int, source_code: int) -> None:
     """Render and write every image of a plan, then its text files (CSV tables, junk files)."""
     for spec in progress(plan.specs, total=len(plan.specs), desc=f"synth {root.name}"):
-        rng, image = render_spec(spec, seed, source_code)
+        boxes: list = []
+        rng, image = render_spec(spec, seed, source_code, boxes)
         _save(root / spec.rel_path, image, spec.kind, rng, seed, spec.key)
+        if spec.labels is not None:
+            (root / spec.labels).parent.mkdir(parents=True, exist_ok=True)
+            (root / spec.labels).write_text(yolo_lines(boxes), encoding="ascii", newline="\n")
         for rel in spec.copies:
             _save(root / rel, augment_copy(rng, image), "png8", rng, seed, spec.key)
     for rel, data in plan.texts.items():

@@ -43,6 +43,7 @@ from fracture.base.io import atomic_write_text, read_manifest, resolve_image_pat
 from fracture.base.parallel import parallel_map
 from fracture.config import SOURCES, Params, ValidateParams, dump_params
 from fracture.contracts.schema import MANIFEST_COLUMNS
+from fracture.validate.boxes import BOX_SEVERITY, build_box_suite
 from fracture.validate.page import render_results_page
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
     "images_not_blank": "blocking",
     "age_range": "warning",
     "class_balance": "warning",
+    **BOX_SEVERITY,  # boxes.parquet beside the manifest (fracture/validate/boxes.py)
 }
 
 
@@ -341,6 +343,23 @@ def run_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite, docs_dir: Path) -
     return sorted(results, key=lambda r: order[r.expectation_config.meta["name"]])
 
 
+def box_results(
+    boxes_path: Path, manifest: pd.DataFrame, severity: Mapping[str, Severity]
+) -> list[ExpectationValidationResult]:
+    """The box suite's results on boxes.parquet beside the manifest; none when ingest wrote no box table."""
+    if not boxes_path.is_file():
+        return []
+    from fracture.base.io import read_parquet
+
+    boxes = read_parquet(boxes_path)
+    if boxes.empty:
+        return []
+    ids = sorted(manifest["image_id"].dropna().astype(str).unique()) if "image_id" in manifest.columns else []
+    suite = build_box_suite(lambda name: _meta(name, severity), ids)
+    with tempfile.TemporaryDirectory() as docs:  # the manifest's Data Docs site stays the one published
+        return run_suite(boxes, suite, Path(docs))
+
+
 def _jsonable(obj: Any) -> Any:
     """Plain JSON values: numpy scalars unwrapped, NaN/NA -> None, unknown objects -> str."""
     if isinstance(obj, Mapping):
@@ -499,6 +518,7 @@ def run_validate(params: Params, manifest_path: Path, out_dir: Path, data_root: 
     frame = add_check_columns(typed, images)
     sources = sorted(typed["source"].dropna().astype(str).unique()) if "source" in typed.columns else []
     results = _build_docs_into(Path(out_dir), frame, build_suite(params.validate_, sources))
+    results += box_results(Path(manifest_path).with_name("boxes.parquet"), typed, severity)
     entries = [result_entry(r) for r in results]
     entries.insert(2, column_types_result(bad_types, severity))  # after not_empty, columns_present
     finish_image_entries(entries, images, typed)

@@ -245,3 +245,41 @@ def test_run_explain_refuses_a_cache_of_another_size(explain_inputs, tmp_path):
     (tmp_path / "cache" / "meta.json").write_text(json.dumps({**meta, "image_size": 32}))
     with pytest.raises(InputError, match="32 px but the model takes 64 px"):
         run_explain(params, root / "model", root / "eval", tmp_path / "cache", tmp_path / "out")
+
+
+def test_run_explain_with_boxes_writes_localization_and_box_overlays(explain_inputs, tmp_path):
+    import json
+
+    from fracture.explain import LOCALIZATION_FILE, run_explain
+    from fracture.base.io import write_parquet
+
+    params, root = explain_inputs
+    preds = predictions_frame().assign(
+        pred=lambda d: (d["prob"] >= 0.5).astype(int), cluster_id=lambda d: d["image_id"]
+    )
+    (root / "eval-boxes").mkdir(exist_ok=True)
+    write_parquet(preds, root / "eval-boxes" / "predictions.parquet")
+    boxed = ["kTP0", "kTP1", "kFN0", "kFP0", "kTN0", "val0"]  # val0: never scored (not test)
+    boxes = pd.DataFrame(
+        {
+            "image_id": boxed + ["kTN0"],
+            "class": ["fracture", "fracture", "fracture", "text", "text", "fracture", "metal"],
+            "x": 0.5, "y": 0.5, "w": 0.25, "h": 0.25, "image_width": 200, "image_height": 100,
+            "file": "f.txt", "line": 1,
+        }
+    )  # fmt: skip
+    write_parquet(boxes, tmp_path / "boxes.parquet")
+    run_explain(
+        params, root / "model", root / "eval-boxes", root / "cache", tmp_path / "out", tmp_path / "boxes.parquet"
+    )
+    loc = json.loads((tmp_path / "out" / LOCALIZATION_FILE).read_text())
+    assert loc["n_cases"] == 5 and loc["pointing_tolerance_px"] == params.explain.pointing_tolerance_px
+    assert loc["pointing_game"]["all"]["n"] == 3 and set(loc["pointing_game"]) >= {"all", "TP", "FN"}
+    assert loc["energy_inside"]["all"]["chance"] == pytest.approx(16 * 8 / 64**2)  # a 16 x 8 px box on 64 x 64
+    assert set(loc["shortcut"]["text"]) == {"negatives"} and loc["shortcut"]["metal"]["negatives"]["all"]["n"] == 1
+    assert sorted(e["category"] for e in loc["examples"]) == ["FN", "TP", "TP"]
+    for e in loc["examples"]:
+        assert (tmp_path / "out" / e["file"]).is_file()
+    run_explain(params, root / "model", root / "eval-boxes", root / "cache", tmp_path / "out")
+    assert not (tmp_path / "out" / LOCALIZATION_FILE).exists(), "figures of an earlier run with boxes were left"
+    assert not list((tmp_path / "out").glob("boxes_*.png"))

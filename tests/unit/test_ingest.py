@@ -276,3 +276,41 @@ def test_fallback_rows_inherit_the_one_patient_known_in_their_group() -> None:
     assert still == [False, False, False, False, True, True]
     assert rows[1] == {**rows[0], "group_id": "g1"}
     assert rows[4]["patient_id"] == "hospital:fallback-g2" and rows[5]["patient_id"] == "hospital:fallback-g3"
+
+
+def test_kaggle_boxes_land_upright_in_boxes_parquet_and_bad_lines_are_quarantined(tmp_path, serial, caplog):
+    from PIL import Image
+
+    from fracture.base.io import read_manifest, read_parquet
+
+    root = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A), kaggle_record(STEM_B)])
+    im = Image.fromarray(np.zeros((100, 300), np.uint8))  # stored 300 wide, 100 tall, shown rotated 90 clockwise
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(root / f"images_part1/images_part1/{STEM_B}.png", exif=exif.tobytes())
+    labels = tmp_path / "folder_structure" / "yolov5" / "labels"
+    labels.mkdir(parents=True)
+    (labels / f"{STEM_A}.txt").write_text("3 0.25 0.5 0.1 0.2\r\n8 0.9 0.1 0.05 0.05 \r\n")
+    (labels / f"{STEM_B}.txt").write_text("3 0.2 0.1 0.1 0.2\n12 0.5 0.5 0.1 0.1\n")
+    (labels / "0099_0000000000_01_WRI-L1_M011.txt").write_text("3 0.5 0.5 0.1 0.1\n")
+    summary = run_ingest(serial, tmp_path / "out", kaggle_dir=root, boxes_dir=labels)
+    manifest, _ = read_manifest(tmp_path / "out" / "manifest.parquet")
+    ids = dict(zip(manifest["path"].map(lambda p: Path(p).stem), manifest["image_id"], strict=True))
+    boxes = read_parquet(tmp_path / "out" / "boxes.parquet")
+    b = boxes[boxes["image_id"] == ids[STEM_B]].iloc[0]
+    assert b["class"] == "fracture" and (b["x"], b["y"], b["w"], b["h"]) == pytest.approx((0.9, 0.2, 0.2, 0.1))
+    assert (b["image_width"], b["image_height"]) == (100, 300)
+    assert sorted(boxes[boxes["image_id"] == ids[STEM_A]]["class"]) == ["fracture", "text"]
+    quarantine = pd.read_csv(tmp_path / "out" / "boxes_quarantine.csv")
+    assert sorted(quarantine["reason"]) == ["class 12 out of range 0..8", "no accepted image with this file stem"]
+    assert summary["boxes"] == {
+        "boxes": 3, "images": 2, "quarantined": 2, "per_class": {"fracture": 2, "text": 1},
+        "class_names": "documented order",
+    }  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("INFO", logger="fracture.ingest"):
+        summary = run_ingest(serial, tmp_path / "out", kaggle_dir=root, boxes_dir=tmp_path / "missing")
+    assert read_parquet(tmp_path / "out" / "boxes.parquet").empty and summary["boxes"]["boxes"] == 0
+    assert [r.message for r in caplog.records if r.message.startswith("boxes:")] == [
+        f"boxes: none (no label files in {tmp_path / 'missing'})"
+    ]

@@ -687,3 +687,28 @@ def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
             path = template.replace("${paths.eval}", eval_path)
             columns = set(pd.read_csv(tmp_path / path, nrows=1).columns)
             assert {spec["x"], *([y] if isinstance(y, str) else y)} <= columns, path
+
+
+def test_localization_section_shows_the_figures_and_box_overlays(tmp_path, report_params, report_inputs):
+    from fracture.explain import run_explain
+    from fracture.base.io import read_parquet, write_parquet
+
+    preds = read_parquet(report_inputs["eval_dir"] / "predictions.parquet")
+    test = preds[(preds["split"] == "test") & (preds["label"] == 1)].head(6)
+    boxes = pd.DataFrame(
+        {
+            "image_id": test["image_id"].astype(str).tolist(), "class": "fracture",
+            "x": 0.5, "y": 0.5, "w": 0.3, "h": 0.3, "image_width": 100, "image_height": 100, "file": "f.txt", "line": 1,
+        }
+    )  # fmt: skip
+    write_parquet(boxes, tmp_path / "boxes.parquet")
+    explain_dir, loc = tmp_path / "explain", tmp_path / "localization.json"
+    model, cache = report_inputs["model_dir"], report_inputs["model_dir"].parent / "cache"
+    run_explain(report_params, model, report_inputs["eval_dir"], cache, explain_dir, tmp_path / "boxes.parquet", loc)
+    inputs = {**report_inputs, "explain_dir": explain_dir}
+    html = run_report(report_params, tmp_path / "r.html", **inputs, localization_path=loc).read_text()
+    section = html[html.index('id="localization"') :]
+    assert 'data-table="localization"' in section and "Pointing game" in section
+    assert "Grad-CAM with boxes" in section and "fracture lime" in section
+    missing = run_report(report_params, tmp_path / "r2.html", **report_inputs).read_text()
+    assert "No localization figures" in missing

@@ -294,7 +294,7 @@ def test_rerun_replaces_a_previous_output_and_cleans_a_killed_run(tmp_path, para
     counts = run_synth(params, out, seed=2)
     second = _file_hashes(out / "GRAZPEDWRI-DX")
     assert not set(first) - {"dataset.csv"} & set(second)  # no stale image of the first run survives
-    assert len(second) == counts["kaggle"]["images"] + 1
+    assert len(second) == 2 * counts["kaggle"]["images"] + 1  # each image, its YOLO labels file, dataset.csv
     assert not list(out.glob(".synth-tmp-*")) and (out / "keep.txt").read_text() == "not ours"
 
 
@@ -316,6 +316,43 @@ def test_make_radiograph_contract_and_fracture_is_the_only_difference() -> None:
     assert 0.005 < diff.mean() < 0.3  # a localised change, not a different picture
     big = make_radiograph(np.random.default_rng(5), 2500, 2000, fracture=True, cast=True, metal=True)
     assert big.shape == (2500, 2000) and big.dtype == np.float64
+
+
+def test_boxes_frame_the_drawn_fracture_marker_and_metal_without_changing_the_image() -> None:
+    found = []
+    for seed in range(40):
+        boxes: list = []
+        with_boxes = make_radiograph(np.random.default_rng(seed), 200, 150, True, metal=True, boxes=boxes)
+        assert np.array_equal(with_boxes, make_radiograph(np.random.default_rng(seed), 200, 150, True, metal=True))
+        intact = make_radiograph(np.random.default_rng(seed), 200, 150, False, metal=True)
+        changed = np.abs(with_boxes - intact) > 0.1  # the fracture line and the displaced fragment
+        for name, (xc, yc, w, h) in boxes:
+            assert 0 <= xc - w / 2 and xc + w / 2 <= 1 and 0 <= yc - h / 2 and yc + h / 2 <= 1
+            x0, x1, y0, y1 = (
+                round((xc - w / 2) * 150),
+                round((xc + w / 2) * 150),
+                round((yc - h / 2) * 200),
+                round((yc + h / 2) * 200),
+            )
+            inside = with_boxes[y0:y1, x0:x1]
+            if name == "fracture":
+                assert changed[y0:y1, x0:x1].mean() > 0.1  # the break is inside its box
+            else:  # the marker and the plate are the brightest things drawn
+                assert np.quantile(inside, 0.9) > np.quantile(with_boxes, 0.8)
+            found.append(name)
+    assert {"fracture", "metal", "text"} <= set(found)
+
+
+def test_kaggle_synth_writes_yolo_labels_for_every_image(raw: Path, graz_rows: list[dict]) -> None:
+    from fracture.sources.boxes import scan_boxes
+
+    labels = raw / "GRAZPEDWRI-DX" / "folder_structure" / "yolov5" / "labels"
+    scan = scan_boxes(labels)
+    assert scan.files == len(graz_rows) and scan.quarantine.empty
+    positives = {r["filestem"] for r in graz_rows if r["fracture_visible"] == "1"}
+    boxed = set(scan.boxes.loc[scan.boxes["class"] == "fracture", "stem"])
+    assert boxed == positives  # a fracture box exactly where a fracture is drawn
+    assert (scan.boxes["class"] == "text").sum() > len(graz_rows) / 2
 
 
 def test_quantisers_map_the_unit_range_onto_the_target_range() -> None:

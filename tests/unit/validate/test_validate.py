@@ -247,3 +247,28 @@ def _bool_entry() -> dict:
     kwargs = {"column_set": ["a"], "exact_match": False}
     details = {"engine": "great_expectations", "expectation": "expect_table_columns_to_match_set", "kwargs": kwargs}
     return {"name": "columns_present", "severity": "blocking", "success": True, "observed": ["a"], "details": details}
+
+
+def test_box_table_is_checked_by_great_expectations(tmp_path) -> None:
+    from fracture.base.io import write_parquet
+    from fracture.validate.run import box_results
+
+    manifest = pd.DataFrame({"image_id": ["a", "b"]})
+    boxes = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "ghost"],
+            "class": ["fracture", "text", "cast"],
+            "x": [0.5, 1.5, 0.5], "y": 0.5, "w": 0.1, "h": 0.1,
+            "image_width": [100, 100, 0], "image_height": 100, "file": "f.txt", "line": 1,
+        }
+    )  # fmt: skip
+    write_parquet(boxes, tmp_path / "boxes.parquet")
+    entries = {e["name"]: e for e in map(result_entry, box_results(tmp_path / "boxes.parquet", manifest, {
+        **DEFAULT_SEVERITY}))}  # fmt: skip
+    failed = sorted(name for name, e in entries.items() if not e["success"])
+    assert failed == [
+        "boxes_class_known", "boxes_image_known", "boxes_inside_image:x", "boxes_upright_size:image_width"
+    ]  # fmt: skip
+    assert entries["boxes_class_known"]["severity"] == "warning"
+    assert entries["boxes_image_known"]["severity"] == "blocking"
+    assert box_results(tmp_path / "none.parquet", manifest, DEFAULT_SEVERITY) == []
