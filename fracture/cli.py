@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
+from fracture.tune import command as tune_cli
 from fracture.vocab import BODY_PARTS
 
 VERBOSE_FLAGS = ("-v", "--verbose")
@@ -181,6 +182,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "pipeline_compile": ("fracture pipeline compile --out training_pipeline.yaml",),
     "pipeline_run_local": ("fracture pipeline run-local --out data/kfp-local",),
     "pipeline_submit": ("fracture pipeline submit --host https://kfp.example.org --experiment fracture",),
+    **tune_cli.EXAMPLES,
 }
 
 
@@ -469,7 +471,6 @@ def promote(
     from fracture.infravalidate.version import InfraData
     from fracture.registry.aliases import run_promote
 
-    infra = InfraData(manifest, data_root)
     run_promote(
         cfg,
         name,
@@ -478,7 +479,7 @@ def promote(
         dry_run=dry_run,
         force=force,
         reason=reason,
-        infra=infra,
+        infra=InfraData(manifest, data_root),
         allow_different_test_set=allow_different_test_set,
     )
 
@@ -537,9 +538,7 @@ def deploy(
     alias: Annotated[str, typer.Option(help="Registry alias of the version to deploy.")] = "champion",
     version: Annotated[int | None, typer.Option(help="Version to deploy (instead of --alias).")] = None,
     name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
-    namespace: Annotated[
-        str | None, typer.Option(help="Kubernetes namespace (default: params deploy.namespace).")
-    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace (default: deploy.namespace).")] = None,
     canary: Annotated[
         bool, typer.Option(help="Roll out as a canary (deploy.canary_traffic_percent of traffic).")
     ] = True,
@@ -656,5 +655,6 @@ def demo_summary(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     print_summary(cfg)
 
 
+app.command("tune", epilog=examples("tune"))(step(tune_cli.tune))  # its options and body: fracture/tune/
 if __name__ == "__main__":
     app()

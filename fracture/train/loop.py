@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +86,8 @@ def epoch_metrics(row: dict[str, float], seconds: float) -> dict[str, float]:
     }
 
 
-def _run_epoch(s: Session, prog: LoopState) -> None:
-    """Train, validate, record, checkpoint one epoch (rank 0 writes)."""
+def _run_epoch(s: Session, prog: LoopState) -> float:
+    """Train, validate, record, checkpoint one epoch (rank 0 writes); return its wall time, s."""
     start = time.perf_counter()
     s.train_dl.sampler.set_epoch(prog.epoch)
     train_loss = train_one_epoch(s.net, s.train_dl, s.opt, s.rt, s.params.train, s.train_dl.dataset.prep)
@@ -98,20 +99,29 @@ def _run_epoch(s: Session, prog: LoopState) -> None:
     if s.rt.is_main:
         log.info("epoch %(epoch)d: train_loss %(train_loss).4f val_loss %(val_loss).4f val_auroc %(val_auroc).4f", row)
         # Wall time goes to MLflow only: the model dir (history, checkpoints) stays a pure function of the inputs.
-        s.tracker.log_metrics(epoch_metrics(row, time.perf_counter() - start), step=prog.epoch)
+        seconds = time.perf_counter() - start
+        s.tracker.log_metrics(epoch_metrics(row, seconds), step=prog.epoch)
         if improved:
             save_checkpoint(s.out_dir / "checkpoints" / "best.pt", s.model.state_dict())
         payload = checkpoint_payload(s.model, s.opt, prog, s.generator, s.key)
         save_checkpoint(s.out_dir / "checkpoints" / "last.pt", payload)
     if s.rt.distributed:
         dist.barrier()
+    return time.perf_counter() - start
 
 
-def fit(s: Session, prog: LoopState) -> LoopState:
-    """Epochs until `train.epochs` or early stopping on val AUROC."""
+# Called after each epoch's checkpoint with the epoch's history row and its wall time (s): a hyperparameter
+# search reports val AUROC to its scheduler this way (fracture.tune), without a loop of its own.
+EpochCallback = Callable[[dict[str, float], float], None]
+
+
+def fit(s: Session, prog: LoopState, on_epoch: EpochCallback | None = None) -> LoopState:
+    """Epochs until `train.epochs` or early stopping on val AUROC; `on_epoch` hears of every epoch run."""
     tp = s.params.train
     while prog.epoch < tp.epochs and not prog.should_stop(tp.early_stopping_patience):
-        _run_epoch(s, prog)
+        seconds = _run_epoch(s, prog)
+        if on_epoch is not None:
+            on_epoch(prog.history[-1], seconds)
     if prog.should_stop(tp.early_stopping_patience) and prog.epoch < tp.epochs:
         log.info("early stop after epoch %d (best val AUROC at epoch %d)", prog.epoch, prog.best_epoch)
     return prog
