@@ -22,7 +22,7 @@ from fracture.errors import GateError, InputError
 from fracture.io import write_json
 from fracture.tracking import GIT_COMMIT_TAG, Tracker, flatten, git_commit, params_hash, run_name
 from fracture.train.loader import load_training_data
-from fracture.tune.runs import SEARCH_TAG, TrialRuns, stopped_early
+from fracture.tune.runs import SEARCH_TAG, TrialRuns, error_line, stopped_early
 from fracture.tune.space import SearchSpace, dvc_overrides, load_space, ray_param_space, trial_params
 from fracture.tune.trial import train_trial
 
@@ -92,26 +92,31 @@ def _tuner(params: Params, space: SearchSpace, trainable: Any, callback: TrialRu
     return tune.Tuner(trainable, param_space=ray_param_space(space), tune_config=tune_config, run_config=run_config)
 
 
-def summarise(results: Any) -> pd.DataFrame:
-    """One row per trial: id, status, epochs run, best val AUROC and its epoch, whether ASHA stopped it, recipe."""
-    rows = []
-    for r in results:
-        history = r.metrics_dataframe if r.metrics_dataframe is not None else pd.DataFrame()
-        scored = history.dropna(subset=[METRIC]) if METRIC in history else history.iloc[0:0]
-        best = scored.loc[scored[METRIC].idxmax()] if len(scored) else None
-        last = r.metrics or {}
-        rows.append(
-            {
-                "trial_id": last.get("trial_id") or Path(r.path).name,
-                "status": "error" if r.error else "finished",
-                "epochs": int(last.get("epoch", 0)),
-                "best_val_auroc": float(best[METRIC]) if best is not None else float("nan"),
-                "best_epoch": int(best["epoch"]) if best is not None else 0,
-                "stopped_early": (not r.error) and stopped_early(last),
-                "error": str(r.error).strip().splitlines()[-1][:300] if r.error else "",
-                **{f"config.{k}": v for k, v in r.config.items()},
-            }
-        )
+def trial_row(trial: Any, history: pd.DataFrame | None) -> dict[str, Any]:
+    """One trial as a row: id, status, epochs run, best val AUROC and its epoch, whether ASHA stopped it, recipe."""
+    failed = trial.status == "ERROR"
+    last = trial.last_result or {}
+    history = history if history is not None and METRIC in history else pd.DataFrame({METRIC: [], "epoch": []})
+    scored = history.dropna(subset=[METRIC])
+    best = scored.loc[scored[METRIC].idxmax()] if len(scored) else None
+    return {
+        "trial_id": trial.trial_id,
+        "status": "error" if failed else "finished",
+        "epochs": int(last.get("epoch", 0)),
+        "best_val_auroc": float(best[METRIC]) if best is not None else float("nan"),
+        "best_epoch": int(best["epoch"]) if best is not None else 0,
+        "stopped_early": not failed and stopped_early(last),
+        "error": error_line(trial) if failed else "",
+        **{f"config.{k}": v for k, v in trial.config.items()},
+    }
+
+
+def summarise(state_dir: Path) -> pd.DataFrame:
+    """One row per trial of the search in `state_dir`, sorted by trial id (Ray's experiment state, read back)."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(state_dir))
+    rows = [trial_row(t, analysis.trial_dataframes.get(t.trial_id)) for t in analysis.trials]
     return pd.DataFrame(rows).sort_values("trial_id", kind="stable").reset_index(drop=True)
 
 
@@ -223,7 +228,8 @@ def run_tune(
                 log.warning("--resume: no search to restore in %s; starting afresh", state)
             tuner = _tuner(params, space, trainable, callback, out_dir, trials)
         try:
-            table = summarise(tuner.fit())
+            tuner.fit()
+            table = summarise(state)
             summary = _write_best(params, table, out_dir)
         except BaseException:
             parent.end("KILLED")

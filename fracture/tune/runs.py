@@ -24,6 +24,7 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the child un
 TRIAL_TAG = "fracture.tune.trial_id"
 SEARCH_TAG = "fracture.tune.search"  # on the parent: which search dir it records (found again on --resume)
 STOPPED_EARLY_TAG = "fracture.tune.stopped_early"
+RESUMED_TAG = "fracture.tune.resumed_from_epoch"  # a restored search continued the trial from this checkpoint
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -98,15 +99,16 @@ class TrialRuns(Callback):
             self._safe("update", lambda: self._client.update_run(run_id, status="RUNNING"))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        """Log an epoch's metrics at step = epoch."""
-        from mlflow.entities import Metric
+        """Log an epoch's metrics at step = epoch (and, on a continued trial, the epoch it continued from)."""
+        from mlflow.entities import Metric, RunTag
 
         run_id = self._run_id(trial)
         if not run_id or "val_auroc" not in result:
             return
         stamp = int(result.get("timestamp", 0) * 1000)
         items = [Metric(k, float(v), stamp, int(result["epoch"])) for k, v in trial_metrics(result).items() if v == v]
-        self._safe("log_metrics", lambda: self._client.log_batch(run_id, metrics=items))
+        tags = [RunTag(RESUMED_TAG, str(result["resumed_from"]))] if result.get("resumed_from") else []
+        self._safe("log_metrics", lambda: self._client.log_batch(run_id, metrics=items, tags=tags))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """FINISHED; tagged with whether ASHA stopped it and after how many epochs."""

@@ -64,7 +64,7 @@ def train_trial(config: dict[str, Any], base: dict, data: dict[str, str], out_di
         s = build_session(params, rt, images, rows, Path(out_dir) / TRIALS_DIR / trial_id)
         s.tracker = Tracker(enabled=False)  # the driver owns the MLflow runs
         prog = maybe_resume(s, resume=True)  # no checkpoint yet: a fresh start
-        n_train = len(s.train_dl.dataset)
+        n_train, resumed_from = len(s.train_dl.dataset), prog.epoch
         reported: list[int] = []
 
         def done() -> bool:
@@ -72,8 +72,8 @@ def train_trial(config: dict[str, Any], base: dict, data: dict[str, str], out_di
 
         def report(row: dict[str, float], seconds: float) -> None:
             reported.append(int(row["epoch"]))
-            tune.report(epoch_report(row, seconds, n_train, done()))
+            tune.report(epoch_report(row, seconds, n_train, done(), resumed_from))
 
         fit(s, prog, on_epoch=report)
         if not reported and prog.history:  # restored after its last epoch: Ray still needs a result
-            tune.report(epoch_report(prog.history[-1], 0.0, n_train, done()))
+            tune.report(epoch_report(prog.history[-1], 0.0, n_train, done(), resumed_from))
