@@ -1,6 +1,6 @@
-"""Run the CPU benchmarks 1-6 (`make bench`), write one JSON per benchmark plus summary.json, print a table.
+"""Run the CPU benchmarks (1-6 and 8) (`make bench`), write one JSON per benchmark plus summary.json, print a table.
 
-    .venv/bin/python -m benchmarks.run_all                      # all six, results in benchmarks/results/
+    .venv/bin/python -m benchmarks.run_all                      # all seven, results in benchmarks/results/
     .venv/bin/python -m benchmarks.run_all --only loader ingest # a subset
     .venv/bin/python -m benchmarks.run_all --quick              # tiny sizes (smoke run), results in a temp dir
 
@@ -31,6 +31,7 @@ BENCHMARKS = {
     "bootstrap": "benchmarks.bench_bootstrap",
     "ingest": "benchmarks.bench_ingest",
     "dvc_noop": "benchmarks.bench_dvc_noop",
+    "tune": "benchmarks.bench_tune",
 }
 RESULTS_DIR = REPO / "benchmarks" / "results"
 
@@ -104,7 +105,7 @@ def summarise(results: list[dict[str, Any]], quick: bool, seconds: float) -> dic
 
 
 def earlier_results(out_dir: Path, ran: list[str] | None) -> list[dict[str, Any]]:
-    """With --only: the other benchmarks' results already in `out_dir`, so summary.json still covers all six."""
+    """With --only: the other benchmarks' results already in `out_dir`, so summary.json still covers them all."""
     from fracture.errors import InputError
     from fracture.io import read_json
 

@@ -61,3 +61,17 @@ def test_ray_versions_agree_with_the_lock_file(rayjob):
     for group in workers:
         (container,) = group["template"]["spec"]["containers"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1  # one trial per GPU worker (gpu: auto)
+
+
+def test_the_search_claim_validates_and_is_what_every_node_mounts(rayjob):
+    import kubernetes_validate
+
+    claim = yaml.safe_load((REPO / "infra" / "ray" / "search-pvc.yaml").read_text())
+    kubernetes_validate.validate(claim, "1.31.0", strict=True)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    spec = rayjob["spec"]["rayClusterSpec"]
+    pods = [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
+    for pod in pods:
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "tune"]
+        assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+        assert {"name": "tune", "mountPath": "/mnt/tune"} in pod["containers"][0]["volumeMounts"]
