@@ -231,7 +231,10 @@ def run_tune(
             tuner.fit()
             table = summarise(state)
             summary = _write_best(params, table, out_dir)
-        except BaseException:
+        except Exception:
+            parent.end("FAILED")
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM
             parent.end("KILLED")
             raise
         _finish_parent(parent, summary, out_dir)

@@ -27,19 +27,22 @@ log = logging.getLogger(__name__)
 TRIALS_DIR = "trials"  # under the search's --out: one checkpoint dir per trial id
 
 
-def epoch_report(row: dict[str, float], seconds: float, n_train: int, loop_done: bool) -> dict[str, Any]:
+def epoch_report(
+    row: dict[str, float], seconds: float, n_train: int, loop_done: bool, resumed_from: int
+) -> dict[str, Any]:
     """What a trial reports to Ray after an epoch (ASHA reads `val_auroc` at `epoch`).
 
     `loop_done`: the loop itself ends after this epoch (its last epoch, or early stopping on patience), so a
-    trial that ends without it was stopped by ASHA.
+    trial that ends without it was stopped by ASHA. `resumed_from`: the checkpoint's epoch this process
+    continued from (0: a fresh start).
     """
-    throughput = n_train / max(seconds, 1e-9)
     return {
         **row,
         "epoch": int(row["epoch"]),
         "epoch_seconds": seconds,
-        "images_per_s": throughput,
+        "images_per_s": n_train / max(seconds, 1e-9),
         "loop_done": loop_done,
+        "resumed_from": resumed_from,
     }
 
 

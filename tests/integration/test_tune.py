@@ -23,8 +23,10 @@ import torch
 import yaml
 
 from fracture.config import dump_params, load_params
+from fracture.errors import InputError
 from fracture.io import read_json
 from fracture.train import run_train
+from fracture.tune.run import run_tune
 from tests.procs import wait_until
 from tests.unit.test_train import TINY, write_tiny_dataset
 
@@ -81,18 +83,19 @@ def search(make_params, tmp_path_factory) -> dict:
     (killed_at,) = [d for d in (root / "out" / "trials").iterdir() if (d / "checkpoints" / "last.pt").exists()]
     epoch_at_kill = torch.load(killed_at / "checkpoints" / "last.pt", weights_only=True)["epoch"]
 
-    again = subprocess.run(_cmd(data, root), env=env, capture_output=True, text=True, timeout=60)
     resumed = subprocess.run(_cmd(data, root, "--resume"), env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     return {
-        "root": root, "data": data, "params": params, "env": env, "again": again, "resumed": resumed,
+        "root": root, "data": data, "params": params, "env": env, "resumed": resumed,
         "killed_at": killed_at.name, "epoch_at_kill": epoch_at_kill,
     }  # fmt: skip
 
 
 def test_a_search_dir_is_not_overwritten_without_resume(search):
-    assert search["again"].returncode == 2
-    assert "holds a search already; pass --resume" in search["again"].stderr
+    root, data = search["root"], search["data"]
+    args = (root / "space.yaml", data["manifest"], data["splits"], data["cache"], root / "out", 1)
+    with pytest.raises(InputError, match="holds a search already; pass --resume"):
+        run_tune(search["params"], *args)
 
 
 def test_asha_stops_the_planted_trial_and_the_failing_one_is_recorded(search):
