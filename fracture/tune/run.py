@@ -196,17 +196,10 @@ def run_tune(
     Returns:
         best.json's content, plus `mlflow_run_id` (the parent run).
     """
-    from ray import tune
-
     space = load_space(space_path, params)
     if trials < 1:
         raise InputError(f"--trials: need at least 1, got {trials}")
-    out_dir = Path(out_dir).resolve()
-    data = {
-        k: str(Path(p).resolve())
-        for k, p in (("manifest", manifest_path), ("splits", splits_path), ("cache", cache_dir))
-    }
-    load_training_data(params, Path(data["manifest"]), Path(data["splits"]), Path(data["cache"]))  # fail fast
+    out_dir, data = Path(out_dir).resolve(), resolve_inputs(params, manifest_path, splits_path, cache_dir)
     state = out_dir / SEARCH_DIR
     if state.exists() and not resume:
         raise InputError(f"{state}: holds a search already; pass --resume to continue it, or choose another --out")
@@ -214,23 +207,10 @@ def run_tune(
     started = init_ray()
     try:
         parent = _start_parent(params, space, Path(space_path), out_dir, resume)
-        experiment_id = _experiment_id(parent)
-        callback = TrialRuns(parent.uri, experiment_id, parent.run_id or "", str(out_dir))
-        trainable = tune.with_resources(
-            tune.with_parameters(train_trial, base=params.to_dict(), data=data, out_dir=str(out_dir)),
-            trial_resources(space),
-        )
-        if resume and tune.Tuner.can_restore(str(state)):
-            log.info("restoring the search in %s", state)
-            tuner = tune.Tuner.restore(str(state), trainable, resume_unfinished=True, resume_errored=False)
-        else:
-            if resume:
-                log.warning("--resume: no search to restore in %s; starting afresh", state)
-            tuner = _tuner(params, space, trainable, callback, out_dir, trials)
+        tuner = _restore_or_create(params, space, parent, data, out_dir, trials, resume)
         try:
             tuner.fit()
-            table = summarise(state)
-            summary = _write_best(params, table, out_dir)
+            summary = _write_best(params, summarise(state), out_dir)
         except Exception:
             parent.end("FAILED")
             raise
@@ -244,6 +224,33 @@ def run_tune(
             import ray
 
             ray.shutdown()
+
+
+def resolve_inputs(params: Params, manifest_path: Path, splits_path: Path, cache_dir: Path) -> dict[str, str]:
+    """Absolute input paths (a trial runs in Ray's working directory), checked by loading them once, here."""
+    data = {"manifest": manifest_path, "splits": splits_path, "cache": cache_dir}
+    data = {k: str(Path(p).resolve()) for k, p in data.items()}
+    load_training_data(params, Path(data["manifest"]), Path(data["splits"]), Path(data["cache"]))  # fail fast
+    return data
+
+
+def _restore_or_create(
+    params: Params, space: SearchSpace, parent: Tracker, data: dict, out_dir: Path, trials: int, resume: bool
+) -> Any:
+    from ray import tune
+
+    state = out_dir / SEARCH_DIR
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, base=params.to_dict(), data=data, out_dir=str(out_dir)),
+        trial_resources(space),
+    )
+    if resume and tune.Tuner.can_restore(str(state)):
+        log.info("restoring the search in %s", state)
+        return tune.Tuner.restore(str(state), trainable, resume_unfinished=True, resume_errored=False)
+    if resume:
+        log.warning("--resume: no search to restore in %s; starting afresh", state)
+    callback = TrialRuns(parent.uri, _experiment_id(parent), parent.run_id or "", str(out_dir))
+    return _tuner(params, space, trainable, callback, out_dir, trials)
 
 
 def _finish_parent(parent: Tracker, summary: dict, out_dir: Path) -> None:

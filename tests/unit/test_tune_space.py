@@ -72,3 +72,24 @@ def test_rules_become_ray_sampling_objects(params, tmp_path):
 
     space = ray_param_space(load_space(_write(tmp_path, GOOD), params))
     assert isinstance(space["train.lr"], Float) and isinstance(space["model.head_hidden"], Categorical)
+
+
+def test_a_trial_reports_what_asha_and_mlflow_read():
+    from fracture.tune.runs import stopped_early, trial_metrics
+    from fracture.tune.trial import epoch_report
+
+    row = {"epoch": 2.0, "train_loss": 0.6, "val_loss": 0.5, "val_auroc": 0.8, "lr": 1e-3}
+    report = epoch_report(row, 2.0, n_train=64, loop_done=False, resumed_from=1)
+    assert report["epoch"] == 2 and report["images_per_s"] == 32.0 and report["resumed_from"] == 1
+    assert trial_metrics(report) == {
+        "train/loss": 0.6,
+        "val/loss": 0.5,
+        "val/auroc": 0.8,
+        "train/lr": 1e-3,
+        "train/epoch_seconds": 2.0,
+        "train/images_per_s": 32.0,
+    }
+    # Ended while its loop would have gone on: ASHA stopped it. Its loop's own end (last epoch, patience) is not.
+    assert stopped_early(report) is True
+    assert stopped_early({**report, "loop_done": True}) is False
+    assert stopped_early({}) is False  # never reported an epoch (failed before)
