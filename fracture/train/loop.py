@@ -87,19 +87,19 @@ def epoch_metrics(row: dict[str, float], seconds: float) -> dict[str, float]:
 
 
 def _run_epoch(s: Session, prog: LoopState) -> float:
-    """Train, validate, record, checkpoint one epoch (rank 0 writes); return its wall time, s."""
+    """Train, validate, record, checkpoint one epoch (rank 0 writes); return its train + val wall time, s."""
     start = time.perf_counter()
     s.train_dl.sampler.set_epoch(prog.epoch)
     train_loss = train_one_epoch(s.net, s.train_dl, s.opt, s.rt, s.params.train, s.train_dl.dataset.prep)
     val_loss, val_auc = score_val(s.model, s.val_dl, s.opt.loss_fn, s.rt, s.val_dl.dataset.prep)
     prog.epoch += 1
+    seconds = time.perf_counter() - start  # train + val: what MLflow's train/epoch_seconds records
     lr = s.opt.scheduler.get_last_lr()[0]
     row = {"epoch": prog.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auroc": val_auc, "lr": lr}
     improved = prog.record(row)
     if s.rt.is_main:
         log.info("epoch %(epoch)d: train_loss %(train_loss).4f val_loss %(val_loss).4f val_auroc %(val_auroc).4f", row)
         # Wall time goes to MLflow only: the model dir (history, checkpoints) stays a pure function of the inputs.
-        seconds = time.perf_counter() - start
         s.tracker.log_metrics(epoch_metrics(row, seconds), step=prog.epoch)
         if improved:
             save_checkpoint(s.out_dir / "checkpoints" / "best.pt", s.model.state_dict())
@@ -107,7 +107,7 @@ def _run_epoch(s: Session, prog: LoopState) -> float:
         save_checkpoint(s.out_dir / "checkpoints" / "last.pt", payload)
     if s.rt.distributed:
         dist.barrier()
-    return time.perf_counter() - start
+    return seconds
 
 
 # Called after each epoch's checkpoint with the epoch's history row and its wall time (s): a hyperparameter
