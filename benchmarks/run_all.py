@@ -1,6 +1,6 @@
-"""Run the CPU benchmarks 1-7 (`make bench`), write one JSON per benchmark plus summary.json, print a table.
+"""Run the CPU benchmarks (`make bench`), write one JSON per benchmark plus summary.json, print a table.
 
-    .venv/bin/python -m benchmarks.run_all                      # all seven, results in benchmarks/results/
+    .venv/bin/python -m benchmarks.run_all                      # all of them, results in benchmarks/results/
     .venv/bin/python -m benchmarks.run_all --only loader ingest # a subset
     .venv/bin/python -m benchmarks.run_all --quick              # tiny sizes (smoke run), results in a temp dir
 
@@ -32,6 +32,7 @@ BENCHMARKS = {
     "ingest": "benchmarks.bench_ingest",
     "dvc_noop": "benchmarks.bench_dvc_noop",
     "review_list": "benchmarks.bench_review_list",
+    "tune": "benchmarks.bench_tune",
 }
 RESULTS_DIR = REPO / "benchmarks" / "results"
 
@@ -105,7 +106,7 @@ def summarise(results: list[dict[str, Any]], quick: bool, seconds: float) -> dic
 
 
 def earlier_results(out_dir: Path, ran: list[str] | None) -> list[dict[str, Any]]:
-    """With --only: the other benchmarks' results already in `out_dir`, so summary.json still covers all seven."""
+    """With --only: the other benchmarks' results already in `out_dir`, so summary.json still covers them all."""
     from fracture.base.errors import InputError
     from fracture.base.io import read_json
 

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from fracture.base.errors import FractureError, printable
 from fracture.base.logs import setup_logging
 from fracture.review.cli import review_add_user, review_serve, review_summary
+from fracture.tune import command as tune_cli
 from fracture.vocab import BODY_PARTS, examples
 
 VERBOSE_FLAGS = ("-v", "--verbose")
@@ -393,7 +394,6 @@ def promote(
     from fracture.infravalidate.version import InfraData
     from fracture.registry.aliases import run_promote
 
-    infra = InfraData(manifest, data_root)
     run_promote(
         cfg,
         name,
@@ -402,7 +402,7 @@ def promote(
         dry_run=dry_run,
         force=force,
         reason=reason,
-        infra=infra,
+        infra=InfraData(manifest, data_root),
         allow_different_test_set=allow_different_test_set,
     )
 
@@ -461,9 +461,7 @@ def deploy(
     alias: Annotated[str, typer.Option(help="Registry alias of the version to deploy.")] = "champion",
     version: Annotated[int | None, typer.Option(help="Version to deploy (instead of --alias).")] = None,
     name: Annotated[str | None, typer.Option(help="Registered model name (default: params).")] = None,
-    namespace: Annotated[
-        str | None, typer.Option(help="Kubernetes namespace (default: params deploy.namespace).")
-    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace (default: deploy.namespace).")] = None,
     canary: Annotated[
         bool, typer.Option(help="Roll out as a canary (deploy.canary_traffic_percent of traffic).")
     ] = True,
@@ -575,5 +573,6 @@ review_app.command("add-user", epilog=examples("review_add_user"))(step(review_a
 review_app.command("summary", epilog=examples("review_summary"))(step(review_summary))
 
 
+app.command("tune", epilog=examples("tune"))(step(tune_cli.tune))  # its options and body: fracture/tune/
 if __name__ == "__main__":
     app()

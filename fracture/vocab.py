@@ -97,6 +97,18 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fracture review summary --model models:/fracture-swin/3 --eval reports/eval --out reports/review.json",
     ),
     "review_add_user": ("fracture review add-user --users review-users.yaml --username alice --name 'Dr A. Example'",),
+    "tune": (
+        (
+            "fracture tune --space configs/search_space.yaml --trials 8 --out models/tune"
+            " --manifest data/interim/ingest/manifest.parquet --splits data/interim/split/splits.parquet"
+            " --cache data/processed/cache"
+        ),
+        (
+            "fracture tune --resume --space configs/search_space.yaml --trials 8 --out models/tune"
+            " --manifest data/interim/ingest/manifest.parquet --splits data/interim/split/splits.parquet"
+            " --cache data/processed/cache"
+        ),
+    ),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,33 +86,42 @@ def epoch_metrics(row: dict[str, float], seconds: float) -> dict[str, float]:
     }
 
 
-def _run_epoch(s: Session, prog: LoopState) -> None:
-    """Train, validate, record, checkpoint one epoch (rank 0 writes)."""
+def _run_epoch(s: Session, prog: LoopState) -> float:
+    """Train, validate, record, checkpoint one epoch (rank 0 writes); return its train + val wall time, s."""
     start = time.perf_counter()
     s.train_dl.sampler.set_epoch(prog.epoch)
     train_loss = train_one_epoch(s.net, s.train_dl, s.opt, s.rt, s.params.train, s.train_dl.dataset.prep)
     val_loss, val_auc = score_val(s.model, s.val_dl, s.opt.loss_fn, s.rt, s.val_dl.dataset.prep)
     prog.epoch += 1
+    seconds = time.perf_counter() - start  # train + val: what MLflow's train/epoch_seconds records
     lr = s.opt.scheduler.get_last_lr()[0]
     row = {"epoch": prog.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auroc": val_auc, "lr": lr}
     improved = prog.record(row)
     if s.rt.is_main:
         log.info("epoch %(epoch)d: train_loss %(train_loss).4f val_loss %(val_loss).4f val_auroc %(val_auroc).4f", row)
         # Wall time goes to MLflow only: the model dir (history, checkpoints) stays a pure function of the inputs.
-        s.tracker.log_metrics(epoch_metrics(row, time.perf_counter() - start), step=prog.epoch)
+        s.tracker.log_metrics(epoch_metrics(row, seconds), step=prog.epoch)
         if improved:
             save_checkpoint(s.out_dir / "checkpoints" / "best.pt", s.model.state_dict())
         payload = checkpoint_payload(s.model, s.opt, prog, s.generator, s.key)
         save_checkpoint(s.out_dir / "checkpoints" / "last.pt", payload)
     if s.rt.distributed:
         dist.barrier()
+    return seconds
 
 
-def fit(s: Session, prog: LoopState) -> LoopState:
-    """Epochs until `train.epochs` or early stopping on val AUROC."""
+# Called after each epoch's checkpoint with the epoch's history row and its wall time (s): a hyperparameter
+# search reports val AUROC to its scheduler this way (fracture.tune), without a loop of its own.
+EpochCallback = Callable[[dict[str, float], float], None]
+
+
+def fit(s: Session, prog: LoopState, on_epoch: EpochCallback | None = None) -> LoopState:
+    """Epochs until `train.epochs` or early stopping on val AUROC; `on_epoch` hears of every epoch run."""
     tp = s.params.train
     while prog.epoch < tp.epochs and not prog.should_stop(tp.early_stopping_patience):
-        _run_epoch(s, prog)
+        seconds = _run_epoch(s, prog)
+        if on_epoch is not None:
+            on_epoch(prog.history[-1], seconds)
     if prog.should_stop(tp.early_stopping_patience) and prog.epoch < tp.epochs:
         log.info("early stop after epoch %d (best val AUROC at epoch %d)", prog.epoch, prog.best_epoch)
     return prog

@@ -250,8 +250,8 @@ def test_run_explain_refuses_a_cache_of_another_size(explain_inputs, tmp_path):
 def test_run_explain_with_boxes_writes_localization_and_box_overlays(explain_inputs, tmp_path):
     import json
 
-    from fracture.explain import LOCALIZATION_FILE, run_explain
     from fracture.base.io import write_parquet
+    from fracture.explain import LOCALIZATION_FILE, run_explain
 
     params, root = explain_inputs
     preds = predictions_frame().assign(

@@ -177,6 +177,7 @@ LAYERS: dict[str, int] = {
     "kubeflow": 6,
     "cli": 6,
     "review": 6,
+    "tune": 5,
     "corrections": 2,
 }
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracture.images.geometry import box_mask, boxes_to_grid, letterbox, orient_boxes, upright_size
 from fracture.images.decode import prepare_image
+from fracture.images.geometry import box_mask, boxes_to_grid, letterbox, orient_boxes, upright_size
 
 SIZE = 64
 # normalised (xc, yc, w, h) on the stored image: an off-centre, non-square pair, so a wrong flip or swap shows

@@ -690,8 +690,8 @@ def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
 
 
 def test_localization_section_shows_the_figures_and_box_overlays(tmp_path, report_params, report_inputs):
-    from fracture.explain import run_explain
     from fracture.base.io import read_parquet, write_parquet
+    from fracture.explain import run_explain
 
     preds = read_parquet(report_inputs["eval_dir"] / "predictions.parquet")
     test = preds[(preds["split"] == "test") & (preds["label"] == 1)].head(6)

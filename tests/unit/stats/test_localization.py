@@ -122,9 +122,9 @@ def make_set(n: int, planted: bool, seed: int) -> tuple[np.ndarray, np.ndarray, 
 
 def train_and_measure(planted: bool) -> dict:
     """Train a tiny two-stage Swin (8 x 8 Grad-CAM grid at 64 px) and score its Grad-CAMs on a held-out set."""
-    from fracture.model.data import normalise
     from fracture.explain import gradcam
     from fracture.model.core import build_model
+    from fracture.model.data import normalise
 
     torch.manual_seed(0)
     x, y, _ = make_set(192, planted, 1)
