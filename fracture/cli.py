@@ -17,6 +17,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from fracture.cli_examples import EXAMPLES
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
 from fracture.vocab import BODY_PARTS
@@ -101,87 +102,6 @@ ManifestOpt = Annotated[
     ),
 ]
 DEFAULT_MANIFEST = Path("data/interim/ingest/manifest.parquet")
-
-
-# `--help` examples, one tuple per command (tests/unit/test_cli_usage.py parses each against its command).
-EXAMPLES: dict[str, tuple[str, ...]] = {
-    "synth": (
-        "fracture synth --out data/raw/demo",
-        "fracture synth --out /tmp/synth --n-per-source 40 --seed 7",
-    ),
-    "ingest": (
-        (
-            "fracture ingest --kaggle data/raw/demo/GRAZPEDWRI-DX --mura data/raw/demo/MURA-v1.1"
-            " --hospital data/raw/demo/hospital --out data/interim/ingest"
-        ),
-        "fracture ingest --mura MURA-v1.1 --out data/interim/ingest --data-root /mnt/datasets",
-    ),
-    "validate": ("fracture validate --manifest data/interim/ingest/manifest.parquet --out reports/validation",),
-    "split": (
-        "fracture split --manifest data/interim/ingest/manifest.parquet --out data/interim/split/splits.parquet",
-        (
-            "fracture split --manifest data/interim/ingest/manifest.parquet --out /tmp/fold2/splits.parquet"
-            " --strategy kfold --fold 2"
-        ),
-    ),
-    "preprocess": ("fracture preprocess --manifest data/interim/ingest/manifest.parquet --out data/processed/cache",),
-    "train": (
-        (
-            "fracture train --manifest data/interim/ingest/manifest.parquet"
-            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out models/demo"
-        ),
-        (
-            "fracture train -v --resume --manifest data/interim/ingest/manifest.parquet"
-            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out models/demo"
-        ),
-    ),
-    "evaluate": (
-        (
-            "fracture evaluate --model models/demo --manifest data/interim/ingest/manifest.parquet"
-            " --splits data/interim/split/splits.parquet --cache data/processed/cache --out reports/eval"
-        ),
-    ),
-    "explain": (
-        "fracture explain --model models/demo --eval reports/eval --cache data/processed/cache --out reports/explain",
-    ),
-    "report": (
-        "fracture report",
-        "fracture report --out /tmp/report.html --model models/demo --eval reports/eval",
-    ),
-    "register": (
-        "fracture register --model models/demo --eval reports/eval --report reports/report.html",
-        "fracture register --model models/demo --eval reports/eval --out reports/registration.json --gate-failure-ok",
-    ),
-    "promote": (
-        "fracture promote --alias challenger --dry-run",
-        "fracture promote --name fracture-swin --alias challenger",
-        'fracture promote --allow-different-test-set --reason "new test site"',
-    ),
-    "rollback": ("fracture rollback --name fracture-swin",),
-    "infravalidate": (
-        "fracture infravalidate --model models/demo --eval reports/eval --out reports/infravalidation.json",
-    ),
-    "serve": (
-        "fracture serve --model-uri models:/fracture-swin@champion --port 5001",
-        "fracture serve --model-uri models:/fracture-swin/3 --port 5002",
-    ),
-    "deploy": (
-        "fracture deploy --alias champion --namespace fracture --dry-run",
-        "fracture deploy --version 3 --no-canary",
-    ),
-    "predict": (
-        "fracture predict --img wrist.png --part radius --weight models/demo",
-        "fracture predict --img study.dcm --weight models:/fracture-swin@champion --out results/",
-        "fracture predict --img /data/new_images/ --weight models/demo --out results/batch",
-    ),
-    "registry_setup_roles": (
-        "fracture registry setup-roles --pipeline-user kfp-pipeline --reviewer alice --reviewer bob",
-    ),
-    "registry_fetch": ("fracture registry fetch --model models:/fracture-swin@champion --out /tmp/champion",),
-    "pipeline_compile": ("fracture pipeline compile --out training_pipeline.yaml",),
-    "pipeline_run_local": ("fracture pipeline run-local --out data/kfp-local",),
-    "pipeline_submit": ("fracture pipeline submit --host https://kfp.example.org --experiment fracture",),
-}
 
 
 def examples(command: str) -> str:
@@ -299,6 +219,19 @@ def split(
     run_split(cfg, manifest, out, strategy=strategy, fold=fold)
 
 
+@app.command("cv-split", epilog=examples("cv_split"))
+@step
+def cv_split(
+    manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
+    out: Annotated[Path, typer.Option(help="Study dir: fold-<K>/ (splits.parquet, params.yaml) per cv.folds.")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Cross-validation: one split and one resolved params file per fold of the `cv` section."""
+    from fracture.cv.folds import run_cv_split
+
+    run_cv_split(_params(params), manifest, out)
+
+
 @app.command(epilog=examples("preprocess"))
 @step
 def preprocess(
@@ -351,6 +284,21 @@ def evaluate(
     from fracture.evaluate import run_evaluate
 
     run_evaluate(cfg, model, manifest, splits, cache, out)
+
+
+@app.command(epilog=examples("pool"))
+@step
+def pool(
+    out: Annotated[Path, typer.Option(help="Pool dir: folds.csv, oof_predictions.parquet, pooled.json.")],
+    eval_dirs: Annotated[list[Path] | None, typer.Option("--eval-dirs", help="A fold's eval dir (repeat).")] = None,
+    eval_root: Annotated[Path | None, typer.Option(help="Holds fold-<K>/ eval dirs: pools those of cv.folds.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Pool a cross-validation study out of fold: each fold's held-out images at that fold's frozen threshold."""
+    from fracture.cv.pool import run_pool, study_eval_dirs
+
+    cfg = _params(params)
+    run_pool(cfg, study_eval_dirs(cfg, eval_dirs or [], eval_root), out)
 
 
 @app.command(epilog=examples("explain"))

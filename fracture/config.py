@@ -58,6 +58,7 @@ class PathsParams(_Section):
     explain: str = Field(min_length=1)
     report: str = Field(min_length=1)
     registration: str = Field(min_length=1)
+    cv: str = Field(min_length=1, description="Cross-validation study root (cv/dvc.yaml): folds/, models/, eval/, pool/.")
 
 
 class BaseParams(_Section):
@@ -158,6 +159,27 @@ class SplitParams(_Section):
     def _fold_in_range(self) -> SplitParams:
         if self.fold >= self.n_folds:
             raise ValueError(f"fold {self.fold} must be < n_folds {self.n_folds}")
+        return self
+
+
+class CvParams(_Section):
+    """The cross-validation study (cv/dvc.yaml, `make cv`): one train + evaluate per fold, pooled out of fold."""
+
+    strategy: Literal["kfold", "loso"]
+    n_folds: int = Field(ge=2, description="kfold: folds over every source (loso: one fold per source present).")
+    folds: tuple[int, ...] = Field(
+        min_length=1,
+        description="Folds to run (DVC foreach / KFP ParallelFor): kfold fold indices (all of them, for every "
+        "development image to be scored once), loso indices into the sorted sources present.",
+    )
+    epochs: int | None = Field(gt=0, description="train.epochs of the fold models (null: train.epochs).")
+
+    @model_validator(mode="after")
+    def _folds_valid(self) -> CvParams:
+        if len(set(self.folds)) != len(self.folds) or min(self.folds) < 0:
+            raise ValueError(f"folds: {list(self.folds)} must be distinct indices >= 0")
+        if self.strategy == "kfold" and max(self.folds) >= self.n_folds:
+            raise ValueError(f"folds: {list(self.folds)} must be < n_folds {self.n_folds}")
         return self
 
 
@@ -386,6 +408,7 @@ class PipelineParams(_Section):
         description="pod: train inside the KFP task (torchrun over its GPUs); trainjob: a Kubeflow Trainer TrainJob."
     )
     trainjob: TrainJobParams
+    max_parallel_folds: int = Field(ge=1, description="Cross-validation folds trained at once (dsl.ParallelFor).")
 
 
 class ServeParams(_Section):
@@ -464,6 +487,7 @@ class Params(_Section):
     ingest: IngestParams
     validate_: ValidateParams = Field(alias="validate")
     split: SplitParams
+    cv: CvParams
     preprocess: PreprocessParams
     model: ModelParams
     train: TrainParams
