@@ -58,7 +58,7 @@ class PathsParams(_Section):
     explain: str = Field(min_length=1)
     report: str = Field(min_length=1)
     registration: str = Field(min_length=1)
-    cv: str = Field(min_length=1, description="Cross-validation study root (cv/dvc.yaml): folds/, models/, eval/, pool/.")
+    cv: str = Field(min_length=1, description="Cross-validation study root (cv/dvc.yaml): folds, models, eval, pool")
 
 
 class BaseParams(_Section):

@@ -27,7 +27,7 @@ def fold_dir_name(fold: int) -> str:
 
 
 def study_params(params: Params, strategy: str | None = None) -> Params:
-    """params with the CV study applied (`strategy` overrides `cv.strategy`; the KFP pipeline passes its own).
+    """The params with the CV study applied (`strategy` overrides `cv.strategy`; the KFP pipeline passes its own).
 
     Returns:
         Params whose `split` runs the study's strategy over `cv.n_folds` folds and whose `train.epochs` is
