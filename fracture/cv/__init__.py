@@ -4,3 +4,8 @@
 gathers the folds' eval dirs into one out-of-fold result (`folds.csv`, `oof_predictions.parquet`, `pooled.json`).
 `recipe` names the training recipe a CV result is evidence for (registered versions trained the same way).
 """
+
+
+def fold_dir_name(fold: int) -> str:
+    """`fold-<K>`: the folder of fold K under a study's folds/, models/ and eval/ dirs."""
+    return f"fold-{fold}"

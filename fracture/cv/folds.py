@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from fracture.config import Params
+from fracture.cv import fold_dir_name
 from fracture.io import write_json
 from fracture.split import run_split
 
@@ -19,11 +20,6 @@ log = logging.getLogger(__name__)
 SPLITS_FILE = "splits.parquet"
 PARAMS_FILE = "params.yaml"
 STUDY_FILE = "study.json"
-
-
-def fold_dir_name(fold: int) -> str:
-    """`fold-<K>`: the folder of fold K under the study's folds/, models/ and eval/ dirs."""
-    return f"fold-{fold}"
 
 
 def study_params(params: Params, strategy: str | None = None) -> Params:

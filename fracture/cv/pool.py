@@ -25,6 +25,7 @@ import pandas as pd
 
 from fracture.bootstrap import draw_resamples, percentile_interval, ranking_replicates, rate_replicates
 from fracture.config import EvaluateParams, Params, load_params
+from fracture.cv import fold_dir_name
 from fracture.cv.recipe import recipe_hash
 from fracture.errors import InputError
 from fracture.io import atomic_write_text, read_json, read_parquet, write_json, write_parquet
@@ -257,8 +258,6 @@ def study_eval_dirs(params: Params, eval_dirs: list[Path], eval_root: Path | Non
     Raises:
         InputError: neither is given.
     """
-    from fracture.cv.folds import fold_dir_name
-
     dirs = [Path(d) for d in eval_dirs]
     if eval_root is not None:
         dirs += [Path(eval_root) / fold_dir_name(k) for k in params.cv.folds]

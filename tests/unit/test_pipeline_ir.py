@@ -146,8 +146,8 @@ def test_trainjob_mode_hands_the_model_to_evaluate_explain_report_and_register(i
 
 @pytest.fixture(scope="module", params=["kfold", "loso"])
 def ir_cv(request, tmp_path_factory, make_params) -> tuple[dict, dict, object]:
-    overrides = {"split": {"strategy": request.param}, "cv": {"folds": [0, 1, 2]}, "pipeline": {"max_parallel_folds": 2}}
-    params = make_params(overrides)
+    cv = {"folds": [0, 1, 2]}
+    params = make_params({"split": {"strategy": request.param}, "cv": cv, "pipeline": {"max_parallel_folds": 2}})
     path = tmp_path_factory.mktemp(f"kfp-cv-{request.param}") / "pipeline.yaml"
     run_compile(params, path)
     spec, platform = list(yaml.safe_load_all(path.read_text()))
