@@ -327,6 +327,7 @@ def report(
     model: Annotated[Path | None, typer.Option(help="Model dir (default: paths.model).")] = None,
     eval: Annotated[Path | None, typer.Option("--eval", help="Eval dir (default: paths.eval).")] = None,
     explain_dir: Annotated[Path | None, typer.Option("--explain", help="Explain dir (default: paths.explain).")] = None,
+    cv: Annotated[list[Path] | None, typer.Option(help="A CV study's pool dir: adds its section (repeat).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Render the self-contained HTML evaluation report and model card."""
@@ -343,6 +344,7 @@ def report(
         model_dir=model or Path(p.model),
         eval_dir=eval or Path(p.eval),
         explain_dir=explain_dir or Path(p.explain),
+        cv_dirs=cv,
     )
 
 
@@ -363,6 +365,7 @@ def register(
         Path | None,
         typer.Option(help="Write the outcome (JSON: name, fingerprint, registered or why not; no version) here."),
     ] = None,
+    cv: Annotated[Path | None, typer.Option(help="A CV study's pool dir: evidence when of the same recipe.")] = None,
     gate_failure_ok: Annotated[
         bool,
         typer.Option(
@@ -382,7 +385,15 @@ def register(
 
     try:
         record = run_register(
-            cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason, validation_dir=validation
+            cfg,
+            model,
+            eval,
+            name=name,
+            report_path=report_path,
+            force=force,
+            reason=reason,
+            validation_dir=validation,
+            cv_dir=cv,
         )
     except GateError:
         if not gate_failure_ok:

@@ -45,10 +45,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "report": (
         "fracture report",
         "fracture report --out /tmp/report.html --model models/demo --eval reports/eval",
+        "fracture report --cv reports/cv/pool",
     ),
     "register": (
         "fracture register --model models/demo --eval reports/eval --report reports/report.html",
         "fracture register --model models/demo --eval reports/eval --out reports/registration.json --gate-failure-ok",
+        "fracture register --model models/demo --eval reports/eval --cv reports/cv/pool",
     ),
     "promote": (
         "fracture promote --alias challenger --dry-run",

@@ -9,3 +9,7 @@ gathers the folds' eval dirs into one out-of-fold result (`folds.csv`, `oof_pred
 def fold_dir_name(fold: int) -> str:
     """`fold-<K>`: the folder of fold K under a study's folds/, models/ and eval/ dirs."""
     return f"fold-{fold}"
+
+
+# The pool dir's contract (fracture.cv.pool writes it; the report and the registry read it).
+FILES = {"folds": "folds.csv", "oof": "oof_predictions.parquet", "pooled": "pooled.json", "study": "study.json"}

@@ -25,7 +25,7 @@ import pandas as pd
 
 from fracture.bootstrap import draw_resamples, percentile_interval, ranking_replicates, rate_replicates
 from fracture.config import EvaluateParams, Params, load_params
-from fracture.cv import fold_dir_name
+from fracture.cv import FILES, fold_dir_name
 from fracture.cv.recipe import recipe_hash
 from fracture.errors import InputError
 from fracture.io import atomic_write_text, read_json, read_parquet, write_json, write_parquet
@@ -38,7 +38,6 @@ FOLD_COLUMNS = (
     "fold", "held_out", "n_images", "n_patients", "n_positive", "prevalence", "auroc", "auroc_lo", "auroc_hi",
     "sens", "spec", "threshold", "threshold_method",
 )  # fmt: skip
-FILES = {"folds": "folds.csv", "oof": "oof_predictions.parquet", "pooled": "pooled.json", "study": "study.json"}
 CI_NOTE = (
     "Pooled intervals resample the pooled patients (leakage clusters) with replacement, every fold model held "
     "fixed: they are conditional on the fold models that were trained and leave out the variation from retraining."

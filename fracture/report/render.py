@@ -177,8 +177,11 @@ def run_report(
     model_dir: Path,
     eval_dir: Path,
     explain_dir: Path,
+    cv_dirs: list[Path] | None = None,
 ) -> Path:
     """Write the self-contained report.html (the resolved params are embedded in it, not written beside it).
+
+    `cv_dirs`: pool dirs of cross-validation studies (`fracture pool`); given, the report gets their section.
 
     Returns:
         The report's path.
@@ -198,6 +201,9 @@ def run_report(
     )
     if art.missing:
         log.warning("report: %d artifact(s) missing, their sections say so: %s", len(art.missing), art.missing)
-    atomic_write_text(out_path, render_html(build_context(art)))
+    from fracture.report.cv import cv_context
+
+    context = {**build_context(art), "cv_studies": cv_context(list(cv_dirs or []))}
+    atomic_write_text(out_path, render_html(context))
     log.info("report: %s (%.0f kB)", out_path, out_path.stat().st_size / 1024)
     return out_path
