@@ -133,3 +133,35 @@ def test_recipe_ignores_the_split_but_not_the_training(params):
     assert recipe_hash(fold_params(params, 0)) == recipe_hash(fold_params(params, 2, "loso"))
     other = params.model_copy(update={"train": params.train.model_copy(update={"lr": params.train.lr * 2})})
     assert recipe_hash(fold_params(other, 0)) != recipe_hash(fold_params(params, 0))
+
+
+def _pool_dir(tmp_path, params):
+    dirs = [
+        _eval_dir(tmp_path, params, 0, _rows("a", [1, 1, 0, 0], [0.5, 0.6, 0.1, 0.2]), 0.3, "loso"),
+        _eval_dir(tmp_path, params, 1, _rows("b", [1, 1, 0, 0], [0.9, 0.8, 0.5, 0.4], "kaggle"), 0.7, "loso"),
+    ]
+    run_pool(params, dirs, tmp_path / "pool")
+    return tmp_path / "pool"
+
+
+def test_report_section_reads_the_pool_dir(tmp_path, params):
+    from fracture.report.cv import cv_context
+
+    (study,) = cv_context([_pool_dir(tmp_path, params)])
+    assert study["strategy"] == "loso" and "never saw" in study["title"]
+    assert [r["held_out"] for r in study["folds"]] == ["mura", "kaggle"]
+    assert study["roc_png"] and "conditional on the fold models" in study["ci_note"]
+
+
+def test_register_attaches_a_cv_study_only_to_a_model_of_the_same_recipe(tmp_path, params):
+    from fracture.registry.cv_evidence import cv_evidence
+
+    pool = _pool_dir(tmp_path, params)
+    model = tmp_path / "model"
+    dump_params(fold_params(params, 0, "loso"), model / "params.yaml")  # trained on another split: same recipe
+    evidence = cv_evidence(model, pool)
+    assert evidence["tags"]["cv.strategy"] == "loso" and evidence["tags"]["cv.n_folds"] == "2"
+    assert {p.name for p in evidence["files"]} >= {"folds.csv", "oof_predictions.parquet", "pooled.json"}
+    other = params.model_copy(update={"train": params.train.model_copy(update={"lr": params.train.lr * 2})})
+    dump_params(fold_params(other, 0), model / "params.yaml")
+    assert cv_evidence(model, pool) is None
