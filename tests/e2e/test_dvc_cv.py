@@ -52,11 +52,19 @@ def test_every_development_image_is_scored_once_at_its_folds_threshold(cv_projec
     assert pooled["n_images"] == len(oof) and pooled["n_folds"] == 3
 
 
-def test_second_cv_repro_is_a_no_op_and_the_demo_dag_leaves_cv_alone(cv_project):
+def test_second_cv_repro_is_a_no_op_and_a_change_to_one_fold_reruns_that_fold_only(cv_project):
     out = _repro(cv_project, "cv/dvc.yaml")
     assert "Data and pipelines are up to date" in out and "Running stage" not in out
-    demo = _repro(cv_project, "--dry")  # plain `dvc repro` (`make demo`): the cross-domain DAG only
-    assert "Running stage 'train'" in demo and "cv/dvc.yaml" not in demo
+    history = cv_project / STUDY / "models/fold-1/history.csv"  # a change that touches fold 1 only
+    text = history.read_text()
+    history.write_text(text + "\n")
+    try:
+        status = subprocess.run(["dvc", "status", "cv/dvc.yaml"], cwd=cv_project, env=demo_env(), capture_output=True,
+                                text=True).stdout  # fmt: skip
+    finally:
+        history.write_text(text)
+    stale = {line.rstrip(":") for line in status.splitlines() if line.startswith("cv/dvc.yaml:")}
+    assert stale == {"cv/dvc.yaml:train@1", "cv/dvc.yaml:evaluate@1"}, status
     shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=cv_project, env=demo_env(), capture_output=True,
                            text=True)  # fmt: skip
     assert "reports/cv/pool/pooled.json" in shown.stdout, shown.stderr[-2000:]
