@@ -153,6 +153,7 @@ def build_context(art: Artifacts) -> dict:
         "card": model_card(art),
         "all_metric_keys": other_metric_keys(m),
         "params_yaml": yaml.safe_dump(art.params.to_dict(), sort_keys=False),
+        "cv_studies": [],  # run_report's cv_dirs fill it
         **endpoint_context(art),
     }
 

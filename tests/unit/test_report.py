@@ -687,3 +687,14 @@ def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
             path = template.replace("${paths.eval}", eval_path)
             columns = set(pd.read_csv(tmp_path / path, nrows=1).columns)
             assert {spec["x"], *([y] if isinstance(y, str) else y)} <= columns, path
+
+
+def test_cv_section_only_with_a_pool_dir(tmp_path, report_params, report_inputs, report_html):
+    from tests.unit.test_cv_pool import _pool_dir
+
+    assert 'data-section="cv"' not in report_html[1]  # the demo report (no --cv) has no CV section
+    pool = _pool_dir(tmp_path / "study", report_params)  # a LOSO study of two sources
+    html = run_report(report_params, tmp_path / "r.html", **report_inputs, cv_dirs=[pool]).read_text()
+    assert 'data-section="cv"' in html and 'data-cv-study="loso"' in html and 'href="#cv"' in html
+    assert 'data-cv-fold="fold-0"' in html and 'data-cv-fold="pooled"' in html and "held-out source" in html
+    assert "conditional on the fold models" in html and 'data-figure="cv-roc-loso"' in html
