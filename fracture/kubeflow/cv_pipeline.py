@@ -54,7 +54,7 @@ def build_cv_pipeline(params: Params, task_setup: Callable, train_setup: Callabl
         )
         pre.after(checks)
         tasks = [ing, checks, pre]
-        with dsl.ParallelFor(items=folds, parallelism=params.pipeline.max_parallel_folds, name="folds") as fold:
+        with dsl.ParallelFor(items=folds, parallelism=params.pipeline.max_parallel_folds) as fold:
             spl = split_fold(
                 params_json=params_json, strategy=strategy, fold=fold, ingest_dir=ing.outputs["ingest_dir"]
             )
