@@ -166,7 +166,7 @@ class CvParams(_Section):
     """The cross-validation study (cv/dvc.yaml, `make cv`): one train + evaluate per fold, pooled out of fold."""
 
     strategy: Literal["kfold", "loso"]
-    n_folds: int = Field(ge=2, description="kfold: folds over every source (loso: one fold per source present).")
+    n_folds: int = Field(ge=2, description="kfold: folds over every source; loso: at least the sources present.")
     folds: tuple[int, ...] = Field(
         min_length=1,
         description="Folds to run (DVC foreach / KFP ParallelFor): kfold fold indices (all of them, for every "
@@ -178,7 +178,7 @@ class CvParams(_Section):
     def _folds_valid(self) -> CvParams:
         if len(set(self.folds)) != len(self.folds) or min(self.folds) < 0:
             raise ValueError(f"folds: {list(self.folds)} must be distinct indices >= 0")
-        if self.strategy == "kfold" and max(self.folds) >= self.n_folds:
+        if max(self.folds) >= self.n_folds:  # loso too: each fold's params file must load (split.fold < n_folds)
             raise ValueError(f"folds: {list(self.folds)} must be < n_folds {self.n_folds}")
         return self
 

@@ -165,3 +165,12 @@ def test_register_attaches_a_cv_study_only_to_a_model_of_the_same_recipe(tmp_pat
     other = params.model_copy(update={"train": params.train.model_copy(update={"lr": params.train.lr * 2})})
     dump_params(fold_params(other, 0), model / "params.yaml")
     assert cv_evidence(model, pool) is None
+
+
+def test_cv_folds_are_checked_against_n_folds(make_params):
+    from fracture.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cv.folds: \[0, 1, 2\] must be < n_folds 2"):
+        make_params({"cv": {"strategy": "loso", "n_folds": 2, "folds": [0, 1, 2]}})
+    with pytest.raises(ConfigError, match="distinct"):
+        make_params({"cv": {"folds": [0, 0]}})
