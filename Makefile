@@ -10,7 +10,7 @@ SCAN_STAMP := $(SCAN_VENV)/.installed
 # The demo's pseudonymisation key: public and for synthetic data only. Real data needs your own secret key.
 DEMO_KEY := fracture-demo-key-not-secret
 
-.PHONY: venv demo test test-fast docs lint format params-format bench image audit audit-offline scan clean
+.PHONY: venv demo cv test test-fast docs lint format params-format bench image audit audit-offline scan clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" FRACTURE_PSEUDONYM_KEY=$${FRACTURE_PSEUDONYM_KEY:-$(DEMO_KEY)} $(BIN)/dvc repro
 	@$(BIN)/python -m tools.demo
+
+# The cross-validation study (cv/dvc.yaml): cv.folds folds of cv.epochs epochs, pooled out of fold (README,
+# Cross-validation). It reuses the demo's ingest and preprocess outputs (running those stages first if needed).
+cv: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" FRACTURE_PSEUDONYM_KEY=$${FRACTURE_PSEUDONYM_KEY:-$(DEMO_KEY)} $(BIN)/dvc repro cv/dvc.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)

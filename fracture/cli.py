@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from fracture.base.errors import FractureError, printable
 from fracture.base.logs import setup_logging
+from fracture.kubeflow import command as kfp_cli
 from fracture.review.cli import review_add_user, review_serve, review_summary
 from fracture.tune import command as tune_cli
 from fracture.vocab import BODY_PARTS, examples
@@ -220,6 +221,19 @@ def split(
     run_split(cfg, manifest, out, strategy=strategy, fold=fold)
 
 
+@app.command("cv-split", epilog=examples("cv_split"))
+@step
+def cv_split(
+    manifest: Annotated[Path, typer.Option(help="manifest.parquet from ingest.")],
+    out: Annotated[Path, typer.Option(help="Study dir: fold-<K>/ (splits.parquet, params.yaml) per cv.folds.")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Cross-validation: one split and one resolved params file per fold of the `cv` section."""
+    from fracture.cv.folds import run_cv_split
+
+    run_cv_split(_params(params), manifest, out)
+
+
 @app.command(epilog=examples("preprocess"))
 @step
 def preprocess(
@@ -274,6 +288,21 @@ def evaluate(
     run_evaluate(cfg, model, manifest, splits, cache, out)
 
 
+@app.command(epilog=examples("pool"))
+@step
+def pool(
+    out: Annotated[Path, typer.Option(help="Pool dir: folds.csv, oof_predictions.parquet, pooled.json.")],
+    eval_dirs: Annotated[list[Path] | None, typer.Option("--eval-dirs", help="A fold's eval dir (repeat).")] = None,
+    eval_root: Annotated[Path | None, typer.Option(help="Holds fold-<K>/ eval dirs: pools those of cv.folds.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Pool a cross-validation study out of fold: each fold's held-out images at that fold's frozen threshold."""
+    from fracture.cv.pool import run_pool, study_eval_dirs
+
+    cfg = _params(params)
+    run_pool(cfg, study_eval_dirs(cfg, eval_dirs or [], eval_root), out)
+
+
 @app.command(epilog=examples("explain"))
 @step
 def explain(
@@ -303,6 +332,7 @@ def report(
     eval: Annotated[Path | None, typer.Option("--eval", help="Eval dir (default: paths.eval).")] = None,
     explain_dir: Annotated[Path | None, typer.Option("--explain", help="Explain dir (default: paths.explain).")] = None,
     localization: Annotated[Path | None, typer.Option(help="localization.json (default: paths.localization).")] = None,
+    cv: Annotated[list[Path] | None, typer.Option(help="A CV study's pool dir: adds its section (repeat).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Render the self-contained HTML evaluation report and model card."""
@@ -320,6 +350,7 @@ def report(
         eval_dir=eval or Path(p.eval),
         explain_dir=explain_dir or Path(p.explain),
         localization_path=localization or Path(p.localization),
+        cv_dirs=cv,
     )
 
 
@@ -340,6 +371,7 @@ def register(
         Path | None,
         typer.Option(help="Write the outcome (JSON: name, fingerprint, registered or why not; no version) here."),
     ] = None,
+    cv: Annotated[Path | None, typer.Option(help="A CV study's pool dir: evidence when of the same recipe.")] = None,
     gate_failure_ok: Annotated[
         bool,
         typer.Option(
@@ -359,7 +391,15 @@ def register(
 
     try:
         record = run_register(
-            cfg, model, eval, name=name, report_path=report_path, force=force, reason=reason, validation_dir=validation
+            cfg,
+            model,
+            eval,
+            name=name,
+            report_path=report_path,
+            force=force,
+            reason=reason,
+            validation_dir=validation,
+            cv_dir=cv,
         )
     except GateError:
         if not gate_failure_ok:
@@ -528,46 +568,9 @@ def registry_fetch(
     fetch_model(model, out)
 
 
-@pipeline_app.command("compile", epilog=examples("pipeline_compile"))
-@step
-def pipeline_compile(
-    out: Annotated[Path, typer.Option(help="Pipeline IR YAML to write.")] = Path("training_pipeline.yaml"),
-    params: ParamsOpt = DEFAULT_PARAMS,
-) -> None:
-    """Compile the Kubeflow pipeline to IR YAML."""
-    cfg = _params(params)
-    from fracture.kubeflow.runner import run_compile
-
-    run_compile(cfg, out)
-
-
-@pipeline_app.command("run-local", epilog=examples("pipeline_run_local"))
-@step
-def pipeline_run_local(
-    out: Annotated[Path, typer.Option(help="Local pipeline root for outputs.")] = Path("data/kfp-local"),
-    params: ParamsOpt = DEFAULT_PARAMS,
-) -> None:
-    """Run the whole DAG on the demo through kfp.local.SubprocessRunner."""
-    cfg = _params(params)
-    from fracture.kubeflow.runner import run_local
-
-    run_local(cfg, out, params_path=params)
-
-
-@pipeline_app.command("submit", epilog=examples("pipeline_submit"))
-@step
-def pipeline_submit(
-    host: Annotated[str, typer.Option(help="KFP API endpoint URL.")],
-    experiment: Annotated[str | None, typer.Option(help="KFP experiment name.")] = None,
-    params: ParamsOpt = DEFAULT_PARAMS,
-) -> None:
-    """Submit the pipeline to a cluster (token and namespace from the environment); prints the run URL."""
-    cfg = _params(params)
-    from fracture.kubeflow.runner import run_submit
-
-    typer.echo(run_submit(cfg, host, experiment=experiment))
-
-
+pipeline_app.command("compile", epilog=examples("pipeline_compile"))(step(kfp_cli.pipeline_compile))
+pipeline_app.command("run-local", epilog=examples("pipeline_run_local"))(step(kfp_cli.pipeline_run_local))
+pipeline_app.command("submit", epilog=examples("pipeline_submit"))(step(kfp_cli.pipeline_submit))
 review_app.command("serve", epilog=examples("review_serve"))(step(review_serve))
 review_app.command("add-user", epilog=examples("review_add_user"))(step(review_add_user))
 review_app.command("summary", epilog=examples("review_summary"))(step(review_summary))

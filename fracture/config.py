@@ -63,6 +63,7 @@ class PathsParams(_Section):
     localization: str = Field(min_length=1, description="localization.json: Grad-CAM against boxes (a DVC metric).")
     report: str = Field(min_length=1)
     registration: str = Field(min_length=1)
+    cv: str = Field(min_length=1, description="Cross-validation study root (cv/dvc.yaml): folds, models, eval, pool")
 
 
 class BaseParams(_Section):
@@ -169,6 +170,27 @@ class SplitParams(_Section):
     def _fold_in_range(self) -> SplitParams:
         if self.fold >= self.n_folds:
             raise ValueError(f"fold {self.fold} must be < n_folds {self.n_folds}")
+        return self
+
+
+class CvParams(_Section):
+    """The cross-validation study (cv/dvc.yaml, `make cv`): one train + evaluate per fold, pooled out of fold."""
+
+    strategy: Literal["kfold", "loso"]
+    n_folds: int = Field(ge=2, description="kfold: folds over every source; loso: at least the sources present.")
+    folds: tuple[int, ...] = Field(
+        min_length=1,
+        description="Folds to run (DVC foreach / KFP ParallelFor): kfold fold indices (all of them, for every "
+        "development image to be scored once), loso indices into the sorted sources present.",
+    )
+    epochs: int | None = Field(gt=0, description="train.epochs of the fold models (null: train.epochs).")
+
+    @model_validator(mode="after")
+    def _folds_valid(self) -> CvParams:
+        if len(set(self.folds)) != len(self.folds) or min(self.folds) < 0:
+            raise ValueError(f"folds: {list(self.folds)} must be distinct indices >= 0")
+        if max(self.folds) >= self.n_folds:  # loso too: each fold's params file must load (split.fold < n_folds)
+            raise ValueError(f"folds: {list(self.folds)} must be < n_folds {self.n_folds}")
         return self
 
 
@@ -400,6 +422,7 @@ class PipelineParams(_Section):
         description="pod: train inside the KFP task (torchrun over its GPUs); trainjob: a Kubeflow Trainer TrainJob."
     )
     trainjob: TrainJobParams
+    max_parallel_folds: int = Field(ge=1, description="Cross-validation folds trained at once (dsl.ParallelFor).")
 
 
 class ServeParams(_Section):
@@ -491,6 +514,7 @@ class Params(_Section):
     ingest: IngestParams
     validate_: ValidateParams = Field(alias="validate")
     split: SplitParams
+    cv: CvParams
     preprocess: PreprocessParams
     model: ModelParams
     train: TrainParams

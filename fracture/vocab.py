@@ -50,10 +50,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "report": (
         "fracture report",
         "fracture report --out /tmp/report.html --model models/demo --eval reports/eval",
+        "fracture report --cv reports/cv/pool",
     ),
     "register": (
         "fracture register --model models/demo --eval reports/eval --report reports/report.html",
         "fracture register --model models/demo --eval reports/eval --out reports/registration.json --gate-failure-ok",
+        "fracture register --model models/demo --eval reports/eval --cv reports/cv/pool",
     ),
     "promote": (
         "fracture promote --alias challenger --dry-run",
@@ -108,6 +110,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
             " --manifest data/interim/ingest/manifest.parquet --splits data/interim/split/splits.parquet"
             " --cache data/processed/cache"
         ),
+    ),
+    "cv_split": ("fracture cv-split --manifest data/interim/ingest/manifest.parquet --out reports/cv/folds",),
+    "pool": (
+        "fracture pool --eval-dirs reports/cv/eval/fold-0 --eval-dirs reports/cv/eval/fold-1 --out reports/cv/pool",
     ),
 }
 

@@ -82,9 +82,22 @@ def _launcher(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
 
 
 def build_pipeline(params: Params) -> Callable:
-    """The @dsl.pipeline function for these params (their values become the parameter defaults)."""
+    """The @dsl.pipeline function for these params (their values become the parameter defaults).
+
+    `split.strategy` kfold or loso compiles the cross-validation study instead (fracture.kubeflow.pipelines.cv).
+    """
     image = params.pipeline.image
     trainjob = params.pipeline.train_mode == "trainjob"
+    if params.split.strategy in ("kfold", "loso"):
+        from fracture.kubeflow.pipelines.cv import build_cv_pipeline
+
+        def finish(task: dsl.PipelineTask) -> dsl.PipelineTask:
+            return _locked_down(_limited(task.set_container_image(image), params))
+
+        def on_gpu(task: dsl.PipelineTask) -> dsl.PipelineTask:
+            return _with_secrets(_launcher(task, params)) if trainjob else _with_secrets(_on_gpu(task, params), True)
+
+        return build_cv_pipeline(params, finish, on_gpu)
     train = train_trainjob if trainjob else train_in_pod
     params_default = json.dumps(params.to_dict(), sort_keys=True)
 

@@ -329,3 +329,24 @@ def register_step(
     if record.get("registered") is False:
         log.warning("not registered: %s (%s)", record["why"], "; ".join(record["reasons"]))
     write_json(Path(out_path), record)
+
+
+def split_fold_step(params_json: str, strategy: str, fold: int, ingest_path: str, out_path: str) -> str:
+    """One fold of a CV study (`fracture cv-split` for one fold); returns the fold's params as JSON."""
+    from fracture.cv.folds import fold_params, run_fold_split
+
+    _setup()
+    params = resolve_params(params_json)
+    run_fold_split(params, Path(ingest_path) / "manifest.parquet", Path(out_path), int(fold), strategy)
+    return json.dumps(fold_params(params, int(fold), strategy).to_dict(), sort_keys=True)
+
+
+def pool_step(params_json: str, eval_paths: list[str], out_path: str, metrics: Any) -> None:
+    """`fracture pool` over the collected eval dirs; the pooled numbers to a `Metrics` artifact."""
+    from fracture.cv.pool import run_pool
+
+    _setup()
+    pooled = run_pool(resolve_params(params_json), [Path(p) for p in eval_paths], Path(out_path))
+    for key, value in pooled.items():
+        if isinstance(value, int | float):
+            metrics.log_metric(key, float(value))

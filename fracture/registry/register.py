@@ -22,6 +22,7 @@ from fracture.base.errors import InputError
 from fracture.base.io import hash_file
 from fracture.config import Params
 from fracture.registry.client import first_line, mlflow_client, registry_errors
+from fracture.registry.cv_evidence import cv_evidence, log_cv_evidence
 from fracture.registry.lineage import (
     DATA_DOCS_DIR,
     PREDICTIONS_FILE,
@@ -484,6 +485,7 @@ def run_register(
     force: bool = False,
     reason: str | None = None,
     validation_dir: Path | None = None,
+    cv_dir: Path | None = None,
 ) -> dict:
     """Register a trained, evaluated model as a new version of the registered model; alias `challenger`.
 
@@ -497,6 +499,7 @@ def run_register(
         reason: why force is justified (required with force; recorded).
         validation_dir: validate's output dir; its validation.html and data_docs/ are logged where the report's
             relative links find them.
+        cv_dir: a CV study's pool dir, attached as evidence when it is of the model's training recipe.
 
     Returns:
         The registration record: name, version, model_uri, run_id, fingerprint, created, aliases, ...
@@ -510,6 +513,7 @@ def run_register(
     forced = check_gate(inputs.gate, Path(eval_dir) / "gate.json", force, reason)
     _check_loadable(Path(model_dir))
     fingerprint = fingerprint_model_dir(model_dir)
+    cv = cv_evidence(Path(model_dir), Path(cv_dir)) if cv_dir is not None else None
     client = mlflow_client()
     _check_can_register(client, name)
     existing = find_version(client, name, fingerprint)
@@ -520,7 +524,7 @@ def run_register(
         staged = _stage_model_dir(Path(model_dir), Path(tmp))
         with _all_or_nothing(client, _Pending(run_id, origin == "register_run")) as pending:
             model_id = _log_pyfunc(client, pending, staged, inputs.config, fingerprint)
-            evidence_tags = _log_evidence(client, run_id, inputs)
+            evidence_tags = {**_log_evidence(client, run_id, inputs), **log_cv_evidence(client, run_id, cv)}
             train_run = run_id if origin == "train_run" else None
             commit = client.get_run(run_id).data.tags.get(GIT_COMMIT_TAG)  # the training run's, else this checkout's
             why = reason if forced else None

@@ -154,6 +154,7 @@ def build_context(art: Artifacts) -> dict:
         "card": model_card(art),
         "all_metric_keys": other_metric_keys(m),
         "params_yaml": yaml.safe_dump(art.params.to_dict(), sort_keys=False),
+        "cv_studies": [],  # run_report's cv_dirs fill it
         **endpoint_context(art),
     }
 
@@ -179,8 +180,11 @@ def run_report(
     eval_dir: Path,
     explain_dir: Path,
     localization_path: Path | None = None,
+    cv_dirs: list[Path] | None = None,
 ) -> Path:
     """Write the self-contained report.html (the resolved params are embedded in it, not written beside it).
+
+    `cv_dirs`: pool dirs of cross-validation studies (`fracture pool`); given, the report gets their section.
 
     Returns:
         The report's path.
@@ -201,6 +205,9 @@ def run_report(
     )
     if art.missing:
         log.warning("report: %d artifact(s) missing, their sections say so: %s", len(art.missing), art.missing)
-    atomic_write_text(out_path, render_html(build_context(art)))
+    from fracture.report.cv import cv_context
+
+    context = {**build_context(art), "cv_studies": cv_context(list(cv_dirs or []))}
+    atomic_write_text(out_path, render_html(context))
     log.info("report: %s (%.0f kB)", out_path, out_path.stat().st_size / 1024)
     return out_path

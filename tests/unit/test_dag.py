@@ -69,10 +69,17 @@ def command_imports() -> dict[str, list[str]]:
     return out
 
 
+PIPELINES = ("dvc.yaml", "cv/dvc.yaml")  # the demo DAG and the cross-validation study
+
+
 def stages() -> dict[str, dict]:
-    """dvc.yaml's stages (a foreach stage's `do` body), un-templated."""
-    data = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
-    return {name: st.get("do", st) for name, st in data["stages"].items()}
+    """Every pipeline's stages (a foreach stage's `do` body), un-templated; cv/dvc.yaml's as `cv/dvc.yaml:<name>`."""
+    out = {}
+    for pipeline in PIPELINES:
+        data = yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))
+        prefix = "" if pipeline == "dvc.yaml" else f"{pipeline}:"
+        out |= {prefix + name: st.get("do", st) for name, st in data["stages"].items()}
+    return out
 
 
 def step_of(stage: dict) -> str:

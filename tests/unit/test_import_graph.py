@@ -178,6 +178,7 @@ LAYERS: dict[str, int] = {
     "cli": 6,
     "review": 6,
     "tune": 5,
+    "cv": 5,
     "corrections": 2,
 }
 

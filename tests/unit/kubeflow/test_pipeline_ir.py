@@ -136,3 +136,57 @@ def test_trainjob_mode_hands_the_model_to_evaluate_explain_report_and_register(i
     assert tasks["train"]["inputs"]["parameters"]["data_revision"]["componentInputParameter"] == "data_revision"
     outputs = spec["components"]["comp-train"]["outputDefinitions"]["artifacts"]
     assert outputs["model"]["artifactType"]["schemaTitle"] == "system.Model"
+
+
+# ------------------------------------------------------------------------------------------- cross-validation
+
+
+@pytest.fixture(scope="module", params=["kfold", "loso"])
+def ir_cv(request, tmp_path_factory, make_params) -> tuple[dict, dict, object]:
+    cv = {"folds": [0, 1, 2]}
+    params = make_params({"split": {"strategy": request.param}, "cv": cv, "pipeline": {"max_parallel_folds": 2}})
+    path = tmp_path_factory.mktemp(f"kfp-cv-{request.param}") / "pipeline.yaml"
+    run_compile(params, path)
+    spec, platform = list(yaml.safe_load_all(path.read_text()))
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"], params
+
+
+def _loop(spec: dict) -> tuple[str, dict, dict]:
+    tasks = spec["root"]["dag"]["tasks"]
+    (name,) = [n for n, t in tasks.items() if "parameterIterator" in t]
+    return name, tasks[name], spec["components"][tasks[name]["componentRef"]["name"]]
+
+
+def test_cv_fans_out_over_the_folds_with_bounded_parallelism(ir_cv):
+    spec, _, params = ir_cv
+    _, loop, body = _loop(spec)
+    assert yaml.safe_load(loop["parameterIterator"]["items"]["raw"]) == [0, 1, 2]
+    assert loop["iteratorPolicy"]["parallelismLimit"] == params.pipeline.max_parallel_folds
+    assert {"ingest", "validate", "preprocess"} <= set(loop["dependentTasks"])  # shared inputs run once
+    inner = body["dag"]["tasks"]
+    assert set(inner) == {"split-fold", "train", "evaluate"}
+    item = inner["split-fold"]["inputs"]["parameters"]
+    assert item["fold"]["componentInputParameter"].startswith("pipelinechannel--loop-item")
+    assert item["strategy"]["runtimeValue"]["constant"] == params.split.strategy
+    for name in ("train", "evaluate"):  # each fold trains and evaluates on the fold's own params
+        fold_params = inner[name]["inputs"]["parameters"]["params_json"]["taskOutputParameter"]
+        assert fold_params == {"outputParameterKey": "Output", "producerTask": "split-fold"}, name
+    assert inner["evaluate"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "train"
+
+
+def test_cv_collects_every_folds_eval_dir_into_one_pool_task(ir_cv):
+    spec, k8s, _ = ir_cv
+    loop_name, _, body = _loop(spec)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"ingest", "validate", "preprocess", loop_name, "pool"}
+    (collected,) = body["dag"]["outputs"]["artifacts"].values()
+    assert collected["artifactSelectors"] == [{"outputArtifactKey": "eval_dir", "producerSubtask": "evaluate"}]
+    source = tasks["pool"]["inputs"]["artifacts"]["eval_dirs"]["taskOutputArtifact"]
+    assert source["producerTask"] == loop_name and source["outputArtifactKey"] in body["dag"]["outputs"]["artifacts"]
+    assert spec["components"]["comp-pool"]["inputDefinitions"]["artifacts"]["eval_dirs"]["isArtifactList"] is True
+    executors = spec["deploymentSpec"]["executors"]
+    assert sorted(executors) == sorted(f"exec-{s}" for s in (
+        "ingest", "validate", "preprocess", "split-fold", "train", "evaluate", "pool"))  # fmt: skip
+    assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert k8s["exec-train"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    assert "pool_step(" in executors["exec-pool"]["container"]["command"][-1]

@@ -712,3 +712,14 @@ def test_localization_section_shows_the_figures_and_box_overlays(tmp_path, repor
     assert "Grad-CAM with boxes" in section and "fracture lime" in section
     missing = run_report(report_params, tmp_path / "r2.html", **report_inputs).read_text()
     assert "No localization figures" in missing
+
+
+def test_cv_section_only_with_a_pool_dir(tmp_path, report_params, report_inputs, report_html):
+    from tests.unit.cv.test_cv_pool import _pool_dir
+
+    assert 'data-section="cv"' not in report_html[1]  # the demo report (no --cv) has no CV section
+    pool = _pool_dir(tmp_path / "study", report_params)  # a LOSO study of two sources
+    html = run_report(report_params, tmp_path / "r.html", **report_inputs, cv_dirs=[pool]).read_text()
+    assert 'data-section="cv"' in html and 'data-cv-study="loso"' in html and 'href="#cv"' in html
+    assert 'data-cv-fold="fold-0"' in html and 'data-cv-fold="pooled"' in html and "held-out source" in html
+    assert "conditional on the fold models" in html and 'data-figure="cv-roc-loso"' in html

@@ -1,0 +1,1 @@
+"""The `pool` KFP component (component.py), its README and its tests/."""
