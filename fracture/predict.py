@@ -41,6 +41,7 @@ from fracture.config import Params
 from fracture.errors import InputError
 from fracture.model import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, InputContract, read_contract
 from fracture.outputs import out_dir_lock, prepare_out_dir, write_error_message
+from fracture.tasks import CLASSES, NEGATIVE
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,14 @@ def validate_part(part: str | None) -> str | None:
     return norm
 
 
-def decide(prob: float, threshold: float) -> str:
-    """The decision at the frozen operating point: positive when prob >= threshold (as in evaluate)."""
-    return "fracture" if prob >= threshold else "normal"
+def decide(prob: float, threshold: float, task: str = "fracture") -> str:
+    """The decision at the frozen operating point: the task's class when prob >= threshold (as in evaluate)."""
+    return CLASSES[task][0] if prob >= threshold else NEGATIVE[task]
+
+
+def task_of(predictor: Predictor) -> str:
+    """The model's task (config.json; a model dir from before tasks is `fracture`)."""
+    return str(predictor.config.get("task", "fracture"))
 
 
 def is_batch_input(img: Path) -> bool:
@@ -238,19 +244,22 @@ def overlay_png(predictor: Predictor, image: np.ndarray, cam: np.ndarray, prob: 
     """The Grad-CAM overlay figure for one prediction, with the decision, threshold and caveats."""
     from fracture.explain import coarseness_note, render_overlay
 
-    title = f"{decide(prob, predictor.threshold)}: p = {prob:.3f} (frozen threshold {predictor.threshold:.3f})"
+    decision = decide(prob, predictor.threshold, task_of(predictor))
+    title = f"{decision}: p = {prob:.3f} (frozen threshold {predictor.threshold:.3f})"
     note = f"{coarseness_note(predictor.grid, predictor.img_size)} {DISCLAIMER}"
     return render_overlay(image, cam, title, note, alpha)
 
 
-def _result(path: Path, part: str | None, prob: float | None, threshold: float, overlay: str | None) -> dict:
-    """One result row (RESULT_COLUMNS)."""
+def _result(
+    path: Path, part: str | None, prob: float | None, threshold: float, overlay: str | None, task: str = "fracture"
+) -> dict:
+    """One result row (RESULT_COLUMNS); `prob` and `decision` are for the task's class."""
     return {
         "path": str(path),
         "part": part,
         "prob": None if prob is None else float(prob),
         "threshold": threshold,
-        "decision": None if prob is None else decide(prob, threshold),
+        "decision": None if prob is None else decide(prob, threshold, task),
         "overlay": overlay,
         "error": None,
     }
@@ -273,9 +282,11 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
     cam = gradcam(predictor.model, image[None], predictor.mean, predictor.std, 1)[0]
     overlay = f"{img.stem}_gradcam.png"
     atomic_write_bytes(out_dir / overlay, overlay_png(predictor, image, cam, prob, params.explain.alpha))
-    result = _result(img, part, prob, predictor.threshold, overlay)
+    result = _result(img, part, prob, predictor.threshold, overlay, task_of(predictor))
     result.pop("error")
     result |= {
+        "task": task_of(predictor),
+        "classes": {name: prob for name in CLASSES[task_of(predictor)]},
         "threshold_method": predictor.config.get("threshold_method"),
         "preprocess": predictor.contract.to_dict(),
         "model": predictor.lineage,
@@ -291,7 +302,7 @@ def _decode_chunk(params: Params, predictor: Predictor, paths: list[Path]) -> tu
     """Decode a chunk; unreadable files become rows with an error instead of raising."""
     images, rows = [], []
     for path in paths:
-        row = _result(path, None, None, predictor.threshold, None)
+        row = _result(path, None, None, predictor.threshold, None, task_of(predictor))
         try:
             images.append(predictor.contract.decode(path))
         except InputError as err:
@@ -318,7 +329,7 @@ def _score_chunk(params: Params, predictor: Predictor, paths: list[Path], start:
     )
     for k, j in enumerate(ok):
         prob = float(probs[k])
-        rows[j] |= {"prob": prob, "decision": decide(prob, predictor.threshold)}
+        rows[j] |= {"prob": prob, "decision": decide(prob, predictor.threshold, task_of(predictor))}
         if cams is not None:
             name = f"overlays/{start + j:06d}_{paths[j].stem}.png"
             atomic_write_bytes(out_dir / name, overlay_png(predictor, stack[k], cams[k], prob, params.explain.alpha))
