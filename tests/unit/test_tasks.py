@@ -165,3 +165,28 @@ def test_predict_names_the_tasks_class(make_params) -> None:
     assert (decide(0.7, 0.5), decide(0.2, 0.5)) == ("fracture", "normal")
     assert make_params({"base": {"task": "physeal"}}).registered_model_name == "fracture-swin-physeal"
     assert make_params({}).registered_model_name == "fracture-swin"
+
+
+def test_a_frozen_backbone_stays_put_through_a_real_training_epoch(params) -> None:
+    """AdamW (with weight decay) leaves parameters without gradients alone; the head still learns."""
+    from fracture.train.epoch import train_one_epoch
+    from fracture.train.optim import make_optimisation
+    from fracture.train.runtime import Runtime
+
+    torch.manual_seed(0)
+    size = params.base.image_size
+    model = build_model(params.model, size, pretrained=False)
+    rt = Runtime(torch.device("cpu"))
+    batches = [(torch.randn(4, 1, size, size), torch.tensor([0.0, 1.0, 0.0, 1.0])) for _ in range(2)]
+    opt = make_optimisation(model, params.train, rt, len(batches), 1.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    set_backbone_frozen(model, True)
+    train_one_epoch(model, batches, opt, rt, params.train)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in after.items() if k.startswith("backbone."))
+    assert any(not torch.equal(before[k], v) for k, v in after.items() if k.startswith("head."))
+
+    set_backbone_frozen(model, False)
+    train_one_epoch(model, batches, opt, rt, params.train)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items() if k.startswith("backbone."))
