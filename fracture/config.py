@@ -72,6 +72,11 @@ class BaseParams(_Section):
     seed: int = Field(ge=0, lt=2**32, description="Seeds Python, NumPy (32-bit seeds) and torch.")
     image_size: int = Field(gt=0, le=2048, description="Square side of the preprocess cache and model input, px.")
     num_workers: int = Field(ge=0, le=256, description="Worker processes for parallel steps.")
+    task: Literal["fracture", "physeal"] = Field(
+        description="What split, train and evaluate learn: `fracture` (visible fracture, every source) or "
+        "`physeal` (growth plate involved, among GRAZPEDWRI-DX fractures whose AO codes parse; "
+        "fracture.contracts.tasks)."
+    )
 
 
 class SynthParams(_Section):
@@ -218,6 +223,10 @@ class ModelParams(_Section):
     dropout: float = Field(ge=0, lt=1)
     mean: float
     std: float = Field(gt=0)
+    init_from: str | None = Field(
+        description="A model dir whose backbone starts training (its head is dropped, a new one is built); null: "
+        "from `pretrained` / `weights_path`."
+    )
 
 
 class AugmentParams(_Section):
@@ -250,6 +259,7 @@ class TrainParams(_Section):
     compile: bool
     early_stopping_patience: int = Field(gt=0)
     num_workers: int = Field(ge=0)
+    freeze_backbone_epochs: int = Field(ge=0, description="First epochs that train the head alone (backbone frozen).")
     experiment: str
     devices: Literal["auto"] | int = Field(
         description="Training processes: `auto` = one per visible GPU (torchrun when more than one), or a count."
@@ -535,6 +545,12 @@ class Params(_Section):
     def to_dict(self) -> dict:
         """Plain dict in params.yaml's shape (aliases applied), for logging and resolved copies."""
         return self.model_dump(mode="json", by_alias=True)
+
+    @property
+    def registered_model_name(self) -> str:
+        """The registry name of this task's model: `register.model_name`, suffixed by a task other than fracture."""
+        name, task = self.register_.model_name, self.base.task
+        return name if task == "fracture" else f"{name}-{task}"
 
 
 def _format_error(path: str, err: ValidationError) -> str:

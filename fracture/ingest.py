@@ -41,6 +41,7 @@ from fracture.sources import (
     image_id_for,
     refuse_non_utf8_names,
 )
+from fracture.sources.ao import ao_summary
 from fracture.sources.dicom import DicomIdentity, extract_identity
 from fracture.sources.privacy import pseudonym_key
 
@@ -264,6 +265,8 @@ def summarise(manifest: pd.DataFrame, quarantine: pd.DataFrame, scans: dict[str,
             "quarantine_reasons": dict(sorted(Counter(q["code"]).items())),
             **scan.stats,
         }
+        if m["ao_status"].notna().any():  # a source with AO codes (GRAZPEDWRI-DX): parse statuses and targets
+            entry["ao"] = ao_summary(m)
         if entry["candidates"] != entry["total"] + entry["quarantined"] or entry["total"] != (
             entry["fracture"] + entry["normal"]
         ):
@@ -360,6 +363,19 @@ def _log_summary(summary: dict[str, Any], fallbacks: int) -> None:
             entry["quarantined"],
             entry["quarantine_reasons"] or "",
         )
+        ao = entry.get("ao")
+        if ao:
+            log.info(
+                "%s AO codes: rows %s; %d coded views without a visible fracture (excluded from AO targets), "
+                "%d visible fractures without a usable code (unknown); targets known for %d images",
+                source,
+                ao["row_status"],
+                ao["coded_not_visible"],
+                ao["visible_without_code"] + ao["visible_code_unusable"],
+                ao["targets_known"],
+            )
+        if ao and ao["malformed"]:
+            log.warning("%s: %d rows hold malformed AO codes (listed in summary.json)", source, len(ao["malformed"]))
     if fallbacks:
         log.warning(
             "hospital: %d images have no patient id (no metadata.csv patient_id, no DICOM PatientID); "

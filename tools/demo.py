@@ -69,7 +69,7 @@ def mlflow_links(ui: str, params: Params) -> list[str]:
     from fracture.registry.client import mlflow_client
 
     experiment = mlflow_client().get_experiment_by_name(params.train.experiment)
-    return ui_links(ui, experiment.experiment_id if experiment else None, params.register_.model_name)
+    return ui_links(ui, experiment.experiment_id if experiment else None, params.registered_model_name)
 
 
 def print_summary(params: Params) -> None:

@@ -131,7 +131,7 @@ def run_setup_roles(params: Params, name: str | None, pipeline_users: list[str],
     """
     from mlflow.server import get_app_client
 
-    uri, model = tracking_uri(), name or params.register_.model_name
+    uri, model = tracking_uri(), name or params.registered_model_name
     if not uri.startswith(("http://", "https://")):
         raise InputError(f"MLFLOW_TRACKING_URI={redact(uri)}: roles need an MLflow server with --app-name basic-auth")
     identity = whoami(uri)

@@ -19,7 +19,15 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "age": "Float64",
     "sex": "string",
     "projection": "string",
-    "ao_code": "string",
+    "ao_code": "string",  # GRAZPEDWRI-DX `ao_classification` as written (stripped)
+    # Parsed by fracture.sources.ao (GRAZPEDWRI-DX rows; null elsewhere): the codes that parsed, normalised and
+    # `;`-joined; the row's parse status (none | ok | not_pccf | malformed); and the image's AO targets, known only
+    # for a visible fracture whose codes are all PCCF: growth plate involved (E/1-E/6), Salter-Harris types
+    # (`II;IV`, "" = none).
+    "ao_codes": "string",
+    "ao_status": "string",
+    "physeal": "boolean",
+    "salter_harris": "string",
     "initial_exam": "boolean",
     "cast": "boolean",
     "metal": "boolean",
@@ -33,6 +41,9 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "bit_depth": "int8",
     "sha256": "string",
 }
+
+# `ao_status` per GRAZPEDWRI-DX row: blank cell, every code PCCF, some code not PCCF (none malformed), some malformed.
+AO_STATUSES = ("none", "ok", "not_pccf", "malformed")
 
 QUARANTINE_COLUMNS = ("source", "path", "reason", "code")  # code: the reason's stable category (flow counts)
 

@@ -12,6 +12,7 @@ from fracture.base.errors import InputError
 from fracture.base.io import atomic_write_text, read_manifest, read_parquet, write_json, write_parquet
 from fracture.base.parallel import progress
 from fracture.config import Params, dump_params
+from fracture.contracts.tasks import TASK_REASON, apply_task, check_in_task
 from fracture.evaluate.cohort import EVAL_SPLITS, MANIFEST_FIELDS, cohort_reasons
 from fracture.evaluate.core import Evaluation, assemble_evaluation, headline_record
 
@@ -28,8 +29,11 @@ def _first_duplicate(path: Path, ids: pd.Series) -> None:
         raise InputError(f"{path}: image_id {ids[ids.duplicated()].iloc[0]} repeats")
 
 
-def read_inputs(manifest_path: Path, splits_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """splits.parquet (image_id, split, reason, cluster_id) and the manifest fields evaluate joins.
+def read_inputs(manifest_path: Path, splits_path: Path, task: str = "fracture") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """splits.parquet (image_id, split, reason, cluster_id) and the manifest fields evaluate joins, as `task` sees them.
+
+    The fields' `label` is the task's target and `task_reason` says which rows are outside the task
+    (fracture.contracts.tasks).
 
     Raises:
         InputError: a column is missing (cluster_id: re-run split) or an image_id repeats.
@@ -41,19 +45,21 @@ def read_inputs(manifest_path: Path, splits_path: Path) -> tuple[pd.DataFrame, p
         if missing:
             raise InputError(f"{path}: missing columns {', '.join(missing)} (re-run the step that writes it)")
     splits = splits[list(SPLIT_FIELDS)].astype("string")
-    fields = manifest[list(MANIFEST_FIELDS)].astype({"image_id": "string"})
+    manifest = apply_task(manifest, task)
+    fields = manifest[[*MANIFEST_FIELDS, TASK_REASON]].astype({"image_id": "string"})
     _first_duplicate(splits_path, splits["image_id"])
     _first_duplicate(manifest_path, fields["image_id"])
     return splits, fields
 
 
-def load_eval_rows(manifest_path: Path, splits_path: Path) -> pd.DataFrame:
+def load_eval_rows(manifest_path: Path, splits_path: Path, task: str = "fracture") -> pd.DataFrame:
     """Val and test rows of splits.parquet joined with their manifest fields (train rows are never read on).
 
     Raises:
-        InputError: a column is missing, ids disagree between the files, a label is not 0/1, or there is no test.
+        InputError: a column is missing, ids disagree between the files, a label is not 0/1, a row is outside the
+            task (splits made for another task), or there is no test.
     """
-    splits, fields = read_inputs(manifest_path, splits_path)
+    splits, fields = read_inputs(manifest_path, splits_path, task)
     rows = splits.loc[splits["split"].isin(EVAL_SPLITS), ["image_id", "split", "cluster_id"]]
     frame = rows.merge(fields, on="image_id", how="left", indicator=True)
     unknown = frame.loc[frame["_merge"] == "left_only", "image_id"]
@@ -66,19 +72,22 @@ def load_eval_rows(manifest_path: Path, splits_path: Path) -> pd.DataFrame:
         raise InputError(f"{manifest_path}: labels of val/test rows must be 0 or 1")
     if not (frame["split"] == "test").any():
         raise InputError(f"{splits_path}: no test rows to evaluate")
-    return frame.drop(columns="_merge")
+    check_in_task(frame, task, str(splits_path))
+    return frame.drop(columns=["_merge", TASK_REASON])
 
 
-def load_excluded_rows(manifest_path: Path, splits_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_excluded_rows(
+    manifest_path: Path, splits_path: Path, task: str = "fracture"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows split marked `excluded`: (spectrum candidates, every excluded row's study_id and label).
 
     Spectrum candidates carry a cohort-policy reason (metal, uncertain, sex O, projection other) and a cluster
     with no train row (a case whose patient trained the model says nothing about new patients); `cluster_split`
-    is the split of the cluster's scored rows ("none" when it has none).
+    is the split of the cluster's scored rows ("none" when it has none). Rows outside the task have no target there.
     """
-    splits, fields = read_inputs(manifest_path, splits_path)
+    splits, fields = read_inputs(manifest_path, splits_path, task)
     excluded = splits[splits["split"] == "excluded"].merge(fields, on="image_id", how="inner")
-    excluded = excluded[excluded["label"].isin([0, 1])]
+    excluded = excluded[excluded["label"].isin([0, 1]) & excluded[TASK_REASON].isna()].drop(columns=TASK_REASON)
     split_of = splits[splits["split"].isin(("train", *EVAL_SPLITS))].groupby("cluster_id")["split"]
     in_train = set(splits.loc[splits["split"] == "train", "cluster_id"].dropna())
     reasons = cohort_reasons(excluded["reason"])
@@ -86,6 +95,18 @@ def load_excluded_rows(manifest_path: Path, splits_path: Path) -> tuple[pd.DataF
     spectrum = excluded[keep].assign(reason=reasons[keep].to_numpy())
     spectrum["cluster_split"] = spectrum["cluster_id"].map(split_of.first()).fillna("none").astype("string")
     return spectrum.reset_index(drop=True), excluded[["image_id", "study_id", "label"]]
+
+
+def model_task(config: dict, task: str, source: Path) -> str:
+    """The model's task (config.json; `fracture` when it predates tasks), which must be the params' `base.task`.
+
+    Raises:
+        InputError: they differ.
+    """
+    trained = str(config.get("task", "fracture"))
+    if trained != task:
+        raise InputError(f"{source}: the model was trained for task {trained!r} but base.task is {task!r}")
+    return trained
 
 
 def frozen_threshold(config: dict, source: Path) -> tuple[float, str]:
@@ -213,9 +234,10 @@ def run_evaluate(
     from fracture.model.core import CONFIG_FILE, check_cache_contract, load_model_dir, read_contract
     from fracture.preprocess.cache import META_FILE
 
-    frame = load_eval_rows(Path(manifest_path), Path(splits_path))
-    spectrum, excluded = load_excluded_rows(Path(manifest_path), Path(splits_path))
     model, config = load_model_dir(Path(model_dir))
+    task = model_task(config, params.base.task, Path(model_dir) / CONFIG_FILE)
+    frame = load_eval_rows(Path(manifest_path), Path(splits_path), task)
+    spectrum, excluded = load_excluded_rows(Path(manifest_path), Path(splits_path), task)
     contract = read_contract(config, Path(model_dir) / CONFIG_FILE)  # the model's inputs, never the current params
     check_cache_contract(contract, read_json(Path(cache_dir) / META_FILE), Path(cache_dir))
     frozen, method = frozen_threshold(config, Path(model_dir) / CONFIG_FILE)

@@ -24,6 +24,7 @@ from torch import nn
 from fracture.base.errors import ConfigError, InputError
 from fracture.base.io import atomic_write_text, read_json, save_torch, write_json
 from fracture.config import ModelParams, Params, dump_params
+from fracture.contracts.tasks import CLASSES
 from fracture.model.data import normalise
 
 log = logging.getLogger(__name__)
@@ -192,9 +193,16 @@ def _load_checked(module: nn.Module, sd: dict[str, torch.Tensor], path: Path, st
     module.load_state_dict(sd, strict=strict)
 
 
-def model_config(mp: ModelParams, image_size: int, thresholds: dict[str, float], method: str) -> dict[str, Any]:
-    """config.json: what rebuilds the module, its normalisation, and the operating point frozen on val."""
+def model_config(
+    mp: ModelParams, image_size: int, thresholds: dict[str, float], method: str, task: str = "fracture"
+) -> dict[str, Any]:
+    """config.json: what rebuilds the module, its normalisation, the operating point frozen on val, and its task.
+
+    The task comes with its label space (one probability per class); a config without them is the `fracture` task's.
+    """
     return {
+        "task": task,
+        "classes": list(CLASSES[task]),
         "backbone": mp.backbone,
         "backbone_kwargs": dict(mp.backbone_kwargs),
         "img_size": image_size,
@@ -354,7 +362,7 @@ def model_params_from_config(config: dict[str, Any], source: Path) -> ModelParam
     if missing:
         raise InputError(f"{source}: missing keys {', '.join(missing)}")
     try:
-        return ModelParams(**{k: config[k] for k in keys}, pretrained=False, weights_path=None)
+        return ModelParams(**{k: config[k] for k in keys}, pretrained=False, weights_path=None, init_from=None)
     except ValueError as err:
         raise InputError(f"{source}: invalid model config ({err})") from None
 

@@ -161,7 +161,7 @@ def run_promote(
             candidate that fails `fracture.registry.verify` (a pickled pyfunc, foreign model code, weights that do
             not match).
     """
-    name = name or params.register_.model_name
+    name = name or params.registered_model_name
     check_force(force, reason)
     check_allow_different(allow_different_test_set, reason)
     client = mlflow_client()
@@ -247,7 +247,7 @@ def run_rollback(params: Params, name: str | None) -> dict:
         AccessError: the user may not move `champion` (401 / 403; checked before anything changes).
         InputError: no champion, or no previous champion to return to.
     """
-    name = name or params.register_.model_name
+    name = name or params.registered_model_name
     client = mlflow_client()
     aliases = _aliases(client, name)
     if CHAMPION not in aliases:

@@ -507,7 +507,7 @@ def run_register(
     Raises:
         GateError: the evaluation gate failed (exit 1). InputError: bad inputs, or the upload failed.
     """
-    name = check_name(name or params.register_.model_name)
+    name = check_name(name or params.registered_model_name)
     check_force(force, reason)
     inputs = load_register_inputs(model_dir, eval_dir, report_path, validation_dir)
     forced = check_gate(inputs.gate, Path(eval_dir) / "gate.json", force, reason)

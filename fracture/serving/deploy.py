@@ -185,7 +185,7 @@ def run_deploy(
 
     from fracture.registry.client import mlflow_client, registry_errors
 
-    name = name or params.register_.model_name
+    name = name or params.registered_model_name
     if namespace:
         params = params.model_copy(update={"deploy": params.deploy.model_copy(update={"namespace": namespace})})
     mv = registry_errors(resolve_version)(mlflow_client(), name, alias, version)

@@ -42,6 +42,7 @@ from torch import nn
 from fracture.base.errors import InputError, printable
 from fracture.base.outputs import out_dir_lock, prepare_out_dir, write_error_message
 from fracture.config import Params
+from fracture.contracts.tasks import CLASSES, NEGATIVE
 from fracture.model.core import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, InputContract, read_contract
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,14 @@ def validate_part(part: str | None) -> str | None:
     return norm
 
 
-def decide(prob: float, threshold: float) -> str:
-    """The decision at the frozen operating point: positive when prob >= threshold (as in evaluate)."""
-    return "fracture" if prob >= threshold else "normal"
+def decide(prob: float, threshold: float, task: str = "fracture") -> str:
+    """The decision at the frozen operating point: the task's class when prob >= threshold (as in evaluate)."""
+    return CLASSES[task][0] if prob >= threshold else NEGATIVE[task]
+
+
+def task_of(predictor: Predictor) -> str:
+    """The model's task (config.json; a model dir from before tasks is `fracture`)."""
+    return str(predictor.config.get("task", "fracture"))
 
 
 def is_batch_input(img: Path) -> bool:
@@ -305,21 +311,30 @@ def overlay_png(predictor: Predictor, image: np.ndarray, cam: np.ndarray, prob: 
     """The Grad-CAM overlay figure for one prediction, with the decision, threshold and caveats."""
     from fracture.explain import coarseness_note, render_overlay
 
-    title = f"{decide(prob, predictor.threshold)}: p = {prob:.3f} (frozen threshold {predictor.threshold:.3f})"
+    decision = decide(prob, predictor.threshold, task_of(predictor))
+    title = f"{decision}: p = {prob:.3f} (frozen threshold {predictor.threshold:.3f})"
     note = f"{coarseness_note(predictor.grid, predictor.img_size)} {DISCLAIMER}"
     return render_overlay(image, cam, title, note, alpha)
 
 
 def _result(
-    path: Path | UnusableEntry, part: str | None, prob: float | None, threshold: float, overlay: str | None
+    path: Path | UnusableEntry,
+    part: str | None,
+    prob: float | None,
+    threshold: float,
+    overlay: str | None,
+    task: str = "fracture",
 ) -> dict:
-    """One result row (RESULT_COLUMNS); the path escaped where it is not UTF-8 (the outputs are UTF-8 text)."""
+    """One result row (RESULT_COLUMNS): `prob` and `decision` are for the task's class.
+
+    The path is escaped where it is not UTF-8 (the outputs are UTF-8 text).
+    """
     return {
         "path": printable(str(path)),
         "part": part,
         "prob": None if prob is None else float(prob),
         "threshold": threshold,
-        "decision": None if prob is None else decide(prob, threshold),
+        "decision": None if prob is None else decide(prob, threshold, task),
         "overlay": overlay,
         "error": None,
     }
@@ -345,9 +360,11 @@ def predict_one(params: Params, predictor: Predictor, img: Path, part: str | Non
     stem = output_stem(img.stem)
     overlay = f"{stem}_gradcam.png"
     atomic_write_bytes(out_dir / overlay, overlay_png(predictor, image, cam, prob, params.explain.alpha))
-    result = _result(img, part, prob, predictor.threshold, overlay)
+    result = _result(img, part, prob, predictor.threshold, overlay, task_of(predictor))
     result.pop("error")
     result |= {
+        "task": task_of(predictor),
+        "classes": {name: prob for name in CLASSES[task_of(predictor)]},
         "threshold_method": predictor.config.get("threshold_method"),
         "preprocess": predictor.contract.to_dict(),
         "model": predictor.lineage,
@@ -365,7 +382,7 @@ def _decode_chunk(
     """Decode a chunk; unreadable files (and links leading outside a batch folder `root`) become error rows."""
     images, rows = [], []
     for path in paths:
-        row = _result(path, None, None, predictor.threshold, None)
+        row = _result(path, None, None, predictor.threshold, None, task_of(predictor))
         if isinstance(path, UnusableEntry):
             row["error"] = path.error
         else:
@@ -399,7 +416,7 @@ def _score_chunk(
     )
     for k, j in enumerate(ok):
         prob = float(probs[k])
-        rows[j] |= {"prob": prob, "decision": decide(prob, predictor.threshold)}
+        rows[j] |= {"prob": prob, "decision": decide(prob, predictor.threshold, task_of(predictor))}
         if cams is not None:
             name = f"overlays/{start + j:06d}_{output_stem(paths[j].stem, '.png', 255 - 7)}.png"
             atomic_write_bytes(out_dir / name, overlay_png(predictor, stack[k], cams[k], prob, params.explain.alpha))

@@ -285,6 +285,6 @@ def exec_server(
 
 def run_serve(params: Params, model_uri: str | None, host: str | None = None, port: int | None = None) -> None:
     """`fracture serve`: the champion (or `model_uri`) on params `serve.host:serve.port`, in the foreground."""
-    uri = model_uri or f"models:/{params.register_.model_name}@champion"
+    uri = model_uri or f"models:/{params.registered_model_name}@champion"
     sp = params.serve
     exec_server(uri, host or sp.host, port or sp.port, sp.workers, sp.timeout_s, sp.allowed_path_roots)

@@ -2,7 +2,9 @@
 
 `<root>/dataset.csv` (UTF-8 with a BOM, 17 columns) lists one row per image; images live anywhere below the root
 (`images_partN/` or a nested `images_partN/images_partN/`) and are found by file stem from one walk of the tree.
-The label is `fracture_visible` (1 -> 1, empty -> 0; `1.0` after a pandas re-save).
+The label is `fracture_visible` (1 -> 1, empty -> 0; `1.0` after a pandas re-save). The AO (PCCF) codes in
+`ao_classification` are parsed here, once, by fracture.sources.ao (the manifest's `ao_codes`, `ao_status`, `physeal`,
+`salter_harris`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from fracture.sources import (
     take_short_rows,
     walk_files,
 )
+from fracture.sources.ao import ao_fields
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,7 @@ def kaggle_row(rec: Mapping[str, str], stem_paths: Mapping[str, str]) -> Candida
         "sex": normalise_sex(rec["gender"]),
         "projection": _projection(rec["projection"]),
         "ao_code": rec["ao_classification"].strip() or None,
+        **ao_fields(rec["ao_classification"], fracture_visible=label == 1),
         **{flag: _flag(rec[flag]) for flag in FLAG_COLUMNS},
     }
     return Candidate(SOURCE, path, fields)

@@ -31,6 +31,7 @@ from fracture.base.errors import InputError, MultiLine
 from fracture.base.io import atomic_write_text, read_manifest, write_json, write_parquet
 from fracture.config import ExclusionPolicy, Params, SplitParams, dump_params
 from fracture.contracts.schema import SPLIT_COLUMNS, SPLITS, copy_exclusion_reason
+from fracture.contracts.tasks import TASK_REASON, apply_task, check_split_classes
 from fracture.split.cohort import baseline_table, flow_counts
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,16 @@ def exclusion_reasons(df: pd.DataFrame, policy: ExclusionPolicy) -> pd.Series:
         rules.append(("sex O", df["sex"].astype("string").eq("O").fillna(False).to_numpy(dtype=bool)))
     if policy.projection_other and "projection" in df.columns:
         rules.append(("projection other", df["projection"].astype("string").eq("other").fillna(False).to_numpy(bool)))
-    reasons = ["; ".join(name for name, hit in rules if hit[i]) for i in range(len(df))]
+    if TASK_REASON in df.columns:  # outside the task (fracture.contracts.tasks.apply_task)
+        task = df[TASK_REASON].astype("string")
+        rules.append((task.fillna(""), task.notna().to_numpy(bool)))
+    reasons = ["; ".join(str(_at(name, i)) for name, hit in rules if hit[i]) for i in range(len(df))]
     return pd.Series(reasons, index=df.index, dtype="string").replace("", pd.NA)
+
+
+def _at(name: str | pd.Series, i: int) -> str:
+    """A rule's reason: its fixed name, or the row's own text (a task's reason)."""
+    return name if isinstance(name, str) else name.iloc[i]
 
 
 def _find(parent: list[int], i: int) -> int:
@@ -323,11 +332,12 @@ def resolve_strategy(sp: SplitParams, strategy: str | None, fold: int | None) ->
     return strategy, fold
 
 
-def _summary_json(summary: pd.DataFrame, splits: pd.DataFrame, strategy: str, fold: int, seed: int) -> dict:
+def _summary_json(summary: pd.DataFrame, splits: pd.DataFrame, how: dict, seed: int) -> dict:
     reasons = splits.loc[splits["split"] == "excluded", "reason"].value_counts()
     return {
-        "strategy": strategy,
-        "fold": fold,
+        "task": how["task"],
+        "strategy": how["strategy"],
+        "fold": how["fold"],
         "seed": seed,
         "exclusions": {str(k): int(v) for k, v in reasons.items()},
         "rows": summary.to_dict(orient="records"),
@@ -390,11 +400,20 @@ def run_split(
     params = params.model_copy(update={"split": params.split.model_copy(update={"strategy": strategy, "fold": fold})})
     df, _ = read_manifest(manifest_path)
     _check_manifest(df, Path(manifest_path))
+    task = params.base.task
+    if task != "fracture" and strategy != "kfold":
+        raise InputError(
+            f"task {task!r} has labels in GRAZPEDWRI-DX only: split it with split.strategy kfold (patient-grouped "
+            f"folds within that source), not {strategy!r}"
+        )
+    df = apply_task(df, task)
     splits = make_splits(df, params.split, strategy, fold, params.base.seed)
+    if task != "fracture":
+        check_split_classes(splits, df["label"], task)
     summary = summarise_splits(df, splits)
     out_path = Path(out_path)
     write_parquet(splits, out_path)
-    report = _summary_json(summary, splits, strategy, fold, params.base.seed)
+    report = _summary_json(summary, splits, {"task": task, "strategy": strategy, "fold": fold}, params.base.seed)
     write_json(out_path.parent / "split_summary.json", report)
     atomic_write_text(out_path.parent / "split_summary.csv", summary.to_csv(index=False))
     write_cohort_tables(df, splits, Path(manifest_path), out_path.parent, {"strategy": strategy, "fold": fold})

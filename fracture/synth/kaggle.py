@@ -28,17 +28,51 @@ KAGGLE_COLUMNS = (
 KAGGLE_FLAGS = ("initial_exam", "cast", "diagnosis_uncertain", "osteopenia", "fracture_visible", "metal")
 KAGGLE_PARTS = 4
 LABELS_DIR = "folder_structure/yolov5/labels"  # the detection download's layout, inside the root here
-AO_CODES = (
-    "23r-M/2.1",
-    "23r-M/3.1",
-    "23r-E/2.1",
-    "23r-E/1.1",
-    "23u-E/7",
-    "23-M/3.1",
-    "23r-M/3.1; 23u-E/7",
-    "23r-E/2.1; 23u-E/7",
-    "23r-M/2.1; 23u-M/2.1",
-)
+LEGACY_AO_CHOICES = 9  # codes the planner once drew from the image stream; one such draw per coded study remains
+# AO pediatric (PCCF) codes of a distal forearm, weights roughly as in children's wrist series (Joeris et al., Acta
+# Orthop 2017: most distal forearm fractures metaphyseal and half of them incomplete; Salter-Harris II the commonest
+# epiphyseal pattern), with physeal cases over-represented so that the demo's physeal task has positives.
+AO_RADIUS = {
+    "23r-M/2.1": 0.26,  # buckle / greenstick
+    "23r-M/3.1": 0.12,
+    "23-M/2.1": 0.05,  # both bones, same pattern: no r/u
+    "23-M/3.1": 0.05,
+    "23r-E/1.1": 0.06,  # Salter-Harris I
+    "23r-E/2.1": 0.22,  # Salter-Harris II
+    "23r-E/3.1": 0.05,
+    "23r-E/4.1": 0.04,
+    "23r-E/8.1": 0.03,  # flake: epiphyseal, not physeal
+    "22r-D/2.1": 0.04,
+    "22-D/4.1": 0.04,
+    "23r-M/2.2": 0.04,
+}
+AO_ULNA = {"": 0.5, "23u-E/7": 0.38, "23u-M/2.1": 0.08, "23u-E/2.1": 0.04}  # ulnar styloid avulsion is common
+AO_NOT_PCCF = ("72B(b)", "72A(a)")  # carpal (scaphoid) AO/OTA codes: parse, but not PCCF long-bone codes
+AO_MALFORMED = ("23r-M/2.1 23u-E/7", "23r-M/2,1", "23r-E/2.1; 23u-E/7.7", "23r/M-3.1")
+
+
+def _draw_ao_code(rng: np.random.Generator) -> str:
+    """One plausible coded study: a radius (or both-bone) code, often with an ulnar one, as the dataset writes it."""
+    codes = [str(rng.choice(list(AO_RADIUS), p=np.array(list(AO_RADIUS.values())) / sum(AO_RADIUS.values())))]
+    ulna = str(rng.choice(list(AO_ULNA), p=list(AO_ULNA.values())))
+    if ulna and not codes[0].startswith("23-") and not codes[0].startswith("22-"):
+        codes.append(ulna)
+    text = "; ".join(codes)
+    return text.upper() if rng.random() < 0.03 else text  # a few hand-typed variants (case)
+
+
+def _ao_codes(rng: np.random.Generator, coded: list[int]) -> dict[int, str]:
+    """AO code text per coded study: plausible PCCF codes, and a few malformed, not-PCCF (carpal) or missing ones."""
+    codes = {i: _draw_ao_code(rng) for i in coded}
+    few = max(1, round(0.04 * len(coded)))
+    for k, i in enumerate(sorted(pick(rng, coded, 3 * few))):
+        if k % 3 == 0:
+            codes[i] = AO_MALFORMED[int(rng.integers(len(AO_MALFORMED)))]
+        elif k % 3 == 1:  # a carpal code beside the forearm ones
+            codes[i] = f"{codes[i]}; {AO_NOT_PCCF[int(rng.integers(len(AO_NOT_PCCF)))]}"
+        else:  # a fracture nobody coded
+            codes[i] = ""
+    return codes
 
 
 def _kaggle_studies(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
@@ -139,13 +173,21 @@ def _kaggle_table(rng: np.random.Generator, n: int, positive_fraction: float) ->
     positive, hidden = _kaggle_labels(rng, [s[2] for s in studies], round(n * positive_fraction))
     flags = _kaggle_study_flags(rng, studies, positive)
     proj3 = pick(rng, [i for i, s in enumerate(studies) if s[2] == 2], max(1, round(0.02 * n)))
-    rows = []
+    rows: list[dict] = []
+    coded: dict[int, range] = {}  # coded study -> its rows
     for i, (p, number, views) in enumerate(studies):
         study = _kaggle_study(rng, patients[p], number, views)
         uncertain = i in flags["diagnosis_uncertain"]
-        ao = str(rng.choice(AO_CODES)) if positive[i] or (uncertain and rng.random() < 0.5) else ""
-        study.update(positive=bool(positive[i]), hidden=hidden.get(i, -1), proj3={1} if i in proj3 else set(), ao=ao)
+        if positive[i] or (uncertain and rng.random() < 0.5):
+            rng.integers(LEGACY_AO_CHOICES)  # the draw that once chose the code: every later draw stays put
+            coded[i] = range(len(rows), len(rows) + views)
+        study.update(positive=bool(positive[i]), hidden=hidden.get(i, -1), proj3={1} if i in proj3 else set(), ao="")
         rows += _kaggle_view_rows(rng, study, {name: i in members for name, members in flags.items()})
+    # AO codes come from their own stream (spawned from the planner's seed), so the images stay as they were.
+    ao_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+    for i, text in _ao_codes(ao_rng, list(coded)).items():
+        for j in coded[i]:
+            rows[j]["ao_classification"] = text
     return rows
 
 

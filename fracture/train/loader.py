@@ -13,9 +13,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from fracture.base.errors import InputError
 from fracture.base.io import read_manifest, read_parquet
 from fracture.config import Params
+from fracture.contracts.tasks import TASK_REASON, apply_task, check_in_task
 from fracture.model.core import check_cache_contract, input_contract
 from fracture.model.data import SeededSampler, UnifiedFractureDataset, collate_batch
 from fracture.preprocess.cache import load_cache, read_cache_meta
+from fracture.train.init import check_no_leak, read_init_source
 from fracture.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ def select_rows(manifest: pd.DataFrame, splits: pd.DataFrame, splits_path: Path)
         if col not in splits.columns:
             raise InputError(f"{splits_path}: missing column {col!r}; rerun `fracture split`")
     rows = splits.loc[splits["split"].isin(TRAIN_SPLITS), ["image_id", "split", "cluster_id"]]
-    labels = manifest[["image_id", "label", "source", "patient_id"]]
+    labels = manifest[
+        ["image_id", "label", "source", "patient_id", *([TASK_REASON] if TASK_REASON in manifest else [])]
+    ]
     rows = rows.merge(labels, on="image_id", how="left", validate="one_to_one")
     unknown = rows["label"].isna()
     if unknown.any():
@@ -44,6 +48,9 @@ def select_rows(manifest: pd.DataFrame, splits: pd.DataFrame, splits_path: Path)
         )
     if not rows["split"].isin(TRAIN_SPLITS).all():
         raise RuntimeError("a non-train/val row reached training")
+    if TASK_REASON in rows:
+        check_in_task(rows, str(manifest.attrs.get("task", "?")), str(splits_path))
+        rows = rows.drop(columns=TASK_REASON)
     # Canonical order: the run does not depend on how the splits file happens to be sorted.
     return rows.astype({"label": "int64"}).sort_values("image_id", kind="stable").reset_index(drop=True)
 
@@ -73,7 +80,14 @@ def load_training_data(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Select train/val rows, then open the cache (memory-mapped; only those rows are ever read)."""
     manifest, _ = read_manifest(manifest_path)
-    rows = select_rows(manifest, read_parquet(splits_path), splits_path)
+    manifest = apply_task(manifest, params.base.task)
+    manifest.attrs["task"] = params.base.task
+    splits = read_parquet(splits_path)
+    rows = select_rows(manifest, splits, splits_path)
+    if params.model.init_from:
+        held_out = splits.loc[splits["split"].isin(["val", "test"]), "image_id"]
+        source = read_init_source(Path(params.model.init_from), params.model)
+        check_no_leak(source, manifest.loc[manifest["image_id"].isin(held_out), "patient_id"], params.model.init_from)
     images, index = load_cache(cache_dir)
     if images.shape[1] != params.base.image_size:
         raise InputError(

@@ -17,11 +17,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from fracture.base.errors import ConfigError
 from fracture.config import Params
 from fracture.model.core import build_model
 from fracture.tracking import Tracker
 from fracture.train.checkpoint import LoopState, checkpoint_payload, restore_checkpoint, resume_key, save_checkpoint
 from fracture.train.epoch import score_val, train_one_epoch
+from fracture.train.init import init_backbone, set_backbone_frozen
 from fracture.train.loader import make_loaders, pos_weight
 from fracture.train.optim import Optimisation, grad_accumulation, make_optimisation
 from fracture.train.runtime import Runtime, seed_everything
@@ -51,7 +53,12 @@ def build_session(params: Params, rt: Runtime, images: np.ndarray, rows: pd.Data
     seed_everything(params.base.seed)
     generator = torch.Generator().manual_seed(params.base.seed)
     train_dl, val_dl = make_loaders(params, images, rows, rt, generator)
-    model = build_model(params.model, params.base.image_size).to(rt.device)
+    model = build_model(params.model, params.base.image_size)
+    if params.model.init_from:
+        init_backbone(model, Path(params.model.init_from))
+    if params.train.freeze_backbone_epochs and rt.distributed:
+        raise ConfigError("train.freeze_backbone_epochs: not supported with several processes (DDP); set it to 0")
+    model = model.to(rt.device)
     net: nn.Module = model
     if rt.distributed:
         net = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -90,6 +97,7 @@ def _run_epoch(s: Session, prog: LoopState) -> float:
     """Train, validate, record, checkpoint one epoch (rank 0 writes); return its train + val wall time, s."""
     start = time.perf_counter()
     s.train_dl.sampler.set_epoch(prog.epoch)
+    set_backbone_frozen(s.model, prog.epoch < s.params.train.freeze_backbone_epochs)
     train_loss = train_one_epoch(s.net, s.train_dl, s.opt, s.rt, s.params.train, s.train_dl.dataset.prep)
     val_loss, val_auc = score_val(s.model, s.val_dl, s.opt.loss_fn, s.rt, s.val_dl.dataset.prep)
     prog.epoch += 1

@@ -17,11 +17,13 @@ import pandas as pd
 
 from fracture.base.io import hash_file, read_json
 from fracture.config import Params
+from fracture.contracts.tasks import CLASSES, DESCRIPTIONS, patient_hashes
 from fracture.model.card import build_model_card
 from fracture.model.core import model_config, predict_proba, save_model_dir
 from fracture.stats.operating_points import tune_thresholds
 from fracture.tracking import MODEL_DIGEST_TAG, NOTE_TAG, model_digest, params_hash, sig4
 from fracture.train.checkpoint import LoopState, load_checkpoint
+from fracture.train.init import PATIENTS_KEY, init_record, read_init_source
 from fracture.train.loop import Session
 
 log = logging.getLogger(__name__)
@@ -36,17 +38,20 @@ def collect_lineage(params: Params, manifest_path: Path, splits_path: Path) -> d
     """
     summary_path = Path(splits_path).with_name("split_summary.json")
     strategy = read_json(summary_path).get("strategy") if summary_path.is_file() else params.split.strategy
+    init_dir = Path(params.model.init_from) if params.model.init_from else None
+    source = read_init_source(init_dir, params.model) if init_dir else None
     return {
         "manifest_hash": hash_file(manifest_path),
         "splits_hash": hash_file(splits_path),
         "params_hash": params_hash(params),
         "split_strategy": strategy,
+        "init_from": init_record(init_dir, source),  # null: trained from `model.pretrained` / scratch
     }
 
 
 def build_metadata(params: Params, prog: LoopState, config: dict, lineage: dict, rows: pd.DataFrame) -> dict[str, Any]:
     """metadata.json: the input/output contract, the model card and the lineage (nothing run-specific)."""
-    s = params.base.image_size
+    s, task = params.base.image_size, params.base.task
     best = prog.best_auroc if math.isfinite(prog.best_auroc) else None
     return {
         # The input contract itself is config.json's `input` block (read_contract); this is its reader's summary.
@@ -57,13 +62,16 @@ def build_metadata(params: Params, prog: LoopState, config: dict, lineage: dict,
         },
         "output": {
             "shape": [1],
-            "description": "one logit; sigmoid gives the probability of a visible fracture; "
-            f"fracture when probability >= threshold ({config['threshold']:.4f}, {config['threshold_method']} on val)",
+            "classes": list(CLASSES[task]),
+            "description": f"one logit; sigmoid gives {DESCRIPTIONS[task]}; "
+            f"{task} when probability >= threshold ({config['threshold']:.4f}, {config['threshold_method']} on val)",
         },
         "model_card": build_model_card(params, config, rows, prog.epoch, prog.best_epoch, best),
         "best_epoch": prog.best_epoch,
         "val_auroc": best,
         "epochs_run": prog.epoch,
+        "task": task,
+        PATIENTS_KEY: patient_hashes(rows["patient_id"]),  # train + val: what a task started from it must not test on
         **lineage,
     }
 
@@ -113,7 +121,9 @@ def finalize(s: Session, prog: LoopState, images: np.ndarray, rows: pd.DataFrame
     """Best weights -> thresholds tuned on val -> model dir (always written) -> MLflow; returns the run summary."""
     params = s.params
     thresholds = best_checkpoint_thresholds(s, images, rows)
-    config = model_config(params.model, params.base.image_size, thresholds, params.evaluate.threshold_method)
+    config = model_config(
+        params.model, params.base.image_size, thresholds, params.evaluate.threshold_method, params.base.task
+    )
     metadata = build_metadata(params, prog, config, lineage, rows)
     history = pd.DataFrame(prog.history, columns=HISTORY_COLUMNS)
     save_model_dir(s.out_dir, s.model.cpu(), config, metadata, history, params)

@@ -42,7 +42,7 @@ from fracture.base.errors import ConfigError, GateError
 from fracture.base.io import atomic_write_text, read_manifest, resolve_image_path, write_json
 from fracture.base.parallel import parallel_map
 from fracture.config import SOURCES, Params, ValidateParams, dump_params
-from fracture.contracts.schema import MANIFEST_COLUMNS
+from fracture.contracts.schema import AO_STATUSES, MANIFEST_COLUMNS
 from fracture.validate.boxes import BOX_SEVERITY, build_box_suite
 from fracture.validate.page import render_results_page
 
@@ -70,6 +70,7 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
     "not_null": "blocking",
     "label_binary": "blocking",
     "source_known": "blocking",
+    "ao_status_known": "blocking",
     "image_id_unique": "blocking",
     "source_path_unique": "blocking",
     "no_conflicting_labels": "blocking",
@@ -109,6 +110,9 @@ def _table_expectations(vp: ValidateParams, sev: Mapping[str, Severity]) -> list
         gxe.ExpectTableColumnsToMatchSet(column_set=cols, exact_match=False, **_meta("columns_present", sev)),
         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1], **_meta("label_binary", sev)),
         gxe.ExpectColumnValuesToBeInSet(column="source", value_set=list(SOURCES), **_meta("source_known", sev)),
+        gxe.ExpectColumnValuesToBeInSet(  # null outside GRAZPEDWRI-DX (GX skips nulls)
+            column="ao_status", value_set=list(AO_STATUSES), **_meta("ao_status_known", sev)
+        ),
         gxe.ExpectColumnValuesToBeUnique(column="image_id", **_meta("image_id_unique", sev)),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["source", "path"], **_meta("source_path_unique", sev)),
         gxe.ExpectColumnValuesToBeInSet(

@@ -178,6 +178,25 @@ def test_params_are_written_before_the_manifest(tmp_path, make_params, monkeypat
     assert seen == {"max_side": 20000}
 
 
+def test_ao_columns_and_counts_reach_the_manifest_and_summary(tmp_path, serial):
+    stems = [f"{p:04d}_0354485735_01_WRI-R1_M011" for p in range(1, 6)]
+    cells = [("23r-E/2.1; 23r-M/3.1", "1"), ("23r-E/2.1", ""), ("", "1"), ("72B(b)", "1"), ("23r-E/9.9", "1")]
+    records = [
+        kaggle_record(stem, ao_classification=cell, fracture_visible=visible)
+        for stem, (cell, visible) in zip(stems, cells, strict=True)
+    ]
+    summary = run_ingest(serial, tmp_path / "out", kaggle_dir=write_kaggle(tmp_path / "k", records))
+    df = read_manifest(tmp_path / "out" / "manifest.parquet")[0].set_index("patient_id")
+    assert df["ao_status"].tolist() == ["ok", "ok", "none", "not_pccf", "malformed"]
+    assert df["physeal"].tolist() == [True, pd.NA, pd.NA, pd.NA, pd.NA]
+    assert df.loc["kaggle:0001", "salter_harris"] == "II"
+    ao = summary["sources"]["kaggle"]["ao"]
+    assert ao["row_status"] == {"none": 1, "ok": 2, "not_pccf": 1, "malformed": 1}
+    assert (ao["coded_not_visible"], ao["visible_without_code"], ao["visible_code_unusable"]) == (1, 1, 2)
+    assert [m["ao_code"] for m in ao["malformed"]] == ["23r-E/9.9"]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["sources"]["kaggle"]["ao"] == ao
+
+
 def test_hash_contents_off_leaves_sha256_null(tmp_path, make_params):
     params = make_params({"base": {"num_workers": 1}, "ingest": {"hash_contents": False}})
     root = write_kaggle(tmp_path / "k", [kaggle_record(STEM_A)])

@@ -115,6 +115,16 @@ def test_metadata_columns_are_mapped():
     assert fields["body_part"] == "wrist"
 
 
+def test_ao_columns_are_parsed_and_targets_need_a_visible_fracture():
+    coded = dict(ao_classification="23R-E/2.1 ;23u-E/7")
+    visible = kaggle_row(kaggle_record(STEM_A, fracture_visible="1", **coded), {STEM_A: "a.png"}).fields
+    assert (visible["ao_codes"], visible["ao_status"]) == ("23r-E/2.1;23u-E/7", "ok")
+    assert (visible["physeal"], visible["salter_harris"]) == (True, "II")
+    hidden = kaggle_row(kaggle_record(STEM_B, fracture_visible="", **coded), {STEM_B: "b.png"}).fields
+    assert (hidden["ao_codes"], hidden["ao_status"]) == ("23r-E/2.1;23u-E/7", "ok")
+    assert hidden["physeal"] is None and hidden["salter_harris"] is None
+
+
 @pytest.mark.parametrize(("code", "projection"), [("1", "ap_pa"), ("2", "lateral"), ("3", "other"), ("3.0", "other")])
 def test_projection_codes(code, projection):
     assert kaggle_row(kaggle_record(STEM_A, projection=code), {STEM_A: "a"}).fields["projection"] == projection

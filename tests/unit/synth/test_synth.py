@@ -7,6 +7,7 @@ import hashlib
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from fracture.base.errors import InputError
 from fracture.sources import SOURCE_DIRS
+from fracture.sources.ao import parse_codes
 from fracture.synth import run_synth
 from fracture.synth.dicom import SYNTH_PHI_STRINGS
 from fracture.synth.render import make_radiograph, to_uint8, to_uint16
@@ -97,12 +99,41 @@ def test_graz_values_follow_the_documented_domains(graz_rows: list[dict]) -> Non
     ages = [float(row["age"]) for row in graz_rows]
     assert 0.2 <= min(ages) and max(ages) <= 19
     codes = [row["ao_classification"] for row in graz_rows if row["ao_classification"]]
-    assert codes and all(AO_RE.match(c) for c in codes), codes
+    assert codes and sum(bool(AO_RE.match(c)) for c in codes) > 0.8 * len(codes), codes
     assert any("; " in c for c in codes)
 
 
 def test_graz_some_images_carry_an_ao_code_without_a_visible_fracture(graz_rows: list[dict]) -> None:
     assert any(row["ao_classification"] and row["fracture_visible"] == "" for row in graz_rows)
+
+
+def test_graz_ao_codes_cover_what_the_ao_tasks_must_handle(graz_rows: list[dict]) -> None:
+    rows = [(parse_codes(row["ao_classification"]), row["fracture_visible"] == "1") for row in graz_rows]
+    statuses = Counter(p.status for p, _ in rows)
+    assert statuses["ok"] > 2 * (statuses["malformed"] + statuses["not_pccf"])  # a few odd ones, mostly PCCF
+    assert statuses["malformed"] >= 1 and statuses["not_pccf"] >= 1
+    assert any(visible and p.status == "none" for p, visible in rows)  # a visible fracture nobody coded
+    codes = [c for p, visible in rows if visible for c in p.codes]
+    assert {c.salter_harris for c in codes} & {"I", "II", "III", "IV"}
+    assert any(c.physeal for c in codes) and any(not c.physeal for c in codes)
+    assert any(c.pair is None for c in codes)  # both-bone codes
+
+
+def test_graz_ao_codes_do_not_touch_the_image_stream(params, monkeypatch) -> None:
+    """AO codes come from their own generator: without them the image specs and other columns stay the same."""
+    from fracture.synth import kaggle
+
+    def table_and_specs() -> tuple[list[dict], list]:
+        plan = kaggle.plan_kaggle(np.random.default_rng([3, 1, 0]), 60, 0.45, (160, 256))
+        text = plan.texts["dataset.csv"].decode("utf-8-sig")
+        return list(csv.DictReader(text.splitlines())), plan.specs
+
+    rows, specs = table_and_specs()
+    monkeypatch.setattr(kaggle, "_ao_codes", lambda rng, coded: {})
+    bare_rows, bare_specs = table_and_specs()
+    assert bare_specs == specs
+    assert [r | {"ao_classification": ""} for r in rows] == bare_rows
+    assert any(r["ao_classification"] for r in rows)
 
 
 def test_graz_cohort_exclusions_exist_but_stay_a_minority(graz_rows: list[dict]) -> None:
