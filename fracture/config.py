@@ -243,13 +243,24 @@ class TrainParams(_Section):
 class GateParams(_Section):
     """Absolute evaluation gate: register only when it passes."""
 
-    min_auroc: float = Field(ge=0, le=1)
-    min_sensitivity: float = Field(ge=0, le=1)
+    min_auroc: float = Field(ge=0, le=1, description="Minimum AUROC on the primary population.")
+    min_sensitivity: float = Field(
+        ge=0, le=1, description="Minimum co-primary sensitivity at the locked threshold on the primary population."
+    )
+    min_specificity: float = Field(
+        ge=0, le=1, description="Minimum co-primary specificity at the locked threshold on the primary population."
+    )
+    precision: float = Field(
+        gt=0,
+        lt=0.5,
+        description="CI half-width the gate needs on sensitivity and specificity: it sets the positive and negative "
+        "patients a decision needs (fracture.evaluate.decision); fewer make the gate undecidable.",
+    )
     min_primary: float | None = Field(
         ge=0, le=1, description="Minimum of the primary endpoint (evaluate.primary); null: not gated on it."
     )
     primary_bound: Literal["point", "ci_low"] = Field(
-        description="Gate the primary endpoint's point estimate or its lower CI bound."
+        description="What every gate check reads: the point estimate or the one-sided lower CI bound (ci_low)."
     )
 
 

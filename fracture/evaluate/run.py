@@ -14,6 +14,7 @@ from fracture.evaluate.cohort import EVAL_SPLITS, MANIFEST_FIELDS, cohort_reason
 from fracture.evaluate.core import Evaluation, assemble_evaluation, headline_record
 from fracture.io import atomic_write_text, read_manifest, read_parquet, write_json, write_parquet
 from fracture.parallel import progress
+from fracture.verdict import Verdict, write_verdict
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
         for rel, part in split_plot_files(name, table).items():
             atomic_write_text(out_dir / "plots" / rel, part.to_csv(index=False))
     atomic_write_text(out_dir / "plots" / "chance.csv", CHANCE_DIAGONAL.to_csv(index=False))
-    write_json(out_dir / "gate.json", ev.gate)
+    write_verdict(ev.gate, out_dir / "gate.json")
     dump_params(params, out_dir / "params.yaml")
 
 
@@ -192,13 +193,16 @@ def _g4(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def log_gate(gate: dict) -> None:
-    """State the gate's outcome in the log (evaluate exits 0 either way; register and KFP act on gate.json)."""
-    summary = "; ".join(f"{c['name']} = {_g4(c['value'])} (min {c['threshold']})" for c in gate["checks"])
-    if gate["passed"]:
+def log_gate(gate: Verdict) -> None:
+    """State the verdict in the log (evaluate exits 0 whatever it is; register and KFP act on gate.json)."""
+    summary = "; ".join(f"{c.name} = {_g4(c.observed)} (min {c.required})" for c in gate.checks)
+    if gate.status == "passed":
         log.info("evaluation gate PASSED: %s", summary)
+    elif gate.status == "undecidable":
+        log.warning("evaluation gate UNDECIDABLE: %s (register makes it a challenger tagged undecidable; promoting "
+                    "it needs --force --reason)", "; ".join(gate.reasons))  # fmt: skip
     else:
-        log.warning("evaluation gate FAILED: %s (register will refuse this model)", "; ".join(gate["reasons"]))
+        log.warning("evaluation gate FAILED: %s (register will refuse this model)", "; ".join(gate.reasons))
 
 
 def run_evaluate(
@@ -207,7 +211,7 @@ def run_evaluate(
     """Score val + test (and the cohort-excluded spectrum) with the model, evaluate, write the eval dir.
 
     Returns:
-        The flat metrics written to metrics.json ("gate.passed" is 1 or 0).
+        The flat metrics written to metrics.json ("gate.passed" and "gate.undecidable" are 1 or 0).
     """
     from fracture.cache import META_FILE
     from fracture.io import read_json

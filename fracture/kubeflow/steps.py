@@ -181,7 +181,8 @@ def evaluate_step(
     """`fracture evaluate`; logs headline metrics and the test ROC / confusion matrix for the KFP UI.
 
     Returns:
-        Whether the evaluation gate passed (the pipeline registers only then).
+        Whether the model may be registered: the verdict passed, or was undecidable (registered as a challenger
+        tagged undecidable); a failed verdict keeps it out.
     """
     from fracture.evaluate import run_evaluate
 
@@ -196,7 +197,9 @@ def evaluate_step(
         out,
     )
     log_kfp_metrics(out, metrics, classification)
-    return bool(read_json(out / "gate.json")["passed"])
+    from fracture.verdict import read_verdict
+
+    return read_verdict(out / "gate.json").status != "failed"
 
 
 def log_kfp_metrics(eval_dir: Path, metrics: Any, classification: Any) -> None:

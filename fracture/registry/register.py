@@ -432,6 +432,7 @@ def _record(client: Any, name: str, version: Any, created: bool) -> dict:
         "fingerprint": version.tags.get(FINGERPRINT_TAG),
         "run_origin": version.tags.get("run_origin"),
         "forced": version.tags.get("forced") == "true",
+        "gate_status": version.tags.get("gate.status") or "unknown",
         "registered": True,
         "created": created,
         "aliases": aliases,
@@ -439,7 +440,7 @@ def _record(client: Any, name: str, version: Any, created: bool) -> dict:
     }
 
 
-RECEIPT_KEYS = ("registered", "name", "fingerprint", "forced")
+RECEIPT_KEYS = ("registered", "name", "fingerprint", "forced", "gate_status")
 
 
 def outcome_record(record: dict) -> dict:
@@ -467,10 +468,10 @@ def registered_version(name: str, fingerprint: str) -> dict | None:
 
 def not_registered_record(eval_dir: Path) -> dict:
     """The registration record of a model the evaluation gate refused: a result, kept with the experiment."""
-    from fracture.io import read_json
+    from fracture.registry.lineage import read_gate
 
-    gate = read_json(Path(eval_dir) / "gate.json")
-    return {"registered": False, "why": "gate failed", "reasons": [str(r) for r in gate.get("reasons") or []]}
+    gate = read_gate(Path(eval_dir) / "gate.json")
+    return {"registered": False, "why": f"gate {gate.status}", "reasons": list(gate.reasons)}
 
 
 @registry_errors

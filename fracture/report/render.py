@@ -8,6 +8,7 @@ from pathlib import Path
 from fracture.config import Params
 from fracture.modelcard import INTENDED_USE, card_limitations
 from fracture.report.artifacts import Artifacts, load_artifacts
+from fracture.report.decision import decision_view
 from fracture.report.endpoints import (
     METHOD_LABELS,
     METRIC_NAMES,
@@ -115,7 +116,7 @@ def build_context(art: Artifacts) -> dict:
         "backbone": art.config.get("backbone"),
         "metrics": m,
         "missing": art.missing,
-        "gate": art.gate,
+        "gate": decision_view(art.gate, m, art.primary),
         "provenance": provenance_rows(art.summary),
         "provenance_keys": PROVENANCE_KEYS,
         "summary_rows": summary_rows(art.summary) if not provenance_rows(art.summary) else [],
