@@ -524,7 +524,6 @@ def test_run_evaluate_refuses_splits_without_cluster_ids(eval_inputs, tmp_path) 
 
 def test_gate_log_line_rounds_to_4_significant_digits(caplog: pytest.LogCaptureFixture) -> None:
     from fracture.evaluate.run import log_gate
-
     from fracture.verdict import Check, Verdict
 
     check = Check("test.auroc", "passed", 0.9450856291883842, 0.7)
