@@ -18,11 +18,16 @@ __all__ = ["DEMO_KEY", "REPO", "copy_project", "demo_env", "project_env", "shrin
 # The demo's pseudonymisation key, as `make demo` sets it (the Makefile's DEMO_KEY; checked below): with it and the
 # committed params, a fresh `dvc repro` must reproduce the committed dvc.lock (tests/e2e/test_dvc_experiments.py).
 DEMO_KEY = "fracture-demo-key-not-secret"
-# For wiring tests that need not learn: small data, one epoch, a gate that any model passes.
+# For wiring tests that need not learn: small data, one epoch, a gate that no model fails (too few patients to
+# decide: undecidable, so the model registers as a challenger tagged undecidable).
 WIRING_OVERRIDES = {
     "synth": {"n_per_source": 32},
     "train": {"epochs": 1},
-    "evaluate": {"n_bootstrap": 100, "min_subgroup_n": 10, "gate": {"min_auroc": 0.0, "min_sensitivity": 0.0}},
+    "evaluate": {
+        "n_bootstrap": 100,
+        "min_subgroup_n": 10,
+        "gate": {"min_auroc": 0.0, "min_sensitivity": 0.0, "min_specificity": 0.0},
+    },
 }
 
 

@@ -41,7 +41,8 @@ def test_fresh_demo_reproduces_the_committed_lock(demo_project):
 
 @pytest.fixture(scope="module")
 def experiment(demo_project):
-    """A two-epoch experiment (its model fails the gate: test AUROC about 0.62), run beside the demo's workspace run."""
+    """A two-epoch experiment (its gate does not pass: test AUROC about 0.62 on a test set too small to decide), run
+    beside the demo's workspace run."""
     proc = _run(demo_project, "dvc", "exp", "run", "--temp", "-n", EXPERIMENT, "-S", "train.epochs=2")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return EXPERIMENT
@@ -60,7 +61,9 @@ def test_metrics_diff_prints_numeric_changes_of_the_headline(demo_project, exper
     proc = _run(demo_project, "dvc", "metrics", "diff", experiment, "--all", "--json")
     assert proc.returncode == 0, proc.stderr
     headline = json.loads(proc.stdout)[HEADLINE]
-    assert headline["gate_passed"]["old"] == 0, "the 2-epoch model passed the gate: this test needs one it refuses"
+    assert headline["gate_passed"]["old"] == 0, (
+        "the 2-epoch model passed the gate: this test needs one it does not pass"
+    )
     for key in ("primary", "primary_lo", "auroc", "auroc_lo", "auroc_hi", "sens", "spec", "threshold"):
         old, new, change = headline[key]["old"], headline[key]["new"], headline[key].get("diff")
         assert isinstance(old, float) and isinstance(new, float) and change == pytest.approx(new - old), key
