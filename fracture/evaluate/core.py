@@ -11,6 +11,7 @@ import pandas as pd
 
 from fracture.config import EvaluateParams
 from fracture.evaluate import curves, tables
+from fracture.evaluate.certify import certify_target, exact_lower_bounds
 from fracture.evaluate.cohort import EVAL_SPLITS, cluster_ids, prepare_predictions, resolve_population
 from fracture.evaluate.decision import coprimary_endpoints, evaluate_gate, gate_metrics
 from fracture.evaluate.intervals import interval_table
@@ -110,7 +111,21 @@ def _operating_points(preds, studies, frozen, method, config_thresholds, ep, see
     study_point, how = study_threshold(val_studies, method, frozen, ep, seed)
     report = {**threshold_report(frozen, method, val_thresholds, config_thresholds), "points": points}
     report["study"] = {"threshold": study_point, "method": how, "image_threshold": float(frozen)}
+    report["certification"] = certification(preds[preds["split"] == "val"], frozen, ep)
+    if report["certification"]["certified"]:
+        points["target_sensitivity_certified"] = report["certification"]["threshold"]
     return report, points, study_point
+
+
+def certification(val: pd.DataFrame, frozen: float, ep: EvaluateParams) -> dict:
+    """thresholds.json "certification": the exact-bound target rule on val, and the frozen threshold's exact bound."""
+    y, p = val["label"].to_numpy().astype(bool), val["prob"].to_numpy()
+    cert = certify_target(y, p, val["cluster_id"].astype("string").to_numpy(), ep.target_sensitivity, ep.ci_level)
+    n = cert["n_pos_patients"]
+    sens = float((p[y] >= frozen).mean()) if y.any() else None
+    frozen_low = float(exact_lower_bounds(np.array([sens * n]), n, ep.ci_level)[0]) if sens is not None else None
+    return {**cert, "frozen": {"threshold": float(frozen), "sensitivity": sens, "exact_lower_bound": frozen_low},
+            "data": "val (selection data: it also chose the epoch and the thresholds)"}  # fmt: skip
 
 
 def _headline(preds, studies, points, study_point, ep, seed) -> dict:

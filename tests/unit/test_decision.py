@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.decision_sim import mu_for_auroc, prob_threshold, simulate
 from fracture.config import GateParams, load_params
+from fracture.evaluate.certify import patients_to_certify
 from fracture.evaluate.decision import (
     clopper_pearson_low,
     coprimary_endpoints,
@@ -90,3 +91,35 @@ def test_patients_needed_follows_the_precision_rule_and_the_design_effect():
     assert patients_needed(0.6, 0.1, 0.95, deff=3.0, images_per_patient=3.0) == 93  # each patient counts once
     assert patients_needed(0.6, 0.1, 0.95, deff=1.0, images_per_patient=3.0) == 31  # independent images
     assert patients_needed(0.3, 0.1, 0.95, deff=1.0, images_per_patient=1.0) == 97  # p is at least 0.5
+
+
+def test_certification_needs_36_positive_patients_for_0_9_and_names_them_when_it_cannot():
+    """Regression: with 10 val positives every resample had sensitivity 1, so the percentile rule 'met' 0.9."""
+    from fracture.evaluate.certify import certify_target
+
+    assert patients_to_certify(0.9, 0.95) == 36
+    probs = np.linspace(0.5, 0.99, 10)
+    few = certify_target(np.ones(10, bool), probs, np.arange(10), 0.9, 0.95)
+    assert not few["certified"] and few["threshold"] is None and few["n_needed"] == 36
+    assert "val has 10 positive patients" in few["note"] and "36 positive patients" in few["note"]
+    enough = certify_target(np.ones(36, bool), np.linspace(0.5, 0.99, 36), np.arange(36), 0.9, 0.95)
+    assert enough["certified"] and enough["threshold"] == pytest.approx(0.5)  # every positive must be caught
+    assert enough["lower_bound"] == pytest.approx(0.025 ** (1 / 36))
+    images = certify_target(np.ones(72, bool), np.linspace(0.5, 0.99, 72), np.arange(72) // 2, 0.9, 0.95)
+    assert images["certified"] and images["n_pos_patients"] == 36  # two images a patient buy no precision
+
+
+def test_a_certified_threshold_meets_its_target_on_new_data():
+    """Small Monte Carlo (40 runs; bench_decisions runs 400 from 20 to 200 positive patients)."""
+    from benchmarks.decision_sim import true_rates
+    from fracture.evaluate.certify import certify_target
+
+    rng, mu, met, certified = np.random.default_rng(5), mu_for_auroc(0.9), 0, 0
+    for _ in range(40):
+        val = simulate(160, 0.9, rng)
+        cert = certify_target(val["label"].to_numpy(), val["prob"].to_numpy(), val["cluster_id"], 0.8, 0.95)
+        if cert["certified"]:
+            certified += 1
+            t = float(np.log(cert["threshold"] / (1 - cert["threshold"])))
+            met += true_rates(mu, t)[0] >= 0.8
+    assert certified >= 30 and met == certified  # nominal 97.5 %: no miss expected in 40
