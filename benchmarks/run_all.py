@@ -31,6 +31,7 @@ BENCHMARKS = {
     "bootstrap": "benchmarks.bench_bootstrap",
     "ingest": "benchmarks.bench_ingest",
     "dvc_noop": "benchmarks.bench_dvc_noop",
+    "decisions": "benchmarks.bench_decisions",
 }
 RESULTS_DIR = REPO / "benchmarks" / "results"
 

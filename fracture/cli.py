@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
+from fracture.relock import relock
 from fracture.vocab import BODY_PARTS
 
 VERBOSE_FLAGS = ("-v", "--verbose")
@@ -644,6 +645,9 @@ def pipeline_submit(
     from fracture.kubeflow.runner import run_submit
 
     typer.echo(run_submit(cfg, host, experiment=experiment))
+
+
+app.command("relock")(step(relock))  # body in fracture/relock.py
 
 
 @app.command("demo-summary", hidden=True)

@@ -216,7 +216,9 @@ def run_evaluate(
     from fracture.cache import META_FILE
     from fracture.io import read_json
     from fracture.model import CONFIG_FILE, check_cache_contract, load_model_dir, read_contract
+    from fracture.plan import check_plan
 
+    check_plan(Path(model_dir), params, "evaluate")  # before anything is scored
     frame = load_eval_rows(Path(manifest_path), Path(splits_path))
     spectrum, excluded = load_excluded_rows(Path(manifest_path), Path(splits_path))
     model, config = load_model_dir(Path(model_dir))

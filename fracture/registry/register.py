@@ -21,6 +21,7 @@ from typing import Any
 from fracture.config import Params
 from fracture.errors import InputError
 from fracture.io import hash_file
+from fracture.plan import check_plan, plan_tags
 from fracture.registry.client import first_line, mlflow_client, registry_errors
 from fracture.registry.lineage import (
     DATA_DOCS_DIR,
@@ -506,6 +507,7 @@ def run_register(
     """
     name = check_name(name or params.register_.model_name)
     check_force(force, reason)
+    plan = check_plan(Path(model_dir), params, "register")
     inputs = load_register_inputs(model_dir, eval_dir, report_path, validation_dir)
     forced = check_gate(inputs.gate, Path(eval_dir) / "gate.json", force, reason)
     _check_loadable(Path(model_dir))
@@ -525,6 +527,7 @@ def run_register(
             commit = client.get_run(run_id).data.tags.get(GIT_COMMIT_TAG)  # the training run's, else this checkout's
             why = reason if forced else None
             tags = {**version_tags(inputs, fingerprint, origin, why, train_run, commit), **evidence_tags}
+            tags.update(plan_tags(params, plan))
             if inputs.report_path is not None:
                 tags["evaluation_report"] = f"runs:/{run_id}/{EVIDENCE_DIR}/{Path(inputs.report_path).name}"
             description = _describe(client, run_id, inputs)

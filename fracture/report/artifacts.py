@@ -48,6 +48,7 @@ class Artifacts:
     explain_dir: Path | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    plan: dict = field(default_factory=dict)  # fracture.plan.check_plan: the plan in force and its re-locks
 
 
 def _json_or_none(path: Path, art_missing: list[str]) -> Any:

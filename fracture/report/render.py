@@ -117,6 +117,7 @@ def build_context(art: Artifacts) -> dict:
         "metrics": m,
         "missing": art.missing,
         "gate": decision_view(art.gate, m, art.primary),
+        "plan": art.plan,
         "provenance": provenance_rows(art.summary),
         "provenance_keys": PROVENANCE_KEYS,
         "summary_rows": summary_rows(art.summary) if not provenance_rows(art.summary) else [],
@@ -185,7 +186,9 @@ def run_report(
         The report's path.
     """
     from fracture.io import atomic_write_text
+    from fracture.plan import check_plan
 
+    plan = check_plan(Path(model_dir), params, "report")
     out_path = Path(out_path)
     art = load_artifacts(
         params,
@@ -197,6 +200,7 @@ def run_report(
         eval_dir=Path(eval_dir),
         explain_dir=Path(explain_dir),
     )
+    art.plan = plan
     if art.missing:
         log.warning("report: %d artifact(s) missing, their sections say so: %s", len(art.missing), art.missing)
     atomic_write_text(out_path, render_html(build_context(art)))

@@ -20,6 +20,7 @@ from fracture.io import hash_file, read_json
 from fracture.model import model_config, predict_proba, save_model_dir
 from fracture.modelcard import build_model_card
 from fracture.operating_points import tune_thresholds
+from fracture.plan import BLOCK, PLAN_TAG, plan_block
 from fracture.tracking import MODEL_DIGEST_TAG, NOTE_TAG, model_digest, params_hash, sig4
 from fracture.train.checkpoint import LoopState, load_checkpoint
 from fracture.train.loop import Session
@@ -67,6 +68,7 @@ def build_metadata(params: Params, prog: LoopState, config: dict, lineage: dict,
         "val_auroc": best,
         "epochs_run": prog.epoch,
         **lineage,
+        BLOCK: plan_block(params),  # the locked analysis plan (fracture.plan)
     }
 
 
@@ -103,6 +105,7 @@ def _track_result(s: Session, prog: LoopState, config: dict, digest: str) -> Non
         "best_epoch": str(prog.best_epoch),
         "threshold": sig4(config["threshold"]),
         "threshold_method": config["threshold_method"],
+        PLAN_TAG: plan_block(s.params)["sha256"],
         NOTE_TAG: run_note(prog, config, digest),
     }
     s.tracker.set_tags(tags)
