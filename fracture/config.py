@@ -323,6 +323,11 @@ class PromoteParams(_Section):
 
     max_auroc_drop: float = Field(ge=0, le=1)
     min_sensitivity: float = Field(ge=0, le=1)
+    max_test_reuse: int = Field(
+        ge=1,
+        description="Promotion decisions one test set (its fingerprint) may support; past it promotion refuses "
+        "until a new sealed test set is registered (or --force --reason).",
+    )
 
 
 class InfraValidationParams(_Section):

@@ -35,6 +35,7 @@ PLAN_KEYS = (
     "evaluate.ci_level",
     "register.promote.max_auroc_drop",
     "register.promote.min_sensitivity",
+    "register.promote.max_test_reuse",
 )
 BLOCK = "analysis_plan"  # metadata.json's block
 RELOCKS_FILE = "relocks.json"

@@ -284,12 +284,25 @@ def paired_checks(evidence: dict, promote: PromoteParams, versions: tuple[str, s
     ]
 
 
-def reuse_check(evidence: dict) -> list[dict]:
-    """The information row: how many registered versions were evaluated on the candidate's test set."""
+def reuse_check(evidence: dict, max_decisions: int | None = None) -> list[dict]:
+    """The test-set budget rows: versions evaluated on the candidate's test set, and its promotion decisions.
+
+    The reuse row is information; the decisions row gates against `register.promote.max_test_reuse`.
+
+    Every decision on one test set selects on its noise (ten equal candidates inflate the winner's AUROC), so past
+    the budget promotion refuses until a new sealed test set is registered, or --force --reason.
+    """
+    rows = []
     reuse = evidence.get("test_set_reuse")
-    if reuse is None:
-        return []
-    return [_row("registered versions evaluated on this test set (reuse)", str(reuse), None, None, None)]
+    if reuse is not None:
+        rows.append(_row("registered versions evaluated on this test set (reuse)", str(reuse), None, None, None))
+    decisions = evidence.get("promotion_decisions")
+    if decisions is not None and max_decisions is not None:
+        ok = decisions < max_decisions
+        why = (f"the test set has supported {decisions} promotion decisions (register.promote.max_test_reuse "
+               f"{max_decisions}): register a new sealed test set, or --force --reason")  # fmt: skip
+        rows.append(_row("promotion decisions on this test set (budget)", decisions, None, max_decisions, ok, why))
+    return rows
 
 
 def comparison_tags(evidence: dict, comparison: dict, at: str) -> dict[str, str]:
@@ -301,6 +314,8 @@ def comparison_tags(evidence: dict, comparison: dict, at: str) -> dict[str, str]
     }
     if evidence.get("test_set_reuse") is not None:
         tags["comparison.test_set_reuse"] = str(evidence["test_set_reuse"])
+    if evidence.get("promotion_decisions") is not None:
+        tags["comparison.promotion_decisions"] = str(evidence["promotion_decisions"])
     if comparison["champion_version"] is None:
         return tags
     diffs = evidence["test_set_differences"]

@@ -132,7 +132,7 @@ def compare_versions(
     """
     checks = _absolute_checks(candidate, champion, promote, versions)
     checks += _relative_checks(candidate, champion, promote, versions, evidence)
-    checks += reuse_check(evidence or {})
+    checks += reuse_check(evidence or {}, promote.max_test_reuse)
     for key in ("test.frozen.specificity", "threshold"):
         if key in candidate:
             checks.append(_check(key, candidate[key], (champion or {}).get(key), None, None))

@@ -26,7 +26,7 @@ from fracture.registry.compare import (
 )
 from fracture.registry.gate import compare_versions, format_comparison
 
-PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6)
+PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6, max_test_reuse=20)
 SAME = {"splits_hash": "s" * 64, "manifest_hash": "m" * 64, "test_set_fingerprint": "f" * 64}
 
 
@@ -265,3 +265,15 @@ def test_pairing_needs_the_same_images_labels_and_clusters():
         pair_predictions(rows, rows.assign(label=1 - rows["label"]))
     with pytest.raises(InputError, match="different clusters"):
         pair_predictions(rows, rows.assign(cluster_id="one"))
+
+
+def test_the_test_set_budget_refuses_past_max_test_reuse():
+    """Every promotion decision on one test set selects on its noise: past the budget, a new sealed test set."""
+    within = compare_versions(_tags(0.85), None, PROMOTE, ("2", None), {"promotion_decisions": 19})
+    assert within["passed"], within["reasons"]
+    spent = compare_versions(_tags(0.85), None, PROMOTE, ("2", None), {"promotion_decisions": 20})
+    assert (
+        not spent["passed"]
+        and "supported 20 promotion decisions (register.promote.max_test_reuse 20)" in (spent["reasons"][0])
+    )
+    assert "promotion decisions on this test set (budget)" in format_comparison(spent)
