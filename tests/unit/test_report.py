@@ -687,3 +687,16 @@ def test_dvc_plots_show_renders_the_decision_curve(tmp_path, report_inputs):
             path = template.replace("${paths.eval}", eval_path)
             columns = set(pd.read_csv(tmp_path / path, nrows=1).columns)
             assert {spec["x"], *([y] if isinstance(y, str) else y)} <= columns, path
+
+
+def test_the_first_screen_shows_the_coprimary_bounds_the_sample_size_and_the_decision(report_html):
+    """Before any section: the verdict, sensitivity / specificity / AUROC with their lower bounds, n needed vs seen."""
+    html = report_html[1]
+    head = html[: html.index('id="primary"')]  # everything above section 1
+    status = re.search(r'id="gate" data-gate-status="(\w+)"', head)
+    assert status and status.group(1) in ("passed", "failed", "undecidable")
+    assert f"Evaluation gate: {status.group(1).upper()}" in head
+    for endpoint in ("auroc", "sensitivity", "specificity"):
+        assert f'data-endpoint="{endpoint}"' in head
+    assert "lower bound the gate reads" in head and "exact bound (Clopper-Pearson" in head
+    assert head.count("data-enough=") == 2 and "positive_patients" in head and "negative_patients" in head
