@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from fracture.errors import FractureError, printable
 from fracture.logs import setup_logging
+from fracture.relock import EXAMPLES as RELOCK_EXAMPLES
 from fracture.relock import relock
 from fracture.vocab import BODY_PARTS
 
@@ -647,7 +648,8 @@ def pipeline_submit(
     typer.echo(run_submit(cfg, host, experiment=experiment))
 
 
-app.command("relock")(step(relock))  # body in fracture/relock.py
+EXAMPLES["relock"] = RELOCK_EXAMPLES
+app.command("relock", epilog=examples("relock"))(step(relock))  # body in fracture/relock.py
 
 
 @app.command("demo-summary", hidden=True)

@@ -17,6 +17,11 @@ from fracture.config import Params, load_params
 from fracture.errors import InputError
 from fracture.plan import RELOCKS_FILE, analysis_plan, changed_keys, locked_plan, plan_hash, read_relocks
 
+EXAMPLES = (
+    'fracture relock --model models/demo --reason "protocol v2: specificity co-primary" --no-seen-test',
+    'fracture relock --model models/demo --reason "reader study asked for 0.8" --seen-test --params params.yaml',
+)
+
 
 def run_relock(params: Params, model_dir: Path, reason: str, seen_test: bool, by: str, at: str) -> dict[str, Any]:
     """Append a re-lock of the model's plan to `params`' plan; returns the record.
