@@ -323,6 +323,12 @@ class PromoteParams(_Section):
 
     max_auroc_drop: float = Field(ge=0, le=1)
     min_sensitivity: float = Field(ge=0, le=1)
+    max_sensitivity_drop: float = Field(
+        ge=0, le=1, description="Non-inferiority margin: paired sensitivity difference's CI low >= -this."
+    )
+    max_specificity_drop: float = Field(
+        ge=0, le=1, description="Non-inferiority margin: paired specificity difference's CI low >= -this."
+    )
     max_test_reuse: int = Field(
         ge=1,
         description="Promotion decisions one test set (its fingerprint) may support; past it promotion refuses "

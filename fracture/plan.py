@@ -36,6 +36,8 @@ PLAN_KEYS = (
     "register.promote.max_auroc_drop",
     "register.promote.min_sensitivity",
     "register.promote.max_test_reuse",
+    "register.promote.max_sensitivity_drop",
+    "register.promote.max_specificity_drop",
 )
 BLOCK = "analysis_plan"  # metadata.json's block
 RELOCKS_FILE = "relocks.json"

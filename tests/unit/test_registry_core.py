@@ -31,7 +31,9 @@ from fracture.verdict import Verdict, write_verdict
 
 # 32 px, window (0.5, 99.5), the demo decode limits, normalisation and batch size.
 CONTRACT = InputContract(32, 1, (0.5, 99.5), 200_000_000, 40_000, 8, 0.5, 0.5, 16)
-PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6, max_test_reuse=20)
+PROMOTE = PromoteParams(
+    max_auroc_drop=0.01, min_sensitivity=0.6, max_test_reuse=20, max_sensitivity_drop=0.05, max_specificity_drop=0.05
+)
 
 
 def _tags(auroc: float, sens: float, gate: str = "true") -> dict[str, str]:
