@@ -35,7 +35,11 @@ DEMO_OVERRIDES = {
     "synth": {"n_per_source": 32, "min_side": 128, "max_side": 192},
     "validate": {"image_sample": 16},
     "train": {"epochs": 1, "batch_size": 16},
-    "evaluate": {"n_bootstrap": 100, "min_subgroup_n": 10, "gate": {"min_auroc": 0.0, "min_sensitivity": 0.0}},
+    "evaluate": {
+        "n_bootstrap": 100,
+        "min_subgroup_n": 10,
+        "gate": {"min_auroc": 0.0, "min_sensitivity": 0.0, "min_specificity": 0.0},
+    },
     "explain": {"n_per_category": 1},
 }
 UP_TO_DATE = "Data and pipelines are up to date"

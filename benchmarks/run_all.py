@@ -33,6 +33,7 @@ BENCHMARKS = {
     "dvc_noop": "benchmarks.bench_dvc_noop",
     "review_list": "benchmarks.bench_review_list",
     "tune": "benchmarks.bench_tune",
+    "decisions": "benchmarks.bench_decisions",
 }
 RESULTS_DIR = REPO / "benchmarks" / "results"
 

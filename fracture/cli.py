@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from fracture.base.errors import FractureError, printable
 from fracture.base.logs import setup_logging
 from fracture.kubeflow import command as kfp_cli
+from fracture.registry.relock import relock
 from fracture.review.cli import review_add_user, review_serve, review_summary
 from fracture.tune import command as tune_cli
 from fracture.vocab import BODY_PARTS, examples
@@ -574,6 +575,7 @@ pipeline_app.command("submit", epilog=examples("pipeline_submit"))(step(kfp_cli.
 review_app.command("serve", epilog=examples("review_serve"))(step(review_serve))
 review_app.command("add-user", epilog=examples("review_add_user"))(step(review_add_user))
 review_app.command("summary", epilog=examples("review_summary"))(step(review_summary))
+app.command("relock", epilog=examples("relock"))(step(relock))  # body in fracture/registry/relock.py
 
 
 app.command("tune", epilog=examples("tune"))(step(tune_cli.tune))  # its options and body: fracture/tune/

@@ -115,6 +115,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "pool": (
         "fracture pool --eval-dirs reports/cv/eval/fold-0 --eval-dirs reports/cv/eval/fold-1 --out reports/cv/pool",
     ),
+    "relock": (
+        'fracture relock --model models/demo --reason "protocol v2: specificity co-primary" --no-seen-test',
+        'fracture relock --model models/demo --reason "reader study asked for 0.8" --seen-test --params params.yaml',
+    ),
 }
 
 

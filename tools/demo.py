@@ -57,11 +57,14 @@ def registration_line(reg: dict, found: dict | None) -> str:
         found: the registry's version with that fingerprint now (`registered_version`), or None.
     """
     if reg.get("registered") is False:
-        return f"  not registered: gate failed ({'; '.join(reg.get('reasons') or []) or 'no reason recorded'})"
+        why = reg.get("why") or "gate failed"
+        return f"  not registered: {why} ({'; '.join(reg.get('reasons') or []) or 'no reason recorded'})"
     if found is None:
         return f"  registered model: {reg.get('name')}, but this MLflow store has no version with its fingerprint"
     aliases = f" (alias {', '.join(found['aliases'])})" if found["aliases"] else ""
-    return f"  registered model: {reg.get('name')} version {found['version']}{aliases}"
+    status = reg.get("gate_status")
+    gate = f"; evaluation gate {status}" if status and status != "passed" else ""
+    return f"  registered model: {reg.get('name')} version {found['version']}{aliases}{gate}"
 
 
 def mlflow_links(ui: str, params: Params) -> list[str]:

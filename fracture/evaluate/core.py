@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fracture.config import EvaluateParams, GateParams
+from fracture.config import EvaluateParams
+from fracture.contracts.verdict import Verdict
 from fracture.evaluate import curves, tables
+from fracture.evaluate.certify import certify_target, exact_lower_bounds
 from fracture.evaluate.cohort import EVAL_SPLITS, cluster_ids, prepare_predictions, resolve_population
+from fracture.evaluate.decision import coprimary_endpoints, evaluate_gate, gate_metrics
 from fracture.evaluate.intervals import interval_table
 from fracture.evaluate.thresholds import report_points, study_threshold, threshold_report, tune_on_val
 
@@ -19,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # The primary endpoint's names and its CI method: strings, so they live in primary.json (a DVC metrics file beside
 # metrics.json, which stays numeric for every consumer that reads its values as numbers).
-STRING_METRICS = ("primary.population", "primary.metric", "primary.ci_method")
+STRING_METRICS = ("primary.population", "primary.metric", "primary.ci_method", "coprimary.population")
 SPECTRUM_COLUMNS = (
     "image_id",
     "cluster_split",
@@ -42,7 +45,7 @@ class Evaluation:
     thresholds: dict
     subgroups: pd.DataFrame
     plots: dict[str, pd.DataFrame]
-    gate: dict
+    gate: Verdict
     intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
     per_source: pd.DataFrame = field(default_factory=pd.DataFrame)
     spectrum: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -50,31 +53,6 @@ class Evaluation:
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
     decision: pd.DataFrame = field(default_factory=pd.DataFrame)
     primary: dict = field(default_factory=dict)
-
-
-def evaluate_gate(values: dict, gate: GateParams) -> dict:
-    """gate.json: minimum test AUROC and test sensitivity at the frozen threshold, and the primary endpoint.
-
-    The primary check runs when `gate.min_primary` is set, on its point estimate or lower CI bound
-    (`gate.primary_bound`).
-    """
-    checks = [("test.auroc", gate.min_auroc), ("test.frozen.sensitivity", gate.min_sensitivity)]
-    if gate.min_primary is not None:
-        checks.append(("primary.value" if gate.primary_bound == "point" else "primary.ci_low", gate.min_primary))
-    results = []
-    for name, minimum in checks:
-        value = values.get(name)
-        defined = isinstance(value, int | float) and math.isfinite(value)
-        passed = bool(defined and value >= minimum)
-        results.append(
-            {"name": name, "value": float(value) if defined else None, "threshold": minimum, "passed": passed}
-        )
-    reasons = [
-        f"{c['name']} {c['value']:.4f} < {c['threshold']}" if c["value"] is not None else f"{c['name']} is undefined"
-        for c in results
-        if not c["passed"]
-    ]
-    return {"passed": not reasons, "reasons": reasons, "checks": results}
 
 
 def finite_metrics(values: dict) -> dict[str, float | int]:
@@ -94,8 +72,8 @@ def finite_metrics(values: dict) -> dict[str, float | int]:
 
 
 def primary_record(values: dict) -> dict:
-    """primary.json: the pre-specified primary endpoint, names and numbers (`primary.*` keys, flat)."""
-    numbers = finite_metrics({k: v for k, v in values.items() if k.startswith("primary.")})
+    """primary.json: the pre-specified primary and co-primary endpoints (`primary.*`, `coprimary.*` keys, flat)."""
+    numbers = finite_metrics({k: v for k, v in values.items() if k.startswith(("primary.", "coprimary."))})
     return {**{k: values[k] for k in STRING_METRICS if k in values}, **numbers}
 
 
@@ -133,7 +111,21 @@ def _operating_points(preds, studies, frozen, method, config_thresholds, ep, see
     study_point, how = study_threshold(val_studies, method, frozen, ep, seed)
     report = {**threshold_report(frozen, method, val_thresholds, config_thresholds), "points": points}
     report["study"] = {"threshold": study_point, "method": how, "image_threshold": float(frozen)}
+    report["certification"] = certification(preds[preds["split"] == "val"], frozen, ep)
+    if report["certification"]["certified"]:
+        points["target_sensitivity_certified"] = report["certification"]["threshold"]
     return report, points, study_point
+
+
+def certification(val: pd.DataFrame, frozen: float, ep: EvaluateParams) -> dict:
+    """thresholds.json "certification": the exact-bound target rule on val, and the frozen threshold's exact bound."""
+    y, p = val["label"].to_numpy().astype(bool), val["prob"].to_numpy()
+    cert = certify_target(y, p, val["cluster_id"].astype("string").to_numpy(), ep.target_sensitivity, ep.ci_level)
+    n = cert["n_pos_patients"]
+    sens = float((p[y] >= frozen).mean()) if y.any() else None
+    frozen_low = float(exact_lower_bounds(np.array([sens * n]), n, ep.ci_level)[0]) if sens is not None else None
+    return {**cert, "frozen": {"threshold": float(frozen), "sensitivity": sens, "exact_lower_bound": frozen_low},
+            "data": "val (selection data: it also chose the epoch and the thresholds)"}  # fmt: skip
 
 
 def _headline(preds, studies, points, study_point, ep, seed) -> dict:
@@ -153,6 +145,7 @@ def _headline(preds, studies, points, study_point, ep, seed) -> dict:
     test = preds[preds["split"] == "test"]
     population = resolve_population(ep.primary.population, test)
     values.update(tables.primary_endpoint(test, ep.primary, population, points["frozen"], ep, seed))
+    values.update(coprimary_endpoints(test, population, points["frozen"], ep, seed))
     return values
 
 
@@ -198,7 +191,7 @@ def assemble_evaluation(
     thresholds, points, study_point = _operating_points(preds, studies, frozen, method, config_thresholds, ep, seed)
     values = _headline(preds, studies, points, study_point, ep, seed)
     gate = evaluate_gate(values, ep.gate)
-    values["gate.passed"] = int(gate["passed"])
+    values.update(gate_metrics(gate))
     ci_table = interval_table(values, ep.n_bootstrap)
     values["ci.n_flagged"] = int(ci_table["flagged"].sum())
     spectrum_preds = spectrum_predictions(spectrum, frozen)

@@ -5,7 +5,7 @@ are too narrow (a simulation with 120 patients of 2-8 images: 95 % Wilson interv
 of the time). Every CI here resamples the split's clusters (`cluster_id`); Wilson is used only where each cluster
 holds one unit. Every CI says how it was made: `<key>_ci_method` ("cluster_bootstrap" | "wilson") and, for the
 bootstrap, `<key>_ci_valid` (resamples where the metric was defined); `interval_table` flags a CI whose
-undefined share is above MAX_UNDEFINED_SHARE.
+undefined share is above MAX_UNDEFINED_SHARE, and every zero-width interval.
 """
 
 from __future__ import annotations
@@ -110,8 +110,9 @@ def undefined_share(valid: float, n_resamples: int) -> float:
 def interval_table(values: dict, n_resamples: int) -> pd.DataFrame:
     """intervals.csv: one row per CI in `values` (flat metric keys), with its method, valid resamples and flag.
 
-    Columns: key, estimate, ci_low, ci_high, method, n_valid, n_resamples, undefined_share, flagged
-    (undefined share above MAX_UNDEFINED_SHARE).
+    Columns: key, estimate, ci_low, ci_high, method, n_valid, n_resamples, undefined_share, zero_width, flagged
+    (undefined share above MAX_UNDEFINED_SHARE, or a zero-width interval: low == high says the resamples cannot
+    vary, not that the value is known; the gate then reads an exact bound, fracture.evaluate.decision).
     """
     rows = []
     for method_key in sorted(k for k in values if k.endswith("_ci_method")):
@@ -119,18 +120,21 @@ def interval_table(values: dict, n_resamples: int) -> pd.DataFrame:
         method = values[method_key]
         valid = values.get(f"{key}_ci_valid", np.nan) if method == BOOTSTRAP else np.nan
         share = undefined_share(valid, n_resamples) if method == BOOTSTRAP else 0.0
+        low, high = values.get(f"{key}_ci_low", np.nan), values.get(f"{key}_ci_high", np.nan)
+        zero_width = bool(np.isfinite(low) and np.isfinite(high) and high - low <= 0)
         rows.append(
             {
                 "key": key,
                 "estimate": values.get(key, np.nan),
-                "ci_low": values.get(f"{key}_ci_low", np.nan),
-                "ci_high": values.get(f"{key}_ci_high", np.nan),
+                "ci_low": low,
+                "ci_high": high,
                 "method": method,
                 "n_valid": valid,
                 "n_resamples": n_resamples if method == BOOTSTRAP else np.nan,
                 "undefined_share": share,
-                "flagged": bool(share > MAX_UNDEFINED_SHARE),
+                "zero_width": zero_width,
+                "flagged": bool(share > MAX_UNDEFINED_SHARE) or zero_width,
             }
         )
     return pd.DataFrame(rows, columns=["key", "estimate", "ci_low", "ci_high", "method", "n_valid", "n_resamples",
-                                       "undefined_share", "flagged"])  # fmt: skip
+                                       "undefined_share", "zero_width", "flagged"])  # fmt: skip

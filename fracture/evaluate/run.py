@@ -13,6 +13,7 @@ from fracture.base.io import atomic_write_text, read_manifest, read_parquet, wri
 from fracture.base.parallel import progress
 from fracture.config import Params, dump_params
 from fracture.contracts.tasks import TASK_REASON, apply_task, check_in_task
+from fracture.contracts.verdict import Verdict, write_verdict
 from fracture.evaluate.cohort import EVAL_SPLITS, MANIFEST_FIELDS, cohort_reasons
 from fracture.evaluate.core import Evaluation, assemble_evaluation, headline_record
 
@@ -204,7 +205,7 @@ def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
         for rel, part in split_plot_files(name, table).items():
             atomic_write_text(out_dir / "plots" / rel, part.to_csv(index=False))
     atomic_write_text(out_dir / "plots" / "chance.csv", CHANCE_DIAGONAL.to_csv(index=False))
-    write_json(out_dir / "gate.json", ev.gate)
+    write_verdict(ev.gate, out_dir / "gate.json")
     dump_params(params, out_dir / "params.yaml")
 
 
@@ -213,13 +214,16 @@ def _g4(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def log_gate(gate: dict) -> None:
-    """State the gate's outcome in the log (evaluate exits 0 either way; register and KFP act on gate.json)."""
-    summary = "; ".join(f"{c['name']} = {_g4(c['value'])} (min {c['threshold']})" for c in gate["checks"])
-    if gate["passed"]:
+def log_gate(gate: Verdict) -> None:
+    """State the verdict in the log (evaluate exits 0 whatever it is; register and KFP act on gate.json)."""
+    summary = "; ".join(f"{c.name} = {_g4(c.observed)} (min {c.required})" for c in gate.checks)
+    if gate.status == "passed":
         log.info("evaluation gate PASSED: %s", summary)
+    elif gate.status == "undecidable":
+        log.warning("evaluation gate UNDECIDABLE: %s (register makes it a challenger tagged undecidable; promoting "
+                    "it needs --force --reason)", "; ".join(gate.reasons))  # fmt: skip
     else:
-        log.warning("evaluation gate FAILED: %s (register will refuse this model)", "; ".join(gate["reasons"]))
+        log.warning("evaluation gate FAILED: %s (register will refuse this model)", "; ".join(gate.reasons))
 
 
 def run_evaluate(
@@ -228,12 +232,14 @@ def run_evaluate(
     """Score val + test (and the cohort-excluded spectrum) with the model, evaluate, write the eval dir.
 
     Returns:
-        The flat metrics written to metrics.json ("gate.passed" is 1 or 0).
+        The flat metrics written to metrics.json ("gate.passed" and "gate.undecidable" are 1 or 0).
     """
     from fracture.base.io import read_json
+    from fracture.contracts.plan import check_plan
     from fracture.model.core import CONFIG_FILE, check_cache_contract, load_model_dir, read_contract
     from fracture.preprocess.cache import META_FILE
 
+    check_plan(Path(model_dir), params, "evaluate")  # before anything is scored
     model, config = load_model_dir(Path(model_dir))
     task = model_task(config, params.base.task, Path(model_dir) / CONFIG_FILE)
     frame = load_eval_rows(Path(manifest_path), Path(splits_path), task)

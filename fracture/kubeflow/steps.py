@@ -199,11 +199,16 @@ def evaluate_step(
 
 
 def evaluation_refusal(eval_path: str) -> list[str] | None:
-    """The evaluation gate's reasons when it did not pass (None when it passed)."""
-    gate = read_json(Path(eval_path) / "gate.json")
-    if gate.get("status", "passed" if gate.get("passed") else "failed") == "passed":
-        return None
-    return [str(r) for r in gate.get("reasons") or []] or ["the evaluation gate did not pass"]
+    """The evaluation gate's reasons when it failed; None when it passed or was undecidable.
+
+    An undecidable model (too few test patients to decide) is served and registered as a challenger tagged
+    undecidable; promoting it needs --force --reason. Only a failed verdict keeps it out.
+    """
+    from fracture.contracts.artifacts import GATE
+    from fracture.contracts.verdict import read_verdict
+
+    verdict = read_verdict(Path(eval_path) / GATE)
+    return list(verdict.reasons) or ["the evaluation gate failed"] if verdict.status == "failed" else None
 
 
 def log_kfp_metrics(eval_dir: Path, metrics: Any, classification: Any) -> None:

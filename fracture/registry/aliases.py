@@ -7,6 +7,7 @@ from typing import Any
 
 from fracture.base.errors import GateError, InputError, MultiLine, first_line
 from fracture.config import Params
+from fracture.contracts.plan import check_version_plan
 from fracture.registry.client import access_error, mlflow_client, now_iso, registry_errors, tag_text
 from fracture.registry.compare import check_allow_different, comparison_tags
 from fracture.registry.evidence import gather_evidence, record_comparison
@@ -167,6 +168,7 @@ def run_promote(
     client = mlflow_client()
     candidate = _candidate(client, name, version, alias)
     check_review(params, name, candidate)
+    check_version_plan(candidate.tags, params, candidate.version)
     by = None if dry_run else _reviewer(name, f"move {CHAMPION!r} of")
     _verify_candidate(name, candidate.version)
     champ_v = _aliases(client, name).get(CHAMPION)

@@ -77,6 +77,8 @@ def extract_test_rows(predictions: pd.DataFrame, source: str) -> pd.DataFrame:
             "cluster_id": rows["cluster_id"].astype("string").to_numpy(),
         }
     )
+    if "pred" in rows.columns:  # the decision at the version's own locked threshold (evaluate's predictions)
+        out["pred"] = pd.to_numeric(rows["pred"], errors="coerce").fillna(0).astype("int8").to_numpy()
     return out.sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
@@ -141,6 +143,8 @@ def pair_predictions(candidate: pd.DataFrame, champion: pd.DataFrame) -> pd.Data
         raise InputError("the test predictions put the same images in different clusters (split re-run?)")
     out = merged.rename(columns={"label_candidate": "label", "cluster_id_candidate": "cluster_id"})
     columns = ["image_id", "label", "cluster_id", "prob_candidate", "prob_champion"]
+    if {"pred_candidate", "pred_champion"} <= set(out.columns):
+        columns += ["pred_candidate", "pred_champion"]
     return out[columns].sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
@@ -227,9 +231,48 @@ def delong_paired(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict[str, 
     return {"auroc_a": float(aucs[0]), "auroc_b": float(aucs[1]), "diff": diff, "se": se, "z": z, "p": p}
 
 
+def paired_rate_differences(pairs: pd.DataFrame, n_resamples: int, seed: int, level: float) -> dict[str, Any]:
+    """Paired cluster-bootstrap differences (candidate - champion) of sensitivity and specificity.
+
+    Each model at its own locked threshold (the `pred` columns), on the same draws as the AUROC difference.
+
+    Returns:
+        {"sens_diff", "sens_diff_ci_low", "sens_diff_ci_high", "sens_sdd", "spec_diff", ...}; `*_sdd` is the
+        smallest difference this test set detects with 80 % power at the CI's level ((z_a + z_0.8) x bootstrap SE);
+        {} when the predictions carry no `pred` columns.
+    """
+    if "pred_candidate" not in pairs.columns:
+        return {}
+    y = pairs["label"].to_numpy().astype(bool)
+    pc, pb = pairs["pred_candidate"].to_numpy().astype(bool), pairs["pred_champion"].to_numpy().astype(bool)
+    rs = draw_resamples(pairs["cluster_id"], n_resamples, seed)
+    sums = rs.sums(np.stack([y & pc, y & pb, y, ~y & ~pc, ~y & ~pb, ~y], axis=1))  # [B, 6]
+    z = NormalDist().inv_cdf(0.5 + level / 2) + NormalDist().inv_cdf(0.8)
+    out: dict[str, Any] = {}
+    for name, (a, b, n) in {"sens": (0, 1, 2), "spec": (3, 4, 5)}.items():
+        mask = y if name == "sens" else ~y
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reps = (sums[:, a] - sums[:, b]) / sums[:, n]
+        low, high = percentile_interval(reps, level)
+        own = pc if name == "sens" else ~pc
+        champ = pb if name == "sens" else ~pb
+        finite = reps[np.isfinite(reps)]
+        se = float(np.std(finite, ddof=1)) if finite.size > 1 else float("nan")
+        out.update({f"{name}_diff": float(own[mask].mean() - champ[mask].mean()) if mask.any() else float("nan"),
+                    f"{name}_diff_ci_low": low, f"{name}_diff_ci_high": high, f"{name}_sdd": z * se,
+                    f"{name}_candidate": float(own[mask].mean()) if mask.any() else float("nan"),
+                    f"{name}_champion": float(champ[mask].mean()) if mask.any() else float("nan")})  # fmt: skip
+    return out
+
+
 def paired_comparison(pairs: pd.DataFrame, n_resamples: int, seed: int, level: float) -> dict[str, Any]:
-    """The paired bootstrap of the AUROC difference with DeLong's test beside it (keys `delong_*`)."""
+    """The paired bootstrap of the AUROC difference with DeLong's test beside it (keys `delong_*`).
+
+    Also the paired sensitivity and specificity differences at each model's locked threshold
+    (`paired_rate_differences`).
+    """
     out = paired_auroc_bootstrap(pairs, n_resamples, seed, level)
+    out.update(paired_rate_differences(pairs, n_resamples, seed, level))
     y = pairs["label"].to_numpy()
     dl = delong_paired(y, pairs["prob_candidate"].to_numpy(), pairs["prob_champion"].to_numpy())
     out.update({"delong_se": dl["se"], "delong_z": dl["z"], "delong_p": dl["p"]})
@@ -278,18 +321,57 @@ def paired_checks(evidence: dict, promote: PromoteParams, versions: tuple[str, s
     )
     return [
         _row(name, f"{pc['diff']:+.4f} [{low:+.4f}, {high:+.4f}]", None, limit, passed, why),
+        *rate_rows(pc, promote, versions),
         _row("AUROC on the paired test images", pc["auroc_candidate"], pc["auroc_champion"], None, None),
         _row(f"DeLong p ({DELONG_NOTE})", f"{pc['delong_p']:.3g}", None, None, None),
         _row("paired images / clusters", f"{pc['n_images']} / {pc['n_clusters']}", None, None, None),
     ]
 
 
-def reuse_check(evidence: dict) -> list[dict]:
-    """The information row: how many registered versions were evaluated on the candidate's test set."""
+def rate_rows(pc: dict, promote: PromoteParams, versions: tuple[str, str | None]) -> list[dict]:
+    """Non-inferiority rows of sensitivity and specificity at each model's locked threshold (paired CIs).
+
+    With the smallest detectable difference, so that "not shown worse" is never read as "shown not worse".
+    """
+    if "sens_diff" not in pc:
+        return [_row("paired sensitivity / specificity diff: predictions carry no locked decisions (pred)", None,
+                     None, None, None)]  # fmt: skip
+    rows = []
+    for key, label, margin in (("sens", "sensitivity", promote.max_sensitivity_drop),
+                               ("spec", "specificity", promote.max_specificity_drop)):  # fmt: skip
+        low, high, diff = pc[f"{key}_diff_ci_low"], pc[f"{key}_diff_ci_high"], pc[f"{key}_diff"]
+        passed = bool(np.isfinite(low)) and low + _EPS >= -margin
+        why = (f"paired {label} difference v{versions[0]} - v{versions[1]} at each model's locked threshold = "
+               f"{diff:+.4f}, CI [{low:+.4f}, {high:+.4f}]: lower bound below the non-inferiority margin "
+               f"-{margin:.4f} (register.promote.max_{label}_drop)")  # fmt: skip
+        rows.append(_row(f"paired {label} diff (cand - champ), CI low >= -max_{label}_drop",
+                         f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]", None, -margin, passed, why))  # fmt: skip
+        rows.append(_row(f"{label} at the locked thresholds", pc[f"{key}_candidate"], pc[f"{key}_champion"], None,
+                         None))  # fmt: skip
+        rows.append(_row(f"smallest detectable {label} difference (80 % power)", pc[f"{key}_sdd"], None, None,
+                         None))  # fmt: skip
+    return rows
+
+
+def reuse_check(evidence: dict, max_decisions: int | None = None) -> list[dict]:
+    """The test-set budget rows: versions evaluated on the candidate's test set, and its promotion decisions.
+
+    The reuse row is information; the decisions row gates against `register.promote.max_test_reuse`.
+
+    Every decision on one test set selects on its noise (ten equal candidates inflate the winner's AUROC), so past
+    the budget promotion refuses until a new sealed test set is registered, or --force --reason.
+    """
+    rows = []
     reuse = evidence.get("test_set_reuse")
-    if reuse is None:
-        return []
-    return [_row("registered versions evaluated on this test set (reuse)", str(reuse), None, None, None)]
+    if reuse is not None:
+        rows.append(_row("registered versions evaluated on this test set (reuse)", str(reuse), None, None, None))
+    decisions = evidence.get("promotion_decisions")
+    if decisions is not None and max_decisions is not None:
+        ok = decisions < max_decisions
+        why = (f"the test set has supported {decisions} promotion decisions (register.promote.max_test_reuse "
+               f"{max_decisions}): register a new sealed test set, or --force --reason")  # fmt: skip
+        rows.append(_row("promotion decisions on this test set (budget)", decisions, None, max_decisions, ok, why))
+    return rows
 
 
 def comparison_tags(evidence: dict, comparison: dict, at: str) -> dict[str, str]:
@@ -301,6 +383,8 @@ def comparison_tags(evidence: dict, comparison: dict, at: str) -> dict[str, str]
     }
     if evidence.get("test_set_reuse") is not None:
         tags["comparison.test_set_reuse"] = str(evidence["test_set_reuse"])
+    if evidence.get("promotion_decisions") is not None:
+        tags["comparison.promotion_decisions"] = str(evidence["promotion_decisions"])
     if comparison["champion_version"] is None:
         return tags
     diffs = evidence["test_set_differences"]
@@ -313,6 +397,15 @@ def comparison_tags(evidence: dict, comparison: dict, at: str) -> dict[str, str]
     pc = evidence.get("paired")
     if pc is not None:
         tags.update({f"comparison.{tag}": repr(float(pc[key])) for key, tag in _PAIRED_FLOAT_TAGS.items()})
+        rates = (
+            "sens_diff",
+            "sens_diff_ci_low",
+            "sens_diff_ci_high",
+            "spec_diff",
+            "spec_diff_ci_low",
+            "spec_diff_ci_high",
+        )
+        tags.update({f"comparison.{key}": repr(float(pc[key])) for key in rates if key in pc})
         tags.update({f"comparison.{k}": str(pc[k]) for k in ("n_images", "n_clusters", "n_resamples", "n_valid")})
     elif evidence.get("paired_error"):
         tags["comparison.paired_error"] = str(evidence["paired_error"])[:5000]

@@ -66,6 +66,23 @@ def count_test_set_reuse(client: Any, fingerprint: str | None) -> int | None:
             return total
 
 
+def count_promotion_decisions(client: Any, fingerprint: str | None) -> int | None:
+    """Promotion decisions recorded on this test set; None without a fingerprint.
+
+    A decision is a version evaluated on it that carries a `comparison.at` tag (a promote that was not a dry run,
+    passed or refused).
+    """
+    if not fingerprint or not _HEX.match(fingerprint):
+        return None
+    query, total, token = f"tags.{TEST_SET_TAG} = '{fingerprint}'", 0, None
+    while True:
+        page = client.search_model_versions(query, page_token=token)
+        total += sum(1 for v in page if "comparison.at" in (v.tags or {}))
+        token = page.token
+        if not token:
+            return total
+
+
 def gather_evidence(
     client: Any, candidate: Any, champion: Any | None, params: Params, allow_different: bool, reason: str | None
 ) -> dict:
@@ -77,6 +94,7 @@ def gather_evidence(
     """
     evidence: dict = {
         "test_set_reuse": count_test_set_reuse(client, candidate.tags.get(TEST_SET_TAG)),
+        "promotion_decisions": count_promotion_decisions(client, candidate.tags.get(TEST_SET_TAG)),
         "allowed_different": allow_different,
         "reason": reason,
     }

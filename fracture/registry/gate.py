@@ -38,6 +38,13 @@ def exact_gate_tags(tags: dict[str, str], run_metrics: dict[str, float]) -> dict
     return exact
 
 
+def gate_status(tags: dict[str, str]) -> str:
+    """A version's evaluation verdict: its `gate.status` tag (versions registered before verdicts: `gate.passed`)."""
+    if tags.get("gate.status") in ("passed", "failed", "undecidable"):
+        return tags["gate.status"]
+    return "passed" if tags.get("gate.passed") == "true" else "failed"
+
+
 def _check(name: str, candidate: Any, champion: Any, limit: Any, passed: bool | None, why: str = "") -> dict:
     return {"check": name, "candidate": candidate, "champion": champion, "limit": limit, "passed": passed, "why": why}
 
@@ -46,14 +53,19 @@ def _absolute_checks(
     candidate: dict[str, str], champion: dict[str, str] | None, promote: PromoteParams, versions: tuple[str, str | None]
 ) -> list[dict]:
     cand_v, champ_v = versions
-    gate_ok = candidate.get("gate.passed") == "true"
-    gate_why = f"version {cand_v} was registered although its evaluation gate failed"
+    status = gate_status(candidate)
+    gate_ok = status == "passed"
+    gate_why = (
+        f"version {cand_v}'s evaluation gate was undecidable (n too small); promoting it needs --force --reason"
+        if status == "undecidable"
+        else f"version {cand_v} was registered although its evaluation gate failed"
+    )
     sens = _metric_tag(candidate, SENSITIVITY, cand_v)
     champ_sens = None if champion is None else _metric_tag(champion, SENSITIVITY, champ_v)
     sens_ok = sens + _EPS >= promote.min_sensitivity
     sens_why = f"{SENSITIVITY} {sens:.6g} < min_sensitivity {promote.min_sensitivity:.6g}"  # 0.59996 < 0.6
     return [
-        _check("evaluation gate at registration", candidate.get("gate.passed"), None, "true", gate_ok, gate_why),
+        _check("evaluation gate at registration", status, None, "passed", gate_ok, gate_why),
         _check(f"{SENSITIVITY} >= min", sens, champ_sens, promote.min_sensitivity, sens_ok, sens_why),
     ]
 
@@ -120,7 +132,7 @@ def compare_versions(
     """
     checks = _absolute_checks(candidate, champion, promote, versions)
     checks += _relative_checks(candidate, champion, promote, versions, evidence)
-    checks += reuse_check(evidence or {})
+    checks += reuse_check(evidence or {}, promote.max_test_reuse)
     for key in ("test.frozen.specificity", "threshold"):
         if key in candidate:
             checks.append(_check(key, candidate[key], (champion or {}).get(key), None, None))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fracture.base.errors import GateError, InputError
+from fracture.contracts.verdict import Verdict, VerdictError, read_verdict
 from fracture.registry.client import current_user, now_iso, tag_text
 from fracture.registry.names import AUROC, FINGERPRINT_TAG, HEADLINE_METRICS, LINEAGE_KEYS, SENSITIVITY
 
@@ -32,7 +33,7 @@ class RegisterInputs:
     config: dict
     metadata: dict
     metrics: dict
-    gate: dict
+    gate: Verdict
     thresholds: dict
     report_path: Path | None = None
     eval_files: tuple[Path, ...] = field(default_factory=tuple)
@@ -76,19 +77,39 @@ def check_force(force: bool, reason: str | None) -> None:
         raise InputError("--force needs --reason TEXT: say why the gate may be overridden (it is recorded)")
 
 
-def check_gate(gate: dict, gate_path: Path, force: bool, reason: str | None) -> bool:
-    """Apply the evaluation gate; returns True when a failed gate is overridden by force.
+def check_gate(gate: Verdict, gate_path: Path, force: bool, reason: str | None) -> bool:
+    """Apply the evaluation verdict; returns True when a failed gate is overridden by force.
+
+    `passed` registers; `undecidable` registers too (as `challenger`, tagged undecidable: promoting it needs
+    --force --reason); `failed` refuses unless forced.
 
     Raises:
         GateError: the gate failed and the override was not asked for.
     """
-    if gate.get("passed") is True:
+    if gate.status == "passed":
         return False
-    reasons = "; ".join(map(str, gate.get("reasons") or [])) or "no reason recorded"
+    reasons = "; ".join(gate.reasons) or "no reason recorded"
+    if gate.status == "undecidable":
+        log.warning("evaluation gate undecidable (%s): registering as challenger tagged undecidable", reasons)
+        return False
     if force:
         log.warning("evaluation gate failed (%s); registering anyway: --force, reason: %s", reasons, reason)
         return True
     raise GateError(f"{gate_path}: evaluation gate failed, not registering: {reasons} (override: --force --reason)")
+
+
+def read_gate(path: Path) -> Verdict:
+    """gate.json as a Verdict.
+
+    Raises:
+        InputError: missing, or not a verdict (naming the file and what is wrong).
+    """
+    if not Path(path).is_file():
+        raise InputError(f"{path}: missing")
+    try:
+        return read_verdict(path)
+    except VerdictError as exc:
+        raise InputError(f"{exc} (re-run evaluate)") from None
 
 
 def headline_metrics(metrics: dict) -> dict[str, float]:
@@ -146,8 +167,9 @@ def version_tags(
             FINGERPRINT_TAG: fingerprint,
             "threshold": sig4(inputs.config["threshold"]),
             "threshold_method": str(inputs.thresholds.get("method") or inputs.config.get("threshold_method")),
-            "gate.passed": "true" if gate.get("passed") is True else "false",
-            "gate.reasons": tag_text(list(gate.get("reasons") or [])),
+            "gate.passed": "true" if gate.passed else "false",
+            "gate.status": gate.status,
+            "gate.reasons": tag_text(list(gate.reasons)),
             GIT_COMMIT_TAG: commit or "unknown",
             "run_origin": run_origin,
             "train_run_id": str(train_run_id or "none"),
@@ -159,7 +181,9 @@ def version_tags(
         from fracture.registry.compare import tags_of_test_set
 
         tags.update(tags_of_test_set(inputs.test_predictions))
-    if reason is not None and gate.get("passed") is not True:
+    if gate.status == "undecidable":
+        tags["undecidable"] = "true"
+    if reason is not None and gate.status == "failed":
         tags.update({"forced": "true", "force_reason": tag_text(reason.strip())})
     return tags
 
@@ -212,7 +236,7 @@ def load_register_inputs(
     """
     model_dir, eval_dir = Path(model_dir), Path(eval_dir)
     config, metadata = _read_json(model_dir / "config.json"), _read_json(model_dir / "metadata.json")
-    metrics, gate = _read_json(eval_dir / "metrics.json"), _read_json(eval_dir / "gate.json")
+    metrics, gate = _read_json(eval_dir / "metrics.json"), read_gate(eval_dir / "gate.json")
     thresholds = _read_json(eval_dir / "thresholds.json")
     for key in (AUROC, SENSITIVITY):
         if not isinstance(metrics.get(key), int | float):

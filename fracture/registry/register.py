@@ -21,6 +21,7 @@ from typing import Any
 from fracture.base.errors import InputError
 from fracture.base.io import hash_file
 from fracture.config import Params
+from fracture.contracts.plan import check_plan, plan_tags
 from fracture.registry.client import first_line, mlflow_client, registry_errors
 from fracture.registry.cv_evidence import cv_evidence, log_cv_evidence
 from fracture.registry.lineage import (
@@ -434,6 +435,7 @@ def _record(client: Any, name: str, version: Any, created: bool) -> dict:
         "fingerprint": version.tags.get(FINGERPRINT_TAG),
         "run_origin": version.tags.get("run_origin"),
         "forced": version.tags.get("forced") == "true",
+        "gate_status": version.tags.get("gate.status") or "unknown",
         "registered": True,
         "created": created,
         "aliases": aliases,
@@ -441,7 +443,7 @@ def _record(client: Any, name: str, version: Any, created: bool) -> dict:
     }
 
 
-RECEIPT_KEYS = ("registered", "name", "fingerprint", "forced")
+RECEIPT_KEYS = ("registered", "name", "fingerprint", "forced", "gate_status")
 
 
 def outcome_record(record: dict) -> dict:
@@ -469,10 +471,10 @@ def registered_version(name: str, fingerprint: str) -> dict | None:
 
 def not_registered_record(eval_dir: Path) -> dict:
     """The registration record of a model the evaluation gate refused: a result, kept with the experiment."""
-    from fracture.base.io import read_json
+    from fracture.registry.lineage import read_gate
 
-    gate = read_json(Path(eval_dir) / "gate.json")
-    return {"registered": False, "why": "gate failed", "reasons": [str(r) for r in gate.get("reasons") or []]}
+    gate = read_gate(Path(eval_dir) / "gate.json")
+    return {"registered": False, "why": f"gate {gate.status}", "reasons": list(gate.reasons)}
 
 
 @registry_errors
@@ -509,6 +511,7 @@ def run_register(
     """
     name = check_name(name or params.registered_model_name)
     check_force(force, reason)
+    plan = check_plan(Path(model_dir), params, "register")
     inputs = load_register_inputs(model_dir, eval_dir, report_path, validation_dir)
     forced = check_gate(inputs.gate, Path(eval_dir) / "gate.json", force, reason)
     _check_loadable(Path(model_dir))
@@ -529,6 +532,7 @@ def run_register(
             commit = client.get_run(run_id).data.tags.get(GIT_COMMIT_TAG)  # the training run's, else this checkout's
             why = reason if forced else None
             tags = {**version_tags(inputs, fingerprint, origin, why, train_run, commit), **evidence_tags}
+            tags.update(plan_tags(params, plan))
             if inputs.report_path is not None:
                 tags["evaluation_report"] = f"runs:/{run_id}/{EVIDENCE_DIR}/{Path(inputs.report_path).name}"
             description = _describe(client, run_id, inputs)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from fracture.base.errors import InputError
 from fracture.config import Params
+from fracture.contracts.verdict import Verdict, VerdictError, read_verdict
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Artifacts:
     split_summary: dict | None = None
     history: pd.DataFrame | None = None
     thresholds: dict | None = None
-    gate: dict | None = None
+    gate: Verdict | None = None
     subgroups: pd.DataFrame | None = None
     primary: dict | None = None
     eval_params: dict = field(default_factory=dict)
@@ -48,6 +49,7 @@ class Artifacts:
     localization: dict | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    plan: dict = field(default_factory=dict)  # fracture.contracts.plan.check_plan: the plan in force and its re-locks
 
 
 def _json_or_none(path: Path, art_missing: list[str]) -> Any:
@@ -58,6 +60,17 @@ def _json_or_none(path: Path, art_missing: list[str]) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: cannot read JSON ({err})") from None
+
+
+def _verdict_or_none(path: Path, art_missing: list[str]) -> Verdict | None:
+    """gate.json as a Verdict (None when missing: the report says so)."""
+    if not path.is_file():
+        art_missing.append(str(path))
+        return None
+    try:
+        return read_verdict(path)
+    except VerdictError as err:
+        raise InputError(f"{err} (re-run evaluate)") from None
 
 
 def _csv_or_none(path: Path, art_missing: list[str]) -> pd.DataFrame | None:
@@ -143,7 +156,7 @@ def load_artifacts(
     art.split_summary = _json_or_none(Path(splits_path).with_name("split_summary.json"), missing)
     art.history = _csv_or_none(model_dir / "history.csv", missing)
     art.thresholds = _json_or_none(eval_dir / "thresholds.json", missing)
-    art.gate = _json_or_none(eval_dir / "gate.json", missing)
+    art.gate = _verdict_or_none(eval_dir / "gate.json", missing)
     art.subgroups = _csv_or_none(eval_dir / "subgroups.csv", missing)
     _load_endpoints(art, eval_dir, Path(splits_path).parent, missing)
     for name in ("roc", "pr", "calibration", "decision_curve"):

@@ -8,6 +8,7 @@ from pathlib import Path
 from fracture.config import Params
 from fracture.model.card import INTENDED_USE, card_limitations
 from fracture.report.artifacts import Artifacts, load_artifacts
+from fracture.report.decision import decision_view
 from fracture.report.endpoints import (
     METHOD_LABELS,
     METRIC_NAMES,
@@ -115,7 +116,8 @@ def build_context(art: Artifacts) -> dict:
         "backbone": art.config.get("backbone"),
         "metrics": m,
         "missing": art.missing,
-        "gate": art.gate,
+        "gate": decision_view(art.gate, m, art.primary),
+        "plan": art.plan,
         "provenance": provenance_rows(art.summary),
         "provenance_keys": PROVENANCE_KEYS,
         "summary_rows": summary_rows(art.summary) if not provenance_rows(art.summary) else [],
@@ -190,7 +192,9 @@ def run_report(
         The report's path.
     """
     from fracture.base.io import atomic_write_text
+    from fracture.contracts.plan import check_plan
 
+    plan = check_plan(Path(model_dir), params, "report")
     out_path = Path(out_path)
     art = load_artifacts(
         params,
@@ -203,6 +207,7 @@ def run_report(
         explain_dir=Path(explain_dir),
         localization_path=localization_path,
     )
+    art.plan = plan
     if art.missing:
         log.warning("report: %d artifact(s) missing, their sections say so: %s", len(art.missing), art.missing)
     from fracture.report.cv import cv_context

@@ -17,6 +17,7 @@ import pandas as pd
 
 from fracture.base.io import hash_file, read_json
 from fracture.config import Params
+from fracture.contracts.plan import BLOCK, PLAN_TAG, plan_block
 from fracture.contracts.tasks import CLASSES, DESCRIPTIONS, patient_hashes
 from fracture.model.card import build_model_card
 from fracture.model.core import model_config, predict_proba, save_model_dir
@@ -73,6 +74,7 @@ def build_metadata(params: Params, prog: LoopState, config: dict, lineage: dict,
         "task": task,
         PATIENTS_KEY: patient_hashes(rows["patient_id"]),  # train + val: what a task started from it must not test on
         **lineage,
+        BLOCK: plan_block(params),  # the locked analysis plan (fracture.contracts.plan)
     }
 
 
@@ -109,6 +111,7 @@ def _track_result(s: Session, prog: LoopState, config: dict, digest: str) -> Non
         "best_epoch": str(prog.best_epoch),
         "threshold": sig4(config["threshold"]),
         "threshold_method": config["threshold_method"],
+        PLAN_TAG: plan_block(s.params)["sha256"],
         NOTE_TAG: run_note(prog, config, digest),
     }
     s.tracker.set_tags(tags)

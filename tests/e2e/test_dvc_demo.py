@@ -40,6 +40,16 @@ def test_repro_produces_every_artifact(demo_project):
     assert not missing
 
 
+def test_the_demos_small_test_set_registers_a_challenger_tagged_undecidable(demo_project):
+    """About 40 test patients cannot decide the gate at the configured precision: a verdict, not a pass."""
+    gate = json.loads((demo_project / "reports/eval/gate.json").read_text())
+    assert gate["status"] == "undecidable" and gate["reasons"][0] == "undecidable: n too small", gate
+    sizes = [c for c in gate["checks"] if c["name"].startswith("sample_size.")]
+    assert any(c["n_observed"] < c["n_needed"] for c in sizes), sizes
+    registration = json.loads((demo_project / "reports/registration.json").read_text())
+    assert registration["registered"] is True and registration["gate_status"] == "undecidable", registration
+
+
 def test_model_learns_on_the_demo(demo_project):
     metrics = json.loads((demo_project / "reports/eval/metrics.json").read_text())
     assert metrics["val.auroc"] > 0.75

@@ -28,12 +28,16 @@ N_PER_SOURCE = 16  # the fewest images that hold every layout feature of the syn
 SIDES = {"kaggle": (2000, 2560), "mura": (380, 512), "hospital": (300, 640)}  # px, like the real datasets
 RAW = {"kaggle": "data/raw/GRAZPEDWRI-DX", "mura": "data/raw/MURA-v1.1", "hospital": "data/raw/hospital"}
 ADDED = "data/raw/hospital/radius/positive/added_case.png"
-# Production profile, shrunk in size only: the demo's tiny Swin, 64 px, one epoch, a gate any model passes.
+# Production profile, shrunk in size only: the demo's tiny Swin, 64 px, one epoch, a gate no model fails.
 SHRINK = {
     "base": {"image_size": 64, "num_workers": 2},
     "validate": {"image_sample": 8},
     "train": {"epochs": 1, "batch_size": 16, "effective_batch_size": 16, "num_workers": 0},
-    "evaluate": {"n_bootstrap": 50, "min_subgroup_n": 5, "gate": {"min_auroc": 0.0, "min_sensitivity": 0.0}},
+    "evaluate": {
+        "n_bootstrap": 50,
+        "min_subgroup_n": 5,
+        "gate": {"min_auroc": 0.0, "min_sensitivity": 0.0, "min_specificity": 0.0},
+    },
     "explain": {"n_per_category": 1},
 }
 

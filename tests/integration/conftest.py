@@ -386,9 +386,11 @@ def write_eval_dir(
         ("test.frozen.specificity", 0.8),
     ):
         metrics.update({key: value, f"{key}_ci_low": max(value - 0.05, 0.0), f"{key}_ci_high": min(value + 0.05, 1.0)})
-    reasons = [] if passed else [f"test.auroc {auroc:.3f} < min_auroc 0.700"]
+    from fracture.contracts.verdict import Verdict, write_verdict
+
+    reasons = () if passed else (f"test.auroc {auroc:.3f} < min_auroc 0.700",)
     write_json(eval_dir / "metrics.json", metrics)
-    write_json(eval_dir / "gate.json", {"passed": passed, "reasons": reasons, "checks": []})
+    write_verdict(Verdict("evaluate", "passed" if passed else "failed", reasons), eval_dir / "gate.json")
     write_json(eval_dir / "thresholds.json", {"frozen": threshold, "method": "youden", "val": {"youden": threshold}})
     write_parquet(exact_auroc_predictions(auroc, test_set), eval_dir / "predictions.parquet")
     return eval_dir

@@ -287,7 +287,7 @@ def test_train_while_mlflow_is_down_then_register_later(tmp_path, make_params, m
 
     # Later, with the tracking server back (here: a fresh sqlite store), the saved model dir registers.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    passed = json.loads((tmp_path / "eval" / "gate.json").read_text())["passed"]
+    passed = json.loads((tmp_path / "eval" / "gate.json").read_text())["status"] != "failed"  # undecidable registers
     reason = None if passed else "tiny synthetic data; testing late registration"
     record = run_register(params, model, tmp_path / "eval", name="fracture-late", force=not passed, reason=reason)
     assert record["created"] and str(record["version"]) == "1"

@@ -282,6 +282,23 @@ def test_first_promotion_applies_the_absolute_gate(registry_env, params, make_ca
         run_promote(params, name, force=True)
 
 
+def test_an_undecidable_model_is_a_challenger_tagged_undecidable_and_promoting_it_needs_force(
+    registry_env, params, make_candidate
+):
+    from fracture.contracts.verdict import Verdict, write_verdict
+
+    name = _name("undecidable")
+    cand = make_candidate(seed=24)
+    write_verdict(Verdict("evaluate", "undecidable", ("undecidable: n too small",)), cand.eval_dir / "gate.json")
+    rec = run_register(params, *_dirs(cand), name=name)
+    assert rec["aliases"] == ["challenger"] and rec["gate_status"] == "undecidable" and not rec["forced"]
+    tags = MlflowClient(registry_env).get_model_version(name, str(rec["version"])).tags
+    assert tags["undecidable"] == "true" and tags["gate.status"] == "undecidable"
+    with pytest.raises(GateError, match=r"undecidable \(n too small\); promoting it needs --force --reason"):
+        run_promote(params, name)
+    assert run_promote(params, name, force=True, reason="reader study on 300 patients planned")["promoted"]
+
+
 def test_dry_run_changes_nothing(registry_env, params, params_file, make_candidate):
     name = _name("dry")
     client = MlflowClient(registry_env)
@@ -392,7 +409,7 @@ def test_register_the_real_train_and_evaluate_outputs(registry_env, params, demo
     from fracture.model.core import load_model_dir
 
     name = _name("chain")
-    forced = not json.loads((demo_eval / "gate.json").read_text())["passed"]  # a 2-epoch demo may miss the gate
+    forced = json.loads((demo_eval / "gate.json").read_text())["status"] == "failed"  # a 2-epoch demo may fail
     reason = "2-epoch test model" if forced else None
     rec = run_register(params, demo_model, demo_eval, name=name, force=forced, reason=reason)
     mv = MlflowClient(registry_env).get_model_version(name, str(rec["version"]))

@@ -36,8 +36,10 @@ def _failed_gate_dirs(tmp_path):  # noqa: ANN001, ANN202
     from tests.unit.registry.test_registry_core import _model_and_eval
 
     model, ev = _model_and_eval(tmp_path)
-    gate = {"passed": False, "reasons": ["test.auroc 0.5500 < 0.7", "test.frozen.sensitivity 0.4000 < 0.6"]}
-    (ev / "gate.json").write_text(json.dumps(gate))
+    from fracture.contracts.verdict import Verdict, write_verdict
+
+    reasons = ("test.auroc 0.5500 < 0.7", "test.frozen.sensitivity 0.4000 < 0.6")
+    write_verdict(Verdict("evaluate", "failed", reasons), ev / "gate.json")
     return model, ev
 
 
@@ -78,6 +80,11 @@ def test_demo_summary_says_why_a_model_was_not_registered():
         == "registered model: fracture-swin version 3 (alias challenger, champion)"
     )
     assert "no version with its fingerprint" in registration_line(reg, None)
+    undecidable = registration_line({**reg, "gate_status": "undecidable"}, {"version": 4, "aliases": ["challenger"]})
+    assert (
+        undecidable.strip()
+        == "registered model: fracture-swin version 4 (alias challenger); evaluation gate undecidable"
+    )
 
 
 def test_register_out_is_the_outcome_alone():
@@ -86,7 +93,10 @@ def test_register_out_is_the_outcome_alone():
 
     full = {"name": "m", "version": 7, "run_id": "r", "model_id": "m-1", "fingerprint": "f" * 64}
     full |= {"forced": False, "registered": True, "created": True, "aliases": ["a"], "tracking_uri": "sqlite:///x"}
-    assert outcome_record(full) == {"registered": True, "name": "m", "fingerprint": "f" * 64, "forced": False}
+    full |= {"gate_status": "undecidable"}
+    assert outcome_record(full) == {
+        "registered": True, "name": "m", "fingerprint": "f" * 64, "forced": False, "gate_status": "undecidable"
+    }  # fmt: skip
     refused = {"registered": False, "why": "gate failed", "reasons": ["x"]}
     assert outcome_record(refused) == refused
 

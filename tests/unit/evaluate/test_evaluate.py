@@ -283,15 +283,31 @@ def test_plot_tables_follow_the_dvc_formats() -> None:
     assert cal.loc[cal["split"] == "test", "count"].sum() == n_test
 
 
+def gate_values(**over: float) -> dict:
+    """Flat `coprimary.*` values of a test set with enough patients (100 of each class, 93 and 97 needed)."""
+    values = {
+        "coprimary.n_pos_patients": 100, "coprimary.n_neg_patients": 100, "coprimary.precision": 0.1,
+        "coprimary.sensitivity_n_needed": 93, "coprimary.specificity_n_needed": 97,
+        "coprimary.auroc": 0.88, "coprimary.auroc_bound": 0.85,
+        "coprimary.sensitivity": 0.8, "coprimary.sensitivity_bound": 0.75,
+        "coprimary.specificity": 0.8, "coprimary.specificity_bound": 0.72,
+    }  # fmt: skip
+    return {**values, **over}
+
+
 def test_gate_passes_fails_and_treats_undefined_as_failed() -> None:
-    gate = GateParams(min_auroc=0.8, min_sensitivity=0.7, min_primary=None, primary_bound="point")
-    passed = evaluate.evaluate_gate({"test.auroc": 0.85, "test.frozen.sensitivity": 0.75}, gate)
-    assert passed["passed"] and passed["reasons"] == [] and all(c["passed"] for c in passed["checks"])
-    failed = evaluate.evaluate_gate({"test.auroc": 0.85, "test.frozen.sensitivity": 0.65}, gate)
-    assert not failed["passed"] and failed["reasons"] == ["test.frozen.sensitivity 0.6500 < 0.7"]
-    undefined = evaluate.evaluate_gate({"test.auroc": float("nan"), "test.frozen.sensitivity": 0.9}, gate)
-    assert not undefined["passed"] and undefined["checks"][0]["value"] is None
-    assert {"name", "value", "threshold", "passed"} == set(failed["checks"][0])
+    gate = GateParams(min_auroc=0.8, min_sensitivity=0.7, min_specificity=0.5, precision=0.1, min_primary=None,
+                      primary_bound="ci_low")  # fmt: skip
+    passed = evaluate.evaluate_gate(gate_values(), gate)
+    assert passed.status == "passed" and passed.reasons == () and all(c.status == "passed" for c in passed.checks)
+    failed = evaluate.evaluate_gate(gate_values(**{"coprimary.sensitivity_bound": 0.65}), gate)
+    assert failed.status == "failed"
+    assert failed.reasons == ("coprimary.sensitivity (lower bound): coprimary.sensitivity_bound 0.6500 < 0.7",)
+    undefined = evaluate.evaluate_gate(gate_values(**{"coprimary.auroc_bound": float("nan")}), gate)
+    assert undefined.status == "failed" and "coprimary.auroc_bound is undefined" in undefined.reasons[0]
+    point = evaluate.evaluate_gate(gate_values(**{"coprimary.sensitivity_bound": 0.65}),
+                                   gate.model_copy(update={"primary_bound": "point"}))  # fmt: skip
+    assert point.status == "passed"  # the point 0.8 clears 0.7; the default reads the lower bound
 
 
 # ------------------------------------------------------------------------------------- run_evaluate (eval dir)
@@ -405,7 +421,9 @@ def test_run_evaluate_writes_the_eval_dir_contract(eval_inputs, tmp_path, monkey
     assert thresholds["frozen"] == config["threshold"] and thresholds["method"] == "youden"
     assert thresholds["matches_config"] is True  # recomputed on val from the same model: same thresholds
     gate = json.loads((out / "gate.json").read_text())
-    assert gate["passed"] is False and result["gate.passed"] == 0  # a failed gate is reported, not raised
+    # 30 test images: too few patients to decide; reported (a verdict), not raised
+    assert gate["status"] == "undecidable" and result["gate.passed"] == 0 and result["gate.undecidable"] == 1
+    assert gate["reasons"][0] == "undecidable: n too small"
     assert json.loads((out / "metrics.json").read_text()) == result
     confusion = pd.read_csv(out / "plots" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 30
@@ -465,7 +483,7 @@ def test_demo_chain_eval_dir(request: pytest.FixtureRequest) -> None:
     ):
         assert (demo_eval / name).is_file(), name
     gate = json.loads((demo_eval / "gate.json").read_text())
-    assert set(gate) == {"passed", "reasons", "checks"}
+    assert set(gate) == {"schema", "gate", "status", "reasons", "checks"}
     preds = pd.read_parquet(demo_eval / "predictions.parquet")
     assert set(preds["split"]) <= {"val", "test"} and preds["prob"].between(0, 1).all()
 
@@ -509,9 +527,10 @@ def test_run_evaluate_refuses_splits_without_cluster_ids(eval_inputs, tmp_path) 
 
 
 def test_gate_log_line_rounds_to_4_significant_digits(caplog: pytest.LogCaptureFixture) -> None:
+    from fracture.contracts.verdict import Check, Verdict
     from fracture.evaluate.run import log_gate
 
-    check = {"name": "test.auroc", "value": 0.9450856291883842, "threshold": 0.7, "passed": True}
+    check = Check("test.auroc", "passed", 0.9450856291883842, 0.7)
     with caplog.at_level(logging.INFO, logger="fracture.evaluate"):
-        log_gate({"passed": True, "reasons": [], "checks": [check]})
+        log_gate(Verdict("evaluate", "passed", (), (check,)))
     assert "test.auroc = 0.9451 (min 0.7)" in caplog.text and "0.94508" not in caplog.text

@@ -111,14 +111,15 @@ def test_primary_endpoint_is_every_image_of_another_test_source_and_follows_para
 
 
 def test_gate_can_use_the_lower_ci_bound_of_the_primary_endpoint() -> None:
-    values = {"test.auroc": 0.9, "test.frozen.sensitivity": 0.9, "primary.value": 0.82, "primary.ci_low": 0.74}
-    point = core.evaluate_gate(
-        values, GateParams(min_auroc=0.7, min_sensitivity=0.7, min_primary=0.8, primary_bound="point")
-    )
-    assert point["passed"] and point["checks"][-1]["name"] == "primary.value"
-    bound = GateParams(min_auroc=0.7, min_sensitivity=0.7, min_primary=0.8, primary_bound="ci_low")
-    failed = core.evaluate_gate(values, bound)
-    assert not failed["passed"] and failed["reasons"] == ["primary.ci_low 0.7400 < 0.8"]
+    from tests.unit.evaluate.test_evaluate import gate_values
+
+    values = gate_values(**{"primary.value": 0.82, "primary.ci_low": 0.74})
+    gate = GateParams(min_auroc=0.7, min_sensitivity=0.7, min_specificity=0.5, precision=0.1, min_primary=0.8,
+                      primary_bound="point")  # fmt: skip
+    point = core.evaluate_gate(values, gate)
+    assert point.status == "passed" and point.checks[-1].name == "primary (point)"
+    failed = core.evaluate_gate(values, gate.model_copy(update={"primary_bound": "ci_low"}))
+    assert failed.status == "failed" and failed.reasons == ("primary (lower bound): primary.ci_low 0.7400 < 0.8",)
 
 
 # ---------------------------------------------------------------------------------------- operating points

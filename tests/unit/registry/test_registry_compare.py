@@ -26,7 +26,14 @@ from fracture.registry.compare import (
 from fracture.registry.gate import compare_versions, format_comparison
 from fracture.stats.bootstrap import BLOCK
 
-PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6, require_review=False)
+PROMOTE = PromoteParams(
+    max_auroc_drop=0.01,
+    min_sensitivity=0.6,
+    require_review=False,
+    max_test_reuse=20,
+    max_sensitivity_drop=0.05,
+    max_specificity_drop=0.05,
+)
 SAME = {"splits_hash": "s" * 64, "manifest_hash": "m" * 64, "test_set_fingerprint": "f" * 64}
 
 
@@ -265,3 +272,51 @@ def test_pairing_needs_the_same_images_labels_and_clusters():
         pair_predictions(rows, rows.assign(label=1 - rows["label"]))
     with pytest.raises(InputError, match="different clusters"):
         pair_predictions(rows, rows.assign(cluster_id="one"))
+
+
+def test_the_test_set_budget_refuses_past_max_test_reuse():
+    """Every promotion decision on one test set selects on its noise: past the budget, a new sealed test set."""
+    within = compare_versions(_tags(0.85), None, PROMOTE, ("2", None), {"promotion_decisions": 19})
+    assert within["passed"], within["reasons"]
+    spent = compare_versions(_tags(0.85), None, PROMOTE, ("2", None), {"promotion_decisions": 20})
+    assert (
+        not spent["passed"]
+        and "supported 20 promotion decisions (register.promote.max_test_reuse 20)" in (spent["reasons"][0])
+    )
+    assert "promotion decisions on this test set (budget)" in format_comparison(spent)
+
+
+def _operating_point_pairs(sens_candidate: float, sens_champion: float, n: int = 200) -> pd.DataFrame:
+    """Paired test rows of two models with the same scores (equal AUROC) but their own locked thresholds."""
+    rng = np.random.default_rng(9)
+    y = np.arange(n) % 2
+    prob = np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.15, n), 0, 1)
+    pos_rank = pd.Series(prob).where(y == 1).rank(ascending=False)  # 1 = highest-scoring positive
+
+    def pred(sens: float) -> np.ndarray:
+        return (prob >= np.sort(prob[y == 1])[::-1][int(round(sens * (y == 1).sum())) - 1]).astype("int8")
+
+    assert pos_rank.notna().sum() == n // 2
+    return pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "label": y.astype("int8"),
+                         "cluster_id": pd.array([f"p{i}" for i in range(n)], dtype="string"),
+                         "prob_candidate": prob, "prob_champion": prob,
+                         "pred_candidate": pred(sens_candidate), "pred_champion": pred(sens_champion)})  # fmt: skip
+
+
+def test_promotion_refuses_a_candidate_that_loses_sensitivity_at_equal_auroc():
+    """Regression: a candidate with sensitivity 0.61 at its locked threshold replaced a champion with 0.95, because
+    the AUROC difference was about 0 and the candidate's own point sensitivity cleared min_sensitivity."""
+    from fracture.registry.compare import paired_comparison
+
+    pairs = _operating_point_pairs(0.61, 0.95)
+    paired = paired_comparison(pairs, 300, 0, 0.95)
+    assert paired["diff"] == 0 and paired["sens_diff"] == pytest.approx(0.61 - 0.95)
+    evidence = {"test_set_differences": [], "paired": paired}
+    cmp = compare_versions(_tags(0.85), _tags(0.85), PROMOTE, ("2", "1"), evidence)
+    assert not cmp["passed"] and len(cmp["reasons"]) == 1
+    assert cmp["reasons"][0].startswith("paired sensitivity difference v2 - v1 at each model's locked threshold")
+    table = format_comparison(cmp)
+    assert "smallest detectable sensitivity difference (80 % power)" in table
+    same = paired_comparison(_operating_point_pairs(0.95, 0.95), 300, 0, 0.95)
+    assert compare_versions(_tags(0.85), _tags(0.85), PROMOTE, ("2", "1"),
+                            {"test_set_differences": [], "paired": same})["passed"]  # fmt: skip

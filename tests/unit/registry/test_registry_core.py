@@ -12,6 +12,7 @@ import pytest
 
 from fracture.base.errors import GateError, InputError
 from fracture.config import PromoteParams
+from fracture.contracts.verdict import Verdict, write_verdict
 from fracture.model.core import InputContract
 from fracture.registry.download import parse_model_uri
 from fracture.registry.gate import compare_versions, format_comparison
@@ -30,7 +31,14 @@ from fracture.serving.pyfunc import encode_image_file, load_images, predictions_
 
 # 32 px, window (0.5, 99.5), the demo decode limits, normalisation and batch size.
 CONTRACT = InputContract(32, 1, (0.5, 99.5), 200_000_000, 40_000, 8, 0.5, 0.5, 16)
-PROMOTE = PromoteParams(max_auroc_drop=0.01, min_sensitivity=0.6, require_review=False)
+PROMOTE = PromoteParams(
+    max_auroc_drop=0.01,
+    min_sensitivity=0.6,
+    require_review=False,
+    max_test_reuse=20,
+    max_sensitivity_drop=0.05,
+    max_specificity_drop=0.05,
+)
 
 
 def _tags(auroc: float, sens: float, gate: str = "true") -> dict[str, str]:
@@ -38,12 +46,14 @@ def _tags(auroc: float, sens: float, gate: str = "true") -> dict[str, str]:
 
 
 def test_gate_refuses_with_reasons_and_force_needs_a_reason(tmp_path):
-    gate = {"passed": False, "reasons": ["test.auroc 0.61 < min_auroc 0.70"]}
+    gate = Verdict("evaluate", "failed", ("test.auroc 0.61 < min_auroc 0.70",))
     with pytest.raises(GateError, match=r"test\.auroc 0\.61 < min_auroc 0\.70") as err:
         check_gate(gate, tmp_path / "gate.json", force=False, reason=None)
     assert err.value.exit_code == 1 and "gate.json" in str(err.value)
     assert check_gate(gate, tmp_path / "gate.json", force=True, reason="reader study") is True
-    assert check_gate({"passed": True}, tmp_path / "gate.json", force=True, reason="x") is False
+    assert check_gate(Verdict("evaluate", "passed"), tmp_path / "gate.json", force=True, reason="x") is False
+    undecidable = Verdict("evaluate", "undecidable", ("undecidable: n too small",))
+    assert check_gate(undecidable, tmp_path / "gate.json", force=False, reason=None) is False  # registers
     with pytest.raises(InputError, match="--reason"):
         check_force(True, "   ")
     check_force(False, None)
@@ -64,6 +74,10 @@ def test_first_promotion_uses_absolute_gates_only():
     assert low_sens["reasons"] == ["test.frozen.sensitivity 0.59 < min_sensitivity 0.6"]
     forced = compare_versions(_tags(0.9, 0.9, gate="false"), None, PROMOTE, ("1", None))
     assert not forced["passed"] and "evaluation gate failed" in forced["reasons"][0]
+    undecidable = compare_versions({**_tags(0.9, 0.9, gate="false"), "gate.status": "undecidable"}, None, PROMOTE,
+                                   ("1", None))  # fmt: skip
+    assert not undecidable["passed"] and "undecidable (n too small)" in undecidable["reasons"][0]
+    assert "--force --reason" in undecidable["reasons"][0]
     json.dumps(forced)  # stored as a tag: must serialise
 
 
@@ -92,7 +106,7 @@ def _inputs(passed: bool, metadata: dict | None = None) -> RegisterInputs:
         config={"threshold": 0.42, "threshold_method": "youden"},
         metadata=metadata or {},
         metrics={**metrics, "test.frozen.specificity": float("nan")},
-        gate={"passed": passed, "reasons": [] if passed else ["too low"]},
+        gate=Verdict("evaluate", "passed") if passed else Verdict("evaluate", "failed", ("too low",)),
         thresholds={"frozen": 0.42, "method": "youden"},
     )
 
@@ -105,7 +119,10 @@ def test_version_tags_carry_lineage_metrics_threshold_and_override():
     forced = version_tags(_inputs(False), "f" * 64, "register_run", " reader study ")
     assert forced["forced"] == "true" and forced["force_reason"] == "reader study"
     assert forced["train_run_id"] == "none" and forced["git_commit"] == "unknown"
-    assert json.loads(forced["gate.reasons"]) == ["too low"]
+    assert json.loads(forced["gate.reasons"]) == ["too low"] and forced["gate.status"] == "failed"
+    undecidable = RegisterInputs(**{**_inputs(True).__dict__, "gate": Verdict("evaluate", "undecidable", ("n",))})
+    tags = version_tags(undecidable, "f" * 64, "train_run", None)
+    assert tags["undecidable"] == "true" and tags["gate.status"] == "undecidable" and "forced" not in tags
 
 
 def test_numbers_in_version_tags_have_4_significant_digits():
@@ -182,7 +199,7 @@ def _model_and_eval(tmp_path, frozen=0.5):  # noqa: ANN001, ANN202
     _write(model / "config.json", {"threshold": 0.5, "img_size": 64})
     _write(model / "metadata.json", {})
     _write(ev / "metrics.json", {"test.auroc": 0.8, "test.frozen.sensitivity": 0.7})
-    _write(ev / "gate.json", {"passed": True, "reasons": []})
+    write_verdict(Verdict("evaluate", "passed"), ev / "gate.json")
     _write(ev / "thresholds.json", {"frozen": frozen, "method": "youden"})
     write_parquet(_predictions(), ev / "predictions.parquet")
     return model, ev

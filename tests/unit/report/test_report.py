@@ -723,3 +723,16 @@ def test_cv_section_only_with_a_pool_dir(tmp_path, report_params, report_inputs,
     assert 'data-section="cv"' in html and 'data-cv-study="loso"' in html and 'href="#cv"' in html
     assert 'data-cv-fold="fold-0"' in html and 'data-cv-fold="pooled"' in html and "held-out source" in html
     assert "conditional on the fold models" in html and 'data-figure="cv-roc-loso"' in html
+
+
+def test_the_first_screen_shows_the_coprimary_bounds_the_sample_size_and_the_decision(report_html):
+    """Before any section: the verdict, sensitivity / specificity / AUROC with their lower bounds, n needed vs seen."""
+    html = report_html[1]
+    head = html[: html.index('id="primary"')]  # everything above section 1
+    status = re.search(r'id="gate" data-gate-status="(\w+)"', head)
+    assert status and status.group(1) in ("passed", "failed", "undecidable")
+    assert f"Evaluation gate: {status.group(1).upper()}" in head
+    for endpoint in ("auroc", "sensitivity", "specificity"):
+        assert f'data-endpoint="{endpoint}"' in head
+    assert "lower bound the gate reads" in head and "exact bound (Clopper-Pearson" in head
+    assert head.count("data-enough=") == 2 and "positive_patients" in head and "negative_patients" in head

@@ -219,6 +219,9 @@ def test_learns_signal_and_writes_model_dir(tiny, make_params, tmp_path):
 
     # The model dir says nothing about the run; the run (the session's sqlite store) points at the model instead.
     assert not {"mlflow_run_id", "mlflow_status", "mlflow_tracking_uri", "created", "git_commit"} & set(meta)
+    from fracture.contracts.plan import BLOCK, plan_block
+
+    assert meta[BLOCK] == plan_block(params)  # the analysis plan train locks (fracture.contracts.plan)
     assert result["mlflow_status"] == "ok" and result["model_digest"] == model_digest(out)
     client = mlflow.MlflowClient(tracking_uri())
     run = client.get_run(result["mlflow_run_id"])
