@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from fracture.base.errors import FractureError, printable
 from fracture.base.logs import setup_logging
+from fracture.contracts.artifacts import SPLITS
 from fracture.kubeflow import command as kfp_cli
 from fracture.registry.relock import relock
 from fracture.review.cli import review_add_user, review_serve, review_summary
@@ -346,7 +347,7 @@ def report(
         out or Path(p.report),
         ingest_dir=ingest_dir or Path(p.ingest),
         validation_dir=validation or Path(p.validation),
-        splits_path=splits or Path(p.split) / "splits.parquet",
+        splits_path=splits or Path(p.split) / SPLITS,
         model_dir=model or Path(p.model),
         eval_dir=eval or Path(p.eval),
         explain_dir=explain_dir or Path(p.explain),

@@ -20,6 +20,7 @@ from torch import nn
 
 from fracture.base.errors import InputError
 from fracture.config import Params
+from fracture.contracts.artifacts import EXPLAIN_INDEX, EXPLAIN_META, PREDICTIONS
 
 log = logging.getLogger(__name__)
 
@@ -292,10 +293,10 @@ def _load_inputs(model_dir: Path, eval_dir: Path) -> tuple[nn.Module, dict, pd.D
     from fracture.model.core import load_model_dir
 
     model, config = load_model_dir(model_dir)
-    predictions = read_parquet(eval_dir / "predictions.parquet")
+    predictions = read_parquet(eval_dir / PREDICTIONS)
     needed = {"image_id", "split", "source", "prob", "label"}
     if missing := needed - set(predictions.columns):
-        raise InputError(f"{eval_dir / 'predictions.parquet'}: missing columns {sorted(missing)}")
+        raise InputError(f"{eval_dir / PREDICTIONS}: missing columns {sorted(missing)}")
     return model, config, predictions
 
 
@@ -477,7 +478,7 @@ def run_explain(
     threshold = float(config["threshold"])
     examples = select_examples(predictions, threshold, params.explain.n_per_category)
     contract = read_contract(config, Path(model_dir) / CONFIG_FILE)  # the model's inputs, never the current params
-    check_cache_contract(contract, read_json(Path(cache_dir) / "meta.json"), cache_dir)
+    check_cache_contract(contract, read_json(Path(cache_dir) / EXPLAIN_META), cache_dir)
     images_all, index = load_cache(cache_dir)
     size = contract.image_size
     images = np.asarray(images_all[_cache_rows(index, examples["image_id"], cache_dir)])  # [K, S, S] uint8
@@ -503,9 +504,9 @@ def run_explain(
         localization_path.unlink(missing_ok=True)  # an earlier run's figures no longer describe this one
     for stale in set(out_dir.glob("*.png")) - {out_dir / e["file"] for e in entries + box_entries}:
         stale.unlink()  # overlays of an earlier run that this rule no longer picks
-    write_json(out_dir / "index.json", entries)
+    write_json(out_dir / EXPLAIN_INDEX, entries)
     meta = explain_meta(config, params.explain.n_per_category, size, grid, examples)
-    write_json(out_dir / "meta.json", meta)
+    write_json(out_dir / EXPLAIN_META, meta)
     dump_params(params, out_dir / "params.yaml")
     log.info("explain: %d overlays in %s (grid %dx%d)", len(entries), out_dir, *grid)
     return meta

@@ -29,6 +29,7 @@ from fracture.base.io import atomic_write_text, write_json, write_manifest, writ
 from fracture.base.outputs import out_dir_lock, prepare_out_dir
 from fracture.base.parallel import parallel_map
 from fracture.config import IngestParams, Params, PathsParams, dump_params
+from fracture.contracts.artifacts import INGEST_SUMMARY, MANIFEST, QUARANTINE
 from fracture.contracts.schema import MANIFEST_COLUMNS, QUARANTINE_COLUMNS, coerce_manifest
 from fracture.images.decode import check_compressed_dicom
 from fracture.images.header import DICOM_SUFFIXES, FILE_MISSING, ImageRejected, Limits, read_header
@@ -47,7 +48,7 @@ from fracture.sources.privacy import pseudonym_key
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FILES = ("manifest.parquet", "quarantine.csv", "summary.json", "params.yaml")
+OUTPUT_FILES = (MANIFEST, QUARANTINE, INGEST_SUMMARY, "params.yaml")
 COUNT_KEYS = ("candidates", "total", "fracture", "normal", "quarantined", "patients", "studies")
 
 
@@ -397,11 +398,11 @@ def write_outputs(
     for name in OUTPUT_FILES:
         for stale in out_dir.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
-    (out_dir / "manifest.parquet").unlink(missing_ok=True)
-    atomic_write_text(out_dir / "quarantine.csv", quarantine[list(QUARANTINE_COLUMNS)].to_csv(index=False))
-    write_json(out_dir / "summary.json", summary)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    atomic_write_text(out_dir / QUARANTINE, quarantine[list(QUARANTINE_COLUMNS)].to_csv(index=False))
+    write_json(out_dir / INGEST_SUMMARY, summary)
     dump_params(params, out_dir / "params.yaml")
-    write_manifest(manifest, out_dir / "manifest.parquet", roots)
+    write_manifest(manifest, out_dir / MANIFEST, roots)
 
 
 def run_ingest(
@@ -445,7 +446,7 @@ def run_ingest(
     with out_dir_lock(out_dir):
         summary = _ingest_locked(params, out_dir, dirs, recorded, key, label_corrections)
         summary["boxes"] = ingest_boxes(out_dir, None if boxes_dir is None else Path(data_root) / boxes_dir, dirs)
-        write_json(out_dir / "summary.json", summary)
+        write_json(out_dir / INGEST_SUMMARY, summary)
         return summary
 
 
@@ -484,7 +485,7 @@ def _kaggle_images(out_dir: Path, kaggle_dir: Path, stems: set[str]) -> pd.DataF
     from fracture.base.io import read_manifest
     from fracture.images.decode import read_orientation
 
-    manifest, _ = read_manifest(out_dir / "manifest.parquet")
+    manifest, _ = read_manifest(out_dir / MANIFEST)
     rows = manifest[manifest["source"].astype(str) == "kaggle"]
     stem = rows["path"].astype(str).map(lambda p: Path(p).stem)
     rows = rows.assign(stem=stem)[stem.isin(stems).to_numpy()]

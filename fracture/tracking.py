@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fracture.config import Params
+from fracture.contracts.artifacts import MODEL_CONFIG, WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_mode
 NOTE_TAG = "mlflow.note.content"  # the run's (markdown) description in the UI
 GIT_COMMIT_TAG = "git_commit"  # on the training run, and on the registered version (from that run)
 MODEL_DIGEST_TAG = "fracture.model_digest"  # sha256 of model.pt then config.json (`model_digest`)
-DIGEST_FILES = ("model.pt", "config.json")
+DIGEST_FILES = (WEIGHTS, MODEL_CONFIG)
 # mlflow 3.17's UI lets a global GenAI / machine-learning switch (the `workflowType` URL parameter, else the
 # browser's last choice, GenAI by default) override the kind tag on experiment pages: the printed links name it.
 ML_WORKFLOW_QUERY = "?workflowType=machine_learning"

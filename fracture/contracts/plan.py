@@ -18,6 +18,7 @@ from typing import Any
 
 from fracture.base.errors import InputError
 from fracture.config import Params
+from fracture.contracts.artifacts import MODEL_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def locked_plan(model_dir: Path) -> dict[str, Any] | None:
     relocks = read_relocks(model_dir)
     if relocks:
         return dict(relocks[-1]["keys"])
-    path = Path(model_dir) / "metadata.json"
+    path = Path(model_dir) / MODEL_METADATA
     block = json.loads(path.read_text()).get(BLOCK) if path.is_file() else None
     return dict(block["keys"]) if isinstance(block, dict) and "keys" in block else None
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from fracture.base.io import write_json
 from fracture.config import Params
+from fracture.contracts.artifacts import SPLITS
 from fracture.cv import fold_dir_name
 from fracture.split.run import run_split
 
 log = logging.getLogger(__name__)
 
-SPLITS_FILE = "splits.parquet"
+SPLITS_FILE = SPLITS
 PARAMS_FILE = "params.yaml"
 STUDY_FILE = "study.json"
 

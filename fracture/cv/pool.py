@@ -26,6 +26,7 @@ import pandas as pd
 from fracture.base.errors import InputError
 from fracture.base.io import atomic_write_text, read_json, read_parquet, write_json, write_parquet
 from fracture.config import EvaluateParams, Params, load_params
+from fracture.contracts.artifacts import PREDICTIONS, THRESHOLDS
 from fracture.cv import FILES, fold_dir_name
 from fracture.cv.recipe import recipe_hash
 from fracture.stats.bootstrap import draw_resamples, percentile_interval, ranking_replicates, rate_replicates
@@ -203,13 +204,13 @@ def load_fold(eval_dir: Path) -> FoldResult:
     params = load_params(eval_dir / "params.yaml")
     if params.split.strategy not in ("kfold", "loso"):
         raise InputError(f"{eval_dir}: split strategy {params.split.strategy!r} is not a CV fold (kfold or loso)")
-    preds = read_parquet(eval_dir / "predictions.parquet")
+    preds = read_parquet(eval_dir / PREDICTIONS)
     missing = [c for c in PREDICTION_NEEDS if c not in preds.columns]
     if missing:
-        raise InputError(f"{eval_dir / 'predictions.parquet'}: missing columns {', '.join(missing)}")
-    thresholds = read_json(eval_dir / "thresholds.json")
+        raise InputError(f"{eval_dir / PREDICTIONS}: missing columns {', '.join(missing)}")
+    thresholds = read_json(eval_dir / THRESHOLDS)
     if not isinstance(thresholds.get("frozen"), int | float):
-        raise InputError(f"{eval_dir / 'thresholds.json'}: no frozen threshold")
+        raise InputError(f"{eval_dir / THRESHOLDS}: no frozen threshold")
     if not thresholds.get("matches_config", True):
         log.warning("%s: val thresholds recomputed by evaluate differ from train's", eval_dir)
     test = preds.loc[preds["split"] == "test", [c for c in PREDICTION_NEEDS if c != "split"]].reset_index(drop=True)

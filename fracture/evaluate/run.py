@@ -12,6 +12,7 @@ from fracture.base.errors import InputError
 from fracture.base.io import atomic_write_text, read_manifest, read_parquet, write_json, write_parquet
 from fracture.base.parallel import progress
 from fracture.config import Params, dump_params
+from fracture.contracts.artifacts import GATE, HEADLINE, METRICS, PREDICTIONS, PRIMARY, SPECTRUM_PREDICTIONS, THRESHOLDS
 from fracture.contracts.tasks import TASK_REASON, apply_task, check_in_task
 from fracture.contracts.verdict import Verdict, write_verdict
 from fracture.evaluate.cohort import EVAL_SPLITS, MANIFEST_FIELDS, cohort_reasons
@@ -185,12 +186,12 @@ def split_plot_files(name: str, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
     """Write the eval dir, every file atomically, with the resolved params beside it."""
     out_dir = Path(out_dir)
-    write_json(out_dir / "metrics.json", ev.metrics)
-    write_json(out_dir / "headline.json", headline_record(ev.metrics))
-    write_json(out_dir / "primary.json", ev.primary)
-    write_parquet(ev.predictions, out_dir / "predictions.parquet")
-    write_parquet(ev.spectrum_predictions, out_dir / "spectrum_predictions.parquet")
-    write_json(out_dir / "thresholds.json", ev.thresholds)
+    write_json(out_dir / METRICS, ev.metrics)
+    write_json(out_dir / HEADLINE, headline_record(ev.metrics))
+    write_json(out_dir / PRIMARY, ev.primary)
+    write_parquet(ev.predictions, out_dir / PREDICTIONS)
+    write_parquet(ev.spectrum_predictions, out_dir / SPECTRUM_PREDICTIONS)
+    write_json(out_dir / THRESHOLDS, ev.thresholds)
     tables = {
         "subgroups": ev.subgroups,
         "intervals": ev.intervals,
@@ -205,7 +206,7 @@ def write_evaluation(ev: Evaluation, out_dir: Path, params: Params) -> None:
         for rel, part in split_plot_files(name, table).items():
             atomic_write_text(out_dir / "plots" / rel, part.to_csv(index=False))
     atomic_write_text(out_dir / "plots" / "chance.csv", CHANCE_DIAGONAL.to_csv(index=False))
-    write_verdict(ev.gate, out_dir / "gate.json")
+    write_verdict(ev.gate, out_dir / GATE)
     dump_params(params, out_dir / "params.yaml")
 
 

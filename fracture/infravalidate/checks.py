@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from fracture.contracts.artifacts import PREDICTIONS
 from fracture.contracts.verdict import Check, Verdict
 
 OUTPUT_KEYS = ("probability", "decision", "threshold")
@@ -31,7 +32,7 @@ class Case:
     name: str
     body: dict
     expected: float | None = None
-    reference: str = "predictions.parquet"
+    reference: str = PREDICTIONS
     expect_error: str | None = None
 
     @property

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fracture.base.errors import InputError
+from fracture.contracts.artifacts import PREDICTIONS
 from fracture.infravalidate.checks import Case
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def good_cases(rows: pd.DataFrame, offline: Offline, work_dir: Path) -> list[Cas
     """Cases for the selected evaluation rows, plus re-encoded variants for the kinds they lack."""
     cases = []
     for row in rows.itertuples():
-        cases += image_cases(f"{row.split}:{row.image_id}/{row.kind}", Path(row.file), row.prob, "predictions.parquet")
+        cases += image_cases(f"{row.split}:{row.image_id}/{row.kind}", Path(row.file), row.prob, PREDICTIONS)
     rasters = [Path(f) for f, k in zip(rows["file"], rows["kind"], strict=True) if k in ("png8", "png16", "jpeg")]
     lacking = [k for k in KINDS if k not in set(rows["kind"])]
     if lacking and rasters:

@@ -21,6 +21,7 @@ import numpy as np
 
 from fracture.base.errors import InputError, MultiLine, first_line
 from fracture.config import InfraValidationParams, Params
+from fracture.contracts.artifacts import MODEL_CONFIG, PREDICTIONS
 from fracture.infravalidate import checks
 from fracture.infravalidate.checks import Answer, Case
 from fracture.infravalidate.requestset import bad_cases, evaluation_rows, good_cases, path_roots, select_rows
@@ -151,7 +152,7 @@ def validate_served(
         that does not start, or a request set that cannot be built, gives a failed result with the reason.
     """
     iv = params.register_.infra_validation
-    threshold = float(json.loads((Path(model_dir) / "config.json").read_text())["threshold"])
+    threshold = float(json.loads((Path(model_dir) / MODEL_CONFIG).read_text())["threshold"])
     facts: dict[str, Any] = {"model_uri": model_uri, "threshold": threshold, "tolerance": iv.tolerance}
     with tempfile.TemporaryDirectory(prefix="fracture-infravalidate-") as tmp:
         try:
@@ -204,7 +205,7 @@ def run_infravalidate(
 
     with tempfile.TemporaryDirectory(prefix="fracture-pyfunc-") as tmp:
         pyfunc_dir = save_pyfunc(Path(model_dir), Path(tmp) / "pyfunc")
-        predictions = Path(eval_dir) / "predictions.parquet"
+        predictions = Path(eval_dir) / PREDICTIONS
         result = validate_served(params, str(pyfunc_dir), Path(model_dir), predictions, manifest_path, data_root)
     result["model_uri"] = str(model_dir)
     if out_path is not None:

@@ -21,6 +21,7 @@ from fracture.base.errors import InputError
 from fracture.base.io import read_json, write_json
 from fracture.base.logs import setup_logging
 from fracture.config import Params, parse_params
+from fracture.contracts.artifacts import MANIFEST, METRICS, SPLITS
 from fracture.sources import SOURCE_DIRS
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def validate_step(params_json: str, raw_data_path: str, ingest_path: str, out_pa
     from fracture.validate.run import run_validate
 
     _setup()
-    manifest = Path(ingest_path) / "manifest.parquet"
+    manifest = Path(ingest_path) / MANIFEST
     try:
         run_validate(resolve_params(params_json), manifest, Path(out_path), data_root=data_root(raw_data_path))
     finally:
@@ -111,7 +112,7 @@ def split_step(params_json: str, strategy: str, ingest_path: str, out_path: str)
 
     _setup()
     params = resolve_params(params_json, split__strategy=strategy)
-    run_split(params, Path(ingest_path) / "manifest.parquet", Path(out_path) / "splits.parquet")
+    run_split(params, Path(ingest_path) / MANIFEST, Path(out_path) / SPLITS)
 
 
 def preprocess_step(params_json: str, raw_data_path: str, ingest_path: str, out_path: str) -> None:
@@ -119,13 +120,13 @@ def preprocess_step(params_json: str, raw_data_path: str, ingest_path: str, out_
     from fracture.preprocess.run import run_preprocess
 
     _setup()
-    manifest = Path(ingest_path) / "manifest.parquet"
+    manifest = Path(ingest_path) / MANIFEST
     run_preprocess(resolve_params(params_json), manifest, Path(out_path), data_root=data_root(raw_data_path))
 
 
 def train_inputs(ingest_path: str, split_path: str, cache_path: str) -> tuple[Path, Path, Path]:
     """(manifest, splits, cache) inside the upstream artifacts: what both train shells hand to training."""
-    return Path(ingest_path) / "manifest.parquet", Path(split_path) / "splits.parquet", Path(cache_path)
+    return Path(ingest_path) / MANIFEST, Path(split_path) / SPLITS, Path(cache_path)
 
 
 def train_step(
@@ -190,8 +191,8 @@ def evaluate_step(
     run_evaluate(
         resolve_params(params_json),
         Path(model_path),
-        Path(ingest_path) / "manifest.parquet",
-        Path(split_path) / "splits.parquet",
+        Path(ingest_path) / MANIFEST,
+        Path(split_path) / SPLITS,
         Path(cache_path),
         out,
     )
@@ -213,7 +214,7 @@ def evaluation_refusal(eval_path: str) -> list[str] | None:
 
 def log_kfp_metrics(eval_dir: Path, metrics: Any, classification: Any) -> None:
     """Headline scalars to a `Metrics` artifact; test ROC and confusion matrix to `ClassificationMetrics`."""
-    for key, value in read_json(eval_dir / "metrics.json").items():
+    for key, value in read_json(eval_dir / METRICS).items():
         if key.startswith("test.") and isinstance(value, int | float) and key.count(".") <= 2:
             metrics.log_metric(key, float(value))
     roc = pd.read_csv(eval_dir / "plots" / "roc.csv")
@@ -257,7 +258,7 @@ def report_step(
         Path(html_path),
         ingest_dir=Path(ingest_path),
         validation_dir=Path(validation_path),
-        splits_path=Path(split_path) / "splits.parquet",
+        splits_path=Path(split_path) / SPLITS,
         model_dir=Path(model_path),
         eval_dir=Path(eval_path),
         explain_dir=Path(explain_path),
@@ -282,7 +283,7 @@ def infravalidate_step(
         log.warning("infra validation %s", reason)
         write_json(Path(out_path), not_run_result(reason, model_uri=model_path))
         return
-    manifest = Path(ingest_path) / "manifest.parquet"
+    manifest = Path(ingest_path) / MANIFEST
     params = resolve_params(params_json)
     try:
         run_infravalidate(params, Path(model_path), Path(eval_path), manifest, data_root(raw_data_path), Path(out_path))
@@ -342,7 +343,7 @@ def split_fold_step(params_json: str, strategy: str, fold: int, ingest_path: str
 
     _setup()
     params = resolve_params(params_json)
-    run_fold_split(params, Path(ingest_path) / "manifest.parquet", Path(out_path), int(fold), strategy)
+    run_fold_split(params, Path(ingest_path) / MANIFEST, Path(out_path), int(fold), strategy)
     return json.dumps(fold_params(params, int(fold), strategy).to_dict(), sort_keys=True)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fracture.config import Params, PipelineParams
+from fracture.contracts.artifacts import MODEL_CONFIG, MODEL_METADATA, WEIGHTS
 from fracture.contracts.image import IMAGE_UID, container_security
 from fracture.contracts.secrets import secret_env
 
@@ -238,7 +239,7 @@ def sigterm_cancels() -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------------------ the step
 
-MODEL_FILES = ("model.pt", "config.json", "metadata.json")
+MODEL_FILES = (WEIGHTS, MODEL_CONFIG, MODEL_METADATA)
 
 
 def node_command(root: str) -> list[str]:

@@ -16,11 +16,12 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from fracture.config import Params, TrainJobParams, dump_params
+from fracture.contracts.artifacts import MANIFEST, SPLITS
 
 log = logging.getLogger(__name__)
 
 INPUTS, MODEL = "inputs", "model"
-INPUT_FILES = {"manifest": "manifest.parquet", "splits": "splits.parquet", "cache": "cache", "params": "params.yaml"}
+INPUT_FILES = {"manifest": MANIFEST, "splits": SPLITS, "cache": "cache", "params": "params.yaml"}
 
 
 def stage_root(tj: TrainJobParams, job: str) -> str:

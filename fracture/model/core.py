@@ -24,6 +24,7 @@ from torch import nn
 from fracture.base.errors import ConfigError, InputError
 from fracture.base.io import atomic_write_text, read_json, save_torch, write_json
 from fracture.config import ModelParams, Params, dump_params
+from fracture.contracts.artifacts import HISTORY, MODEL_CONFIG, MODEL_METADATA, WEIGHTS
 from fracture.contracts.tasks import CLASSES
 from fracture.model.data import normalise
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 IN_CHANS = 1
 # timm families whose patch grid is fixed at construction: they take img_size.
 FIXED_SIZE_PREFIXES = ("swin", "vit", "deit", "beit", "eva")
-WEIGHTS_FILE, CONFIG_FILE, METADATA_FILE = "model.pt", "config.json", "metadata.json"
+WEIGHTS_FILE, CONFIG_FILE, METADATA_FILE = WEIGHTS, MODEL_CONFIG, MODEL_METADATA
 
 
 class SwinFractureClassifier(nn.Module):
@@ -381,7 +382,7 @@ def save_model_dir(
     save_torch(state, model_dir / WEIGHTS_FILE)  # same bytes on every run (a file object, not the temp path)
     write_json(model_dir / CONFIG_FILE, config)
     write_json(model_dir / METADATA_FILE, metadata)
-    atomic_write_text(model_dir / "history.csv", history.to_csv(index=False))
+    atomic_write_text(model_dir / HISTORY, history.to_csv(index=False))
     dump_params(params, model_dir / "params.yaml")
 
 

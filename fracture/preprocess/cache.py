@@ -16,11 +16,12 @@ import pandas as pd
 
 from fracture.base.errors import InputError
 from fracture.base.io import read_json, read_parquet
+from fracture.contracts.artifacts import CACHE_IMAGES, CACHE_INDEX, CACHE_META
 
 CACHE_FORMAT = 1
-IMAGES_FILE = "images.npy"
-INDEX_FILE = "index.parquet"
-META_FILE = "meta.json"
+IMAGES_FILE = CACHE_IMAGES
+INDEX_FILE = CACHE_INDEX
+META_FILE = CACHE_META
 INDEX_COLUMNS = ("image_id", "row")
 
 

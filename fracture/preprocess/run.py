@@ -41,6 +41,7 @@ from fracture.base.io import (
 from fracture.base.outputs import out_dir_lock, prepare_out_dir, reserve_file
 from fracture.base.parallel import parallel_map
 from fracture.config import Params, dump_params
+from fracture.contracts.artifacts import CACHE_FAILURES
 from fracture.images.decode import prepare_image
 from fracture.preprocess.cache import IMAGES_FILE, INDEX_FILE, META_FILE, cache_meta
 
@@ -259,7 +260,7 @@ def _write_tables(out_dir: Path, build: CacheBuild) -> None:
     )
     write_parquet(index, out_dir / INDEX_FILE)
     failures = pd.DataFrame(build.failures, columns=list(FAILURE_COLUMNS))
-    with atomic_path(out_dir / "failures.csv") as tmp:
+    with atomic_path(out_dir / CACHE_FAILURES) as tmp:
         failures.to_csv(tmp, index=False)
 
 

@@ -12,17 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from fracture.base.errors import GateError, InputError
+from fracture.contracts.artifacts import (
+    GATE,
+    METRICS,
+    MODEL_CONFIG,
+    MODEL_METADATA,
+    PREDICTIONS,
+    REPORT_HTML,
+    THRESHOLDS,
+    VALIDATION_HTML,
+)
 from fracture.contracts.verdict import Verdict, VerdictError, read_verdict
 from fracture.registry.client import current_user, now_iso, tag_text
 from fracture.registry.names import AUROC, FINGERPRINT_TAG, HEADLINE_METRICS, LINEAGE_KEYS, SENSITIVITY
 
 log = logging.getLogger(__name__)
 
-EVAL_FILES = ("metrics.json", "gate.json", "thresholds.json")
+EVAL_FILES = (METRICS, GATE, THRESHOLDS)
 # Required and uploaded: its test rows are the paired-comparison evidence (registry.compare), and infra validation
 # before promotion replays its offline probabilities.
-PREDICTIONS_FILE = "predictions.parquet"
-VALIDATION_PAGE, DATA_DOCS_DIR = "validation.html", "data_docs"  # in validate's output dir
+PREDICTIONS_FILE = PREDICTIONS
+VALIDATION_PAGE, DATA_DOCS_DIR = VALIDATION_HTML, "data_docs"  # in validate's output dir
 _AUROC_TOL = 1e-6
 
 
@@ -235,22 +245,22 @@ def load_register_inputs(
             reproduce the test AUROC.
     """
     model_dir, eval_dir = Path(model_dir), Path(eval_dir)
-    config, metadata = _read_json(model_dir / "config.json"), _read_json(model_dir / "metadata.json")
-    metrics, gate = _read_json(eval_dir / "metrics.json"), read_gate(eval_dir / "gate.json")
-    thresholds = _read_json(eval_dir / "thresholds.json")
+    config, metadata = _read_json(model_dir / MODEL_CONFIG), _read_json(model_dir / MODEL_METADATA)
+    metrics, gate = _read_json(eval_dir / METRICS), read_gate(eval_dir / GATE)
+    thresholds = _read_json(eval_dir / THRESHOLDS)
     for key in (AUROC, SENSITIVITY):
         if not isinstance(metrics.get(key), int | float):
-            raise InputError(f"{eval_dir / 'metrics.json'}: no numeric {key!r} (needed for promotion gates)")
+            raise InputError(f"{eval_dir / METRICS}: no numeric {key!r} (needed for promotion gates)")
     if not isinstance(config.get("threshold"), int | float):
-        raise InputError(f"{model_dir / 'config.json'}: no frozen 'threshold'")
+        raise InputError(f"{model_dir / MODEL_CONFIG}: no frozen 'threshold'")
     frozen = thresholds.get("frozen")
     if isinstance(frozen, int | float) and abs(float(frozen) - float(config["threshold"])) > 1e-6:
         raise InputError(
-            f"{eval_dir / 'thresholds.json'}: frozen threshold {frozen} is not the model's {config['threshold']} "
-            f"in {model_dir / 'config.json'}; this evaluation belongs to another model"
+            f"{eval_dir / THRESHOLDS}: frozen threshold {frozen} is not the model's {config['threshold']} "
+            f"in {model_dir / MODEL_CONFIG}; this evaluation belongs to another model"
         )
-    if report_path is None and (eval_dir.parent / "report.html").is_file():
-        report_path = eval_dir.parent / "report.html"
+    if report_path is None and (eval_dir.parent / REPORT_HTML).is_file():
+        report_path = eval_dir.parent / REPORT_HTML
     if report_path is not None and not Path(report_path).is_file():
         raise InputError(f"{report_path}: report not found")
     if validation_dir is not None and not (Path(validation_dir) / VALIDATION_PAGE).is_file():

@@ -21,6 +21,7 @@ from typing import Any
 from fracture.base.errors import InputError
 from fracture.base.io import hash_file
 from fracture.config import Params
+from fracture.contracts.artifacts import GATE, HISTORY, MODEL_CONFIG, MODEL_METADATA, WEIGHTS
 from fracture.contracts.plan import check_plan, plan_tags
 from fracture.registry.client import first_line, mlflow_client, registry_errors
 from fracture.registry.cv_evidence import cv_evidence, log_cv_evidence
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 
 # The model dir's contract files uploaded with the model (fracture.model.core.save_model_dir writes them; no
 # checkpoints).
-MODEL_DIR_FILES = ("model.pt", "config.json", "metadata.json", "history.csv", "params.yaml")
+MODEL_DIR_FILES = (WEIGHTS, MODEL_CONFIG, MODEL_METADATA, HISTORY, "params.yaml")
 MODEL_NAME = "model"  # the logged model's name inside its run
 EVIDENCE_DIR = "evaluation"  # the run's artifact dir for the evaluation files, the report and validate's pages
 # Runtime requirements written into the MLmodel; the fracture package itself must be installed where it is served.
@@ -278,7 +279,7 @@ def save_pyfunc(model_dir: Path, dst: Path) -> Path:
     import mlflow.pyfunc
 
     _check_loadable(Path(model_dir))
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((Path(model_dir) / MODEL_CONFIG).read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix="fracture-pyfunc-") as tmp:
         staged = _stage_model_dir(Path(model_dir), Path(tmp))
         mlflow.pyfunc.save_model(path=str(dst), **pyfunc_spec(staged, config))
@@ -473,7 +474,7 @@ def not_registered_record(eval_dir: Path) -> dict:
     """The registration record of a model the evaluation gate refused: a result, kept with the experiment."""
     from fracture.registry.lineage import read_gate
 
-    gate = read_gate(Path(eval_dir) / "gate.json")
+    gate = read_gate(Path(eval_dir) / GATE)
     return {"registered": False, "why": f"gate {gate.status}", "reasons": list(gate.reasons)}
 
 
@@ -513,7 +514,7 @@ def run_register(
     check_force(force, reason)
     plan = check_plan(Path(model_dir), params, "register")
     inputs = load_register_inputs(model_dir, eval_dir, report_path, validation_dir)
-    forced = check_gate(inputs.gate, Path(eval_dir) / "gate.json", force, reason)
+    forced = check_gate(inputs.gate, Path(eval_dir) / GATE, force, reason)
     _check_loadable(Path(model_dir))
     fingerprint = fingerprint_model_dir(model_dir)
     cv = cv_evidence(Path(model_dir), Path(cv_dir)) if cv_dir is not None else None

@@ -18,11 +18,12 @@ import importlib.util
 from pathlib import Path
 
 from fracture.base.errors import InputError
+from fracture.contracts.artifacts import MODEL_CONFIG, MODEL_METADATA, WEIGHTS
 from fracture.registry.lineage import fingerprint_model_dir
 
 CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".cloudpickle", ".joblib")
-MODEL_DIR_FILES = ("model.pt", "config.json", "metadata.json")
+MODEL_DIR_FILES = (WEIGHTS, MODEL_CONFIG, MODEL_METADATA)
 
 
 def model_code_path() -> Path:

@@ -12,6 +12,33 @@ import pandas as pd
 
 from fracture.base.errors import InputError
 from fracture.config import Params
+from fracture.contracts.artifacts import (
+    BASELINE,
+    CACHE_META,
+    DECISION_CURVE,
+    EXPLAIN_INDEX,
+    FLOW,
+    GATE,
+    HISTORY,
+    INGEST_SUMMARY,
+    INTERVALS,
+    METRICS,
+    MODEL_CONFIG,
+    MODEL_METADATA,
+    PER_SOURCE,
+    PREDICTIONS,
+    PRIMARY,
+    QUARANTINE,
+    RELIABILITY,
+    SPECTRUM,
+    SPLIT_SUMMARY_JSON,
+    SPLITS,
+    SUBGROUPS,
+    THRESHOLDS,
+    VALIDATION_HTML,
+    VALIDATION_JSON,
+    WEIGHTS,
+)
 from fracture.contracts.verdict import Verdict, VerdictError, read_verdict
 
 
@@ -117,15 +144,15 @@ def relative_href(target: Path, out_path: Path) -> str | None:
 
 def _load_endpoints(art: Artifacts, eval_dir: Path, split_dir: Path, missing: list[str]) -> None:
     """The primary endpoint, CI table, per-source, spectrum, reliability and decision tables, flow and baseline."""
-    art.primary = _json_or_none(eval_dir / "primary.json", missing)
+    art.primary = _json_or_none(eval_dir / PRIMARY, missing)
     art.eval_params = _yaml_or_empty(eval_dir / "params.yaml")
-    art.intervals = _csv_or_none(eval_dir / "intervals.csv", missing)
-    art.per_source = _csv_or_none(eval_dir / "per_source.csv", missing)
-    art.spectrum = _csv_or_none(eval_dir / "spectrum.csv", missing)
-    art.reliability = _csv_or_none(eval_dir / "reliability.csv", missing)
-    art.decision = _csv_or_none(eval_dir / "decision_curve.csv", missing)
-    art.flow = _json_or_none(split_dir / "flow.json", missing)
-    art.baseline = _csv_or_none(split_dir / "baseline.csv", missing)
+    art.intervals = _csv_or_none(eval_dir / INTERVALS, missing)
+    art.per_source = _csv_or_none(eval_dir / PER_SOURCE, missing)
+    art.spectrum = _csv_or_none(eval_dir / SPECTRUM, missing)
+    art.reliability = _csv_or_none(eval_dir / RELIABILITY, missing)
+    art.decision = _csv_or_none(eval_dir / DECISION_CURVE, missing)
+    art.flow = _json_or_none(split_dir / FLOW, missing)
+    art.baseline = _csv_or_none(split_dir / BASELINE, missing)
 
 
 def load_artifacts(
@@ -146,18 +173,18 @@ def load_artifacts(
         InputError: a required artifact is missing, or any artifact is unreadable.
     """
     missing: list[str] = []
-    art = Artifacts(params, _required_json(eval_dir / "metrics.json"), _required_json(model_dir / "config.json"))
-    art.metadata = _json_or_none(model_dir / "metadata.json", missing) or {}
-    art.summary = _json_or_none(ingest_dir / "summary.json", missing)
-    art.quarantine = _csv_or_none(ingest_dir / "quarantine.csv", missing)
-    art.validation = _json_or_none(validation_dir / "validation.json", missing)
-    art.validation_href = relative_href(validation_dir / "validation.html", out_path)
+    art = Artifacts(params, _required_json(eval_dir / METRICS), _required_json(model_dir / MODEL_CONFIG))
+    art.metadata = _json_or_none(model_dir / MODEL_METADATA, missing) or {}
+    art.summary = _json_or_none(ingest_dir / INGEST_SUMMARY, missing)
+    art.quarantine = _csv_or_none(ingest_dir / QUARANTINE, missing)
+    art.validation = _json_or_none(validation_dir / VALIDATION_JSON, missing)
+    art.validation_href = relative_href(validation_dir / VALIDATION_HTML, out_path)
     art.data_docs_href = relative_href(validation_dir / "data_docs" / "index.html", out_path)
-    art.split_summary = _json_or_none(Path(splits_path).with_name("split_summary.json"), missing)
-    art.history = _csv_or_none(model_dir / "history.csv", missing)
-    art.thresholds = _json_or_none(eval_dir / "thresholds.json", missing)
-    art.gate = _verdict_or_none(eval_dir / "gate.json", missing)
-    art.subgroups = _csv_or_none(eval_dir / "subgroups.csv", missing)
+    art.split_summary = _json_or_none(Path(splits_path).with_name(SPLIT_SUMMARY_JSON), missing)
+    art.history = _csv_or_none(model_dir / HISTORY, missing)
+    art.thresholds = _json_or_none(eval_dir / THRESHOLDS, missing)
+    art.gate = _verdict_or_none(eval_dir / GATE, missing)
+    art.subgroups = _csv_or_none(eval_dir / SUBGROUPS, missing)
     _load_endpoints(art, eval_dir, Path(splits_path).parent, missing)
     for name in ("roc", "pr", "calibration", "decision_curve"):
         # test curve in plots/<name>.csv (what DVC draws), val curve in plots/val/<name>.csv
@@ -166,17 +193,17 @@ def load_artifacts(
             parts.append(pd.read_csv(eval_dir / "plots" / "val" / f"{name}.csv"))
         parts = [t for t in parts if t is not None]
         art.plots[name] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    art.explain_index = _json_or_none(explain_dir / "index.json", missing)
-    art.explain_meta = _json_or_none(explain_dir / "meta.json", missing)
+    art.explain_index = _json_or_none(explain_dir / EXPLAIN_INDEX, missing)
+    art.explain_meta = _json_or_none(explain_dir / CACHE_META, missing)
     art.explain_dir = explain_dir
     if localization_path is not None:
         art.localization = _json_or_none(Path(localization_path), missing)
     art.fingerprints = _fingerprints(
         {
-            "model.pt": model_dir / "model.pt",
-            "metrics.json": eval_dir / "metrics.json",
-            "predictions.parquet": eval_dir / "predictions.parquet",
-            "splits.parquet": Path(splits_path),
+            WEIGHTS: model_dir / WEIGHTS,
+            METRICS: eval_dir / METRICS,
+            PREDICTIONS: eval_dir / PREDICTIONS,
+            SPLITS: Path(splits_path),
         }
     )
     art.missing = missing

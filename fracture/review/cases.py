@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fracture.base.errors import InputError
+from fracture.contracts.artifacts import PREDICTIONS, THRESHOLDS
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 SUBGROUP_FILTERS = ("split", "source", "age_band", "sex", "body_part", "projection", "cast", "clinically_relevant")
@@ -64,16 +65,16 @@ def load_cases(eval_dir: Path) -> tuple[pd.DataFrame, float]:
     from fracture.base.io import read_json, read_parquet
 
     eval_dir = Path(eval_dir)
-    for name in ("predictions.parquet", "thresholds.json"):
+    for name in (PREDICTIONS, THRESHOLDS):
         if not (eval_dir / name).is_file():
             raise InputError(f"{eval_dir / name}: missing; pass the eval dir `fracture evaluate` wrote")
-    frame = read_parquet(eval_dir / "predictions.parquet")
+    frame = read_parquet(eval_dir / PREDICTIONS)
     missing = [c for c in NEEDED if c not in frame.columns]
     if missing:
-        raise InputError(f"{eval_dir / 'predictions.parquet'}: missing columns {', '.join(missing)}")
-    frozen = read_json(eval_dir / "thresholds.json").get("frozen")
+        raise InputError(f"{eval_dir / PREDICTIONS}: missing columns {', '.join(missing)}")
+    frozen = read_json(eval_dir / THRESHOLDS).get("frozen")
     if not isinstance(frozen, int | float) or not 0 <= frozen <= 1:
-        raise InputError(f"{eval_dir / 'thresholds.json'}: no frozen threshold in [0, 1]")
+        raise InputError(f"{eval_dir / THRESHOLDS}: no frozen threshold in [0, 1]")
     return with_outcomes(frame, float(frozen)), float(frozen)
 
 

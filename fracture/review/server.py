@@ -17,6 +17,7 @@ import pandas as pd
 
 from fracture.base.errors import InputError
 from fracture.config import Params
+from fracture.contracts.artifacts import EXPLAIN_INDEX
 from fracture.review.state import ReviewState
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def explain_index(explain_dir: Path | None) -> dict[str, str]:
 
     if explain_dir is None:
         return {}
-    index = Path(explain_dir) / "index.json"
+    index = Path(explain_dir) / EXPLAIN_INDEX
     if not index.is_file():
         raise InputError(f"{index}: missing; pass the dir `fracture explain` wrote")
     return {str(e["image_id"]): str(e["file"]) for e in read_json(index)}

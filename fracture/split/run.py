@@ -30,6 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from fracture.base.errors import InputError, MultiLine
 from fracture.base.io import atomic_write_text, read_manifest, write_json, write_parquet
 from fracture.config import ExclusionPolicy, Params, SplitParams, dump_params
+from fracture.contracts.artifacts import BASELINE, FLOW, QUARANTINE, SPLIT_SUMMARY_CSV, SPLIT_SUMMARY_JSON
 from fracture.contracts.schema import SPLIT_COLUMNS, SPLITS, copy_exclusion_reason
 from fracture.contracts.tasks import TASK_REASON, apply_task, check_split_classes
 from fracture.split.cohort import baseline_table, flow_counts
@@ -360,7 +361,7 @@ def read_quarantine(manifest_path: Path) -> pd.DataFrame | None:
     Raises:
         InputError: the file exists but is not a CSV with `source` and `reason` columns.
     """
-    path = Path(manifest_path).parent / "quarantine.csv"
+    path = Path(manifest_path).parent / QUARANTINE
     if not path.is_file():
         log.warning("%s not found: flow.json counts accepted images only (no quarantine stage)", path)
         return None
@@ -381,8 +382,8 @@ def write_cohort_tables(df: pd.DataFrame, splits: pd.DataFrame, manifest_path: P
         The flow counts.
     """
     flow = flow_counts(df, splits, read_quarantine(manifest_path), how["strategy"], how["fold"])
-    write_json(out_dir / "flow.json", flow)
-    atomic_write_text(out_dir / "baseline.csv", baseline_table(df, splits).to_csv(index=False))
+    write_json(out_dir / FLOW, flow)
+    atomic_write_text(out_dir / BASELINE, baseline_table(df, splits).to_csv(index=False))
     return flow
 
 
@@ -414,8 +415,8 @@ def run_split(
     out_path = Path(out_path)
     write_parquet(splits, out_path)
     report = _summary_json(summary, splits, {"task": task, "strategy": strategy, "fold": fold}, params.base.seed)
-    write_json(out_path.parent / "split_summary.json", report)
-    atomic_write_text(out_path.parent / "split_summary.csv", summary.to_csv(index=False))
+    write_json(out_path.parent / SPLIT_SUMMARY_JSON, report)
+    atomic_write_text(out_path.parent / SPLIT_SUMMARY_CSV, summary.to_csv(index=False))
     write_cohort_tables(df, splits, Path(manifest_path), out_path.parent, {"strategy": strategy, "fold": fold})
     dump_params(params, out_path.parent / "params.yaml")
     table = MultiLine(summary.to_string(index=False))

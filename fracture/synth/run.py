@@ -16,6 +16,7 @@ from fracture.base.errors import InputError
 from fracture.base.io import write_json
 from fracture.base.parallel import progress
 from fracture.config import Params, dump_params
+from fracture.contracts.artifacts import SYNTH_SUMMARY
 from fracture.sources import SOURCE_DIRS
 from fracture.sources.boxes import CLASS_NAMES
 from fracture.synth.dicom import write_dicom
@@ -159,7 +160,7 @@ def run_synth(params: Params, out_dir: Path, n_per_source: int | None = None, se
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     counts = {name: plan.counts for name, plan in plans.items()}
-    write_json(out_dir / "synth_summary.json", {"seed": seed, "n_per_source": n, "counts": counts})
+    write_json(out_dir / SYNTH_SUMMARY, {"seed": seed, "n_per_source": n, "counts": counts})
     dump_params(_resolved(params, n, seed), out_dir / "params.yaml")
     summary = ", ".join(f"{k} {c['images']} ({c['positive']} positive)" for k, c in counts.items())
     log.info("synth: wrote %s to %s in %.1f s (seed %d)", summary, out_dir, time.perf_counter() - start, seed)

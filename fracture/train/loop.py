@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from fracture.base.errors import ConfigError
 from fracture.config import Params
+from fracture.contracts.artifacts import BEST_CHECKPOINT, LAST_CHECKPOINT
 from fracture.model.core import build_model
 from fracture.tracking import Tracker
 from fracture.train.checkpoint import LoopState, checkpoint_payload, restore_checkpoint, resume_key, save_checkpoint
@@ -110,9 +111,9 @@ def _run_epoch(s: Session, prog: LoopState) -> float:
         # Wall time goes to MLflow only: the model dir (history, checkpoints) stays a pure function of the inputs.
         s.tracker.log_metrics(epoch_metrics(row, seconds), step=prog.epoch)
         if improved:
-            save_checkpoint(s.out_dir / "checkpoints" / "best.pt", s.model.state_dict())
+            save_checkpoint(s.out_dir / "checkpoints" / BEST_CHECKPOINT, s.model.state_dict())
         payload = checkpoint_payload(s.model, s.opt, prog, s.generator, s.key)
-        save_checkpoint(s.out_dir / "checkpoints" / "last.pt", payload)
+        save_checkpoint(s.out_dir / "checkpoints" / LAST_CHECKPOINT, payload)
     if s.rt.distributed:
         dist.barrier()
     return seconds
@@ -137,7 +138,7 @@ def fit(s: Session, prog: LoopState, on_epoch: EpochCallback | None = None) -> L
 
 def maybe_resume(s: Session, resume: bool) -> LoopState:
     """The loop's progress: restored from checkpoints/last.pt when `resume` is set and it exists, else fresh."""
-    last = s.out_dir / "checkpoints" / "last.pt"
+    last = s.out_dir / "checkpoints" / LAST_CHECKPOINT
     if not resume:
         return LoopState()
     if not last.is_file():

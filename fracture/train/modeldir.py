@@ -17,6 +17,7 @@ import pandas as pd
 
 from fracture.base.io import hash_file, read_json
 from fracture.config import Params
+from fracture.contracts.artifacts import BEST_CHECKPOINT, HISTORY, MODEL_CONFIG, MODEL_METADATA, SPLIT_SUMMARY_JSON
 from fracture.contracts.plan import BLOCK, PLAN_TAG, plan_block
 from fracture.contracts.tasks import CLASSES, DESCRIPTIONS, patient_hashes
 from fracture.model.card import build_model_card
@@ -37,7 +38,7 @@ def collect_lineage(params: Params, manifest_path: Path, splits_path: Path) -> d
     No git commit: the model dir is a DVC output and must be a pure function of its inputs (dvc.lock pins the code
     by hash); the commit is a tag of the training run, and the registered version's `git_commit` comes from it.
     """
-    summary_path = Path(splits_path).with_name("split_summary.json")
+    summary_path = Path(splits_path).with_name(SPLIT_SUMMARY_JSON)
     strategy = read_json(summary_path).get("strategy") if summary_path.is_file() else params.split.strategy
     init_dir = Path(params.model.init_from) if params.model.init_from else None
     source = read_init_source(init_dir, params.model) if init_dir else None
@@ -80,7 +81,7 @@ def build_metadata(params: Params, prog: LoopState, config: dict, lineage: dict,
 
 def best_checkpoint_thresholds(s: Session, images: np.ndarray, rows: pd.DataFrame) -> dict[str, float]:
     """Operating points from the best checkpoint's probabilities on the val split (never test)."""
-    s.model.load_state_dict(load_checkpoint(s.out_dir / "checkpoints" / "best.pt"))
+    s.model.load_state_dict(load_checkpoint(s.out_dir / "checkpoints" / BEST_CHECKPOINT))
     val, mp = rows[rows["split"] == "val"], s.params.model
     probs = predict_proba(
         s.model, images[val["row"].to_numpy()], mp.mean, mp.std, s.params.evaluate.batch_size, s.rt.device
@@ -115,7 +116,7 @@ def _track_result(s: Session, prog: LoopState, config: dict, digest: str) -> Non
         NOTE_TAG: run_note(prog, config, digest),
     }
     s.tracker.set_tags(tags)
-    names = ("config.json", "metadata.json", "history.csv", "params.yaml")
+    names = (MODEL_CONFIG, MODEL_METADATA, HISTORY, "params.yaml")
     s.tracker.log_artifacts([s.out_dir / n for n in names], artifact_path="model_dir")
     s.tracker.end("FINISHED")
 

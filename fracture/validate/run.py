@@ -42,6 +42,7 @@ from fracture.base.errors import ConfigError, GateError
 from fracture.base.io import atomic_write_text, read_manifest, resolve_image_path, write_json
 from fracture.base.parallel import parallel_map
 from fracture.config import SOURCES, Params, ValidateParams, dump_params
+from fracture.contracts.artifacts import VALIDATION_HTML, VALIDATION_JSON
 from fracture.contracts.schema import AO_STATUSES, MANIFEST_COLUMNS
 from fracture.validate.boxes import BOX_SEVERITY, build_box_suite
 from fracture.validate.page import render_results_page
@@ -442,7 +443,7 @@ def summarise(entries: list[dict[str, Any]], n_rows: int) -> dict[str, Any]:
         "warnings": [e["name"] for e in failed if e["severity"] == "warning"],
         "rows": n_rows,
         "suite": SUITE_NAME,
-        "results_page": "validation.html",  # plain, offline, deterministic (fracture/validate/page.py)
+        "results_page": VALIDATION_HTML,  # plain, offline, deterministic (fracture/validate/page.py)
         "data_docs": "data_docs/index.html",  # Great Expectations' site: holds the run time, so no DVC output
         "results": entries,
     }
@@ -527,14 +528,14 @@ def run_validate(params: Params, manifest_path: Path, out_dir: Path, data_root: 
     entries.insert(2, column_types_result(bad_types, severity))  # after not_empty, columns_present
     finish_image_entries(entries, images, typed)
     report = summarise(entries, len(df))
-    json_path = Path(out_dir) / "validation.json"
+    json_path = Path(out_dir) / VALIDATION_JSON
     write_json(json_path, report)
     atomic_write_text(Path(out_dir) / report["results_page"], render_results_page(report))
     dump_params(params, Path(out_dir) / "params.yaml")
     for e in entries:
         if not e["success"] and e["severity"] == "warning":
             log.warning("validation warning: %s (observed %s)", e["name"], e["observed"])
-    log.info("validated %d rows: %d expectations, results in %s", len(df), len(entries), out_dir / "validation.html")
+    log.info("validated %d rows: %d expectations, results in %s", len(df), len(entries), out_dir / VALIDATION_HTML)
     if report["blocking_failed"]:
         raise GateError(gate_message(report, json_path))
     return report
