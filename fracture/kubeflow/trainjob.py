@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from fracture.config import Params, PipelineParams
+from fracture.config import Params
 from fracture.contracts.artifacts import MODEL_CONFIG, MODEL_METADATA, WEIGHTS
+from fracture.contracts.cluster import PipelineParams
 from fracture.contracts.image import IMAGE_UID, container_security
 from fracture.contracts.secrets import secret_env
 

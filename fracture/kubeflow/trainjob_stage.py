@@ -15,8 +15,9 @@ from pathlib import Path
 import fsspec
 from fsspec import AbstractFileSystem
 
-from fracture.config import Params, TrainJobParams, dump_params
+from fracture.config import Params, dump_params
 from fracture.contracts.artifacts import MANIFEST, SPLITS
+from fracture.contracts.cluster import TrainJobParams
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ import logging
 from typing import Any
 
 from fracture.base.errors import GateError, InputError
-from fracture.config import DeployParams, Params
+from fracture.config import Params
+from fracture.contracts.cluster import DeployParams
 from fracture.contracts.image import container_security
 from fracture.contracts.secrets import secret_env
 
