@@ -31,8 +31,8 @@ def _run(project, *cmd, **env):
 
 
 def readme_comparison_block() -> str:
-    """The bash block after the README's comparison-example marker."""
-    text = (REPO / "README.md").read_text()
+    """The bash block after the comparison-example marker (docs/experiments.md)."""
+    text = (REPO / "docs" / "experiments.md").read_text()
     return re.findall(r"```bash\n(.*?)```", text[text.index(MARKER) :], flags=re.S)[0]
 
 

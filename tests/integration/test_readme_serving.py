@@ -1,6 +1,6 @@
 """The README's serving lines, run as written in a fresh shell without the venv on PATH.
 
-The lines are parsed out of README.md (the bash blocks after the `serving-example` marker and the Python client
+The lines are parsed out of docs/serving.md (the bash blocks after the `serving-example` marker and the Python client
 block after them), run in a work dir holding `.venv` (a link to this venv), `params.yaml`, `wrist.png` and an
 `mlflow.db` where a model is registered and promoted to `champion` as the demo would. Only the port is replaced,
 and only when 5001 is taken on this machine.
@@ -34,7 +34,7 @@ README_PORT = "5001"
 
 def readme_blocks() -> tuple[list[str], list[str], str]:
     """(server shell lines, client shell lines, Python client) from the README's serving example."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "serving.md").read_text()
     after = text[text.index(MARKER) :]
     bash = re.findall(r"```bash\n(.*?)```", after, flags=re.S)[:2]
     python = re.findall(r"```python\n(.*?)```", after, flags=re.S)[0]

@@ -1,4 +1,4 @@
-"""The README's shell commands work as typed in a fresh shell, and the `fracture` flags they use exist."""
+"""The shell commands of the README and the docs pages work as typed in a fresh shell; their `fracture` flags exist."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from typer.testing import CliRunner
 
 from fracture.cli import app
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+# The README and every docs page: the commands people copy.
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 ACTIVATE = "source .venv/bin/activate"
 VENV_TOOLS = ("fracture", "dvc", "mlflow", "pytest", "pre-commit")
 
@@ -32,9 +35,10 @@ def bare_tool(line: str) -> str | None:
     return words[0] if words and words[0] in VENV_TOOLS else None
 
 
-def test_bare_venv_tools_follow_an_activation_in_their_block() -> None:
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_bare_venv_tools_follow_an_activation_in_their_block(page: Path) -> None:
     problems = []
-    for block in bash_blocks(README.read_text()):
+    for block in bash_blocks(page.read_text()):
         active = False
         for line in block:
             active = active or line.startswith(ACTIVATE)
@@ -74,7 +78,9 @@ def _help_of(args: list[str]) -> tuple[list[str], str]:
     return path, CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"}).output
 
 
-@pytest.mark.parametrize("args", fracture_commands(README.read_text()), ids=lambda a: " ".join(a[:3]))
+@pytest.mark.parametrize(
+    "args", [a for page in PAGES for a in fracture_commands(page.read_text())], ids=lambda a: " ".join(a[:3])
+)
 def test_readme_fracture_flags_exist(args: list[str]) -> None:
     path, help_text = _help_of(args)
     assert path, f"`fracture {' '.join(args)}`: no such command"
