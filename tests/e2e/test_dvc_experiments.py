@@ -82,9 +82,32 @@ def test_readme_comparison_prints_numeric_changes_between_demo_and_experiment(co
 
 
 def test_return_to_demo_restores_the_demo_model_and_metrics(demo_project, comparison):
+    """The block leaves the demo untouched (--temp); its last line brings the demo back from an experiment's state."""
     before, _ = comparison
     assert _digests(demo_project) == before
-    status = _run(demo_project, "dvc", "status", "--json")
+    # A workspace that holds the experiment (as `dvc exp run` without --temp leaves it): its params, lock, outputs.
+    branch = _run(demo_project, "dvc", "exp", "branch", EXPERIMENT, "e2e-two-epochs-branch")
+    assert branch.returncode == 0, branch.stderr
+    moved = _run(
+        demo_project,
+        "bash",
+        "-c",
+        "git checkout e2e-two-epochs-branch -- params.yaml dvc.lock && dvc checkout dvc.yaml",
+    )
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert _digests(demo_project) != before, "the experiment's outputs did not reach the workspace"
+    back = readme_comparison_block().strip().splitlines()[-1].split("  #")[0]
+    assert back.startswith("git checkout HEAD"), back
+    proc = subprocess.run(
+        ["bash", "-c", f"source .venv/bin/activate && {back}"],
+        cwd=demo_project,
+        env=fresh_shell_env(demo_project),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _digests(demo_project) == before
+    status = _run(demo_project, "dvc", "status", "dvc.yaml", "--json")
     assert json.loads(status.stdout) == {}, status.stdout
 
 
