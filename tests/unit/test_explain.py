@@ -243,7 +243,7 @@ def test_run_explain_refuses_a_cache_of_another_size(explain_inputs, tmp_path):
     np.save(tmp_path / "cache" / "images.npy", np.zeros((25, 32, 32), dtype=np.uint8))
     meta = json.loads((root / "cache" / "meta.json").read_text())
     (tmp_path / "cache" / "meta.json").write_text(json.dumps({**meta, "image_size": 32}))
-    with pytest.raises(InputError, match="32 px but the model takes 64 px"):
+    with pytest.raises(InputError, match="32 px but the model's input contract takes 64 px"):
         run_explain(params, root / "model", root / "eval", tmp_path / "cache", tmp_path / "out")
 
 

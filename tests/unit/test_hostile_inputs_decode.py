@@ -328,7 +328,7 @@ def batch_rows(params, paths: list[Path], root: Path) -> list[dict]:  # noqa: AN
     from fracture.model.core import input_contract
     from fracture.serving.predict import _decode_chunk
 
-    predictor = SimpleNamespace(threshold=0.5, contract=input_contract(params, SIZE))
+    predictor = SimpleNamespace(threshold=0.5, contract=input_contract(params, SIZE), config={})
     return _decode_chunk(params, predictor, paths, root)[1]
 
 
