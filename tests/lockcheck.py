@@ -49,9 +49,9 @@ def _produced_by(stages: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _producer(path: str, producers: Mapping[str, str]) -> str | None:
-    """The stage whose output holds `path` (the path itself or a folder above it), None for a source file."""
+    """A stage whose output is `path`, a folder above it, or inside it (a folder dep holding outputs); None: source."""
     for out, stage in producers.items():
-        if path == out or path.startswith(out.rstrip("/") + "/"):
+        if path == out or path.startswith(out.rstrip("/") + "/") or out.startswith(path.rstrip("/") + "/"):
             return stage
     return None
 

@@ -62,6 +62,17 @@ def test_other_training_bits_pass_on_another_machine_but_not_on_one():
     ]
 
 
+def test_a_folder_dep_holding_outputs_of_another_stage_is_that_stages():
+    """report depends on reports/eval, a folder whose files are evaluate's outputs (seen with the SIMD paths off)."""
+    lock = copy.deepcopy(LOCK)
+    lock["evaluate"]["outs"] = [_out("reports/eval/metrics.json", "m1"), _out("reports/eval/gate.json", "g1")]
+    lock["report"] = {"cmd": "fracture report", "deps": [_out("reports/eval", "eval.dir")], "outs": []}
+    fresh = copy.deepcopy(lock)
+    fresh["evaluate"]["outs"][0]["md5"] = "m2"
+    fresh["report"]["deps"][0]["md5"] = "eval2.dir"
+    assert portable_problems(lock, fresh) == []
+
+
 def test_synthetic_data_that_depends_on_the_machine_fails_everywhere():
     fresh = _changed("synth@demo", "outs", 0, "other-pixels.dir")
     fresh["ingest"]["deps"][0]["md5"] = "other-kaggle.dir"
