@@ -11,9 +11,10 @@ from fracture.config import Params
 from fracture.tracking import UI_PORT, redact, tracking_uri, ui_base, ui_links
 
 # `dvc exp show` in a 120-column terminal: the headline metrics without their CI bounds (`dvc metrics diff` shows
-# them) and the params that differ; dependency hashes (columns named by paths) and the time dropped. README,
-# "Comparing experiments"; tests/e2e/test_dvc_experiments.py measures the width.
-EXP_SHOW_FLAGS = "--only-changed --drop 'Created|.*/.*|.*_(lo|hi)'"
+# them) and the params that differ; dependency hashes (columns named by paths), the time and the localization
+# figures (`dvc metrics show`) dropped. docs/experiments.md; tests/e2e/test_dvc_experiments.py measures the width.
+_LOCALIZATION = r"(pointing_game|energy_inside|shortcut|chance)\..*|n_cases|n_patients"
+EXP_SHOW_FLAGS = f"--only-changed --drop 'Created|.*/.*|.*_(lo|hi)|{_LOCALIZATION}'"
 
 
 def summary_lines(params: Params) -> list[str]:
