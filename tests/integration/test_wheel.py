@@ -32,7 +32,8 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     root = tmp_path_factory.mktemp("wheel")
     src = root / "src"  # a copy of what the wheel is built from: building in place would leave build/ in the repo
-    shutil.copytree(REPO / "fracture", src / "fracture", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("fracture", "components", "pipelines"):  # the package and the folders pyproject maps into it
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "tests"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root), str(src)], root)

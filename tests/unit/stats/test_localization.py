@@ -132,7 +132,7 @@ def train_and_measure(planted: bool) -> dict:
     mp = ModelParams(
         backbone="swin_tiny_patch4_window7_224",
         backbone_kwargs={"window_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]},
-        pretrained=False, weights_path=None, head_hidden=32, dropout=0.0, mean=0.5, std=0.5,
+        pretrained=False, weights_path=None, init_from=None, head_hidden=32, dropout=0.0, mean=0.5, std=0.5,
     )  # fmt: skip
     model = build_model(mp, SIZE)
     opt = torch.optim.AdamW(model.parameters(), 3e-3)
