@@ -71,6 +71,7 @@ def local_run_summary(pipeline_root: Path, out_dir: Path, started: float) -> lis
     """
     from fracture.base.io import read_json
     from fracture.contracts.artifacts import GATE, REPORT_HTML
+    from fracture.contracts.verdict import read_verdict
 
     run = _newest_run(pipeline_root)
     if run is None:
@@ -83,10 +84,9 @@ def local_run_summary(pipeline_root: Path, out_dir: Path, started: float) -> lis
         previous = finished
     gate = next(iter(run.glob(f"evaluate/eval_dir/{GATE}")), None)
     if gate is not None:
-        verdict = read_json(gate)
-        status = verdict.get("status", "passed" if verdict.get("passed") else "failed")
+        verdict = read_verdict(gate)
         lines.append(
-            f"evaluation gate: {status}" + (f" ({'; '.join(verdict['reasons'])})" if verdict["reasons"] else "")
+            f"evaluation gate: {verdict.status}" + (f" ({'; '.join(verdict.reasons)})" if verdict.reasons else "")
         )
     registration = next(iter(run.glob("register/registration")), None)
     if registration is not None:
